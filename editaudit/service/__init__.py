@@ -1,0 +1,1 @@
+"""The HTTP API, persistence, object store, settings and CLI. Never imports torch."""

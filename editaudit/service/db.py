@@ -1,0 +1,104 @@
+"""SQLAlchemy 2 tables. Postgres is the source of truth for job state; the broker only carries work."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    arch: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict] = mapped_column(JSON)
+    object_key: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    edit_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    object_key: Mapped[str] = mapped_column(String(300))
+    n: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[list] = mapped_column(JSON)
+    label_max: Mapped[int] = mapped_column(Integer)
+    has_x_orig: Mapped[bool] = mapped_column(default=False)
+    has_mask: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Edit(Base):
+    __tablename__ = "edits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    method: Mapped[str] = mapped_column(String(64))
+    layers: Mapped[list] = mapped_column(JSON)
+    hyperparams: Mapped[dict] = mapped_column(JSON)
+    edit_set: Mapped[str] = mapped_column(String(64))
+    generalization_set: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    test_set: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    edited_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    config: Mapped[dict] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # metrics, deltas, samples, durations, device
+    versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str):
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(conn, _):  # API and worker are two processes on one file: WAL lets them overlap
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return eng
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(url: str) -> sessionmaker:
+    return sessionmaker(engine_for(url), expire_on_commit=False)

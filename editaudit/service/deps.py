@@ -1,0 +1,43 @@
+"""What routes share: settings, database sessions, the object store and the queue producer (built once per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from editaudit.service.errors import Problem
+from editaudit.service.settings import Settings
+from editaudit.service.storage import ObjectStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: sessionmaker
+    store: ObjectStore
+    celery: object  # celery.Celery; used only to send tasks by name
+
+    def enqueue(self, task: str, *args) -> None:
+        self.celery.send_task(task, args=list(args), queue=self.settings.queue)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def session(svc: Annotated[Services, Depends(services)]) -> Iterator[Session]:
+    with svc.sessions() as s:
+        yield s
+
+
+def require_token(request: Request, svc: Annotated[Services, Depends(services)]) -> None:
+    token = svc.settings.api_token
+    if token and request.headers.get("authorization", "") != f"Bearer {token}":
+        raise Problem(401, "missing or wrong bearer token", field="Authorization")
+
+
+SvcDep = Annotated[Services, Depends(services)]
+SessionDep = Annotated[Session, Depends(session)]

@@ -1,0 +1,102 @@
+"""`/edits`: validate an edit request fully, commit its rows, then enqueue it by task name (no torch here)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+from pydantic import ValidationError
+
+from editaudit.service import archs, db
+from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.errors import Problem, not_found
+from editaudit.service.routes.datasets import dataset_facts
+from editaudit.service.routes.models import get_model_row, safetensors_response
+from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
+from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS
+from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
+
+router = APIRouter(tags=["edits"])
+log = logging.getLogger(__name__)
+
+
+def _validate(req: EditRequest, model: db.Model, s) -> None:
+    if req.method not in EDIT_METHODS:
+        raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=sorted(EDIT_METHODS))
+    try:
+        EDIT_METHODS[req.method].model_validate(req.hyperparams)
+    except ValidationError as e:
+        errors = [{"field": ".".join(["hyperparams", *map(str, x["loc"])]), "reason": x["msg"]} for x in e.errors()]
+        raise Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors) from None
+    if req.method in METHODS_NEEDING_LAYERS and not req.layers:
+        raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
+                      valid=archs.layer_names(model.arch))
+    valid_layers = archs.layer_names(model.arch)
+    for i, layer in enumerate(req.layers):
+        if layer not in valid_layers:
+            raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
+                          closest=archs.closest(layer, valid_layers))
+    spec = model.spec
+    for field in ("edit_set", "generalization_set", "test_set"):
+        ref = getattr(req, field)
+        if ref is None:
+            continue
+        facts = dataset_facts(s, ref, field)
+        if list(facts["shape"]) != list(spec["input_shape"]):
+            raise Problem(422, f"{field} images are {facts['shape']} but the model takes {spec['input_shape']}",
+                          field=field)
+        if facts["label_max"] >= spec["num_classes"]:
+            raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
+                               "classes (labels must be < num_classes)", field=field)
+
+
+@router.post("/edits", status_code=202, response_model=EditAccepted)
+def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response):
+    model = s.get(db.Model, req.model_id)
+    if model is None:
+        raise not_found("model", req.model_id)
+    _validate(req, model, s)
+    edit = db.Edit(model_id=model.id, method=req.method, layers=req.layers, hyperparams=req.hyperparams,
+                   edit_set=req.edit_set, generalization_set=req.generalization_set, test_set=req.test_set,
+                   status="queued", progress={"stage": "queued", "done": 0, "total": 1})
+    s.add(edit)
+    s.flush()
+    audit = db.Audit(edit_id=edit.id, status="queued", config=req.audit.model_dump())
+    s.add(audit)
+    s.commit()  # the row exists before any worker can see the message
+    try:
+        svc.enqueue(RUN_EDIT, edit.id)
+    except Exception as exc:  # noqa: BLE001 - broker down: fail the job visibly rather than leave it queued
+        log.exception("could not enqueue edit %s", edit.id)
+        edit.status, edit.error, edit.finished_at = "failed", f"could not enqueue: {exc}", db.utcnow()
+        audit.status = "failed"
+        s.commit()
+        raise Problem(503, f"the job queue is unreachable; edit {edit.id} was marked failed", field="broker") from None
+    response.headers["Location"] = f"/edits/{edit.id}"
+    return EditAccepted(id=edit.id, status=edit.status, audit_id=audit.id)
+
+
+def get_edit_row(s, edit_id: str) -> db.Edit:
+    edit = s.get(db.Edit, edit_id)
+    if edit is None:
+        raise not_found("edit", edit_id)
+    return edit
+
+
+def audit_id_of(s, edit_id: str) -> str:
+    return s.query(db.Audit.id).filter_by(edit_id=edit_id).scalar()
+
+
+@router.get("/edits/{edit_id}", response_model=EditOut)
+def get_edit(edit_id: str, s: SessionDep):
+    edit = get_edit_row(s, edit_id)
+    return EditOut.model_validate({**{c.name: getattr(edit, c.name) for c in db.Edit.__table__.columns},
+                                   "audit_id": audit_id_of(s, edit_id)})
+
+
+@router.get("/edits/{edit_id}/weights")
+def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
+    edit = get_edit_row(s, edit_id)
+    if edit.status != "succeeded":
+        raise Problem(409, f"edit {edit_id} is {edit.status}; its weights exist once it has succeeded", field="edit_id")
+    return safetensors_response(svc, get_model_row(s, edit.edited_model_id))

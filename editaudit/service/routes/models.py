@@ -1,0 +1,92 @@
+"""`/models` and `/archs`: checkpoints in (safetensors only, checked against the architecture), weights out."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+from pydantic import ValidationError
+
+from editaudit.formats import FormatError, read_safetensors_header
+from editaudit.service import archs, db
+from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.errors import Problem, not_found
+from editaudit.service.routes.uploads import read_upload, store_and_insert
+from editaudit.service.schemas import ModelOut, ModelSpec
+from editaudit.service.storage import content_key, sha256
+
+router = APIRouter(tags=["models"])
+
+
+def parse_spec(raw: str) -> ModelSpec:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise Problem(422, f"spec is not valid JSON: {e}", field="spec") from None
+    try:
+        spec = ModelSpec.model_validate(obj)
+    except ValidationError as e:
+        errors = [{"field": ".".join(["spec", *map(str, err["loc"])]), "reason": err["msg"]} for err in e.errors()]
+        raise Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors) from None
+    if spec.arch not in archs.arch_names():
+        raise Problem(422, f"unknown architecture {spec.arch!r}", field="spec.arch", valid=archs.arch_names(),
+                      closest=archs.closest(spec.arch, archs.arch_names()))
+    need = archs.required_channels(spec.arch)
+    if need is not None and spec.input_shape[0] != need:
+        raise Problem(422, f"{spec.arch} takes {need}-channel inputs; input_shape has {spec.input_shape[0]}",
+                      field="spec.input_shape")
+    return spec
+
+
+def model_out(m: db.Model) -> ModelOut:
+    return ModelOut.model_validate(m, from_attributes=True)
+
+
+@router.get("/archs")
+def list_archs() -> dict:
+    return {"archs": archs.arch_names()}
+
+
+@router.post("/models", status_code=201, response_model=ModelOut)
+def upload_model(svc: SvcDep, s: SessionDep, response: Response,
+                 weights: UploadFile = File(description="a safetensors state_dict"),
+                 spec: str = Form(description='JSON, e.g. {"arch": "torchvision/resnet18", "num_classes": 10, ...}')):
+    model_spec = parse_spec(spec)
+    data = read_upload(weights, "weights", svc.settings.max_upload_mb)
+    try:
+        header = read_safetensors_header(data)
+    except FormatError as e:
+        raise Problem(415, e.reason, field="weights") from None
+    mismatch = archs.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
+    if mismatch:
+        raise Problem(422, f"state_dict does not fit {model_spec.arch}: {mismatch}", field="weights")
+    digest = sha256(data)
+    key = content_key("models", digest, ".safetensors")
+    spec_dict = model_spec.model_dump()
+    row = store_and_insert(s, svc.store, key, data, lambda: db.Model(
+        sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=len(data)))
+    response.headers["Location"] = f"/models/{row.id}"
+    return model_out(row)
+
+
+def get_model_row(s, model_id: str) -> db.Model:
+    row = s.get(db.Model, model_id)
+    if row is None:
+        raise not_found("model", model_id)
+    return row
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, s: SessionDep):
+    return model_out(get_model_row(s, model_id))
+
+
+def safetensors_response(svc, row: db.Model) -> Response:
+    return Response(svc.store.get(row.object_key), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{row.id}.safetensors"',
+                             "X-Content-SHA256": row.sha256})
+
+
+@router.get("/models/{model_id}/weights")
+def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep):
+    return safetensors_response(svc, get_model_row(s, model_id))

@@ -1,0 +1,61 @@
+"""Typed settings, read from `EDITAUDIT_*` environment variables (and a `.env` file).
+
+Unset URLs fall back to the embedded default under `data_dir`: a SQLite file, a local object directory and a
+filesystem broker, so `editaudit serve` needs nothing installed beyond pip. Production sets the three URLs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDITAUDIT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("editaudit-data"), description="embedded mode: database, objects and broker live here")
+    database_url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db")
+    broker_url: str | None = Field(None, description="Celery broker, e.g. redis://host:6379/0")
+    store_url: str | None = Field(None, description="file:///path or s3://bucket[/prefix]")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO), e.g. http://minio:9000")
+    s3_region: str = "us-east-1"
+    api_token: str | None = Field(None, description="when set, every route but /healthz needs 'Authorization: Bearer'")
+    max_upload_mb: int = Field(2048, ge=1)
+    queue: str = "editaudit"
+    device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
+    visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_default_secret(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().lower() in {"", "changethis", "secret", "token", "changeme"}:
+            raise ValueError("EDITAUDIT_API_TOKEN is set to a placeholder; choose a real secret or unset it")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'editaudit.db').resolve()}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or (self.data_dir / "objects").resolve().as_uri()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

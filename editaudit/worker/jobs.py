@@ -1,0 +1,143 @@
+"""The edit-and-audit job: reads the job from the database, runs the ML core, stores the outcome atomically.
+
+Idempotent under redelivery (acks_late): a finished edit is left alone; a `running` one is redone from scratch.
+Nothing is stored unless everything succeeded: the edited weights object, the edited model row, the audit result
+and the edit's `succeeded` status are written together at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+
+import numpy as np
+import safetensors.torch
+import torch
+
+import editaudit
+from editaudit.service import db
+from editaudit.service.settings import Settings
+from editaudit.service.storage import ObjectStore, content_key, sha256, store_from_url
+from editaudit.worker.ml.archs import create_model
+from editaudit.worker.ml.audit.runner import run_audit
+from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
+from editaudit.worker.ml.edits import run_edit
+
+log = logging.getLogger(__name__)
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def versions() -> dict:
+    import art
+    import torchvision
+
+    return {"editaudit": editaudit.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "art": art.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+class ProgressWriter:
+    """Writes (stage, done, total) to the edit row at most every `every` seconds, and always at a stage's end."""
+
+    def __init__(self, sessions, edit_id: str, every: float = 0.5):
+        self.sessions, self.edit_id, self.every, self._last = sessions, edit_id, every, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.every:
+            return
+        self._last = now
+        with self.sessions() as s:
+            edit = s.get(db.Edit, self.edit_id)
+            edit.progress = {"stage": stage, "done": done, "total": total}
+            s.commit()
+
+
+def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
+    if ref.startswith("builtin:"):
+        return load_builtin(ref)
+    with sessions() as s:
+        row = s.get(db.Dataset, ref)
+        key, filename = row.object_key, row.filename
+    return load_bytes(store.get(key), filename)
+
+
+def run_edit_job(settings: Settings, edit_id: str) -> None:
+    sessions = db.session_factory(settings.resolved_database_url)
+    store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        if edit is None:
+            log.error("edit %s not found; dropping the message", edit_id)
+            return
+        if edit.status in TERMINAL:
+            log.info("edit %s already %s", edit_id, edit.status)
+            return
+        edit.status, edit.started_at, edit.error = "running", db.utcnow(), None
+        edit.progress = {"stage": "loading", "done": 0, "total": 1}
+        audit = s.query(db.Audit).filter_by(edit_id=edit_id).one()
+        audit.status = "running"
+        s.commit()
+        model_row = s.get(db.Model, edit.model_id)
+        job = {c: getattr(edit, c) for c in ("method", "layers", "hyperparams", "edit_set", "generalization_set",
+                                             "test_set")}
+        audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
+    try:
+        device = pick_device(settings.device)
+        state = safetensors.torch.load(store.get(model_key))
+        baseline = create_model(spec, state)
+        splits = {"test": load_dataset(job["test_set"], sessions, store),
+                  "edit": load_dataset(job["edit_set"], sessions, store)}
+        if job["generalization_set"]:
+            splits["generalization"] = load_dataset(job["generalization_set"], sessions, store)
+        progress = ProgressWriter(sessions, edit_id)
+        t0 = time.perf_counter()
+        torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
+        edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress)
+        edit_seconds = time.perf_counter() - t0
+        result = run_audit(baseline, edited.model, splits, audit_config, device, progress)
+        result["durations_s"]["edit"] = edit_seconds
+        weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in
+                                          edited.model.net.state_dict().items()})
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
+        log.exception("edit %s failed", edit_id)
+        _fail(sessions, edit_id, audit_id, f"{type(exc).__name__}: {exc}")
+        return
+    _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info, result)
+
+
+def _fail(sessions, edit_id: str, audit_id: str, error: str) -> None:
+    with sessions() as s:
+        edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+        edit.status, edit.error, edit.finished_at = "failed", error, db.utcnow()
+        audit.status, audit.finished_at = "failed", db.utcnow()
+        s.commit()
+
+
+def _store_success(sessions, store, edit_id, audit_id, spec, weights, changed, info, result) -> None:
+    digest = sha256(weights)
+    key = content_key("models", digest, ".safetensors")
+    created = store.put(key, weights)
+    try:
+        with sessions() as s:
+            edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+            model = db.Model(sha256=digest, arch=spec["arch"], spec=spec, object_key=key, size_bytes=len(weights),
+                             parent_model_id=edit.model_id, edit_id=edit_id)
+            s.add(model)
+            s.flush()
+            edit.status, edit.edited_model_id, edit.finished_at = "succeeded", model.id, db.utcnow()
+            edit.info = {**info, "changed_keys": changed}
+            edit.progress = {"stage": "done", "done": 1, "total": 1}
+            audit.status, audit.result, audit.finished_at = "succeeded", result, db.utcnow()
+            audit.versions = versions()
+            s.commit()
+    except Exception:
+        if created:
+            store.delete(key)
+        raise

@@ -1,0 +1,90 @@
+"""Writes `editaudit/data/arch_signatures.json.gz`: every registered architecture's state_dict keys and shapes.
+
+The API has no torch, yet must refuse a checkpoint that does not fit its architecture (422 naming the first
+mismatching key). It reads this manifest instead. Shapes that follow `num_classes` or the input channel count are
+stored as the tokens "num_classes" / "in_channels", found by building each architecture twice on the meta device.
+A unit test rebuilds it and checks it is current:  python -m editaudit.worker.ml.archs.signatures
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from editaudit.worker.ml.archs import ARCHS
+
+MANIFEST = Path(__file__).resolve().parents[3] / "data" / "arch_signatures.json.gz"
+_A = {"num_classes": 1013, "in_channels": 7}
+_B = {"num_classes": 17, "in_channels": 5}
+
+
+@contextmanager
+def _params_on_meta():
+    """Move each parameter to the meta device as it is registered, so weight init costs nothing (some builders,
+    e.g. RegNet, compute with real tensors in __init__ and fail under `torch.device("meta")`)."""
+    original = nn.Module.register_parameter
+
+    def register(self, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(self, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def _shapes(name: str, cfg: dict) -> dict[str, list[int]]:
+    spec = ARCHS[name]
+    channels = spec.channels or cfg["in_channels"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                net = spec.builder(cfg["num_classes"], [channels, 64, 64])
+        except NotImplementedError:
+            with _params_on_meta():
+                net = spec.builder(cfg["num_classes"], [channels, 64, 64])
+    return {k: list(v.shape) for k, v in net.state_dict().items()}
+
+
+def signature(name: str) -> dict:
+    a, b = _shapes(name, _A), _shapes(name, _B)
+    if list(a) != list(b):
+        raise RuntimeError(f"{name}: state_dict keys depend on num_classes/channels")
+    keys = {}
+    for key, sa in a.items():
+        sb = b[key]
+        dims = []
+        for da, db in zip(sa, sb):
+            if da == db:
+                dims.append(da)
+            else:
+                token = next((t for t in _A if _A[t] == da and _B[t] == db), None)
+                if token is None:
+                    raise RuntimeError(f"{name}.{key}: dimension {da}/{db} follows no known hyperparameter")
+                dims.append(token)
+        keys[key] = dims
+    return {"channels": ARCHS[name].channels, "keys": keys}
+
+
+def build_manifest() -> dict:
+    return {"version": 1, "torch": torch.__version__.split("+")[0], "archs": {n: signature(n) for n in sorted(ARCHS)}}
+
+
+def write(path: Path = MANIFEST) -> Path:
+    data = json.dumps(build_manifest(), separators=(",", ":"), sort_keys=True).encode()
+    path.write_bytes(gzip.compress(data, mtime=0))
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write()}")

@@ -1,0 +1,1 @@
+"""The robustness audit: attacks (registry in `attacks/`), metrics and statistics."""

@@ -1,0 +1,85 @@
+"""The interface every edit method implements, and the registry that finds them by `method` name."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from editaudit.specs import EDIT_METHODS
+from editaudit.worker.ml.data import TensorDataset
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class EditContext:
+    """What a method gets: the model to edit (a copy; the original stays untouched), the data and a progress hook."""
+
+    model: nn.Module  # editaudit Normalized wrapper; layer names refer to model.net
+    edit_set: TensorDataset
+    layers: list[str]
+    params: BaseModel
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: Progress = _no_progress
+
+
+@dataclass
+class EditResult:
+    model: nn.Module
+    changed: list[str]  # state_dict keys (of model.net) whose values the edit changed
+    info: dict = field(default_factory=dict)
+
+
+class EditMethod:
+    name: ClassVar[str]
+
+    def apply(self, ctx: EditContext) -> EditResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+EDITS: dict[str, type[EditMethod]] = {}
+
+
+def register_edit(cls: type[EditMethod]) -> type[EditMethod]:
+    if cls.name not in EDIT_METHODS:
+        raise ValueError(f"edit method {cls.name!r} has no params schema in editaudit.specs.EDIT_METHODS")
+    EDITS[cls.name] = cls
+    return cls
+
+
+def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: list[str], hyperparams: dict,
+             device: torch.device | str = "cpu", progress: Progress = _no_progress) -> EditResult:
+    """Validate the hyperparameters, edit a deep copy of `model` and check the result is finite."""
+    if method not in EDITS:
+        raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
+    params = EDIT_METHODS[method].model_validate(hyperparams or {})
+    names = dict(model.net.named_modules())
+    for layer in layers:
+        if layer not in names or not any(True for _ in names[layer].parameters(recurse=False)):
+            raise ValueError(f"unknown layer {layer!r}")
+    if len(edit_set) == 0:
+        raise ValueError("the edit set is empty")
+    device = torch.device(device)
+    work = copy.deepcopy(model).to(device)
+    before = {k: v.detach().clone() for k, v in work.net.state_dict().items()}
+    ctx = EditContext(work, edit_set, list(layers), params, device, progress)
+    result = EDITS[method]().apply(ctx)
+    after = result.model.net.state_dict()
+    bad = [k for k, v in after.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"the edit produced NaN/inf weights in {bad[0]!r}; try a smaller lr")
+    result.changed = changed_keys(before, after)
+    return result
