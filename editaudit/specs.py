@@ -8,9 +8,9 @@ means one params class here and one implementation file in the worker's registry
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -23,8 +23,8 @@ class _Strict(BaseModel):
 class FinetuneParams(_Strict):
     """Gradient steps on the edit set (cross-entropy to the edit targets)."""
 
-    steps: int = Field(100, ge=1, le=100_000, description="optimizer steps")
-    lr: float = Field(1e-2, gt=0, le=10.0, description="learning rate")
+    steps: int = Field(20, ge=1, le=100_000, description="optimizer steps")
+    lr: float = Field(1e-3, gt=0, le=10.0, description="learning rate")
     optimizer: Literal["adam", "sgd"] = "adam"
     batch_size: int = Field(64, ge=1, le=4096, description="edit examples per step (all if the set is smaller)")
     weight_decay: float = Field(0.0, ge=0)
@@ -83,31 +83,28 @@ class FGSMParams(_Strict):
 
 
 ATTACKS: dict[str, type[_Strict]] = {"pgd": PGDParams, "fgsm": FGSMParams}
+AttackParams = Annotated[Union[PGDParams, FGSMParams], Field(discriminator="name")]
+_ATTACK = TypeAdapter(AttackParams)
 
 
-def parse_attack(raw: dict) -> _Strict:
-    """Pick the params class by `name` (valid names listed on error) and validate."""
-    name = raw.get("name", raw.get("id"))
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; valid names: {sorted(ATTACKS)}")
-    return ATTACKS[name].model_validate({"id": raw.get("id", name), **raw, "name": name})
+def parse_attack(raw: dict) -> PGDParams | FGSMParams:
+    """Validate one attack spec; the `name` picks its schema (an unknown name lists the valid ones)."""
+    return _ATTACK.validate_python(raw)
 
 
 class AuditConfig(_Strict):
-    attacks: list[dict] = Field(default_factory=list)
+    attacks: list[AttackParams] = Field(default_factory=list)
     corruptions: dict | None = None
-    max_samples: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
     seed: int = 0
     batch_size: int = Field(256, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _check(self):
-        parsed = [parse_attack(a) for a in self.attacks]
-        ids = [a.id for a in parsed]
+        ids = [a.id for a in self.attacks]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"attack ids must be unique; repeated: {sorted(dup)}")
-        self.attacks = [a.model_dump() for a in parsed]
         if self.corruptions and self.corruptions.get("names"):
             raise ValueError("corruptions are not available in this version; valid names: []")
         return self

@@ -42,18 +42,21 @@ def _train_demo_model(epochs: int):
     return weights, dataset_to_npz(failures), len(wrong), accuracy(net, xt, yt)
 
 
-def _progress_printer():
-    last = {"line": ""}
+def progress_printer():
+    """A one-line progress bar on a terminal; one line per stage when the output is a pipe or a log."""
+    tty = sys.stdout.isatty()
+    last = {"line": "", "stage": None}
 
     def show(edit: dict) -> None:
         p = edit.get("progress") or {}
-        total = max(int(p.get("total", 1)), 1)
-        done = int(p.get("done", 0))
-        bar = "#" * int(30 * done / total)
-        line = f"  [{bar:<30}] {edit['status']:<9} {p.get('stage', ''):<10} {done}/{total}"
-        if line != last["line"]:
+        total, done = max(int(p.get("total", 1)), 1), int(p.get("done", 0))
+        stage = f"{edit['status']} {p.get('stage', '')}"
+        line = f"  [{'#' * int(30 * done / total):<30}] {stage:<20} {done}/{total}"
+        if tty and line != last["line"]:
             click.echo("\r" + line, nl=False)
-            last["line"] = line
+        elif not tty and stage != last["stage"]:
+            click.echo(line)
+        last["line"], last["stage"] = line, stage
 
     return show
 
@@ -71,15 +74,16 @@ def run_demo(url: str, epochs: int = 4) -> int:
     edit_set = client.upload_dataset(failures_npz, "reported-failures.npz")
     click.echo(f"2/5 uploaded model {model['id']} (sha256 {model['sha256'][:12]}…) and edit set {edit_set['id']}")
     body = {"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
-            "hyperparams": {"steps": 60, "lr": 0.01}, "edit_set": edit_set["id"], "test_set": "builtin:digits-test",
+            "hyperparams": {"steps": 20, "lr": 0.001}, "edit_set": edit_set["id"], "test_set": "builtin:digits-test",
             "audit": {"attacks": [
                 {"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125},
                 {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "step_size": 0.125}],
                 "seed": 0}}
     job = client.create_edit(body)
     click.echo(f"3/5 submitted edit {job['id']} (finetune_layer on fc); waiting for the worker ...")
-    edit = client.wait_for_edit(job["id"], timeout=300, on_progress=_progress_printer())
-    click.echo("")
+    edit = client.wait_for_edit(job["id"], timeout=300, on_progress=progress_printer())
+    if sys.stdout.isatty():
+        click.echo("")
     if edit["status"] != "succeeded":
         click.echo(f"    edit {edit['status']}: {edit.get('error')}", err=True)
         return 2

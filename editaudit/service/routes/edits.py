@@ -61,7 +61,7 @@ def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response
                    status="queued", progress={"stage": "queued", "done": 0, "total": 1})
     s.add(edit)
     s.flush()
-    audit = db.Audit(edit_id=edit.id, status="queued", config=req.audit.model_dump())
+    audit = db.Audit(edit_id=edit.id, status="queued", config=req.audit.model_dump(mode="json"))
     s.add(audit)
     s.commit()  # the row exists before any worker can see the message
     try:

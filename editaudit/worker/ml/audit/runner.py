@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from editaudit.specs import AuditConfig, parse_attack
+from editaudit.specs import AuditConfig
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.audit.stats import paired_accuracy_delta, wilson
 from editaudit.worker.ml.data import TensorDataset
@@ -56,7 +56,7 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
               device: torch.device | str = "cpu", progress: Progress = lambda *_: None) -> dict:
     cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config)
     device = torch.device(device)
-    attacks = [parse_attack(a) for a in cfg.attacks]
+    attacks = cfg.attacks
     models = {"baseline": baseline.to(device).eval(), "candidate": candidate.to(device).eval()}
     for m in models.values():
         for p in m.parameters():
@@ -101,4 +101,4 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
             deltas[name] = paired_accuracy_delta(adv_correct["baseline"], adv_correct["candidate"])
             durations[name] = time.perf_counter() - t0
     return {"metrics": metrics, "deltas": deltas, "samples": samples, "durations_s": durations,
-            "config": cfg.model_dump(), "device": str(device)}
+            "config": cfg.model_dump(mode="json"), "device": str(device)}

@@ -1,0 +1,132 @@
+"""Shared fixtures: a digits model trained in seconds, real Postgres/Redis (fail in CI, skip elsewhere when down),
+an S3 server over HTTP (moto), and a running stack (API + real Celery worker process) for a given configuration."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN = os.environ.get("EDITAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("EDITAUDIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SPEC = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8]}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """In CI a missing service is a failure, never a skip; on a laptop it is a skip with the command to fix it."""
+    if _reachable(host, port):
+        return
+    msg = f"{name} is not reachable on {host}:{port}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + " (CI=true: services are required)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """(safetensors bytes, spec, trained nn.Module): editaudit/smallcnn on builtin:digits-train, 3 epochs."""
+    import safetensors.torch
+    import torch
+
+    from editaudit.worker.ml.archs import build_inner
+    from editaudit.worker.ml.data import digits_arrays
+    from editaudit.worker.ml.train import train_classifier
+
+    tr = digits_arrays("train")
+    net = build_inner(SPEC["arch"], 10, SPEC["input_shape"])
+    train_classifier(net, torch.from_numpy(tr.x), torch.from_numpy(tr.y), epochs=3, seed=0)
+    weights = safetensors.torch.save({k: v.contiguous() for k, v in net.state_dict().items()})
+    return weights, dict(SPEC), net
+
+
+@pytest.fixture(scope="session")
+def failures_npz(digits_model):
+    """The test digits the model gets wrong, as an npz edit set (target = true label)."""
+    import torch
+
+    from editaudit.formats import DatasetArrays, dataset_to_npz
+    from editaudit.worker.ml.data import digits_arrays
+
+    _, _, net = digits_model
+    te = digits_arrays("test")
+    with torch.no_grad():
+        wrong = (net(torch.from_numpy(te.x)).argmax(1) != torch.from_numpy(te.y)).nonzero().flatten()[:12].numpy()
+    assert len(wrong) >= 3, "the fixture model should make a few mistakes to edit"
+    return dataset_to_npz(DatasetArrays(x=te.x[wrong], y=te.y[wrong]))
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the machine's Postgres, dropped afterwards."""
+    require_service("Postgres", "127.0.0.1", 5432)
+    import psycopg
+
+    name = f"editaudit_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    from editaudit.service.db import engine_for
+
+    engine_for.cache_clear()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server over real HTTP on 127.0.0.1, with a bucket; yields (endpoint_url, bucket)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(k, v)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="editaudit-test")
+    yield endpoint, "editaudit-test"
+    server.stop()
+
+
+def make_settings(tmp: Path, **urls):
+    from editaudit.service.settings import Settings
+
+    return Settings(data_dir=tmp, queue=f"editaudit-test-{uuid.uuid4().hex[:8]}", device="cpu", **urls)
+
+
+@pytest.fixture()
+def api_client(tmp_path):
+    """In-process API (TestClient) on SQLite + a local store; no worker: for validation and error-path tests."""
+    from fastapi.testclient import TestClient
+
+    from editaudit.service.app import create_app
+    from editaudit.service.migrate import upgrade
+
+    settings = make_settings(tmp_path)
+    upgrade(settings.resolved_database_url)
+    app = create_app(settings)
+    with TestClient(app) as c:
+        c.settings = settings
+        c.services = app.state.services
+        yield c

@@ -1,0 +1,86 @@
+"""Edit methods and the audit runner on the digits model (CPU, seconds)."""
+
+import copy
+
+import pytest
+import torch
+
+from editaudit.worker.ml.archs import create_model
+from editaudit.worker.ml.audit.runner import run_audit, stratified_indices
+from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
+from editaudit.worker.ml.edits import EDITS, run_edit
+from editaudit.specs import EDIT_METHODS
+
+
+@pytest.fixture(scope="module")
+def setup(digits_model, failures_npz):
+    _, spec, net = digits_model
+    m = create_model(spec)
+    m.net.load_state_dict(net.state_dict())
+    te = digits_arrays("test")
+    return m, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+
+
+def test_every_method_has_a_spec_and_an_implementation():
+    assert set(EDITS) == set(EDIT_METHODS)
+
+
+def test_finetune_layer_fixes_the_edit_set_and_changes_only_that_layer(setup):
+    model, edit_set, _ = setup
+    r = run_edit("finetune_layer", model, edit_set, ["fc"], {})
+    with torch.no_grad():
+        acc = float((r.model(edit_set.x).argmax(1) == edit_set.y).float().mean())
+    assert acc >= 0.9
+    assert set(r.changed) == {"fc.weight", "fc.bias"}
+    # the original model is untouched
+    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(),
+                                                 copy.deepcopy(setup[0]).net.state_dict().values()))
+
+
+def test_finetune_is_deterministic(setup):
+    model, edit_set, _ = setup
+    a = run_edit("finetune", model, edit_set, [], {"steps": 5}).model.net.state_dict()
+    b = run_edit("finetune", model, edit_set, [], {"steps": 5}).model.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_during_editing_fails_readably(setup):
+    model, edit_set, _ = setup
+    with pytest.raises(FloatingPointError, match="smaller lr|NaN"):
+        run_edit("finetune", model, edit_set, [], {"lr": 10.0, "steps": 50, "optimizer": "sgd"})
+
+
+def test_unknown_layer_is_refused(setup):
+    model, edit_set, _ = setup
+    with pytest.raises(ValueError, match="unknown layer 'fc9'"):
+        run_edit("finetune_layer", model, edit_set, ["fc9"], {})
+
+
+def test_unchanged_candidate_gives_zero_deltas(setup):
+    model, edit_set, test = setup
+    cfg = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 3}], "max_samples": 100}
+    out = run_audit(model, copy.deepcopy(model), {"test": test, "edit": edit_set}, cfg)
+    for name, d in out["deltas"].items():
+        assert d["value"] == 0.0, name
+        if d["p_value"] is not None:
+            assert d["p_value"] == 1.0
+    assert out["metrics"]["candidate"]["test.agreement"] == 1.0
+    assert out["samples"]["test"]["n"] == 100 and len(out["samples"]["test"]["ids"]) == 100
+
+
+def test_damaged_candidate_is_detected(setup):
+    model, edit_set, test = setup
+    damaged = copy.deepcopy(model)
+    with torch.no_grad():
+        damaged.net.fc.weight.mul_(-1.0)
+    out = run_audit(model, damaged, {"test": test, "edit": edit_set}, {"attacks": []})
+    d = out["deltas"]["test.accuracy"]
+    assert d["value"] < -0.5 and d["p_value"] < 1e-6 and d["ci95"][1] < 0
+
+
+def test_stratified_subset_keeps_class_shares():
+    import numpy as np
+
+    y = np.array([0] * 80 + [1] * 20)
+    idx = stratified_indices(y, 10, seed=0)
+    assert len(idx) == 10 and (y[idx] == 1).sum() == 2
