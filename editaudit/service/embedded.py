@@ -28,11 +28,10 @@ def free_port() -> int:
 
 def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
     """A real `celery worker` process (solo pool: one job at a time, as on a GPU) with this settings' env."""
-    env = {**os.environ, "EDITAUDIT_DATA_DIR": str(settings.data_dir.resolve())}
-    for name in ("database_url", "broker_url", "store_url", "s3_endpoint_url", "device"):
-        value = getattr(settings, name)
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():  # the worker sees exactly this process's settings
         if value is not None:
-            env[f"EDITAUDIT_{name.upper()}"] = str(value)
+            env[f"EDITAUDIT_{name.upper()}"] = str(value.resolve() if name == "data_dir" else value)
     cmd = [sys.executable, "-m", "celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo",
            "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"embedded-{os.getpid()}@%h"]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle
