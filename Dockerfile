@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1.7
+# Two images from one file:
+#   docker build --target api    -t editaudit-api .     # FastAPI + CLI, no torch
+#   docker build --target worker -t editaudit-worker .  # Celery worker with torch (CUDA) + ART
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --create-home --uid 10001 editaudit
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY editaudit ./editaudit
+COPY migrations ./migrations
+
+FROM base AS api
+RUN pip install .
+USER editaudit
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')" || exit 1
+CMD ["uvicorn", "editaudit.service.app:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+
+FROM base AS worker
+# torch first, from the CUDA wheel index, so the resolver never swaps it for another build
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+RUN pip install --index-url ${TORCH_INDEX} "torch>=2.10,<2.15" "torchvision>=0.25,<0.30" \
+ && pip install ".[worker]"
+USER editaudit
+# one worker process per GPU, one job at a time (see editaudit/worker/celery_app.py)
+CMD ["celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO"]
