@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class FinetuneParams(_Strict):
     """Gradient steps on the edit set (cross-entropy to the edit targets)."""
 
-    steps: int = Field(20, ge=1, le=100_000, description="optimizer steps")
+    steps: int = Field(30, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(1e-3, gt=0, le=10.0, description="learning rate")
     optimizer: Literal["adam", "sgd"] = "adam"
     batch_size: int = Field(64, ge=1, le=4096, description="edit examples per step (all if the set is smaller)")
@@ -39,7 +39,7 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "finetune": FinetuneParams,
     "finetune_layer": FinetuneLayerParams,
 }
-METHODS_NEEDING_LAYERS = {"finetune_layer"}
+METHODS_NEEDING_LAYERS = {"finetune_layer"}  # the others take no `layers`
 
 
 # ------------------------------------------------------------------------------------------------------ attacks

@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 import editaudit
 from editaudit.service import db, errors
 from editaudit.service.deps import Services, require_token
-from editaudit.service.routes import audits, datasets, edits, health, models
+from editaudit.service.routes import audits, datasets, edits, gate, health, models
 from editaudit.service.settings import Settings, get_settings
 from editaudit.service.storage import store_from_url
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = build_services(settings)
     errors.install(app)
     app.include_router(health.router)
-    for r in (models.router, datasets.router, edits.router, audits.router):
+    for r in (models.router, datasets.router, edits.router, audits.router, gate.router):
         app.include_router(r, dependencies=[Depends(require_token)])
     return app
 

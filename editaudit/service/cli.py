@@ -5,6 +5,7 @@ Exit codes of `editaudit gate`: 0 pass, 1 blocked, 2 error, 3 audit missing or n
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -86,58 +87,109 @@ def demo(url: str | None, data_dir: str | None, epochs: int):
     sys.exit(code)
 
 
+def _rules_policy(policy: str | None, rules: list, client: Client) -> str | dict:
+    """What to send as `policy`: a name, or an inline document (a file, ad-hoc rules, or a name plus rules)."""
+    from editaudit.service.gate import Policy, load_policy
+
+    doc: dict | None = None
+    if policy and Path(policy).is_file():
+        doc = load_policy(Path(policy)).model_dump(mode="json", exclude_none=True)
+    elif policy and not rules:
+        return policy
+    elif policy:
+        doc = client.get(f"/policies/{policy}")["policy"]
+    doc = doc or {"version": 1, "name": "command line", "rules": []}
+    doc["rules"] = list(doc["rules"]) + [r.model_dump(mode="json", exclude_none=True) for r in rules]
+    return Policy.model_validate(doc).model_dump(mode="json", exclude_none=True)
+
+
+def _wait(client: Client, edit_id: str, timeout: float) -> None:
+    from editaudit.service.demo import progress_printer
+
+    show = progress_printer(err=True)
+    edit = client.wait_for_edit(edit_id, timeout=timeout, poll=1.0, on_progress=show)
+    click.echo("", err=True)
+    if edit["status"] != "succeeded":
+        raise ApiError(409, {"detail": f"edit {edit_id} {edit['status']}: {edit.get('error')}", "errors": [
+            {"field": "edit_id", "reason": edit["status"]}]})
+
+
+def _render_table(result: dict) -> str:
+    from editaudit.service.tables import render
+
+    rows = [[r["rule"], r["metric"], r["baseline"], r["candidate"],
+             None if r["delta"] is None else f"{r['delta']:+.4f}",
+             None if r["p_value"] is None else f"{r['p_value']:.3g}", r["outcome"].upper(), r["reason"]]
+            for r in result["rules"]]
+    policy = result["policy"].get("name") or "inline"
+    head = f"gate for edit {result['edit_id']} (audit {result['audit_id']}, policy {policy})\n\n"
+    word = {"pass": "PASS", "warn": "PASS with warnings", "fail": "BLOCKED"}[result["verdict"]]
+    return head + render(["rule", "metric", "baseline", "candidate", "delta", "p", "outcome", "why"], rows,
+                         align_right={2, 3, 4, 5}) + f"\n\nverdict: {word}"
+
+
 @cli.command()
 @click.argument("edit_id")
-@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Policy file (YAML/JSON): {version: 1, rules: [{metric: M, min|max|max_drop: V}]}.")
+@click.option("--policy", default=None, metavar="FILE|NAME",
+              help="A policy file (YAML/JSON) or the name of a server policy ('default' ships with editaudit).")
 @click.option("--min", "mins", multiple=True, metavar="METRIC=V", help="Block unless candidate >= V.")
 @click.option("--max", "maxs", multiple=True, metavar="METRIC=V", help="Block unless candidate <= V.")
 @click.option("--max-drop", "drops", multiple=True, metavar="METRIC=V",
               help="Block if baseline - candidate > V (absolute; 0.01 = one point).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--max-relative-drop", "rel_drops", multiple=True, metavar="METRIC=V",
+              help="Block if (baseline - candidate) / baseline > V.")
+@click.option("--wait", is_flag=True, help="Wait for a queued or running audit to finish, showing progress.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown"]), default="table",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the formatted result here (the table still goes to stdout).")
 @url_option
-def gate(edit_id: str, policy_file, mins, maxs, drops, fmt: str, url: str):
-    """Decide whether EDIT_ID may ship: exit 0 pass, 1 blocked, 2 error, 3 audit missing/unfinished, 4 usage."""
-    from editaudit.service.gate import as_json, evaluate, load_policy, parse_assignment
-    from editaudit.service.tables import render
+def gate(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, output, url):
+    """Decide whether EDIT_ID may ship.
+
+    \b
+    Exit codes: 0 pass (warnings allowed), 1 blocked, 2 error, 3 audit missing or not finished, 4 usage.
+    A metric that a rule names and the audit lacks blocks (fail-closed).
+    """
+    from editaudit.service.gate import GateResult, RuleOutcome, as_json, as_junit, as_markdown, parse_assignment
 
     try:
-        rules = load_policy(Path(policy_file)) if policy_file else []
-        for kind, values in (("min", mins), ("max", maxs), ("max_drop", drops)):
-            rules += [parse_assignment(v, kind) for v in values]
-    except (ValueError, OSError) as e:
+        rules = [parse_assignment(v, kind) for kind, values in
+                 (("min", mins), ("max", maxs), ("max_drop", drops), ("max_relative_drop", rel_drops)) for v in values]
+    except ValueError as e:
         raise click.UsageError(str(e)) from None
-    if not rules:
-        raise click.UsageError("no rules: give --policy FILE or at least one --min/--max/--max-drop")
+    if not policy and not rules:
+        raise click.UsageError("no rules: give --policy FILE|NAME or at least one --min/--max/--max-drop")
     client = Client(url)
     try:
-        edit = client.get(f"/edits/{edit_id}")
-        if edit["status"] != "succeeded":
-            why = f": {edit['error']}" if edit.get("error") else ""
-            click.echo(f"audit not available: edit {edit_id} is {edit['status']}{why}", err=True)
-            sys.exit(EXIT_MISSING)
-        audit = client.get(f"/audits/{edit['audit_id']}")
+        policy_ref = _rules_policy(policy, rules, client)
+        if wait:
+            _wait(client, edit_id, timeout)
+        result = client.post("/gate", {"edit_id": edit_id, "policy": policy_ref})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     except ApiError as e:
+        fields = {x.get("field") for x in (e.body.get("errors") or [])} if isinstance(e.body, dict) else set()
         click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_MISSING if e.status == 404 else EXIT_ERROR)
+        if e.status == 409 or (e.status == 404 and "edit_id" in fields):
+            sys.exit(EXIT_MISSING)
+        sys.exit(EXIT_USAGE if e.status in (404, 422) and fields & {"policy", "name"} else EXIT_ERROR)
+    except TimeoutError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_MISSING)
     except Exception as e:  # noqa: BLE001 - network and server trouble
         click.echo(f"error: cannot reach {url}: {e}", err=True)
         sys.exit(EXIT_ERROR)
-    if audit["status"] != "succeeded":
-        click.echo(f"audit {audit['id']} is {audit['status']}", err=True)
-        sys.exit(EXIT_MISSING)
-    verdict, rows = evaluate(audit, rules)
-    if fmt == "json":
-        click.echo(as_json(verdict, rows))
+    gr = GateResult(result["verdict"], [RuleOutcome(**r) for r in result["rules"]])
+    formatted = {"table": lambda: _render_table(result), "json": lambda: json.dumps(result, indent=2, default=str),
+                 "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}")}
+    if output:
+        Path(output).write_text(formatted[fmt]())
+        click.echo(_render_table(result))
     else:
-        click.echo(f"gate for edit {edit_id} (audit {audit['id']})\n")
-        click.echo(render(["rule", "metric", "baseline", "candidate", "delta", "p", "outcome", "why"],
-                          [[r.rule, r.metric, r.baseline, r.candidate,
-                            None if r.delta is None else f"{r.delta:+.4f}",
-                            None if r.p_value is None else f"{r.p_value:.3g}", r.outcome.upper(), r.reason]
-                           for r in rows], align_right={2, 3, 4, 5}))
-        click.echo(f"\nverdict: {'PASS' if verdict == 'pass' else 'BLOCKED'}")
-    sys.exit(EXIT_PASS if verdict == "pass" else EXIT_BLOCKED)
+        click.echo(formatted[fmt]())
+    sys.exit(EXIT_BLOCKED if result["verdict"] == "fail" else EXIT_PASS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,9 @@ class Client:
     def get(self, path: str) -> dict:
         return self._json(self.http.get(path))
 
+    def post(self, path: str, body: dict) -> dict:
+        return self._json(self.http.post(path, json=body))
+
     def upload_model(self, weights: bytes, spec: dict) -> dict:
         return self._json(self.http.post("/models", files={"weights": ("model.safetensors", weights)},
                                          data={"spec": json.dumps(spec)}))

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 
@@ -79,6 +79,52 @@ class Audit(Base):
     versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Policy(Base):
+    """A named gate policy of a tenant; every POST adds a version, the latest one is in force."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alias(Base):
+    """`production` (say) of a model family -> the model a deployer should ship."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("tenant", "family", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(32), index=True)  # the root model of the lineage
+    name: Mapped[str] = mapped_column(String(100))
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Promotion(Base):
+    """The audit trail: every promotion attempt, its gate verdict and any override reason."""
+
+    __tablename__ = "promotions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    alias: Mapped[str] = mapped_column(String(100))
+    edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"))
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    previous_model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    policy: Mapped[dict] = mapped_column(JSON)  # {"name", "version"} or the inline document
+    verdict: Mapped[str] = mapped_column(String(8))
+    outcome: Mapped[str] = mapped_column(String(16))  # promoted | overridden | refused
+    override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gate: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")

@@ -13,11 +13,11 @@ import time
 import click
 
 from editaudit.service.client import Client
-from editaudit.service.gate import Rule, evaluate
 from editaudit.service.tables import audit_table, render
 
-DEMO_RULES = [Rule("test.accuracy", "max_drop", 0.01), Rule("test.adv.pgd.accuracy", "max_drop", 0.02),
-              Rule("edit.accuracy", "min", 0.9)]
+DEMO_POLICY = {"version": 1, "name": "demo", "rules": [
+    {"metric": "test.accuracy", "max_drop": 0.01}, {"metric": "test.adv.pgd.accuracy", "max_drop": 0.02},
+    {"metric": "edit.accuracy", "min": 0.9}]}
 SPEC = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8]}
 
 
@@ -32,6 +32,7 @@ def _train_demo_model(epochs: int):
     from editaudit.worker.ml.train import accuracy, train_classifier
 
     train, test = digits_arrays("train"), digits_arrays("test")
+    torch.manual_seed(0)
     net = build_inner(SPEC["arch"], 10, SPEC["input_shape"])
     train_classifier(net, torch.from_numpy(train.x), torch.from_numpy(train.y), epochs=epochs, seed=0)
     xt, yt = torch.from_numpy(test.x), torch.from_numpy(test.y)
@@ -42,9 +43,9 @@ def _train_demo_model(epochs: int):
     return weights, dataset_to_npz(failures), len(wrong), accuracy(net, xt, yt)
 
 
-def progress_printer():
+def progress_printer(err: bool = False):
     """A one-line progress bar on a terminal; one line per stage when the output is a pipe or a log."""
-    tty = sys.stdout.isatty()
+    tty = (sys.stderr if err else sys.stdout).isatty()
     last = {"line": "", "stage": None}
 
     def show(edit: dict) -> None:
@@ -53,9 +54,9 @@ def progress_printer():
         stage = f"{edit['status']} {p.get('stage', '')}"
         line = f"  [{'#' * int(30 * done / total):<30}] {stage:<20} {done}/{total}"
         if tty and line != last["line"]:
-            click.echo("\r" + line, nl=False)
+            click.echo("\r" + line, nl=False, err=err)
         elif not tty and stage != last["stage"]:
-            click.echo(line)
+            click.echo(line, err=err)
         last["line"], last["stage"] = line, stage
 
     return show
@@ -74,7 +75,7 @@ def run_demo(url: str, epochs: int = 4) -> int:
     edit_set = client.upload_dataset(failures_npz, "reported-failures.npz")
     click.echo(f"2/5 uploaded model {model['id']} (sha256 {model['sha256'][:12]}…) and edit set {edit_set['id']}")
     body = {"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
-            "hyperparams": {"steps": 20, "lr": 0.001}, "edit_set": edit_set["id"], "test_set": "builtin:digits-test",
+            "hyperparams": {"steps": 30, "lr": 0.001}, "edit_set": edit_set["id"], "test_set": "builtin:digits-test",
             "audit": {"attacks": [
                 {"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125},
                 {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "step_size": 0.125}],
@@ -90,12 +91,12 @@ def run_demo(url: str, epochs: int = 4) -> int:
     audit = client.get(f"/audits/{job['audit_id']}")
     click.echo(f"4/5 audit {audit['id']} on {audit['device']}:\n")
     click.echo(audit_table(audit))
-    verdict, rows = evaluate(audit, DEMO_RULES)
+    gate = client.post("/gate", {"edit_id": job["id"], "policy": DEMO_POLICY})
     click.echo("\n5/5 gate (editaudit gate " + job["id"] + " --max-drop test.accuracy=0.01 "
                "--max-drop test.adv.pgd.accuracy=0.02 --min edit.accuracy=0.9):\n")
-    click.echo(render(["rule", "metric", "baseline", "candidate", "outcome"],
-                      [[r.rule, r.metric, r.baseline, r.candidate, r.outcome.upper()] for r in rows],
-                      align_right={2, 3}))
-    click.echo(f"\nverdict: {verdict.upper()}   ({time.perf_counter() - t0:.1f}s; server {url})")
+    click.echo(render(["rule", "metric", "baseline", "candidate", "outcome", "why"],
+                      [[r["rule"], r["metric"], r["baseline"], r["candidate"], r["outcome"].upper(), r["reason"]]
+                       for r in gate["rules"]], align_right={2, 3}))
+    click.echo(f"\nverdict: {gate['verdict'].upper()}   ({time.perf_counter() - t0:.1f}s; server {url})")
     sys.stdout.flush()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Iterator
 
@@ -39,5 +40,15 @@ def require_token(request: Request, svc: Annotated[Services, Depends(services)])
         raise Problem(401, "missing or wrong bearer token", field="Authorization")
 
 
+def tenant(request: Request) -> str:
+    """The tenant that owns named policies and aliases: the `X-Editaudit-Tenant` header (set by the gateway in a
+    shared deployment), else `default`."""
+    value = request.headers.get("x-editaudit-tenant", "default")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", value):
+        raise Problem(422, "tenant names are 1-100 letters, digits, '.', '_' or '-'", field="X-Editaudit-Tenant")
+    return value
+
+
 SvcDep = Annotated[Services, Depends(services)]
+TenantDep = Annotated[str, Depends(tenant)]
 SessionDep = Annotated[Session, Depends(session)]

@@ -150,6 +150,7 @@ def edit_body(model_id, **over):
     ({"method": "rome"}, 422, "method"),
     ({"layers": ["fc9"]}, 422, "layers.0"),
     ({"layers": []}, 422, "layers"),
+    ({"method": "finetune"}, 422, "layers"),
     ({"hyperparams": {"lr": -1}}, 422, "hyperparams.lr"),
     ({"hyperparams": {"bogus": 1}}, 422, "hyperparams.bogus"),
     ({"edit_set": "builtin:cifar"}, 404, "edit_set"),

@@ -29,7 +29,7 @@ def run_path(url: str, digits_model, failures_npz) -> dict:
     model = c.upload_model(weights, spec)
     ds = c.upload_dataset(failures_npz, "failures.npz")
     job = c.create_edit({"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
-                         "hyperparams": {"steps": 20, "lr": 0.001}, "edit_set": ds["id"],
+                         "hyperparams": {"steps": 30, "lr": 0.001}, "edit_set": ds["id"],
                          "test_set": "builtin:digits-test", "audit": {"attacks": [PGD, PGD_L2], "seed": 0}})
     assert job["status"] == "queued"
     seen = []

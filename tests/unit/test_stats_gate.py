@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from editaudit.service.gate import Rule, evaluate, load_policy, parse_assignment
+from editaudit.service.gate import Policy, Rule, as_junit, as_markdown, builtin_policy, evaluate, load_policy, \
+    parse_assignment
 from editaudit.worker.ml.audit.stats import mcnemar_exact, paired_accuracy_delta, wilson
 
 
@@ -33,27 +34,94 @@ def test_wilson_is_inside_unit_interval():
     assert 0.6 < lo < 1.0 and hi == pytest.approx(1.0)
 
 
-AUDIT = {"metrics": {"baseline": {"test.accuracy": 0.95, "edit.accuracy": 0.1},
-                     "candidate": {"test.accuracy": 0.94, "edit.accuracy": 0.95}},
-         "deltas": {"test.accuracy": {"value": -0.01, "p_value": 0.5}}}
+AUDIT = {"metrics": {"baseline": {"test.accuracy": 0.95, "edit.accuracy": 0.1, "test.adv.pgd.accuracy": 0.50,
+                                  "test.adv.fgsm.accuracy": 0.60},
+                     "candidate": {"test.accuracy": 0.94, "edit.accuracy": 0.95, "test.adv.pgd.accuracy": 0.45,
+                                   "test.adv.fgsm.accuracy": 0.60}},
+         "deltas": {"test.accuracy": {"value": -0.01, "p_value": 0.5},
+                    "test.adv.pgd.accuracy": {"value": -0.05, "p_value": 0.001}}}
+
+
+def policy(*rules, **kw) -> Policy:
+    return Policy(rules=[Rule(**r) for r in rules], **kw)
 
 
 def test_rules_pass_and_fail():
-    verdict, rows = evaluate(AUDIT, [Rule("test.accuracy", "max_drop", 0.02), Rule("edit.accuracy", "min", 0.9)])
-    assert verdict == "pass" and [r.outcome for r in rows] == ["pass", "pass"]
-    verdict, rows = evaluate(AUDIT, [Rule("test.accuracy", "max_drop", 0.005)])
-    assert verdict == "fail" and math.isclose(rows[0].delta, -0.01)
+    r = evaluate(AUDIT, policy({"metric": "test.accuracy", "max_drop": 0.02}, {"metric": "edit.accuracy", "min": 0.9}))
+    assert r.verdict == "pass" and [x.outcome for x in r.rules] == ["pass", "pass"]
+    r = evaluate(AUDIT, policy({"metric": "test.accuracy", "max_drop": 0.005}))
+    assert r.verdict == "fail" and math.isclose(r.rules[0].delta, -0.01)
 
 
-def test_missing_metric_fails_closed():
-    verdict, rows = evaluate(AUDIT, [Rule("test.adv.pgd.accuracy", "max_drop", 1.0)])
-    assert verdict == "fail" and "missing" in rows[0].reason
+def test_missing_metric_fails_closed_unless_told_otherwise():
+    r = evaluate(AUDIT, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0}))
+    assert r.verdict == "fail" and "missing" in r.rules[0].reason
+    r = evaluate(AUDIT, policy({"metric": "test.corruption.*.*.accuracy", "max_drop": 0.03}))
+    assert r.verdict == "fail", "a wildcard matching nothing is missing too"
+    r = evaluate(AUDIT, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0, "on_missing": "warn"}))
+    assert r.verdict == "warn"
+    assert evaluate(AUDIT, policy({"metric": "x", "min": 0, "on_missing": "ignore"})).rules == []
+
+
+def test_warn_severity_does_not_block():
+    r = evaluate(AUDIT, policy({"metric": "test.accuracy", "max_drop": 0.001, "severity": "warn"}))
+    assert r.verdict == "warn" and r.rules[0].outcome == "warn"
+
+
+def test_significance_lets_a_noisy_drop_pass_but_not_a_real_one():
+    noisy = {"metric": "test.accuracy", "max_drop": 0.005}
+    assert evaluate(AUDIT, policy(noisy)).verdict == "fail"
+    assert evaluate(AUDIT, policy({**noisy, "require_significance": 0.05})).verdict == "pass"
+    real = {"metric": "test.adv.pgd.accuracy", "max_drop": 0.01, "require_significance": True}
+    assert evaluate(AUDIT, policy(real)).verdict == "fail"
+
+
+def test_wildcards_expand_over_metric_names():
+    r = evaluate(AUDIT, policy({"metric": "test.adv.*.accuracy", "max_drop": 0.03}))
+    assert {x.metric: x.outcome for x in r.rules} == {"test.adv.fgsm.accuracy": "pass", "test.adv.pgd.accuracy": "fail"}
+
+
+def test_relative_drop():
+    r = evaluate(AUDIT, policy({"metric": "test.adv.pgd.accuracy", "max_relative_drop": 0.2}))
+    assert r.verdict == "pass" and "relative drop +0.1000" in r.rules[0].reason
+
+
+def test_rule_needs_exactly_one_kind():
+    with pytest.raises(ValueError, match="exactly one"):
+        Rule(metric="test.accuracy", min=0.1, max_drop=0.1)
+    with pytest.raises(ValueError):
+        Policy(rules=[])
 
 
 def test_parse_assignment_and_policy_file(tmp_path):
-    assert parse_assignment("test.accuracy=0.01", "max_drop") == Rule("test.accuracy", "max_drop", 0.01)
+    assert parse_assignment("test.accuracy=0.01", "max_drop") == Rule(metric="test.accuracy", max_drop=0.01)
     with pytest.raises(ValueError, match="METRIC=VALUE"):
         parse_assignment("test.accuracy", "min")
     p = tmp_path / "policy.yaml"
     p.write_text("version: 1\nrules:\n  - metric: test.accuracy\n    max_drop: 0.01\n  - {metric: edit.accuracy, min: 0.9}\n")
-    assert load_policy(p) == [Rule("test.accuracy", "max_drop", 0.01), Rule("edit.accuracy", "min", 0.9)]
+    assert [r.kind for r in load_policy(p).rules] == ["max_drop", "min"]
+    p.write_text("version: 2\nrules: [{metric: a, min: 1}]\n")
+    with pytest.raises(ValueError, match="version"):
+        load_policy(p)
+
+
+def test_default_policy_ships_and_parses():
+    d = builtin_policy("default")
+    assert d is not None and any(r.metric == "test.accuracy" for r in d.rules)
+    assert builtin_policy("nope") is None
+
+
+def test_junit_is_valid_with_one_testcase_per_rule():
+    from xml.etree import ElementTree as ET
+
+    r = evaluate(AUDIT, policy({"metric": "test.adv.*.accuracy", "max_drop": 0.03},
+                               {"metric": "test.accuracy", "max_drop": 0.001, "severity": "warn"}))
+    root = ET.fromstring(as_junit(r))
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == 3 and root.get("tests") == "3" and root.find("testsuite").get("failures") == "1"
+    assert sum(c.find("failure") is not None for c in cases) == 1
+
+
+def test_markdown_is_a_short_table():
+    md = as_markdown(evaluate(AUDIT, policy({"metric": "test.accuracy", "max_drop": 0.02})))
+    assert md.startswith("### editaudit gate: ✅ pass") and "| `test.accuracy` |" in md and len(md) < 1000

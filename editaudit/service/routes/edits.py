@@ -31,6 +31,9 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     if req.method in METHODS_NEEDING_LAYERS and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=archs.layer_names(model.arch))
+    if req.method not in METHODS_NEEDING_LAYERS and req.layers:
+        raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; "
+                           f"use one of {sorted(METHODS_NEEDING_LAYERS)} to restrict an edit to layers", field="layers")
     valid_layers = archs.layer_names(model.arch)
     for i, layer in enumerate(req.layers):
         if layer not in valid_layers:

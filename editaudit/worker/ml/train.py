@@ -9,7 +9,7 @@ from torch import nn
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 8, lr: float = 3e-3,
                      batch_size: int = 64, seed: int = 0) -> nn.Module:
-    """Adam + cross-entropy; seeded so the same call gives the same weights on CPU."""
+    """Adam + cross-entropy; seeded so the same call gives the same weights on CPU (seed the model's init too)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
