@@ -87,6 +87,19 @@ def demo(url: str | None, data_dir: str | None, epochs: int):
     sys.exit(code)
 
 
+def exit_code_for(e: ApiError) -> int:
+    """Map an API problem to the gate's exit codes."""
+    body = e.body if isinstance(e.body, dict) else {}
+    fields = {x.get("field") for x in body.get("errors") or []}
+    if e.status == 409 and "gate" in body:
+        return EXIT_BLOCKED  # promotion refused by the gate
+    if e.status == 409 or (e.status == 404 and "edit_id" in fields):
+        return EXIT_MISSING
+    if e.status in (404, 422) and fields & {"policy", "name"}:
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
 def _rules_policy(policy: str | None, rules: list, client: Client) -> str | dict:
     """What to send as `policy`: a name, or an inline document (a file, ad-hoc rules, or a name plus rules)."""
     from editaudit.service.gate import Policy, load_policy
@@ -170,11 +183,8 @@ def gate(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, outp
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     except ApiError as e:
-        fields = {x.get("field") for x in (e.body.get("errors") or [])} if isinstance(e.body, dict) else set()
         click.echo(f"error: {e}", err=True)
-        if e.status == 409 or (e.status == 404 and "edit_id" in fields):
-            sys.exit(EXIT_MISSING)
-        sys.exit(EXIT_USAGE if e.status in (404, 422) and fields & {"policy", "name"} else EXIT_ERROR)
+        sys.exit(exit_code_for(e))
     except TimeoutError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_MISSING)
@@ -190,6 +200,32 @@ def gate(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, outp
     else:
         click.echo(formatted[fmt]())
     sys.exit(EXIT_BLOCKED if result["verdict"] == "fail" else EXIT_PASS)
+
+
+@cli.command()
+@click.argument("edit_id")
+@click.option("--alias", default="production", show_default=True, help="Alias of the model family to move.")
+@click.option("--policy", default="default", show_default=True, metavar="NAME", help="Server policy to gate with.")
+@click.option("--override-reason", default=None, help="Promote despite a failing gate; recorded in the audit trail.")
+@click.option("--actor", default=lambda: os.environ.get("USER"), help="Who promotes (recorded).")
+@url_option
+def promote(edit_id, alias, policy, override_reason, actor, url):
+    """Point ALIAS of the model family at EDIT_ID's model, only if the gate passes (or with --override-reason).
+
+    Exit codes as for `gate`: 0 promoted, 1 refused by the gate, 2 error, 3 audit missing or not finished.
+    """
+    client = Client(url)
+    body = {"alias": alias, "policy": policy, "override_reason": override_reason, "actor": actor}
+    try:
+        out = client.post(f"/edits/{edit_id}/promote", body)
+    except ApiError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(exit_code_for(e))
+    except Exception as e:  # noqa: BLE001
+        click.echo(f"error: cannot reach {url}: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"{out['outcome']}: {alias} -> model {out['model_id']} (was {out['previous_model_id']}); "
+               f"gate {out['gate']['verdict']}")
 
 
 def main(argv: list[str] | None = None) -> None:

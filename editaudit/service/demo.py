@@ -1,8 +1,9 @@
 """`editaudit demo`: the whole product in under two minutes on a laptop CPU, through the real HTTP API.
 
-1. train a small CNN on sklearn's digits (seconds), 2. upload it, 3. collect the test digits it gets wrong and
-upload them as the edit set (target = the true label: "fix these reported failures"), 4. submit a `finetune_layer`
-edit of the classifier layer with a PGD audit, 5. follow its progress, 6. print the audit and the gate verdict.
+1. train a small CNN on sklearn's digits (seconds), 2. upload it, 3. collect training digits it still gets wrong
+and upload them as the edit set (target = the true label: "fix these reported failures"; the held-out test split
+stays untouched, so test.accuracy measures what the edit did elsewhere), 4. submit a `finetune_layer` edit of the
+classifier layer with a PGD audit, 5. follow its progress, 6. print the audit and the gate verdict.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SPEC = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8
 
 
 def _train_demo_model(epochs: int):
-    """Returns (safetensors bytes, test-set failures as npz bytes, n failures, test accuracy)."""
+    """Returns (safetensors bytes, training-set failures as npz bytes, n failures, test accuracy)."""
     import safetensors.torch
     import torch
 
@@ -37,8 +38,8 @@ def _train_demo_model(epochs: int):
     train_classifier(net, torch.from_numpy(train.x), torch.from_numpy(train.y), epochs=epochs, seed=0)
     xt, yt = torch.from_numpy(test.x), torch.from_numpy(test.y)
     with torch.no_grad():
-        wrong = (net(xt).argmax(1) != yt).nonzero().flatten()[:16].numpy()
-    failures = DatasetArrays(x=test.x[wrong], y=test.y[wrong])
+        wrong = (net(torch.from_numpy(train.x)).argmax(1) != torch.from_numpy(train.y)).nonzero().flatten()[:16].numpy()
+    failures = DatasetArrays(x=train.x[wrong], y=train.y[wrong])
     weights = safetensors.torch.save({k: v.contiguous() for k, v in net.state_dict().items()})
     return weights, dataset_to_npz(failures), len(wrong), accuracy(net, xt, yt)
 
@@ -67,7 +68,7 @@ def run_demo(url: str, epochs: int = 4) -> int:
     t0 = time.perf_counter()
     click.echo(f"1/5 training editaudit/smallcnn on builtin:digits-train ({epochs} epochs) ...")
     weights, failures_npz, n_fail, acc = _train_demo_model(epochs)
-    click.echo(f"    test accuracy {acc:.4f}; {n_fail} test digits misclassified -> the edit set")
+    click.echo(f"    test accuracy {acc:.4f}; {n_fail} training digits it still gets wrong -> the edit set")
     if n_fail == 0:
         click.echo("    the model makes no mistakes to fix; nothing to edit", err=True)
         return 2
