@@ -47,7 +47,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = [{"field": _loc(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        errors = [{"field": "body", "reason": f"invalid JSON at character {e['loc'][-1]}: {e.get('ctx', {}).get('error')}"}
+                  if e.get("type") == "json_invalid" else {"field": _loc(e["loc"]), "reason": e["msg"]}
+                  for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem_response(422, detail, errors, request.url.path)
 

@@ -17,7 +17,7 @@ def render(headers: list[str], rows: list[list], align_right: set[int] | None = 
     right = align_right if align_right is not None else set(range(1, len(headers)))
 
     def line(vals):
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
