@@ -52,38 +52,104 @@ def _norm_alias(v):
     return {"linf": "inf", "l2": "2", 2: "2", math.inf: "inf"}.get(v, v)
 
 
-class PGDParams(_Strict):
-    """Projected gradient descent (Madry et al. 2018), untargeted, cross-entropy against the split's labels."""
+class _EpsAttack(_Strict):
+    """Common fields of norm-bounded attacks. `eps_sweep` adds a robust-accuracy-vs-eps curve to the audit."""
 
-    id: str = Field("pgd", pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="metric name part: <split>.adv.<id>.accuracy")
-    name: Literal["pgd"] = "pgd"
+    id: str = Field("attack", pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="metric name part: <split>.adv.<id>.accuracy")
     norm: Literal["inf", "2"] = "inf"
     eps: float = Field(0.03, ge=0)
-    steps: int = Field(10, ge=1, le=10_000)
-    step_size: float | None = Field(None, gt=0, description="default 2.5 * eps / steps")
-    random_start: bool = False
+    eps_sweep: list[Annotated[float, Field(ge=0)]] | None = Field(None, max_length=32)
     seed: int = 0
 
     _norm = field_validator("norm", mode="before")(lambda v: _norm_alias(v))
+
+
+class PGDParams(_EpsAttack):
+    """Projected gradient descent (Madry et al. 2018), untargeted, cross-entropy against the split's labels.
+    Native path (batched, on device). With `restarts` > 1 an input counts as robust only if every restart fails."""
+
+    id: str = Field("pgd", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["pgd"] = "pgd"
+    steps: int = Field(10, ge=1, le=10_000)
+    step_size: float | None = Field(None, gt=0, description="default 2.5 * eps / steps")
+    random_start: bool = False
+    restarts: int = Field(1, ge=1, le=100)
 
     @property
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
 
 
-class FGSMParams(_Strict):
-    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps (L-inf) or eps along the gradient (L2)."""
+class FGSMParams(_EpsAttack):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps (L-inf) or eps along the gradient (L2).
+    Native path."""
 
     id: str = Field("fgsm", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     name: Literal["fgsm"] = "fgsm"
-    norm: Literal["inf", "2"] = "inf"
-    eps: float = Field(0.03, ge=0)
-
-    _norm = field_validator("norm", mode="before")(lambda v: _norm_alias(v))
 
 
-ATTACKS: dict[str, type[_Strict]] = {"pgd": PGDParams, "fgsm": FGSMParams}
-AttackParams = Annotated[Union[PGDParams, FGSMParams], Field(discriminator="name")]
+class APGDParams(_EpsAttack):
+    """Auto-PGD (Croce & Hein 2020) through ART's AutoProjectedGradientDescent."""
+
+    id: str = Field("apgd", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["apgd"] = "apgd"
+    steps: int = Field(100, ge=1, le=10_000)
+    restarts: int = Field(1, ge=1, le=100)
+    loss: Literal["ce", "dlr"] = "ce"
+
+
+class SquareParams(_EpsAttack):
+    """Square attack (Andriushchenko et al. 2020), query-based and gradient-free, through ART."""
+
+    id: str = Field("square", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["square"] = "square"
+    queries: int = Field(1000, ge=1, le=100_000)
+    p_init: float = Field(0.8, gt=0, le=1)
+    restarts: int = Field(1, ge=1, le=100)
+
+
+class AutoAttackParams(_EpsAttack):
+    """AutoAttack through ART. `composition`: "standard" = APGD-CE, APGD-DLR (untargeted: ART's targeted loop differs
+    from APGD-T), Square with 5000 queries; FAB-T is absent from ART. "art" = ART's default list (APGD-CE and
+    APGD-DLR with 5 restarts, DeepFool, Square). Either way a perturbation outside the eps-ball does not count."""
+
+    id: str = Field("autoattack", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["autoattack"] = "autoattack"
+    composition: Literal["standard", "art"] = "standard"
+    square_queries: int = Field(5000, ge=1, le=100_000)
+
+
+class CWParams(_Strict):
+    """Carlini-Wagner L2 (2017) through ART: minimal perturbations; with `eps`, one larger than eps (L2) does not
+    count, so robust accuracy is measured at that radius; without, any successful perturbation counts."""
+
+    id: str = Field("cw", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["cw"] = "cw"
+    eps: float | None = Field(None, gt=0)
+    confidence: float = Field(0.0, ge=0)
+    steps: int = Field(10, ge=1, le=10_000)
+    binary_search_steps: int = Field(5, ge=1, le=50)
+    learning_rate: float = Field(0.01, gt=0)
+    initial_const: float = Field(0.01, gt=0)
+    seed: int = 0
+
+
+class DeepFoolParams(_Strict):
+    """DeepFool (Moosavi-Dezfooli et al. 2016) through ART: minimal L2 perturbations, thresholded by `eps` as CW."""
+
+    id: str = Field("deepfool", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    name: Literal["deepfool"] = "deepfool"
+    eps: float | None = Field(None, gt=0)
+    steps: int = Field(50, ge=1, le=10_000)
+    overshoot: float = Field(1e-6, ge=0)
+    nb_grads: int = Field(10, ge=1)
+    seed: int = 0
+
+
+ATTACKS: dict[str, type[_Strict]] = {c.model_fields["name"].default: c for c in (
+    PGDParams, FGSMParams, APGDParams, SquareParams, AutoAttackParams, CWParams, DeepFoolParams)}
+AttackParams = Annotated[Union[PGDParams, FGSMParams, APGDParams, SquareParams, AutoAttackParams, CWParams,
+                               DeepFoolParams], Field(discriminator="name")]
 _ATTACK = TypeAdapter(AttackParams)
 
 
@@ -92,12 +158,30 @@ def parse_attack(raw: dict) -> PGDParams | FGSMParams:
     return _ATTACK.validate_python(raw)
 
 
+# The 15 ImageNet-C corruption types (Hendrycks & Dietterich 2019), implemented in the worker's corruptions/ registry.
+CORRUPTION_NAMES = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+CorruptionName = Literal[CORRUPTION_NAMES]  # type: ignore[valid-type]
+
+
+class CorruptionConfig(_Strict):
+    names: list[CorruptionName] | Literal["all"] = "all"
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+
+    @property
+    def resolved_names(self) -> list[str]:
+        return list(CORRUPTION_NAMES) if self.names == "all" else list(dict.fromkeys(self.names))
+
+
 class AuditConfig(_Strict):
     attacks: list[AttackParams] = Field(default_factory=list)
-    corruptions: dict | None = None
+    corruptions: CorruptionConfig | None = None
     max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
     seed: int = 0
     batch_size: int = Field(256, ge=1, le=65536)
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile on CUDA (auto: large audits)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -105,8 +189,8 @@ class AuditConfig(_Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"attack ids must be unique; repeated: {sorted(dup)}")
-        if self.corruptions and self.corruptions.get("names"):
-            raise ValueError("corruptions are not available in this version; valid names: []")
+        if self.corruptions is not None and not self.corruptions.resolved_names:
+            raise ValueError(f"corruptions.names is empty; valid names: {list(CORRUPTION_NAMES)}")
         return self
 
 

@@ -131,3 +131,30 @@ def api_client(tmp_path):
         c.settings = settings
         c.services = app.state.services
         yield c
+
+
+@pytest.fixture()
+def edit_factory(api_client, digits_model, failures_npz):
+    """Uploads the digits model and its failures; `submit(run=True, **body)` posts an edit and, unless run=False,
+    runs it through the real job code (the Celery task's body) in this process."""
+    import json
+    from types import SimpleNamespace
+
+    from editaudit.worker.jobs import run_edit_job
+
+    c = api_client
+    model = c.post("/models", files={"weights": ("m.safetensors", digits_model[0])},
+                   data={"spec": json.dumps(SPEC)}).json()
+    ds = c.post("/datasets", files={"file": ("f.npz", failures_npz)}).json()
+
+    def submit(run: bool = True, **body) -> dict:
+        job = c.post("/edits", json={"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
+                                     "edit_set": ds["id"], "test_set": "builtin:digits-test", **body})
+        assert job.status_code == 202, job.text
+        job = job.json()
+        if run:
+            run_edit_job(c.settings, job["id"])
+        return job
+
+    c.submit, c.model = submit, model
+    return SimpleNamespace(client=c, submit=submit, model=model, dataset=ds)

@@ -37,7 +37,9 @@ def problem_response(status: int, detail: str, errors: list[dict] | None = None,
 
 
 def _loc(loc) -> str:
-    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+    """`("body", "audit", "corruptions", "names", "list[literal[...]]", 0)` -> `audit.corruptions.names.0`:
+    pydantic's union-member labels (they contain brackets) say nothing to a user."""
+    return ".".join(str(p) for p in loc if p != "body" and "[" not in str(p)) or "body"
 
 
 def install(app: FastAPI) -> None:

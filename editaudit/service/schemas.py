@@ -101,6 +101,8 @@ class AuditOut(BaseModel):
     samples: dict | None
     durations_s: dict | None
     device: str | None
+    curves: dict | None = None
+    baseline_cached: bool | None = None
     config: dict
     versions: dict | None
     created_at: datetime

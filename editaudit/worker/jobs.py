@@ -7,6 +7,8 @@ and the edit's `succeeded` status are written together at the end.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import time
@@ -20,7 +22,7 @@ from editaudit.service import db
 from editaudit.service.settings import Settings
 from editaudit.service.storage import ObjectStore, content_key, sha256, store_from_url
 from editaudit.worker.ml.archs import create_model
-from editaudit.worker.ml.audit.runner import run_audit
+from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
 from editaudit.worker.ml.edits import run_edit
 
@@ -42,8 +44,13 @@ def versions() -> dict:
             "art": art.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
+class Canceled(Exception):
+    """The edit was canceled through the API; raised between batches (cooperative cancellation)."""
+
+
 class ProgressWriter:
-    """Writes (stage, done, total) to the edit row at most every `every` seconds, and always at a stage's end."""
+    """Writes (stage, done, total) to the edit row at most every `every` seconds and at a stage's end; each write
+    also checks whether the edit was canceled, so a cancel takes effect within one batch plus `every` seconds."""
 
     def __init__(self, sessions, edit_id: str, every: float = 0.5):
         self.sessions, self.edit_id, self.every, self._last = sessions, edit_id, every, 0.0
@@ -55,8 +62,23 @@ class ProgressWriter:
         self._last = now
         with self.sessions() as s:
             edit = s.get(db.Edit, self.edit_id)
+            if edit.status == "canceled":
+                raise Canceled(self.edit_id)
             edit.progress = {"stage": stage, "done": done, "total": total}
             s.commit()
+
+
+def dataset_identity(ref: str, sessions) -> str:
+    if ref.startswith("builtin:"):
+        return f"{ref}@{editaudit.__version__}"
+    with sessions() as s:
+        return s.get(db.Dataset, ref).sha256
+
+
+def baseline_cache_key(model_sha: str, datasets: dict[str, str], config: dict) -> str:
+    """(model sha256, dataset identities, audit config, library versions) -> a content address for the cache."""
+    ident = {"model": model_sha, "datasets": datasets, "config": config, "versions": versions()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
@@ -88,6 +110,7 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         job = {c: getattr(edit, c) for c in ("method", "layers", "hyperparams", "edit_set", "generalization_set",
                                              "test_set")}
         audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
+        model_sha = model_row.sha256
     try:
         device = pick_device(settings.device)
         state = safetensors.torch.load(store.get(model_key))
@@ -101,22 +124,40 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress)
         edit_seconds = time.perf_counter() - t0
-        result = run_audit(baseline, edited.model, splits, audit_config, device, progress)
+        refs = {k: job[f"{k}_set"] for k in splits}
+        cache_key = content_key("cache/baseline", baseline_cache_key(
+            model_sha, {k: dataset_identity(r, sessions) for k, r in refs.items()}, audit_config), ".json")
+        cached = _read_cache(store, cache_key)
+        result = run_audit(baseline, edited.model, splits, audit_config, device, progress, baseline_eval=cached)
+        base_eval = result.pop("baseline_eval")
+        if cached is None:
+            store.put(cache_key, json.dumps(base_eval.to_json()).encode())
         result["durations_s"]["edit"] = edit_seconds
         weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in
                                           edited.model.net.state_dict().items()})
+    except Canceled:
+        log.info("edit %s canceled", edit_id)
+        _finish(sessions, edit_id, audit_id, "canceled", "canceled by request")
+        return
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
         log.exception("edit %s failed", edit_id)
-        _fail(sessions, edit_id, audit_id, f"{type(exc).__name__}: {exc}")
+        _finish(sessions, edit_id, audit_id, "failed", f"{type(exc).__name__}: {exc}")
         return
     _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info, result)
 
 
-def _fail(sessions, edit_id: str, audit_id: str, error: str) -> None:
+def _read_cache(store: ObjectStore, key: str) -> Evaluation | None:
+    try:
+        return Evaluation.from_json(json.loads(store.get(key)))
+    except KeyError:
+        return None
+
+
+def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str) -> None:
     with sessions() as s:
         edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
-        edit.status, edit.error, edit.finished_at = "failed", error, db.utcnow()
-        audit.status, audit.finished_at = "failed", db.utcnow()
+        edit.status, edit.error, edit.finished_at = status, error, db.utcnow()
+        audit.status, audit.finished_at = status, db.utcnow()
         s.commit()
 
 
@@ -127,6 +168,8 @@ def _store_success(sessions, store, edit_id, audit_id, spec, weights, changed, i
     try:
         with sessions() as s:
             edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+            if edit.status == "canceled":  # canceled while the last batch ran: keep nothing
+                raise Canceled(edit_id)
             model = db.Model(sha256=digest, arch=spec["arch"], spec=spec, object_key=key, size_bytes=len(weights),
                              parent_model_id=edit.model_id, edit_id=edit_id)
             s.add(model)
@@ -137,6 +180,9 @@ def _store_success(sessions, store, edit_id, audit_id, spec, weights, changed, i
             audit.status, audit.result, audit.finished_at = "succeeded", result, db.utcnow()
             audit.versions = versions()
             s.commit()
+    except Canceled:
+        if created:
+            store.delete(key)
     except Exception:
         if created:
             store.delete(key)

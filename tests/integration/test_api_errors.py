@@ -155,17 +155,23 @@ def edit_body(model_id, **over):
     ({"hyperparams": {"bogus": 1}}, 422, "hyperparams.bogus"),
     ({"edit_set": "builtin:cifar"}, 404, "edit_set"),
     ({"test_set": "nope"}, 404, "test_set"),
-    ({"audit": {"attacks": [{"name": "cw"}]}}, 422, "audit.attacks.0"),
+    ({"audit": {"attacks": [{"name": "boundary"}]}}, 422, "audit.attacks.0"),
     ({"audit": {"attacks": [{"name": "pgd", "eps": -0.1}]}}, 422, "audit.attacks.0.pgd.eps"),
     ({"audit": {"attacks": [{"name": "pgd", "steps": 0}]}}, 422, "audit.attacks.0.pgd.steps"),
-    ({"audit": {"corruptions": {"names": ["fog"]}}}, 422, "audit"),
+    ({"audit": {"corruptions": {"names": ["fogg"]}}}, 422, "audit.corruptions.names.0"),
+    ({"audit": {"corruptions": {"severities": [0]}}}, 422, "audit.corruptions.severities.0"),
+    ({"audit": {"corruptions": {"severities": [6]}}}, 422, "audit.corruptions.severities.0"),
+    ({"audit": {"attacks": [{"name": "apgd", "steps": 0}]}}, 422, "audit.attacks.0.apgd.steps"),
+    ({"audit": {"attacks": [{"name": "pgd", "eps_sweep": [-1]}]}}, 422, "audit.attacks.0.pgd.eps_sweep.0"),
 ])
 def test_bad_edit_requests(api_client, model_id, over, status, field):
     body = assert_problem(api_client.post("/edits", json=edit_body(model_id, **over)), status, field)
     if field == "layers.0":
         assert "fc" in body["closest"]
-    if over.get("audit", {}).get("attacks", [{}])[0].get("name") == "cw":
-        assert "'pgd'" in body["detail"] and "'fgsm'" in body["detail"], "lists the valid attack names"
+    if over.get("audit", {}).get("attacks", [{}])[0].get("name") == "boundary":
+        assert "'pgd'" in body["detail"] and "'autoattack'" in body["detail"], "lists the valid attack names"
+    if over.get("audit", {}).get("corruptions", {}).get("names"):
+        assert "'gaussian_noise'" in body["detail"] and "'jpeg_compression'" in body["detail"]
     assert rows(api_client, db.Edit) == 0
 
 

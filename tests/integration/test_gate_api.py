@@ -13,7 +13,6 @@ import pytest
 import uvicorn
 
 from editaudit.worker.jobs import run_edit_job
-from tests.conftest import SPEC
 from tests.integration.test_api_errors import assert_problem
 
 PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
@@ -22,23 +21,8 @@ PASSING = {"version": 1, "rules": [{"metric": "edit.accuracy", "min": 0.9}]}
 
 
 @pytest.fixture()
-def edited(api_client, digits_model, failures_npz):
-    c = api_client
-    model = c.post("/models", files={"weights": ("m.safetensors", digits_model[0])},
-                   data={"spec": json.dumps(SPEC)}).json()
-    ds = c.post("/datasets", files={"file": ("f.npz", failures_npz)}).json()
-
-    def submit(run: bool = True) -> dict:
-        job = c.post("/edits", json={"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
-                                     "edit_set": ds["id"], "test_set": "builtin:digits-test",
-                                     "audit": {"attacks": [PGD]}}).json()
-        if run:
-            run_edit_job(c.settings, job["id"])
-        return job
-
-    c.submit = submit
-    c.model = model
-    return c, submit()
+def edited(edit_factory):
+    return edit_factory.client, edit_factory.submit(audit={"attacks": [PGD]})
 
 
 def test_gate_with_the_default_policy(edited):
@@ -73,7 +57,7 @@ def test_inline_policy_and_errors(edited):
     assert c.post("/gate", json={"edit_id": job["id"], "policy": PASSING}).json()["verdict"] == "pass"
     assert_problem(c.post("/gate", json={"edit_id": job["id"], "policy": {"rules": [{"metric": "x"}]}}), 422)
     assert_problem(c.post("/gate", json={"edit_id": "nope", "policy": PASSING}), 404, "edit_id")
-    queued = c.submit(run=False)
+    queued = c.submit(run=False, audit={"attacks": [PGD]})
     body = assert_problem(c.post("/gate", json={"edit_id": queued["id"], "policy": PASSING}), 409, "edit_id")
     assert body["audit_status"] == "queued"
 
@@ -93,7 +77,7 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     assert [h["outcome"] for h in alias["history"]] == ["overridden", "refused"]
     assert alias["history"][0]["override_reason"].startswith("hotfix") and alias["history"][0]["actor"] == "alice"
     # a second edit that passes moves the alias; the previous model is recorded
-    job2 = c.submit()
+    job2 = c.submit(audit={"attacks": [PGD]})
     r = c.post(f"/edits/{job2['id']}/promote", json={"alias": "production", "policy": PASSING})
     assert r.json()["outcome"] == "promoted" and r.json()["previous_model_id"] == edit["edited_model_id"]
     assert len(c.get("/promotions").json()["promotions"]) == 3
@@ -145,7 +129,7 @@ def test_cli_formats_policy_names_and_files(edited, http_url, tmp_path):
 
 def test_cli_wait_follows_a_running_audit(edited, http_url):
     c, _ = edited
-    queued = c.submit(run=False)
+    queued = c.submit(run=False, audit={"attacks": [PGD]})
     assert cli("gate", queued["id"], "--min", "edit.accuracy=0.9", "--url", http_url).returncode == 3
     proc = subprocess.Popen([sys.executable, "-m", "editaudit.service.cli", "gate", queued["id"], "--wait",
                              "--min", "edit.accuracy=0.9", "--url", http_url], stdout=subprocess.PIPE,

@@ -103,3 +103,16 @@ def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
     if edit.status != "succeeded":
         raise Problem(409, f"edit {edit_id} is {edit.status}; its weights exist once it has succeeded", field="edit_id")
     return safetensors_response(svc, get_model_row(s, edit.edited_model_id))
+
+
+@router.post("/edits/{edit_id}/cancel", response_model=EditOut)
+def cancel_edit(edit_id: str, s: SessionDep):
+    """Cooperative: a queued edit never starts; a running one stops at its next batch and stores nothing."""
+    edit = get_edit_row(s, edit_id)
+    if edit.status not in ("queued", "running"):
+        raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
+    edit.status, edit.finished_at, edit.error = "canceled", db.utcnow(), "canceled by request"
+    for audit in s.query(db.Audit).filter_by(edit_id=edit_id):
+        audit.status, audit.finished_at = "canceled", db.utcnow()
+    s.commit()
+    return get_edit(edit_id, s)

@@ -1,20 +1,29 @@
 """Audit a candidate (edited) model against its baseline on the test / edit / generalization splits.
 
-Every number is measured here by running the models and attacks; the result is keyed by the metric names of
-DESIGN.md: `<split>.accuracy`, `<split>.agreement`, `<split>.adv.<attack id>.accuracy`.
+Each model is evaluated on its own (`evaluate_model`) into per-sample outcomes: that is what the baseline cache
+stores, and what makes paired statistics possible. `compare` turns two evaluations into the metrics and deltas of
+DESIGN.md: `<split>.accuracy`, `<split>.agreement`, `<split>.adv.<id>.accuracy`,
+`<split>.corruption.<name>.<severity>.accuracy` with the aggregates `<split>.corruption.<name>.mean.accuracy`,
+`<split>.corruption.mean.<severity>.accuracy`, `<split>.corruption.mean.accuracy`, and the corruption errors
+relative to the baseline `<split>.corruption.<name>.ce` / `<split>.corruption.mean.ce` (candidate only; 1.0 = same).
+Random draws (attack starts, corruptions) are seeded per split, attack/corruption and batch, never per model, so
+both models face the same inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from editaudit.specs import AuditConfig
+from editaudit.specs import CORRUPTION_NAMES, AuditConfig
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from editaudit.worker.ml.audit.fastpath import NATIVE_ATTACKS, prepare_model, to_device
 from editaudit.worker.ml.audit.stats import paired_accuracy_delta, wilson
 from editaudit.worker.ml.data import TensorDataset
 
@@ -35,70 +44,198 @@ def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.
     return np.sort(np.concatenate(picked))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+def _seed(*parts) -> int:
+    """A stable 63-bit seed from its parts (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
-def adversarial_predictions(model, attack: Attack, x, y, batch_size, device, seed, tick) -> torch.Tensor:
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        x_adv = attack.perturb(model, xb, yb, gen)
+@dataclass
+class Evaluation:
+    """One model's per-sample outcomes on the audit's inputs."""
+
+    correct: dict[str, list[bool]] = field(default_factory=dict)  # metric name -> correctness per sample
+    preds: dict[str, list[int]] = field(default_factory=dict)  # split -> clean predictions
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # <split>.adv.<id> -> {eps, accuracy}
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Evaluation":
+        return cls(**d)
+
+
+def plan_units(splits: dict[str, TensorDataset], cfg: AuditConfig) -> int:
+    """Batches one model's evaluation runs: the progress total."""
+    per_batch = 1 + sum(1 + len(a.eps_sweep or []) if hasattr(a, "eps_sweep") else 1 for a in cfg.attacks)
+    if cfg.corruptions is not None:
+        per_batch += len(cfg.corruptions.resolved_names) * len(cfg.corruptions.severities)
+    return sum(-(-min(len(ds), cfg.max_samples or len(ds)) // cfg.batch_size) for ds in splits.values()) * per_batch
+
+
+def _batches(x, y, batch_size):
+    for b, i in enumerate(range(0, len(x), batch_size)):
+        yield b, x[i : i + batch_size], y[i : i + batch_size]
+
+
+def _with_eps(params, eps: float):
+    """The attack at another radius; an explicit step size scales with eps."""
+    update = {"eps": eps}
+    if getattr(params, "step_size", None) is not None and params.eps > 0:
+        update["step_size"] = params.step_size * eps / params.eps
+    return params.model_copy(update=update)
+
+
+def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: AuditConfig, device: torch.device,
+                   tick: Callable[[], None] = lambda: None) -> Evaluation:
+    eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()))
+    ev = Evaluation()
+    for split, ds in splits.items():
+        x, y = ds.x, ds.y
+        t0 = time.perf_counter()
+        preds = []
         with torch.no_grad():
-            out.append(model(x_adv).argmax(1).cpu())
-        tick()
-    return torch.cat(out)
+            for _, xb, _ in _batches(x, y, cfg.batch_size):
+                preds.append(fast(to_device(xb, device)).argmax(1).cpu())
+                tick()
+        pred = torch.cat(preds)
+        ev.preds[split] = pred.tolist()
+        ev.correct[f"{split}.accuracy"] = (pred == y).tolist()
+        ev.durations_s[f"{split}.clean"] = time.perf_counter() - t0
+
+        for params in cfg.attacks:
+            t0 = time.perf_counter()
+            net = fast if params.name in NATIVE_ATTACKS else eager
+            radii = [params.eps, *(getattr(params, "eps_sweep", None) or [])]
+            accs = []
+            for k, eps in enumerate(radii):
+                p = params if k == 0 else _with_eps(params, eps)
+                attack, outcome = Attack(p, ATTACKS[p.name]), []
+                for b, xb, yb in _batches(x, y, cfg.batch_size):
+                    xb, yb = to_device(xb, device), yb.to(device)
+                    gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p.seed, split, p.id, k, b))
+                    x_adv = attack.perturb(net, xb, yb, gen)
+                    with torch.no_grad():
+                        outcome.append((fast(x_adv).argmax(1) == yb).cpu())
+                    tick()
+                ok = torch.cat(outcome)
+                if k == 0:
+                    ev.correct[f"{split}.adv.{params.id}.accuracy"] = ok.tolist()
+                accs.append(_mean(ok.tolist()))
+            if len(radii) > 1:
+                order = np.argsort(radii)
+                ev.curves[f"{split}.adv.{params.id}"] = {"eps": [radii[i] for i in order],
+                                                         "accuracy": [accs[i] for i in order]}
+            ev.durations_s[f"{split}.adv.{params.id}"] = time.perf_counter() - t0
+
+        if cfg.corruptions is not None:
+            from editaudit.worker.ml.audit.corruptions import corrupt
+
+            t0 = time.perf_counter()
+            for name in cfg.corruptions.resolved_names:
+                for sev in cfg.corruptions.severities:
+                    outcome = []
+                    for b, xb, yb in _batches(x, y, cfg.batch_size):
+                        xb = to_device(xb, device)
+                        gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, name, sev, b))
+                        with torch.no_grad():
+                            outcome.append((fast(corrupt(xb, name, sev, gen)).argmax(1).cpu() == yb))
+                        tick()
+                    ev.correct[f"{split}.corruption.{name}.{sev}.accuracy"] = torch.cat(outcome).tolist()
+            _aggregate_corruptions(ev.correct, split, cfg)
+            ev.durations_s[f"{split}.corruption"] = time.perf_counter() - t0
+    return ev
 
 
-def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, TensorDataset], config: dict | AuditConfig,
-              device: torch.device | str = "cpu", progress: Progress = lambda *_: None) -> dict:
+def _aggregate_corruptions(correct: dict, split: str, cfg: AuditConfig) -> None:
+    """Means as concatenated per-sample outcomes, so they get paired statistics like any other accuracy."""
+    names, sevs = cfg.corruptions.resolved_names, cfg.corruptions.severities
+    key = lambda n, s: f"{split}.corruption.{n}.{s}.accuracy"  # noqa: E731
+    for n in names:
+        correct[f"{split}.corruption.{n}.mean.accuracy"] = [v for s in sevs for v in correct[key(n, s)]]
+    for s in sevs:
+        correct[f"{split}.corruption.mean.{s}.accuracy"] = [v for n in names for v in correct[key(n, s)]]
+    correct[f"{split}.corruption.mean.accuracy"] = [v for n in names for s in sevs for v in correct[key(n, s)]]
+
+
+def _mean(v: list[bool]) -> float:
+    return sum(v) / len(v) if v else float("nan")
+
+
+def compare(base: Evaluation, cand: Evaluation) -> dict:
+    metrics: dict = {"baseline": {}, "candidate": {}}
+    deltas: dict = {}
+    for name, b in base.correct.items():
+        c = cand.correct[name]
+        metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
+        deltas[name] = paired_accuracy_delta(b, c)
+    for split, bp in base.preds.items():
+        cp = cand.preds[split]
+        agree = sum(p == q for p, q in zip(bp, cp))
+        name = f"{split}.agreement"
+        metrics["baseline"][name], metrics["candidate"][name] = 1.0, agree / len(bp)
+        lo, hi = wilson(agree, len(bp))
+        deltas[name] = {"value": agree / len(bp) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
+        _corruption_errors(metrics, split)
+    curves = {k: {"eps": v["eps"], "baseline": v["accuracy"], "candidate": cand.curves[k]["accuracy"]}
+              for k, v in base.curves.items()}
+    return {"metrics": metrics, "deltas": deltas, "curves": curves}
+
+
+def _corruption_errors(metrics: dict, split: str) -> None:
+    """CE of each type = sum over severities of the candidate's error / the baseline's; mCE = their mean."""
+    ces = []
+    for n in CORRUPTION_NAMES:
+        prefix = f"{split}.corruption.{n}."
+        sevs = [k for k in metrics["baseline"] if k.startswith(prefix) and k[len(prefix):-len(".accuracy")].isdigit()]
+        if not sevs:
+            continue
+        err_b = sum(1 - metrics["baseline"][k] for k in sevs)
+        err_c = sum(1 - metrics["candidate"][k] for k in sevs)
+        ce = err_c / err_b if err_b > 0 else (1.0 if err_c == 0 else float("inf"))
+        metrics["baseline"][f"{prefix}ce"], metrics["candidate"][f"{prefix}ce"] = 1.0, ce
+        ces.append(ce)
+    if ces:
+        metrics["baseline"][f"{split}.corruption.mean.ce"] = 1.0
+        metrics["candidate"][f"{split}.corruption.mean.ce"] = sum(ces) / len(ces)
+
+
+def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str, TensorDataset], dict]:
+    """Apply `max_samples` (stratified, seeded) and record which samples were used."""
+    out, samples = {}, {}
+    for name, ds in splits.items():
+        idx = stratified_indices(ds.y.numpy(), cfg.max_samples, _seed(cfg.seed, name) % 2**32)
+        t = torch.from_numpy(idx)
+        out[name] = TensorDataset(ds.x[t], ds.y[t])
+        samples[name] = {"n": len(idx), "of": len(ds), "ids": idx.tolist() if len(idx) < len(ds) else None}
+    return out, samples
+
+
+def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, TensorDataset],
+              config: dict | AuditConfig, device: torch.device | str = "cpu", progress: Progress = lambda *_: None,
+              baseline_eval: Evaluation | None = None) -> dict:
+    """The whole audit. Pass `baseline_eval` (from the cache) to skip re-evaluating the baseline."""
     cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config)
     device = torch.device(device)
-    attacks = cfg.attacks
-    models = {"baseline": baseline.to(device).eval(), "candidate": candidate.to(device).eval()}
-    for m in models.values():
-        for p in m.parameters():
-            p.requires_grad_(False)
-
-    subsets = {name: stratified_indices(ds.y.numpy(), cfg.max_samples, cfg.seed) for name, ds in splits.items()}
-    batches = {name: -(-len(idx) // cfg.batch_size) for name, idx in subsets.items()}
-    total, done = sum(batches.values()) * 2 * len(attacks), 0
+    splits, samples = subset(splits, cfg)
+    units = plan_units(splits, cfg)
+    total, done = units * (1 if baseline_eval is not None else 2), 0
 
     def tick():
         nonlocal done
         done += 1
         progress("auditing", done, total)
 
-    metrics = {"baseline": {}, "candidate": {}}
-    deltas, samples, durations = {}, {}, {}
-    for split, ds in splits.items():
-        idx = torch.from_numpy(subsets[split])
-        x, y = ds.x[idx], ds.y[idx]
-        samples[split] = {"n": len(idx), "of": len(ds), "ids": subsets[split].tolist() if len(idx) < len(ds) else None}
-        t0 = time.perf_counter()
-        preds = {k: predict(m, x, cfg.batch_size, device) for k, m in models.items()}
-        correct = {k: (p == y).tolist() for k, p in preds.items()}
-        for k in models:
-            metrics[k][f"{split}.accuracy"] = sum(correct[k]) / len(y)
-        deltas[f"{split}.accuracy"] = paired_accuracy_delta(correct["baseline"], correct["candidate"])
-        agree = int((preds["baseline"] == preds["candidate"]).sum())
-        metrics["baseline"][f"{split}.agreement"] = 1.0
-        metrics["candidate"][f"{split}.agreement"] = agree / len(y)
-        lo, hi = wilson(agree, len(y))
-        deltas[f"{split}.agreement"] = {"value": agree / len(y) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
-        durations[f"{split}.clean"] = time.perf_counter() - t0
-        for params in attacks:
-            t0 = time.perf_counter()
-            attack = Attack(params, ATTACKS[params.name])
-            name = f"{split}.adv.{params.id}.accuracy"
-            adv_correct = {}
-            for k, m in models.items():
-                adv = adversarial_predictions(m, attack, x, y, cfg.batch_size, device, cfg.seed + params.seed, tick)
-                adv_correct[k] = (adv == y).tolist()
-                metrics[k][name] = sum(adv_correct[k]) / len(y)
-            deltas[name] = paired_accuracy_delta(adv_correct["baseline"], adv_correct["candidate"])
-            durations[name] = time.perf_counter() - t0
-    return {"metrics": metrics, "deltas": deltas, "samples": samples, "durations_s": durations,
-            "config": cfg.model_dump(mode="json"), "device": str(device)}
+    t0 = time.perf_counter()
+    cached = baseline_eval is not None
+    base = baseline_eval if cached else evaluate_model(baseline, splits, cfg, device, tick)
+    cand = evaluate_model(candidate, splits, cfg, device, tick)
+    out = compare(base, cand)
+    out.update(samples=samples, config=cfg.model_dump(mode="json"), device=str(device),
+               durations_s={"audit": time.perf_counter() - t0,
+                            **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
+                            **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
+               baseline_cached=cached)
+    out["baseline_eval"] = base
+    return out

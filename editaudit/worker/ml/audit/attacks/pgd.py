@@ -1,8 +1,10 @@
-"""PGD and FGSM under L-inf and L2, batched and on-device (our native path; checked against ART in tests).
+"""PGD and FGSM under L-inf and L2: our native path, batched, on the batch's device, no host round trips.
 
-Conventions match ART's `ProjectedGradientDescentPyTorch` so robust accuracies agree: untargeted, cross-entropy
-against the given labels, L-inf steps along sign(grad), L2 steps along grad/||grad||, projection onto the eps-ball
-around the clean input, then clipping to [0,1]. Random start draws uniformly from the eps-ball.
+Conventions match ART's `ProjectedGradientDescentPyTorch` so robust accuracies agree (a test checks it):
+untargeted, cross-entropy against the given labels, L-inf steps along sign(grad), L2 steps along grad/||grad||,
+projection onto the eps-ball around the clean input, then clipping to [0,1]. Random start draws uniformly from the
+eps-ball. Gradients are taken with respect to the input only (parameters are frozen by the audit), which skips the
+weight-gradient half of every backward pass. On CUDA the forward/backward runs under bf16 autocast; on CPU in fp32.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ def _flat_norm(t: torch.Tensor) -> torch.Tensor:
 
 def _grad(model, x_adv, y):
     x_adv = x_adv.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x_adv), y)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x_adv.is_cuda):
+        logits = model(x_adv)
+    loss = F.cross_entropy(logits.float(), y)
     (g,) = torch.autograd.grad(loss, x_adv)
     return g
 
@@ -40,25 +44,39 @@ def _project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
 
 
 def _random_start(x: torch.Tensor, norm: str, eps: float, gen: torch.Generator | None) -> torch.Tensor:
+    dev = gen.device if gen is not None else x.device
     if norm == "inf":
-        u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        u = torch.rand(x.shape, generator=gen, device=dev, dtype=x.dtype).to(x.device)
         return (2 * u - 1) * eps
-    d = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    d = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype).to(x.device)
     d = d / (_flat_norm(d) + _TOL)
-    r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen, device=x.device, dtype=x.dtype)
+    r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=gen, device=dev, dtype=x.dtype).to(x.device)
     return d * eps * r.pow(1.0 / x[0].numel())
 
 
-@register_attack("pgd")
-def pgd(model, x, y, p, gen=None):
+def _pgd_once(model, x, y, p, gen, random_start: bool) -> torch.Tensor:
     eps, size = float(p.eps), float(p.effective_step_size)
-    x = x.detach()
-    delta = _random_start(x, p.norm, eps, gen) if p.random_start else torch.zeros_like(x)
+    delta = _random_start(x, p.norm, eps, gen) if random_start else torch.zeros_like(x)
     x_adv = (x + delta).clamp(0, 1)
     for _ in range(p.steps):
         x_adv = x_adv + _step(_grad(model, x_adv, y), p.norm, size)
         x_adv = (x + _project(x_adv - x, p.norm, eps)).clamp(0, 1)
     return x_adv.detach()
+
+
+@register_attack("pgd")
+def pgd(model, x, y, p, gen=None):
+    """With restarts, later restarts (always from a random start) only replace inputs not yet fooled."""
+    x = x.detach()
+    best = _pgd_once(model, x, y, p, gen, p.random_start)
+    for _ in range(p.restarts - 1):
+        with torch.no_grad():
+            robust = model(best).argmax(1) == y
+        if not robust.any():
+            break
+        cand = _pgd_once(model, x, y, p, gen, True)
+        best = torch.where(robust.view(-1, *([1] * (x.dim() - 1))), cand, best)
+    return best
 
 
 @register_attack("fgsm")

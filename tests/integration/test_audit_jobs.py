@@ -1,0 +1,79 @@
+"""Audit features end to end through the job code: baseline cache, cancellation, eps sweeps, corruptions, reports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from xml.etree import ElementTree as ET
+
+from tests.integration.test_api_errors import assert_problem
+
+PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
+
+
+def test_baseline_is_cached_and_reused(edit_factory):
+    c = edit_factory.client
+    audit_cfg = {"attacks": [PGD], "max_samples": 120}
+    first = c.get(f"/audits/{edit_factory.submit(audit=audit_cfg)['audit_id']}").json()
+    second_job = edit_factory.submit(audit=audit_cfg, hyperparams={"steps": 10})
+    second = c.get(f"/audits/{second_job['audit_id']}").json()
+    assert first["baseline_cached"] is False and second["baseline_cached"] is True
+    assert first["metrics"]["baseline"] == second["metrics"]["baseline"]
+    assert not any(k.startswith("baseline.") for k in second["durations_s"]), "the baseline was not re-evaluated"
+    assert second["samples"]["test"]["n"] == 120 and len(second["samples"]["test"]["ids"]) == 120
+    third = edit_factory.submit(audit={**audit_cfg, "seed": 1})  # another config: another cache entry
+    assert c.get(f"/audits/{third['audit_id']}").json()["baseline_cached"] is False
+
+
+def test_cancel_a_queued_edit(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, audit={"attacks": [PGD]})
+    r = c.post(f"/edits/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    from editaudit.worker.jobs import run_edit_job
+
+    run_edit_job(c.settings, job["id"])  # the message still arrives: nothing happens
+    assert c.get(f"/edits/{job['id']}").json()["status"] == "canceled"
+    assert_problem(c.post(f"/edits/{job['id']}/cancel"), 409)
+    assert c.get(f"/audits/{job['audit_id']}").json()["status"] == "canceled"
+
+
+def test_cancel_a_running_edit_stops_between_batches(edit_factory):
+    from editaudit.worker.jobs import run_edit_job
+
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, audit={"attacks": [{**PGD, "steps": 400}], "batch_size": 16})
+    worker = threading.Thread(target=run_edit_job, args=(c.settings, job["id"]))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while (e := c.get(f"/edits/{job['id']}").json())["progress"]["stage"] != "auditing":
+        assert time.monotonic() < deadline, e
+        time.sleep(0.1)
+    assert c.post(f"/edits/{job['id']}/cancel").status_code == 200
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the job stops soon after the cancel"
+    edit = c.get(f"/edits/{job['id']}").json()
+    assert edit["status"] == "canceled" and edit["edited_model_id"] is None
+    assert edit["progress"]["done"] < edit["progress"]["total"]
+
+
+def test_eps_sweep_curves_and_reports(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(audit={"attacks": [{**PGD, "eps_sweep": [0.0, 0.1, 0.2]}], "max_samples": 100})
+    audit = c.get(f"/audits/{job['audit_id']}").json()
+    curve = audit["curves"]["test.adv.pgd"]
+    assert curve["eps"] == [0.0, 0.05, 0.1, 0.2]
+    assert curve["baseline"][0] == audit["metrics"]["baseline"]["test.accuracy"]  # eps 0 = clean accuracy
+    assert curve["baseline"][-1] <= curve["baseline"][0] and curve["candidate"][-1] <= curve["candidate"][0]
+
+    rep = c.get(f"/audits/{job['audit_id']}/report.json")
+    assert rep.status_code == 200 and rep.json()["schema_version"] == 1 and rep.json()["audit"]["id"] == audit["id"]
+    md = c.get(f"/audits/{job['audit_id']}/report.md").text
+    assert "| `test.accuracy` |" in md and len(md.splitlines()) < 40
+    page = c.get(f"/audits/{job['audit_id']}/report.html")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "data:image/png;base64," in page.text and "http://" not in page.text and "https://" not in page.text
+    xml = c.get(f"/audits/{job['audit_id']}/report.xml", params={"policy": "default"})
+    cases = ET.fromstring(xml.text).findall("./testsuite/testcase")
+    assert len(cases) >= 4
+    assert_problem(c.get(f"/audits/{job['audit_id']}/report.pdf"), 404)
