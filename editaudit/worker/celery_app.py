@@ -27,11 +27,12 @@ def make_celery(settings: Settings) -> Celery:
     )
     if settings.embedded:  # the embedded default: a broker made of files under the data directory
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"), "store_processed": False, "polling_interval": 0.2,
+            "control_folder": str(folder / "control"),
         }
     app.conf.update(conf)
     return app
