@@ -35,11 +35,54 @@ class FinetuneLayerParams(FinetuneParams):
     """Like finetune, restricted to the parameters of the named `layers`."""
 
 
+class AlphaPolicy(_Strict):
+    """How 1-layer interpolation picks alpha in W(alpha) = W0 + alpha (W1 - W0).
+
+    fixed: `alpha` as given. min_alpha: the smallest alpha whose accuracy on `target_split` reaches `target`
+    (bisection to `resolution` while the path behaves monotonically; a grid when it does not). best_robust: among
+    alphas reaching the target, the one with the best PGD robust accuracy on a test subset."""
+
+    mode: Literal["fixed", "min_alpha", "best_robust"] = "min_alpha"
+    alpha: float = Field(1.0, ge=0, le=1)
+    target_split: Literal["edit", "generalization"] = "edit"
+    target: float = Field(0.9, ge=0, le=1)
+    resolution: float = Field(0.01, ge=0.001, le=0.5)
+    robust_eps: float = Field(0.03, ge=0, description="best_robust: PGD-10 L-inf radius")
+    robust_samples: int = Field(256, ge=8, le=100_000, description="best_robust: test samples attacked per alpha")
+    grid_points: int = Field(11, ge=3, le=201, description="points of the fallback / best_robust grid")
+
+
+class BaseEdit(_Strict):
+    """The single-layer edit 1-LI interpolates towards (W1)."""
+
+    method: Literal["finetune_layer"] = "finetune_layer"
+    hyperparams: dict = Field(default_factory=dict)
+
+
+class InterpolateParams(_Strict):
+    """1-layer interpolation (Brown et al. 2023): edit one layer with `base` (inline) or reuse the weights of the
+    earlier single-layer edit `base_edit_id` of the same model, then move only that layer part of the way."""
+
+    base: BaseEdit | None = None
+    base_edit_id: str | None = None
+    alpha: AlphaPolicy = Field(default_factory=AlphaPolicy)
+
+    @model_validator(mode="after")
+    def _one_base(self):
+        if self.base is not None and self.base_edit_id is not None:
+            raise ValueError("give either base (an inline edit) or base_edit_id, not both")
+        if self.base is None and self.base_edit_id is None:
+            self.base = BaseEdit()
+        return self
+
+
 EDIT_METHODS: dict[str, type[_Strict]] = {
     "finetune": FinetuneParams,
     "finetune_layer": FinetuneLayerParams,
+    "interpolate": InterpolateParams,
 }
-METHODS_NEEDING_LAYERS = {"finetune_layer"}  # the others take no `layers`
+METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate"}  # the others take no `layers`
+SINGLE_LAYER_METHODS = {"interpolate"}
 
 
 # ------------------------------------------------------------------------------------------------------ attacks

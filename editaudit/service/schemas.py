@@ -103,6 +103,8 @@ class AuditOut(BaseModel):
     device: str | None
     curves: dict | None = None
     baseline_cached: bool | None = None
+    alpha_curve: list | None = None
+    mli: dict | None = None
     config: dict
     versions: dict | None
     created_at: datetime

@@ -122,7 +122,10 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         progress = ProgressWriter(sessions, edit_id)
         t0 = time.perf_counter()
         torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
-        edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress)
+        reference = {k: v for k, v in splits.items() if k != "edit"}
+        base_model = _base_model(job["hyperparams"].get("base_edit_id"), sessions, store, spec)
+        edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress,
+                          reference=reference, base_model=base_model)
         edit_seconds = time.perf_counter() - t0
         refs = {k: job[f"{k}_set"] for k in splits}
         cache_key = content_key("cache/baseline", baseline_cache_key(
@@ -133,6 +136,10 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         if cached is None:
             store.put(cache_key, json.dumps(base_eval.to_json()).encode())
         result["durations_s"]["edit"] = edit_seconds
+        if "alpha_curve" in edited.info:  # 1-LI: the path, and whether it was monotone (an MLI check)
+            result["alpha_curve"] = edited.info["alpha_curve"]
+            result["mli"] = {"monotone": edited.info["alpha_curve_monotone"], "alpha": edited.info["alpha"],
+                             "evaluations": edited.info["alpha_evaluations"], "search": edited.info["alpha_search"]}
         weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in
                                           edited.model.net.state_dict().items()})
     except Canceled:
@@ -144,6 +151,16 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         _finish(sessions, edit_id, audit_id, "failed", f"{type(exc).__name__}: {exc}")
         return
     _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info, result)
+
+
+def _base_model(base_edit_id: str | None, sessions, store: ObjectStore, spec: dict):
+    """interpolate with `base_edit_id`: the earlier edit's weights are W1."""
+    if not base_edit_id:
+        return None
+    with sessions() as s:
+        base = s.get(db.Edit, base_edit_id)
+        key = s.get(db.Model, base.edited_model_id).object_key
+    return create_model(spec, safetensors.torch.load(store.get(key)))
 
 
 def _read_cache(store: ObjectStore, key: str) -> Evaluation | None:

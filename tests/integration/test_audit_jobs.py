@@ -77,3 +77,28 @@ def test_eps_sweep_curves_and_reports(edit_factory):
     cases = ET.fromstring(xml.text).findall("./testsuite/testcase")
     assert len(cases) >= 4
     assert_problem(c.get(f"/audits/{job['audit_id']}/report.pdf"), 404)
+
+
+def test_interpolation_records_the_alpha_curve_and_mli(edit_factory):
+    c = edit_factory.client
+    base = edit_factory.submit(audit={"attacks": [PGD], "max_samples": 100})
+    job = edit_factory.submit(method="interpolate", hyperparams={"base_edit_id": base["id"],
+                                                                 "alpha": {"target": 0.9}},
+                              audit={"attacks": [PGD], "max_samples": 100})
+    edit = c.get(f"/edits/{job['id']}").json()
+    assert edit["status"] == "succeeded", edit["error"]
+    audit = c.get(f"/audits/{job['audit_id']}").json()
+    assert audit["mli"]["monotone"] is True and audit["mli"]["evaluations"] <= 7
+    assert 0 < audit["mli"]["alpha"] < 1 and len(audit["alpha_curve"]) == audit["mli"]["evaluations"]
+    assert audit["metrics"]["candidate"]["edit.accuracy"] >= 0.9
+    assert edit["info"]["changed_keys"] == ["fc.weight", "fc.bias"]
+    assert "alpha curve" in c.get(f"/audits/{job['audit_id']}/report.html").text
+
+    # bad 1-LI requests
+    body = {"method": "interpolate", "edit_set": edit_factory.dataset["id"], "test_set": "builtin:digits-test",
+            "model_id": edit_factory.model["id"]}
+    assert_problem(c.post("/edits", json={**body, "layers": ["fc", "fc1"]}), 422, "layers")
+    assert_problem(c.post("/edits", json={**body, "layers": ["fc"], "hyperparams": {"base_edit_id": "nope"}}), 404,
+                   "hyperparams.base_edit_id")
+    assert_problem(c.post("/edits", json={**body, "layers": ["fc1"], "hyperparams": {"base_edit_id": base["id"]}}),
+                   422, "hyperparams.base_edit_id")

@@ -13,7 +13,7 @@ from editaudit.service.errors import Problem, not_found
 from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
-from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS
+from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS, SINGLE_LAYER_METHODS
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
 
 router = APIRouter(tags=["edits"])
@@ -34,6 +34,11 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     if req.method not in METHODS_NEEDING_LAYERS and req.layers:
         raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; "
                            f"use one of {sorted(METHODS_NEEDING_LAYERS)} to restrict an edit to layers", field="layers")
+    if req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
+        raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)}", field="layers")
+    base_edit_id = req.hyperparams.get("base_edit_id")
+    if base_edit_id:
+        _check_base_edit(s, base_edit_id, model.id, req.layers)
     valid_layers = archs.layer_names(model.arch)
     for i, layer in enumerate(req.layers):
         if layer not in valid_layers:
@@ -51,6 +56,21 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if facts["label_max"] >= spec["num_classes"]:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
+
+
+def _check_base_edit(s, base_edit_id: str, model_id: str, layers: list[str]) -> None:
+    field = "hyperparams.base_edit_id"
+    base = s.get(db.Edit, base_edit_id)
+    if base is None:
+        raise Problem(404, f"no edit with id {base_edit_id!r}", field=field)
+    if base.status != "succeeded":
+        raise Problem(422, f"base edit {base_edit_id} is {base.status}; interpolation needs a succeeded edit", field=field)
+    if base.model_id != model_id:
+        raise Problem(422, f"base edit {base_edit_id} edited model {base.model_id}, not {model_id}", field=field)
+    moved = sorted({k.rsplit(".", 1)[0] for k in (base.info or {}).get("changed_keys", [])})
+    if moved != layers:
+        raise Problem(422, f"base edit {base_edit_id} changed layers {moved}; 1-LI needs a single-layer edit of "
+                           f"{layers}", field=field)
 
 
 @router.post("/edits", status_code=202, response_model=EditAccepted)

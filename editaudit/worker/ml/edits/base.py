@@ -30,6 +30,8 @@ class EditContext:
     params: BaseModel
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: Progress = _no_progress
+    reference: dict[str, TensorDataset] = field(default_factory=dict)  # other splits (generalization, test)
+    base_model: nn.Module | None = None  # interpolate: the edited model of an earlier edit (W1)
 
 
 @dataclass
@@ -61,7 +63,8 @@ def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
 
 
 def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: list[str], hyperparams: dict,
-             device: torch.device | str = "cpu", progress: Progress = _no_progress) -> EditResult:
+             device: torch.device | str = "cpu", progress: Progress = _no_progress,
+             reference: dict[str, TensorDataset] | None = None, base_model: nn.Module | None = None) -> EditResult:
     """Validate the hyperparameters, edit a deep copy of `model` and check the result is finite."""
     if method not in EDITS:
         raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
@@ -75,7 +78,8 @@ def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: lis
     device = torch.device(device)
     work = copy.deepcopy(model).to(device)
     before = {k: v.detach().clone() for k, v in work.net.state_dict().items()}
-    ctx = EditContext(work, edit_set, list(layers), params, device, progress)
+    ctx = EditContext(work, edit_set, list(layers), params, device, progress, reference or {},
+                      None if base_model is None else base_model.to(device))
     result = EDITS[method]().apply(ctx)
     after = result.model.net.state_dict()
     bad = [k for k, v in after.items() if v.is_floating_point() and not torch.isfinite(v).all()]

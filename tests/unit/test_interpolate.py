@@ -1,0 +1,66 @@
+"""1-layer interpolation: endpoints exact, only the layer moves, and the alpha search is cheap on monotone paths."""
+
+import pytest
+import torch
+
+from editaudit.worker.ml.archs import create_model
+from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
+from editaudit.worker.ml.edits import run_edit
+from editaudit.worker.ml.edits.interpolate import interpolated
+
+
+@pytest.fixture(scope="module")
+def setup(digits_model, failures_npz):
+    _, spec, net = digits_model
+    m = create_model(spec)
+    m.net.load_state_dict(net.state_dict())
+    te = digits_arrays("test")
+    return m.eval(), load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+
+
+def test_endpoints_reproduce_original_and_single_layer_edit(setup):
+    model, es, test = setup
+    w1 = run_edit("finetune_layer", model, es, ["fc"], {"steps": 30})
+    with torch.no_grad():
+        assert torch.equal(interpolated(model, w1.model, "fc", 0.0)(test.x), model(test.x))
+        assert torch.equal(interpolated(model, w1.model, "fc", 1.0)(test.x), w1.model(test.x))
+
+
+def test_fixed_alpha_changes_only_the_layer(setup):
+    model, es, _ = setup
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "fixed", "alpha": 0.5}})
+    assert set(r.changed) == {"fc.weight", "fc.bias"} and r.info["alpha"] == 0.5
+
+
+def test_min_alpha_search_is_monotone_and_uses_at_most_seven_evaluations(setup):
+    model, es, _ = setup
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "min_alpha", "target": 0.9}})
+    assert r.info["alpha_curve_monotone"] and r.info["alpha_search"] == "bisection"
+    assert r.info["alpha_evaluations"] <= 7
+    assert 0 < r.info["alpha"] < 1
+    with torch.no_grad():
+        acc = float((r.model(es.x).argmax(1) == es.y).float().mean())
+    assert acc >= 0.9
+    curve = r.info["alpha_curve"]
+    assert [p["alpha"] for p in curve] == sorted(p["alpha"] for p in curve)
+
+
+def test_non_monotone_path_falls_back_to_a_grid(setup, monkeypatch):
+    from editaudit.worker.ml.edits import interpolate as li
+
+    model, es, _ = setup
+    # bisection visits alpha = 0.5, 0.75, 0.875: accuracy 0.1, 0.5, then 0.3 -- lower further along the path
+    wiggle = iter([0.1, 0.5, 0.3] + [0.95] * 100)
+    monkeypatch.setattr(li, "_accuracy", lambda *a: next(wiggle))
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"target": 0.9, "grid_points": 11}})
+    assert r.info["alpha_search"].startswith("grid") and not r.info["alpha_curve_monotone"]
+    assert r.info["alpha_evaluations"] >= 11
+
+
+def test_best_robust_needs_test_and_records_robust_accuracy(setup):
+    model, es, test = setup
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "best_robust", "robust_samples": 64,
+                                                              "grid_points": 6}}, reference={"test": test})
+    assert all("test.adv.pgd.accuracy" in p["metrics"] for p in r.info["alpha_curve"] if p["alpha"] >= r.info["alpha"])
+    with pytest.raises(ValueError, match="test set"):
+        run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "best_robust"}})
