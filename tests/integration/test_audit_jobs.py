@@ -59,7 +59,8 @@ def test_cancel_a_running_edit_stops_between_batches(edit_factory):
 
 def test_eps_sweep_curves_and_reports(edit_factory):
     c = edit_factory.client
-    job = edit_factory.submit(audit={"attacks": [{**PGD, "eps_sweep": [0.0, 0.1, 0.2]}], "max_samples": 100})
+    job = edit_factory.submit(audit={"attacks": [{**PGD, "eps_sweep": [0.0, 0.1, 0.2]}], "max_samples": 100,
+                                     "corruptions": {"names": ["shot_noise", "pixelate"]}})
     audit = c.get(f"/audits/{job['audit_id']}").json()
     curve = audit["curves"]["test.adv.pgd"]
     assert curve["eps"] == [0.0, 0.05, 0.1, 0.2]
@@ -72,7 +73,9 @@ def test_eps_sweep_curves_and_reports(edit_factory):
     assert "| `test.accuracy` |" in md and len(md.splitlines()) < 40
     page = c.get(f"/audits/{job['audit_id']}/report.html")
     assert page.headers["content-type"].startswith("text/html")
-    assert "data:image/png;base64," in page.text and "http://" not in page.text and "https://" not in page.text
+    assert page.text.count("data:image/png;base64,") >= 3, "heat maps (test, edit) and the eps curve"
+    assert "corruption heat map" in page.text and "http://" not in page.text and "https://" not in page.text
+    assert "test.corruption.pixelate.5.accuracy" in audit["metrics"]["candidate"]
     xml = c.get(f"/audits/{job['audit_id']}/report.xml", params={"policy": "default"})
     cases = ET.fromstring(xml.text).findall("./testsuite/testcase")
     assert len(cases) >= 4

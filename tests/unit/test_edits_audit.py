@@ -58,13 +58,18 @@ def test_unknown_layer_is_refused(setup):
 
 def test_unchanged_candidate_gives_zero_deltas(setup):
     model, edit_set, test = setup
-    cfg = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 3}], "max_samples": 100}
+    cfg = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 3}], "max_samples": 100,
+           "corruptions": {"names": ["gaussian_noise", "glass_blur", "fog"], "severities": [1, 5]}}
     out = run_audit(model, copy.deepcopy(model), {"test": test, "edit": edit_set}, cfg)
     for name, d in out["deltas"].items():
         assert d["value"] == 0.0, name
         if d["p_value"] is not None:
             assert d["p_value"] == 1.0
     assert out["metrics"]["candidate"]["test.agreement"] == 1.0
+    assert out["metrics"]["candidate"]["test.corruption.mean.ce"] == 1.0
+    for name in ("test.corruption.fog.5.accuracy", "test.corruption.fog.mean.accuracy",
+                 "test.corruption.mean.1.accuracy", "test.corruption.mean.accuracy", "edit.corruption.glass_blur.ce"):
+        assert name in out["metrics"]["candidate"], name
     assert out["samples"]["test"]["n"] == 100 and len(out["samples"]["test"]["ids"]) == 100
 
 
@@ -73,9 +78,12 @@ def test_damaged_candidate_is_detected(setup):
     damaged = copy.deepcopy(model)
     with torch.no_grad():
         damaged.net.fc.weight.mul_(-1.0)
-    out = run_audit(model, damaged, {"test": test, "edit": edit_set}, {"attacks": []})
+    out = run_audit(model, damaged, {"test": test, "edit": edit_set},
+                    {"attacks": [], "corruptions": {"names": ["contrast"], "severities": [1]}})
     d = out["deltas"]["test.accuracy"]
     assert d["value"] < -0.5 and d["p_value"] < 1e-6 and d["ci95"][1] < 0
+    assert out["deltas"]["test.corruption.mean.accuracy"]["p_value"] < 1e-6
+    assert out["metrics"]["candidate"]["test.corruption.contrast.ce"] > 1.2
 
 
 def test_stratified_subset_keeps_class_shares():
