@@ -13,9 +13,10 @@ from editaudit.service.storage import store_from_url
 
 
 def build_services(settings: Settings) -> Services:
-    from editaudit.worker.celery_app import make_celery  # celery only; the worker's torch code is not imported
+    from editaudit.worker.celery_app import broker_dirs, make_celery  # celery only; no torch
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker_dirs(settings)  # ... or when an API that sends to them starts
     return Services(
         settings=settings,
         sessions=db.session_factory(settings.resolved_database_url),

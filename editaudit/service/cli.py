@@ -72,18 +72,20 @@ def migrate(data_dir: str | None):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Embedded server data directory (default: a fresh temporary directory).")
 @click.option("--epochs", default=4, show_default=True, type=click.IntRange(1, 100), help="Training epochs.")
-def demo(url: str | None, data_dir: str | None, epochs: int):
+@click.option("--report", default="editaudit-demo-report.html", show_default=True,
+              help="Where to save the audit's HTML report (plots included); '' to skip.")
+def demo(url: str | None, data_dir: str | None, epochs: int, report: str):
     """Train a digits CNN, fix its mistakes with an edit, audit it and print the gate verdict (~1 minute on CPU)."""
     from editaudit.service.demo import run_demo
 
     if url:
-        sys.exit(run_demo(url, epochs))
+        sys.exit(run_demo(url, epochs, report or None))
     from editaudit.service.embedded import EmbeddedServer
 
     settings = _settings(data_dir or tempfile.mkdtemp(prefix="editaudit-demo-"))
     click.echo(f"starting the embedded server (data in {settings.data_dir.resolve()}) ...")
     with EmbeddedServer(settings) as server:
-        code = run_demo(server.url, epochs)
+        code = run_demo(server.url, epochs, report or None)
     sys.exit(code)
 
 

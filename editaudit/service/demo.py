@@ -63,7 +63,7 @@ def progress_printer(err: bool = False):
     return show
 
 
-def run_demo(url: str, epochs: int = 4) -> int:
+def run_demo(url: str, epochs: int = 4, report: str | None = None) -> int:
     client = Client(url)
     t0 = time.perf_counter()
     click.echo(f"1/5 training editaudit/smallcnn on builtin:digits-train ({epochs} epochs) ...")
@@ -80,7 +80,7 @@ def run_demo(url: str, epochs: int = 4) -> int:
             "audit": {"attacks": [
                 {"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125},
                 {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "step_size": 0.125}],
-                "seed": 0}}
+                "corruptions": {"names": "all", "severities": [1, 3, 5]}, "seed": 0}}
     job = client.create_edit(body)
     click.echo(f"3/5 submitted edit {job['id']} (finetune_layer on fc); waiting for the worker ...")
     edit = client.wait_for_edit(job["id"], timeout=300, on_progress=progress_printer())
@@ -90,8 +90,13 @@ def run_demo(url: str, epochs: int = 4) -> int:
         click.echo(f"    edit {edit['status']}: {edit.get('error')}", err=True)
         return 2
     audit = client.get(f"/audits/{job['audit_id']}")
-    click.echo(f"4/5 audit {audit['id']} on {audit['device']}:\n")
-    click.echo(audit_table(audit))
+    where = ""
+    if report:
+        with open(report, "w", encoding="utf-8") as f:
+            f.write(client.http.get(f"/audits/{audit['id']}/report.html").text)
+        where = f"; every cell and the plots: {report}"
+    click.echo(f"4/5 audit {audit['id']} on {audit['device']}{where}:\n")
+    click.echo(audit_table(audit, headline_only=True))
     gate = client.post("/gate", {"edit_id": job["id"], "policy": DEMO_POLICY})
     click.echo("\n5/5 gate (editaudit gate " + job["id"] + " --max-drop test.accuracy=0.01 "
                "--max-drop test.adv.pgd.accuracy=0.02 --min edit.accuracy=0.9):\n")

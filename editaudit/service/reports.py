@@ -24,7 +24,8 @@ def as_json(audit: dict) -> str:
 def headline(audit: dict) -> list[str]:
     """Metric names worth a glance: everything but the per type x severity corruption cells."""
     names = sorted(set(audit["metrics"]["baseline"]) | set(audit["metrics"]["candidate"]))
-    return [n for n in names if not _PER_SEVERITY.search(n) and not re.search(r"\.corruption\.[a-z_]+\.mean\.", n)]
+    return [n for n in names if not _PER_SEVERITY.search(n) and not re.search(r"\.corruption\.[a-z_]+\.mean\.", n)
+            and not re.search(r"\.corruption\.(?!mean\.)[a-z_]+\.ce$", n)]
 
 
 def _row(audit: dict, name: str) -> list[str]:
@@ -83,7 +84,8 @@ def _figures(audit: dict) -> list[tuple[str, str]]:
         ax.set_xlabel("severity")
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
-                ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(v) > 0.6 * lim else "black")
         fig.colorbar(im, ax=ax, label="candidate − baseline accuracy")
         ax.set_title(f"{split}: corruption accuracy change")
         out.append((f"{split}: corruption heat map", _png(fig)))

@@ -22,11 +22,13 @@ def render(headers: list[str], rows: list[list], align_right: set[int] | None = 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-def audit_table(audit: dict) -> str:
-    """baseline / candidate / delta [95% CI] / p for every metric of an audit."""
+def audit_table(audit: dict, headline_only: bool = False) -> str:
+    """baseline / candidate / delta [95% CI] / p for every metric of an audit (or the headline ones)."""
+    from editaudit.service.reports import headline
+
     base, cand, deltas = audit["metrics"]["baseline"], audit["metrics"]["candidate"], audit.get("deltas", {})
     rows = []
-    for name in sorted(set(base) | set(cand)):
+    for name in headline(audit) if headline_only else sorted(set(base) | set(cand)):
         d = deltas.get(name) or {}
         ci = d.get("ci95")
         rows.append([name, base.get(name), cand.get(name),

@@ -6,10 +6,18 @@ Run a worker with:  celery -A editaudit.worker.celery_app worker --pool=solo --c
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
 from editaudit.service.settings import Settings, get_settings
 
 RUN_EDIT = "editaudit.run_edit"
+
+
+def broker_dirs(settings: Settings) -> None:
+    """The embedded broker's folders (no-op for a real broker)."""
+    if settings.embedded:
+        for sub in ("queue", "processed", "control"):
+            (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,8 +35,6 @@ def make_celery(settings: Settings) -> Celery:
     )
     if settings.embedded:  # the embedded default: a broker made of files under the data directory
         folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"), "store_processed": False, "polling_interval": 0.2,
@@ -38,4 +44,9 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(get_settings())
+app = make_celery(get_settings())  # importing creates nothing on disk: folders are made when a worker starts ...
+
+
+@worker_init.connect
+def _make_broker_dirs(**_):
+    broker_dirs(get_settings())

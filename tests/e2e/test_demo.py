@@ -19,8 +19,10 @@ def test_demo_prints_an_audit_and_a_verdict(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     for needle in ("test.accuracy", "test.agreement", "edit.accuracy", "test.adv.pgd.accuracy", "95% CI",
-                   "verdict:", "auditing"):
+                   "test.corruption.mean.accuracy", "verdict:", "auditing"):
         assert needle in out, needle
     assert "verdict: PASS" in out or "verdict: FAIL" in out
     assert (tmp_path / "editaudit.db").exists() and any((tmp_path / "objects").rglob("*.safetensors"))
     assert elapsed < 120, f"the demo took {elapsed:.0f}s"
+    report = (tmp_path / "editaudit-demo-report.html").read_text()
+    assert "corruption heat map" in report and "test.corruption.fog.5.accuracy" in report

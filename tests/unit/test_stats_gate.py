@@ -16,6 +16,13 @@ def test_mcnemar_exact_matches_binomial_by_hand():
     assert mcnemar_exact(5, 5) == 1.0
 
 
+def test_mcnemar_exact_for_many_discordant_pairs():
+    # thousands of discordant pairs (corruption means concatenate samples): no overflow, matches exact integers
+    exact = 2 * sum(math.comb(3000, i) for i in range(1401)) / (1 << 3000)
+    assert mcnemar_exact(1400, 1600) == pytest.approx(exact, rel=1e-9)
+    assert mcnemar_exact(100, 5000) == 0.0 or mcnemar_exact(100, 5000) < 1e-300
+
+
 def test_identical_predictions_give_zero_delta_and_p_one():
     d = paired_accuracy_delta([True, False, True], [True, False, True])
     assert d["value"] == 0 and d["p_value"] == 1.0 and d["ci95"] == [0.0, 0.0]

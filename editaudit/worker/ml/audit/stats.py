@@ -13,7 +13,13 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    # P(X <= k), X ~ Bin(n, 1/2), summed in log space: 2**n overflows a float beyond n = 1023 discordant pairs
+    log_terms, log_c = [], -n * math.log(2.0)
+    for i in range(k + 1):
+        log_terms.append(log_c)
+        log_c += math.log(n - i) - math.log(i + 1)
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
     return min(1.0, 2.0 * tail)
 
 
@@ -24,7 +30,8 @@ def paired_accuracy_delta(base_correct: list[bool], cand_correct: list[bool]) ->
     c = sum(1 for p, q in zip(base_correct, cand_correct) if q and not p)
     value = (c - b) / n
     se = math.sqrt(max(b + c - (c - b) ** 2 / n, 0.0)) / n
-    return {"value": value, "ci95": [value - Z95 * se, value + Z95 * se], "p_value": mcnemar_exact(b, c),
+    ci = [max(-1.0, value - Z95 * se), min(1.0, value + Z95 * se)]  # a difference of proportions lies in [-1, 1]
+    return {"value": value, "ci95": ci, "p_value": mcnemar_exact(b, c),
             "n": n, "discordant": {"baseline_only": b, "candidate_only": c}}
 
 
