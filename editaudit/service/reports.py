@@ -45,6 +45,7 @@ def as_markdown(audit: dict) -> str:
     samples = ", ".join(f"{k} {v['n']}" for k, v in (audit.get("samples") or {}).items())
     lines += ["", f"Samples: {samples or '—'}; device {audit.get('device') or '—'}; "
                   f"{hidden} per-corruption cells in the HTML report."]
+    lines += [f"- {n}" for n in audit.get("notes") or []]
     return "\n".join(lines) + "\n"
 
 
@@ -121,12 +122,14 @@ def as_html(audit: dict) -> str:
                    for n in sorted(set(audit["metrics"]["baseline"]) | set(audit["metrics"]["candidate"])))
     figs = "".join(f"<figure><img alt='{esc(t)}' src='{src}'><figcaption>{esc(t)}</figcaption></figure>"
                    for t, src in _figures(audit))
+    notes = "".join(f"<li>{esc(n)}</li>" for n in audit.get("notes") or [])
+    notes = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
     meta = {k: audit.get(k) for k in ("status", "device", "samples", "versions", "config", "durations_s")}
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>editaudit audit {esc(audit['id'])}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left;font-family:monospace}}
 figure{{display:inline-block;margin:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>editaudit audit <code>{esc(audit['id'])}</code></h1><p>edit <code>{esc(audit['edit_id'])}</code> —
-status <b>{esc(audit['status'])}</b></p>{figs}
+status <b>{esc(audit['status'])}</b></p>{notes}{figs}
 <h2>All metrics</h2><table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>Δ</th><th>95% CI</th><th>p</th></tr>
 {rows}</table><h2>Run</h2><pre>{esc(json.dumps(meta, indent=2, default=str))}</pre></body></html>"""

@@ -101,6 +101,8 @@ class AuditOut(BaseModel):
     samples: dict | None
     durations_s: dict | None
     device: str | None
+    intervals: dict | None = None
+    notes: list[str] | None = None
     curves: dict | None = None
     baseline_cached: bool | None = None
     alpha_curve: list | None = None

@@ -59,7 +59,9 @@ def test_cancel_a_running_edit_stops_between_batches(edit_factory):
 
 def test_eps_sweep_curves_and_reports(edit_factory):
     c = edit_factory.client
-    job = edit_factory.submit(audit={"attacks": [{**PGD, "eps_sweep": [0.0, 0.1, 0.2]}], "max_samples": 100,
+    job = edit_factory.submit(audit={"attacks": [{**PGD, "eps_sweep": [0.0, 0.1, 0.2]},
+                                                 {"id": "aa", "name": "autoattack", "eps": 0.05, "square_queries": 20}],
+                                     "max_samples": 100,
                                      "corruptions": {"names": ["shot_noise", "pixelate"]}})
     audit = c.get(f"/audits/{job['audit_id']}").json()
     curve = audit["curves"]["test.adv.pgd"]
@@ -70,7 +72,8 @@ def test_eps_sweep_curves_and_reports(edit_factory):
     rep = c.get(f"/audits/{job['audit_id']}/report.json")
     assert rep.status_code == 200 and rep.json()["schema_version"] == 1 and rep.json()["audit"]["id"] == audit["id"]
     md = c.get(f"/audits/{job['audit_id']}/report.md").text
-    assert "| `test.accuracy` |" in md and len(md.splitlines()) < 40
+    assert "| `test.accuracy` |" in md and len(md.splitlines()) < 40 and "FAB" in md
+    assert 0 <= audit["metrics"]["candidate"]["test.adv.aa.accuracy"] <= audit["metrics"]["candidate"]["test.accuracy"]
     page = c.get(f"/audits/{job['audit_id']}/report.html")
     assert page.headers["content-type"].startswith("text/html")
     assert page.text.count("data:image/png;base64,") >= 3, "heat maps (test, edit) and the eps curve"

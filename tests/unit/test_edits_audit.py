@@ -82,6 +82,9 @@ def test_damaged_candidate_is_detected(setup):
                     {"attacks": [], "corruptions": {"names": ["contrast"], "severities": [1]}})
     d = out["deltas"]["test.accuracy"]
     assert d["value"] < -0.5 and d["p_value"] < 1e-6 and d["ci95"][1] < 0
+    assert out["metrics"]["candidate"]["test.drawdown"] == pytest.approx(-d["value"])
+    lo, hi = out["intervals"]["candidate"]["test.accuracy"]
+    assert lo <= out["metrics"]["candidate"]["test.accuracy"] <= hi
     assert out["deltas"]["test.corruption.mean.accuracy"]["p_value"] < 1e-6
     assert out["metrics"]["candidate"]["test.corruption.contrast.ce"] > 1.2
 

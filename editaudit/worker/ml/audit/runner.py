@@ -165,11 +165,18 @@ def _mean(v: list[bool]) -> float:
 
 def compare(base: Evaluation, cand: Evaluation) -> dict:
     metrics: dict = {"baseline": {}, "candidate": {}}
+    intervals: dict = {"baseline": {}, "candidate": {}}  # 95% Wilson interval of each accuracy
     deltas: dict = {}
     for name, b in base.correct.items():
         c = cand.correct[name]
         metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
+        intervals["baseline"][name], intervals["candidate"][name] = wilson(sum(b), len(b)), wilson(sum(c), len(c))
         deltas[name] = paired_accuracy_delta(b, c)
+    for split in base.preds:  # drawdown (Sinitsin et al. 2020): accuracy lost by the edit, baseline - candidate
+        d = deltas[f"{split}.accuracy"]
+        metrics["baseline"][f"{split}.drawdown"], metrics["candidate"][f"{split}.drawdown"] = 0.0, -d["value"]
+        deltas[f"{split}.drawdown"] = {"value": -d["value"], "ci95": [-d["ci95"][1], -d["ci95"][0]],
+                                       "p_value": d["p_value"]}
     for split, bp in base.preds.items():
         cp = cand.preds[split]
         agree = sum(p == q for p, q in zip(bp, cp))
@@ -180,7 +187,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         _corruption_errors(metrics, split)
     curves = {k: {"eps": v["eps"], "baseline": v["accuracy"], "candidate": cand.curves[k]["accuracy"]}
               for k, v in base.curves.items()}
-    return {"metrics": metrics, "deltas": deltas, "curves": curves}
+    return {"metrics": metrics, "intervals": intervals, "deltas": deltas, "curves": curves}
 
 
 def _corruption_errors(metrics: dict, split: str) -> None:
@@ -237,5 +244,25 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
                             **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
                             **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
                baseline_cached=cached)
+    out["notes"] = method_notes(cfg)
     out["baseline_eval"] = base
     return out
+
+
+def method_notes(cfg: AuditConfig) -> list[str]:
+    """What a reader of the report must know about how some numbers were produced."""
+    notes = []
+    for a in cfg.attacks:
+        if a.name == "autoattack":
+            notes.append(f"{a.id}: ART's AutoAttack, composition '{a.composition}'. "
+                         + ("APGD-CE + APGD-DLR (untargeted) + Square; the standard cascade's APGD-T is replaced by "
+                            "untargeted APGD-DLR and FAB-T is absent (ART has no FAB)." if a.composition == "standard"
+                            else "ART's default list: APGD-CE and APGD-DLR (5 restarts each), DeepFool, Square "
+                                 "(5000 queries, 5 restarts); not the standard APGD-CE, APGD-T, FAB-T, Square."))
+        if a.name in ("cw", "deepfool"):
+            notes.append(f"{a.id}: minimal-perturbation attack" + (f"; only perturbations with L2 <= {a.eps:g} count"
+                                                                   if a.eps else "; unbounded"))
+    if cfg.corruptions is not None:
+        notes.append("corruptions: ImageNet-C in torch; see docs/corruptions.md for deviations from the reference "
+                     "(procedural frost and fog, size scaling below 224 px, DCT-based JPEG).")
+    return notes
