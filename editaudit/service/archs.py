@@ -52,3 +52,30 @@ def layer_names(arch: str) -> list[str]:
 
 def closest(name: str, options: list[str], n: int = 5) -> list[str]:
     return difflib.get_close_matches(name, options, n=n, cutoff=0.3)
+
+
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def layer_table(arch: str, num_classes: int, in_channels: int) -> list[dict]:
+    """Editable layers (modules owning a weight): name, kind (from the weight's rank and buffers), weight shape and
+    parameter count, in state_dict order."""
+    shapes = expected_shapes(arch, num_classes, in_channels)
+    out = []
+    for name in dict.fromkeys(k.rsplit(".", 1)[0] for k in shapes if k.endswith(".weight")):
+        weight = shapes[f"{name}.weight"]
+        params = sum(_numel(v) for k, v in shapes.items()
+                     if k.rsplit(".", 1)[0] == name and not k.endswith(BUFFER_SUFFIXES))
+        if f"{name}.running_mean" in shapes:
+            kind = "BatchNorm"
+        else:
+            kind = {1: "Norm/Scale", 2: "Linear", 3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(len(weight), "Other")
+        out.append({"name": name, "type": kind, "weight_shape": list(weight), "parameters": params})
+    return out
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -108,3 +108,19 @@ def test_interpolation_records_the_alpha_curve_and_mli(edit_factory):
                    "hyperparams.base_edit_id")
     assert_problem(c.post("/edits", json={**body, "layers": ["fc1"], "hyperparams": {"base_edit_id": base["id"]}}),
                    422, "hyperparams.base_edit_id")
+
+
+def test_layers_and_lineage(edit_factory):
+    c = edit_factory.client
+    layers = c.get(f"/models/{edit_factory.model['id']}/layers").json()["layers"]
+    by_name = {x["name"]: x for x in layers}
+    assert by_name["fc"] == {"name": "fc", "type": "Linear", "weight_shape": [10, 128], "parameters": 1290}
+    assert by_name["features.0"]["type"] == "Conv2d" and by_name["features.1"]["type"] == "BatchNorm"
+    job = edit_factory.submit(audit={"attacks": []})
+    edited = c.get(f"/edits/{job['id']}").json()["edited_model_id"]
+    lineage = c.get(f"/models/{edited}/lineage").json()
+    assert [a["id"] for a in lineage["ancestors"]] == [edit_factory.model["id"], edited]
+    assert lineage["ancestors"][1]["edit_id"] == job["id"]
+    root = c.get(f"/models/{edit_factory.model['id']}/lineage").json()
+    assert [ch["id"] for ch in root["children"]] == [edited]
+    assert_problem(c.get("/models/nope/layers"), 404)

@@ -90,3 +90,27 @@ def safetensors_response(svc, row: db.Model) -> Response:
 @router.get("/models/{model_id}/weights")
 def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep):
     return safetensors_response(svc, get_model_row(s, model_id))
+
+
+@router.get("/models/{model_id}/layers")
+def get_model_layers(model_id: str, s: SessionDep) -> dict:
+    """The layers an edit may name in `layers`, with their type, weight shape and parameter count."""
+    row = get_model_row(s, model_id)
+    spec = row.spec
+    return {"model_id": row.id, "arch": row.arch,
+            "layers": archs.layer_table(row.arch, spec["num_classes"], spec["input_shape"][0])}
+
+
+@router.get("/models/{model_id}/lineage")
+def get_model_lineage(model_id: str, s: SessionDep) -> dict:
+    """Ancestors (root first, each with the edit that made the next one) and the models edited from this one."""
+    row = get_model_row(s, model_id)
+    chain, seen = [], set()
+    while row is not None and row.id not in seen:
+        seen.add(row.id)
+        chain.append({"id": row.id, "edit_id": row.edit_id, "parent_model_id": row.parent_model_id,
+                      "sha256": row.sha256, "created_at": row.created_at})
+        row = s.get(db.Model, row.parent_model_id) if row.parent_model_id else None
+    children = s.query(db.Model).filter_by(parent_model_id=model_id).all()
+    return {"model_id": model_id, "ancestors": chain[::-1],
+            "children": [{"id": c.id, "edit_id": c.edit_id, "created_at": c.created_at} for c in children]}
