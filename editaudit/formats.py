@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_NPZ_EXPANDED_BYTES = 8 * 1024**3  # a zip bomb must not expand into the API's memory
 
 SAFETENSORS_DTYPES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -115,6 +116,15 @@ def _read_arrays(data: bytes, filename: str) -> dict[str, np.ndarray]:
         raise FormatError("pickle-based files are refused and never loaded", field="file", pickle=True)
     if data[:4] == b"PK\x03\x04":
         try:
+            members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+        except zipfile.BadZipFile as e:
+            raise FormatError(f"not a readable .npz file: {e}", field="file") from None
+        odd = [m.filename for m in members if not m.filename.endswith(".npy")]
+        if odd:
+            raise FormatError(f".npz members must be .npy arrays; found {odd[:3]}", field="file")
+        if sum(m.file_size for m in members) > MAX_NPZ_EXPANDED_BYTES:
+            raise FormatError(f".npz expands beyond {MAX_NPZ_EXPANDED_BYTES >> 30} GiB", field="file")
+        try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         except ValueError as e:  # object arrays need pickle: refuse
@@ -162,8 +172,8 @@ def parse_dataset(data: bytes, filename: str = "") -> DatasetArrays:
         raise FormatError(f"y has {y.shape[0]} labels for {x.shape[0]} images", field="file.y")
     if x.shape[0] == 0:
         raise FormatError("the dataset is empty (N = 0)", field="file.x")
-    if y.min() < 0:
-        raise FormatError("labels must be >= 0", field="file.y")
+    if y.min() < 0 or y.max() > np.iinfo(np.int64).max:
+        raise FormatError("labels must lie in [0, 2^63)", field="file.y")
     out = DatasetArrays(x=x, y=y.astype(np.int64))
     if "x_orig" in arrays:
         out.x_orig = _canonical_images(arrays["x_orig"], "x_orig")

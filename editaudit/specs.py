@@ -58,6 +58,11 @@ class BaseEdit(_Strict):
     method: Literal["finetune_layer"] = "finetune_layer"
     hyperparams: dict = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check(self):
+        FinetuneLayerParams.model_validate(self.hyperparams)  # a bad base is a 422 now, not a failed job
+        return self
+
 
 class InterpolateParams(_Strict):
     """1-layer interpolation (Brown et al. 2023): edit one layer with `base` (inline) or reuse the weights of the
@@ -92,6 +97,8 @@ def _norm_alias(v):
     """Accept the spellings people use for norms: "inf", "linf", np.inf, 2, "2", "l2"."""
     if isinstance(v, str):
         v = v.lower()
+    if not isinstance(v, (str, int, float)):
+        return v  # let the Literal check reject it with a proper message
     return {"linf": "inf", "l2": "2", 2: "2", math.inf: "inf"}.get(v, v)
 
 

@@ -197,6 +197,7 @@ def gate(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, outp
     formatted = {"table": lambda: _render_table(result), "json": lambda: json.dumps(result, indent=2, default=str),
                  "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}")}
     if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(formatted[fmt]())
         click.echo(_render_table(result))
     else:
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - an unexpected failure is an error (2), never "blocked" (1)
+        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 class ObjectStore(Protocol):
@@ -114,7 +114,9 @@ class S3Store:
 def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-east-1") -> ObjectStore:
     u = urlparse(url)
     if u.scheme == "file":
-        return LocalStore(Path(u.path))
+        if u.netloc not in ("", "localhost"):
+            raise ValueError(f"file store URLs are absolute: file:///path, got {url!r}")
+        return LocalStore(Path(unquote(u.path)))
     if u.scheme == "s3":
         return S3Store(u.netloc, u.path, endpoint_url=endpoint_url, region=region)
     raise ValueError(f"unsupported store URL {url!r}: use file:///path or s3://bucket[/prefix]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
 import time
 
@@ -31,9 +32,10 @@ TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # ART places models on the current device: make it this one
+    return device
 
 
 def versions() -> dict:
@@ -75,9 +77,11 @@ def dataset_identity(ref: str, sessions) -> str:
         return s.get(db.Dataset, ref).sha256
 
 
-def baseline_cache_key(model_sha: str, datasets: dict[str, str], config: dict) -> str:
-    """(model sha256, dataset identities, audit config, library versions) -> a content address for the cache."""
-    ident = {"model": model_sha, "datasets": datasets, "config": config, "versions": versions()}
+def baseline_cache_key(model_sha: str, spec: dict, datasets: dict[str, str], config: dict, device: str) -> str:
+    """(model sha256 + spec, dataset identities, audit config, device type, library versions) -> a content address.
+    The spec carries the normalisation; the device type decides RNG streams and precision (bf16 on CUDA)."""
+    ident = {"model": model_sha, "spec": spec, "datasets": datasets, "config": config, "device": device,
+             "versions": versions()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -98,11 +102,12 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         if edit is None:
             log.error("edit %s not found; dropping the message", edit_id)
             return
-        if edit.status in TERMINAL:
+        started = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status.in_(("queued", "running"))).update(
+            {"status": "running", "started_at": db.utcnow(), "error": None,
+             "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
+        if not started:  # finished or canceled already (a conditional update: a concurrent cancel wins)
             log.info("edit %s already %s", edit_id, edit.status)
             return
-        edit.status, edit.started_at, edit.error = "running", db.utcnow(), None
-        edit.progress = {"stage": "loading", "done": 0, "total": 1}
         audit = s.query(db.Audit).filter_by(edit_id=edit_id).one()
         audit.status = "running"
         s.commit()
@@ -129,12 +134,16 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         edit_seconds = time.perf_counter() - t0
         refs = {k: job[f"{k}_set"] for k in splits}
         cache_key = content_key("cache/baseline", baseline_cache_key(
-            model_sha, {k: dataset_identity(r, sessions) for k, r in refs.items()}, audit_config), ".json")
+            model_sha, spec, {k: dataset_identity(r, sessions) for k, r in refs.items()}, audit_config,
+            device.type), ".json")
         cached = _read_cache(store, cache_key)
         result = run_audit(baseline, edited.model, splits, audit_config, device, progress, baseline_eval=cached)
         base_eval = result.pop("baseline_eval")
         if cached is None:
-            store.put(cache_key, json.dumps(base_eval.to_json()).encode())
+            try:
+                store.put(cache_key, json.dumps(base_eval.to_json()).encode())
+            except Exception:  # noqa: BLE001 - the cache is an optimisation; the audit stands without it
+                log.warning("could not write the baseline cache %s", cache_key, exc_info=True)
         result["durations_s"]["edit"] = edit_seconds
         if "alpha_curve" in edited.info:  # 1-LI: the path, and whether it was monotone (an MLI check)
             result["alpha_curve"] = edited.info["alpha_curve"]
@@ -150,7 +159,12 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         log.exception("edit %s failed", edit_id)
         _finish(sessions, edit_id, audit_id, "failed", f"{type(exc).__name__}: {exc}")
         return
-    _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info, result)
+    try:
+        _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info,
+                       json_safe(result))
+    except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
+        log.exception("edit %s: storing the result failed", edit_id)
+        _finish(sessions, edit_id, audit_id, "failed", f"storing the result failed: {type(exc).__name__}: {exc}")
 
 
 def _base_model(base_edit_id: str | None, sessions, store: ObjectStore, spec: dict):
@@ -163,10 +177,25 @@ def _base_model(base_edit_id: str | None, sessions, store: ObjectStore, spec: di
     return create_model(spec, safetensors.torch.load(store.get(key)))
 
 
+def json_safe(obj):
+    """NaN/inf are not JSON (Postgres refuses them, the API cannot send them): they become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _read_cache(store: ObjectStore, key: str) -> Evaluation | None:
     try:
         return Evaluation.from_json(json.loads(store.get(key)))
     except KeyError:
+        return None
+    except Exception:  # noqa: BLE001 - a bad cache entry is recomputed (and overwritten), never fatal
+        log.warning("ignoring unreadable baseline cache %s", key, exc_info=True)
+        store.delete(key)
         return None
 
 

@@ -212,3 +212,14 @@ def test_malformed_json_body_names_the_body(api_client):
     r = api_client.post("/edits", content=b'{"model_id": "x"', headers={"content-type": "application/json"})
     body = assert_problem(r, 422, "body")
     assert "invalid JSON" in body["detail"]
+
+
+def test_odd_norm_values_are_a_422_not_a_500(api_client, model_id):
+    r = api_client.post("/edits", json=edit_body(model_id, audit={"attacks": [{"name": "pgd", "norm": [2]}]}))
+    assert_problem(r, 422, "audit.attacks.0.pgd.norm")
+    r = api_client.post("/edits", json=edit_body(model_id, method="interpolate",
+                                                 hyperparams={"base": {"hyperparams": {"stepz": 3}}}))
+    assert_problem(r, 422)
+    r = api_client.post("/edits", json=edit_body(model_id, method="interpolate",
+                                                 hyperparams={"alpha": {"target_split": "generalization"}}))
+    assert_problem(r, 422, "hyperparams.alpha.target_split")

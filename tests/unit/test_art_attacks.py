@@ -81,3 +81,11 @@ def test_autoattack_compositions(mxy):
     assert [type(a) for a in std] == [AutoProjectedGradientDescent, AutoProjectedGradientDescent, SquareAttack]
     assert [a.loss_type for a in std[:2]] == ["cross_entropy", "difference_logits_ratio"]
     assert autoattack_composition(parse_attack({"name": "autoattack", "composition": "art"}), clf, 16) is None
+
+
+def test_art_attacks_accept_eps_zero(mxy):
+    """eps = 0 opens many eps sweeps; ART itself refuses it, we return the input."""
+    m, x, y = mxy
+    for name in ("apgd", "square", "autoattack"):
+        x_adv, _ = robust(m, x[:8], y[:8], {"name": name, "eps": 0.0})
+        assert torch.equal(x_adv, x[:8]), name

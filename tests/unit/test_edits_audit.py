@@ -95,3 +95,14 @@ def test_stratified_subset_keeps_class_shares():
     y = np.array([0] * 80 + [1] * 20)
     idx = stratified_indices(y, 10, seed=0)
     assert len(idx) == 10 and (y[idx] == 1).sum() == 2
+
+
+def test_corruption_error_is_left_out_when_the_baseline_makes_no_errors():
+    from editaudit.worker.ml.audit.runner import Evaluation, compare
+
+    key = "test.corruption.fog.1.accuracy"
+    base = Evaluation(correct={"test.accuracy": [True, True], key: [True, True]}, preds={"test": [0, 1]})
+    cand = Evaluation(correct={"test.accuracy": [True, True], key: [True, False]}, preds={"test": [0, 1]})
+    out = compare(base, cand)
+    assert "test.corruption.fog.ce" not in out["metrics"]["candidate"]
+    assert out["metrics"]["candidate"][key] == 0.5

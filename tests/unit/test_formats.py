@@ -76,3 +76,28 @@ def test_npz_with_object_array_is_refused():
     np.savez(buf, x=np.array([object()], dtype=object), y=np.zeros(1, np.int64))
     with pytest.raises(FormatError, match="unpickling"):
         parse_dataset(buf.getvalue(), "d.npz")
+
+
+def test_npz_members_must_be_arrays_and_not_explode():
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x", b"raw bytes")
+        zf.writestr("y.npy", b"")
+    with pytest.raises(FormatError, match=".npy arrays"):
+        parse_dataset(buf.getvalue(), "d.npz")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("x.npy")
+        zf.writestr(info, b"")
+    data = bytearray(buf.getvalue())
+    import editaudit.formats as f
+
+    old = f.MAX_NPZ_EXPANDED_BYTES
+    f.MAX_NPZ_EXPANDED_BYTES = -1
+    try:
+        with pytest.raises(FormatError, match="expands"):
+            parse_dataset(bytes(data), "d.npz")
+    finally:
+        f.MAX_NPZ_EXPANDED_BYTES = old

@@ -132,3 +132,9 @@ def test_junit_is_valid_with_one_testcase_per_rule():
 def test_markdown_is_a_short_table():
     md = as_markdown(evaluate(AUDIT, policy({"metric": "test.accuracy", "max_drop": 0.02})))
     assert md.startswith("### editaudit gate: ✅ pass") and "| `test.accuracy` |" in md and len(md) < 1000
+
+
+def test_json_safe_and_undefined_ce():
+    from editaudit.worker.jobs import json_safe
+
+    assert json_safe({"a": [1.0, float("inf"), float("nan")], "b": "x"}) == {"a": [1.0, None, None], "b": "x"}

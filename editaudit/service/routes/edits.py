@@ -36,6 +36,10 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
                            f"use one of {sorted(METHODS_NEEDING_LAYERS)} to restrict an edit to layers", field="layers")
     if req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
         raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)}", field="layers")
+    alpha = req.hyperparams.get("alpha") or {}
+    if req.method == "interpolate" and alpha.get("target_split") == "generalization" and not req.generalization_set:
+        raise Problem(422, "alpha.target_split = generalization needs a generalization_set",
+                      field="hyperparams.alpha.target_split")
     base_edit_id = req.hyperparams.get("base_edit_id")
     if base_edit_id:
         _check_base_edit(s, base_edit_id, model.id, req.layers)

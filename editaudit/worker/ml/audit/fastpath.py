@@ -30,7 +30,24 @@ def prepare_model(model: nn.Module, device: torch.device, compile_mode: str, n_s
     if not want:
         return model, model
     try:
-        return model, torch.compile(model, dynamic=False)
+        return model, CompiledOrEager(torch.compile(model), model)
     except Exception as e:  # noqa: BLE001 - compile is an optimisation; eager is always correct
         log.warning("torch.compile unavailable (%s); running eager", e)
         return model, model
+
+
+class CompiledOrEager:
+    """torch.compile is lazy: its errors (no triton, no compiler) surface at the first call. Fall back to eager
+    then, once, instead of failing the audit."""
+
+    def __init__(self, compiled, eager: nn.Module):
+        self.compiled, self.eager, self.failed = compiled, eager, False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # noqa: BLE001
+                log.warning("torch.compile failed at run time (%s); running eager", e)
+                self.failed = True
+        return self.eager(x)

@@ -200,7 +200,9 @@ def _corruption_errors(metrics: dict, split: str) -> None:
             continue
         err_b = sum(1 - metrics["baseline"][k] for k in sevs)
         err_c = sum(1 - metrics["candidate"][k] for k in sevs)
-        ce = err_c / err_b if err_b > 0 else (1.0 if err_c == 0 else float("inf"))
+        if err_b == 0:  # no baseline error to compare against: CE is undefined, leave it out
+            continue
+        ce = err_c / err_b
         metrics["baseline"][f"{prefix}ce"], metrics["candidate"][f"{prefix}ce"] = 1.0, ce
         ces.append(ce)
     if ces:

@@ -52,6 +52,8 @@ def _ord(norm: str):
 
 
 def _run(attack, model, x, y, norm, eps) -> torch.Tensor:
+    if eps == 0:  # the eps-ball is the input itself (ART refuses eps = 0, e.g. at the start of an eps sweep)
+        return x.detach()
     x_np = x.detach().cpu().numpy()
     x_adv = attack.generate(x_np, y.detach().cpu().numpy())
     return _within(x, x_adv, norm, eps)
@@ -61,6 +63,8 @@ def _run(attack, model, x, y, norm, eps) -> torch.Tensor:
 def apgd(model, x, y, p, gen=None):
     from art.attacks.evasion import AutoProjectedGradientDescent
 
+    if p.eps == 0:
+        return x.detach()
     _seed(p)
     clf = classifier(model, x, _num_classes(model, x))
     atk = AutoProjectedGradientDescent(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, max_iter=p.steps,
@@ -73,6 +77,8 @@ def apgd(model, x, y, p, gen=None):
 def square(model, x, y, p, gen=None):
     from art.attacks.evasion import SquareAttack
 
+    if p.eps == 0:
+        return x.detach()
     _seed(p)
     clf = classifier(model, x, _num_classes(model, x))
     atk = SquareAttack(clf, norm=_ord(p.norm), eps=p.eps, max_iter=p.queries, p_init=p.p_init,
@@ -98,6 +104,8 @@ def autoattack_composition(p, clf, batch_size: int) -> list | None:
 def autoattack(model, x, y, p, gen=None):
     from art.attacks.evasion import AutoAttack
 
+    if p.eps == 0:
+        return x.detach()
     _seed(p)
     clf = classifier(model, x, _num_classes(model, x))
     atk = AutoAttack(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, batch_size=len(x),
