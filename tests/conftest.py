@@ -52,6 +52,17 @@ def digits_model():
 
 
 @pytest.fixture(scope="session")
+def digits_wrapped(digits_model):
+    """The digits model as the worker runs it (normalising wrapper, eval mode). Copy it before mutating."""
+    from editaudit.worker.ml.archs import create_model
+
+    _, spec, net = digits_model
+    m = create_model(spec)
+    m.net.load_state_dict(net.state_dict())
+    return m.eval()
+
+
+@pytest.fixture(scope="session")
 def failures_npz(digits_model):
     """Training digits the model still gets wrong (16 at most), as an npz edit set (target = true label)."""
     import torch

@@ -167,7 +167,7 @@ def gate(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, outp
     Exit codes: 0 pass (warnings allowed), 1 blocked, 2 error, 3 audit missing or not finished, 4 usage.
     A metric that a rule names and the audit lacks blocks (fail-closed).
     """
-    from editaudit.service.gate import GateResult, RuleOutcome, as_json, as_junit, as_markdown, parse_assignment
+    from editaudit.service.gate import GateResult, RuleOutcome, as_junit, as_markdown, parse_assignment
 
     try:
         rules = [parse_assignment(v, kind) for kind, values in

@@ -14,7 +14,6 @@ matches nothing) that the audit lacks counts as a violation unless the rule says
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -186,10 +185,6 @@ def evaluate(audit: dict, policy: Policy) -> GateResult:
 
 
 # ------------------------------------------------------------------------------------------------------ formats
-
-
-def as_json(result: GateResult) -> str:
-    return json.dumps(result.as_dict(), indent=2)
 
 
 def as_junit(result: GateResult, suite: str = "editaudit gate") -> str:

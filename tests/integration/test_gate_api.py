@@ -3,7 +3,6 @@ body) in this process, so each audit is really measured without waiting on a wor
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading

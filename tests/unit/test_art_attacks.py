@@ -1,10 +1,10 @@
 """The ART-backed attacks run through our registry, respect their budgets and are at least as strong as needed."""
 
+import copy
 import pytest
 import torch
 
 from editaudit.specs import parse_attack
-from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.data import digits_arrays
 
@@ -12,10 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mxy(digits_model):
-    _, spec, net = digits_model
-    m = create_model(spec)
-    m.net.load_state_dict(net.state_dict())
+def mxy(digits_wrapped):
+    m = copy.deepcopy(digits_wrapped)
     for p in m.parameters():
         p.requires_grad_(False)
     te = digits_arrays("test")

@@ -5,18 +5,14 @@ import pytest
 import torch
 
 from editaudit.specs import parse_attack
-from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.data import digits_arrays
 
 
 @pytest.fixture(scope="module")
-def model_and_data(digits_model):
-    _, spec, net = digits_model
-    m = create_model(spec)
-    m.net.load_state_dict(net.state_dict())
+def model_and_data(digits_wrapped):
     te = digits_arrays("test")
-    return m.eval(), torch.from_numpy(te.x), torch.from_numpy(te.y)
+    return digits_wrapped, torch.from_numpy(te.x), torch.from_numpy(te.y)
 
 
 def ours(model, x, y, raw):

@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 
-from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.runner import run_audit, stratified_indices
 from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
 from editaudit.worker.ml.edits import EDITS, run_edit
@@ -13,12 +12,9 @@ from editaudit.specs import EDIT_METHODS
 
 
 @pytest.fixture(scope="module")
-def setup(digits_model, failures_npz):
-    _, spec, net = digits_model
-    m = create_model(spec)
-    m.net.load_state_dict(net.state_dict())
+def setup(digits_wrapped, failures_npz):
     te = digits_arrays("test")
-    return m, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    return digits_wrapped, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
 
 
 def test_every_method_has_a_spec_and_an_implementation():

@@ -3,19 +3,15 @@
 import pytest
 import torch
 
-from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
 from editaudit.worker.ml.edits import run_edit
 from editaudit.worker.ml.edits.interpolate import interpolated
 
 
 @pytest.fixture(scope="module")
-def setup(digits_model, failures_npz):
-    _, spec, net = digits_model
-    m = create_model(spec)
-    m.net.load_state_dict(net.state_dict())
+def setup(digits_wrapped, failures_npz):
     te = digits_arrays("test")
-    return m.eval(), load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    return digits_wrapped, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
 
 
 def test_endpoints_reproduce_original_and_single_layer_edit(setup):

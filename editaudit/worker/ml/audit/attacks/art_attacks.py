@@ -51,39 +51,41 @@ def _ord(norm: str):
     return np.inf if norm == "inf" else 2
 
 
-def _run(attack, model, x, y, norm, eps) -> torch.Tensor:
-    if eps == 0:  # the eps-ball is the input itself (ART refuses eps = 0, e.g. at the start of an eps sweep)
-        return x.detach()
-    x_np = x.detach().cpu().numpy()
-    x_adv = attack.generate(x_np, y.detach().cpu().numpy())
-    return _within(x, x_adv, norm, eps)
+def art_attack(name: str, norm_of=lambda p: p.norm):
+    """Register an ART attack from a builder `(classifier, params, batch) -> ART attack`. The wrapper seeds ART,
+    views the model as a PyTorchClassifier, runs the attack and keeps only perturbations within `eps`; eps = 0 is
+    the input itself (ART refuses it, yet eps sweeps start there)."""
+
+    def deco(build):
+        def attack(model, x, y, p, gen=None):
+            if p.eps == 0:
+                return x.detach()
+            _seed(p)
+            clf = classifier(model, x, _num_classes(model, x))
+            x_adv = build(clf, p, len(x)).generate(x.detach().cpu().numpy(), y.detach().cpu().numpy())
+            return _within(x, x_adv, norm_of(p), p.eps)
+
+        register_attack(name)(attack)
+        return build
+
+    return deco
 
 
-@register_attack("apgd")
-def apgd(model, x, y, p, gen=None):
+@art_attack("apgd")
+def apgd(clf, p, batch):
     from art.attacks.evasion import AutoProjectedGradientDescent
 
-    if p.eps == 0:
-        return x.detach()
-    _seed(p)
-    clf = classifier(model, x, _num_classes(model, x))
-    atk = AutoProjectedGradientDescent(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, max_iter=p.steps,
-                                       nb_random_init=p.restarts, batch_size=len(x), verbose=False,
-                                       loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p.loss])
-    return _run(atk, model, x, y, p.norm, p.eps)
+    return AutoProjectedGradientDescent(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, max_iter=p.steps,
+                                        nb_random_init=p.restarts, batch_size=batch, verbose=False,
+                                        loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p.loss])
 
 
-@register_attack("square")
-def square(model, x, y, p, gen=None):
+@art_attack("square")
+def square(clf, p, batch):
     from art.attacks.evasion import SquareAttack
 
-    if p.eps == 0:
-        return x.detach()
-    _seed(p)
-    clf = classifier(model, x, _num_classes(model, x))
-    atk = SquareAttack(clf, norm=_ord(p.norm), eps=p.eps, max_iter=p.queries, p_init=p.p_init,
-                       nb_restarts=p.restarts, batch_size=len(x), verbose=False)
-    return _run(atk, model, x, y, p.norm, p.eps)
+    return SquareAttack(clf, norm=_ord(p.norm), eps=p.eps, max_iter=p.queries, p_init=p.p_init,
+                        nb_restarts=p.restarts, batch_size=batch, verbose=False)
 
 
 def autoattack_composition(p, clf, batch_size: int) -> list | None:
@@ -100,37 +102,26 @@ def autoattack_composition(p, clf, batch_size: int) -> list | None:
                          batch_size=batch_size, verbose=False)]
 
 
-@register_attack("autoattack")
-def autoattack(model, x, y, p, gen=None):
+@art_attack("autoattack")
+def autoattack(clf, p, batch):
     from art.attacks.evasion import AutoAttack
 
-    if p.eps == 0:
-        return x.detach()
-    _seed(p)
-    clf = classifier(model, x, _num_classes(model, x))
-    atk = AutoAttack(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, batch_size=len(x),
-                     attacks=autoattack_composition(p, clf, len(x)))
-    return _run(atk, model, x, y, p.norm, p.eps)
+    return AutoAttack(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, batch_size=batch,
+                      attacks=autoattack_composition(p, clf, batch))
 
 
-@register_attack("cw")
-def cw(model, x, y, p, gen=None):
+@art_attack("cw", norm_of=lambda p: "2")
+def cw(clf, p, batch):
     from art.attacks.evasion import CarliniL2Method
 
-    _seed(p)
-    clf = classifier(model, x, _num_classes(model, x))
-    atk = CarliniL2Method(clf, confidence=p.confidence, learning_rate=p.learning_rate,
-                          binary_search_steps=p.binary_search_steps, max_iter=p.steps, initial_const=p.initial_const,
-                          batch_size=len(x), verbose=False)
-    return _run(atk, model, x, y, "2", p.eps)
+    return CarliniL2Method(clf, confidence=p.confidence, learning_rate=p.learning_rate,
+                           binary_search_steps=p.binary_search_steps, max_iter=p.steps,
+                           initial_const=p.initial_const, batch_size=batch, verbose=False)
 
 
-@register_attack("deepfool")
-def deepfool(model, x, y, p, gen=None):
+@art_attack("deepfool", norm_of=lambda p: "2")
+def deepfool(clf, p, batch):
     from art.attacks.evasion import DeepFool
 
-    _seed(p)
-    clf = classifier(model, x, _num_classes(model, x))
-    atk = DeepFool(clf, max_iter=p.steps, epsilon=p.overshoot, nb_grads=min(p.nb_grads, clf.nb_classes),
-                   batch_size=len(x), verbose=False)
-    return _run(atk, model, x, y, "2", p.eps)
+    return DeepFool(clf, max_iter=p.steps, epsilon=p.overshoot, nb_grads=min(p.nb_grads, clf.nb_classes),
+                    batch_size=batch, verbose=False)
