@@ -35,6 +35,18 @@ class FinetuneLayerParams(FinetuneParams):
     """Like finetune, restricted to the parameters of the named `layers`."""
 
 
+class LowRankParams(_Strict):
+    """Direct low-rank editing (Brown et al. 2023, v1): minimise the edit set's cross-entropy over dW = U V^T on one
+    layer (conv weights flattened to [out, in*kh*kw]), U zero-initialised so the edit starts at the original model;
+    then merge W + dW. rank(dW) <= rank is recorded."""
+
+    rank: int = Field(1, ge=1, le=4096)
+    steps: int = Field(50, ge=1, le=100_000)
+    lr: float = Field(1e-2, gt=0, le=10.0)
+    batch_size: int = Field(64, ge=1, le=4096)
+    seed: int = 0
+
+
 class AlphaPolicy(_Strict):
     """How 1-layer interpolation picks alpha in W(alpha) = W0 + alpha (W1 - W0).
 
@@ -85,9 +97,10 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "finetune": FinetuneParams,
     "finetune_layer": FinetuneLayerParams,
     "interpolate": InterpolateParams,
+    "low_rank": LowRankParams,
 }
-METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate"}  # the others take no `layers`
-SINGLE_LAYER_METHODS = {"interpolate"}
+METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank"}  # the others take no `layers`
+SINGLE_LAYER_METHODS = {"interpolate", "low_rank"}
 
 
 # ------------------------------------------------------------------------------------------------------ attacks

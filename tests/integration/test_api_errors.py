@@ -151,6 +151,8 @@ def edit_body(model_id, **over):
     ({"layers": ["fc9"]}, 422, "layers.0"),
     ({"layers": []}, 422, "layers"),
     ({"method": "finetune"}, 422, "layers"),
+    ({"method": "low_rank", "layers": ["fc"], "hyperparams": {"rank": 11}}, 422, "hyperparams.rank"),
+    ({"method": "low_rank", "layers": ["fc", "fc1"]}, 422, "layers"),
     ({"hyperparams": {"lr": -1}}, 422, "hyperparams.lr"),
     ({"hyperparams": {"bogus": 1}}, 422, "hyperparams.bogus"),
     ({"edit_set": "builtin:cifar"}, 404, "edit_set"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import APIRouter, Response
 from pydantic import ValidationError
@@ -48,6 +49,13 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if layer not in valid_layers:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
                           closest=archs.closest(layer, valid_layers))
+    if req.method == "low_rank":
+        shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0])[
+            f"{req.layers[0]}.weight"]
+        limit = min(shape[0], math.prod(shape[1:])) if len(shape) >= 2 else 0
+        if req.hyperparams.get("rank", 1) > limit:
+            raise Problem(422, f"rank {req.hyperparams.get('rank', 1)} is larger than layer {req.layers[0]!r} "
+                               f"(weight {list(shape)}) allows: at most {limit}", field="hyperparams.rank")
     spec = model.spec
     for field in ("edit_set", "generalization_set", "test_set"):
         ref = getattr(req, field)
