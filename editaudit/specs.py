@@ -20,19 +20,40 @@ class _Strict(BaseModel):
 # ------------------------------------------------------------------------------------------------- edit methods
 
 
-class FinetuneParams(_Strict):
-    """Gradient steps on the edit set (cross-entropy to the edit targets)."""
+class _Locality(_Strict):
+    locality_set: str | None = Field(None, description="dataset id or builtin:<name>: keep its predictions (KL)")
+    locality_weight: float = Field(1.0, ge=0, description="weight of KL(original || edited) on the locality set")
+
+
+class FinetuneParams(_Locality):
+    """Gradient steps on the edit set (cross-entropy to the edit targets), on every parameter or on `from_layer`
+    and all parameters after it, optionally with a locality term."""
 
     steps: int = Field(30, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(1e-3, gt=0, le=10.0, description="learning rate")
     optimizer: Literal["adam", "sgd"] = "adam"
     batch_size: int = Field(64, ge=1, le=4096, description="edit examples per step (all if the set is smaller)")
     weight_decay: float = Field(0.0, ge=0)
+    from_layer: str | None = Field(None, description="train this layer and everything after it (to the output)")
     seed: int = 0
 
 
 class FinetuneLayerParams(FinetuneParams):
     """Like finetune, restricted to the parameters of the named `layers`."""
+
+    from_layer: Literal[None] = None
+
+
+class ENNParams(_Locality):
+    """A post-hoc ENN-style editor (Sinitsin et al. 2020): gradient steps on the parameter group (`layers`, or the
+    whole model) until every edit example is classified as its target or `max_steps`, with the stability term
+    KL(original || edited) on `locality_set`."""
+
+    max_steps: int = Field(100, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0, le=10.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: int = Field(64, ge=1, le=4096)
+    seed: int = 0
 
 
 class LowRankParams(_Strict):
@@ -98,7 +119,9 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "finetune_layer": FinetuneLayerParams,
     "interpolate": InterpolateParams,
     "low_rank": LowRankParams,
+    "enn": ENNParams,
 }
+METHODS_OPTIONAL_LAYERS = {"enn"}  # layers name the parameter group; none = the whole model
 METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank"}  # the others take no `layers`
 SINGLE_LAYER_METHODS = {"interpolate", "low_rank"}
 

@@ -128,6 +128,8 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         t0 = time.perf_counter()
         torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
         reference = {k: v for k, v in splits.items() if k != "edit"}
+        if job["hyperparams"].get("locality_set"):
+            reference["locality"] = load_dataset(job["hyperparams"]["locality_set"], sessions, store)
         base_model = _base_model(job["hyperparams"].get("base_edit_id"), sessions, store, spec)
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress,
                           reference=reference, base_model=base_model)

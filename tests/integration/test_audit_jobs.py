@@ -124,3 +124,14 @@ def test_layers_and_lineage(edit_factory):
     root = c.get(f"/models/{edit_factory.model['id']}/lineage").json()
     assert [ch["id"] for ch in root["children"]] == [edited]
     assert_problem(c.get("/models/nope/layers"), 404)
+
+
+def test_enn_with_a_locality_set_runs_as_a_job(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(method="enn", layers=["fc1", "fc"],
+                              hyperparams={"max_steps": 100, "locality_set": "builtin:digits-train"},
+                              audit={"attacks": [], "max_samples": 100})
+    edit = c.get(f"/edits/{job['id']}").json()
+    assert edit["status"] == "succeeded", edit["error"]
+    assert edit["info"]["edit_set_fixed"] and edit["info"]["locality"]
+    assert c.get(f"/audits/{job['audit_id']}").json()["metrics"]["candidate"]["edit.accuracy"] == 1.0

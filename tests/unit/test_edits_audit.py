@@ -102,3 +102,32 @@ def test_corruption_error_is_left_out_when_the_baseline_makes_no_errors():
     out = compare(base, cand)
     assert "test.corruption.fog.ce" not in out["metrics"]["candidate"]
     assert out["metrics"]["candidate"][key] == 0.5
+
+
+def test_finetune_from_layer_moves_only_that_layer_and_after(setup):
+    model, edit_set, _ = setup
+    r = run_edit("finetune", model, edit_set, [], {"from_layer": "fc1"})
+    assert set(r.changed) == {"fc1.weight", "fc1.bias", "fc.weight", "fc.bias"}
+
+
+def test_locality_term_keeps_more_predictions(setup):
+    model, edit_set, test = setup
+    loc = TensorDataset(test.x[1::2], test.y[1::2])  # half for the locality term, the other half to measure
+    held = TensorDataset(test.x[::2], test.y[::2])
+    params = {"steps": 60, "lr": 3e-3}
+    plain = run_edit("finetune_layer", model, edit_set, ["fc"], params)
+    local = run_edit("finetune_layer", model, edit_set, ["fc"], {**params, "locality_set": "x", "locality_weight": 5},
+                     reference={"locality": loc})
+    with torch.no_grad():
+        base = model(held.x).argmax(1)
+        agree = [float((m.model(held.x).argmax(1) == base).float().mean()) for m in (plain, local)]
+    assert local.info["locality"] and agree[1] > agree[0], agree
+
+
+def test_enn_stops_once_the_edit_set_is_fixed(setup):
+    model, edit_set, _ = setup
+    r = run_edit("enn", model, edit_set, ["fc1", "fc"], {"max_steps": 200})
+    assert r.info["edit_set_fixed"] and r.info["steps"] < 200
+    with torch.no_grad():
+        assert bool((r.model(edit_set.x).argmax(1) == edit_set.y).all())
+    assert {k.rsplit(".", 1)[0] for k in r.changed} <= {"fc1", "fc"}

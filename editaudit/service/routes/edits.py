@@ -14,7 +14,7 @@ from editaudit.service.errors import Problem, not_found
 from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
-from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS, SINGLE_LAYER_METHODS
+from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS, METHODS_OPTIONAL_LAYERS, SINGLE_LAYER_METHODS
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
 
 router = APIRouter(tags=["edits"])
@@ -32,7 +32,7 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     if req.method in METHODS_NEEDING_LAYERS and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=archs.layer_names(model.arch))
-    if req.method not in METHODS_NEEDING_LAYERS and req.layers:
+    if req.method not in METHODS_NEEDING_LAYERS | METHODS_OPTIONAL_LAYERS and req.layers:
         raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; "
                            f"use one of {sorted(METHODS_NEEDING_LAYERS)} to restrict an edit to layers", field="layers")
     if req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
@@ -56,9 +56,14 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if req.hyperparams.get("rank", 1) > limit:
             raise Problem(422, f"rank {req.hyperparams.get('rank', 1)} is larger than layer {req.layers[0]!r} "
                                f"(weight {list(shape)}) allows: at most {limit}", field="hyperparams.rank")
+    from_layer = req.hyperparams.get("from_layer")
+    if from_layer and from_layer not in valid_layers:
+        raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
+                      closest=archs.closest(from_layer, valid_layers))
     spec = model.spec
-    for field in ("edit_set", "generalization_set", "test_set"):
-        ref = getattr(req, field)
+    refs = {f: getattr(req, f) for f in ("edit_set", "generalization_set", "test_set")}
+    refs["hyperparams.locality_set"] = req.hyperparams.get("locality_set")
+    for field, ref in refs.items():
         if ref is None:
             continue
         facts = dataset_facts(s, ref, field)

@@ -1,4 +1,6 @@
-"""Fine-tuning edits: all parameters (`finetune`) or only the named layers (`finetune_layer`)."""
+"""Fine-tuning edits: all parameters or `from_layer` onwards (`finetune`), only the named layers
+(`finetune_layer`), and the ENN-style editor (`enn`: steps until the edit set is fixed). All can keep the original
+predictions on a locality set with a KL term."""
 
 from __future__ import annotations
 
@@ -8,27 +10,56 @@ import torch.nn.functional as F
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
 
 
-def _train(ctx: EditContext, params: list[torch.nn.Parameter]) -> dict:
+def _train(ctx: EditContext, params: list[torch.nn.Parameter], steps: int, stop_when_fixed: bool = False) -> dict:
     p = ctx.params
     gen = torch.Generator().manual_seed(p.seed)
     opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[p.optimizer]
-    opt = opt_cls(params, lr=p.lr, weight_decay=p.weight_decay)
+    opt = opt_cls(params, lr=p.lr, weight_decay=getattr(p, "weight_decay", 0.0))
     x, y = ctx.edit_set.x, ctx.edit_set.y
     n = len(ctx.edit_set)
     ctx.model.eval()  # BatchNorm statistics stay as trained: an edit must not drift them
-    losses = []
-    for step in range(p.steps):
+    locality = ctx.reference.get("locality") if p.locality_weight > 0 else None
+    if locality is not None:
+        with torch.no_grad():  # the original predictions the edit must keep
+            ref = torch.cat([ctx.model(locality.x[i : i + 512].to(ctx.device)).log_softmax(1)
+                             for i in range(0, len(locality), 512)])
+    losses, fixed_at = [], None
+    for step in range(steps):
+        if stop_when_fixed:
+            with torch.no_grad():
+                if bool((ctx.model(x.to(ctx.device)).argmax(1) == y.to(ctx.device)).all()):
+                    fixed_at = step
+                    break
         idx = torch.randperm(n, generator=gen)[: p.batch_size] if n > p.batch_size else torch.arange(n)
-        xb, yb = x[idx].to(ctx.device), y[idx].to(ctx.device)
-        loss = F.cross_entropy(ctx.model(xb), yb)
+        loss = F.cross_entropy(ctx.model(x[idx].to(ctx.device)), y[idx].to(ctx.device))
+        if locality is not None:
+            j = torch.randint(len(locality), (min(p.batch_size, len(locality)),), generator=gen)
+            new = ctx.model(locality.x[j].to(ctx.device)).log_softmax(1)
+            loss = loss + p.locality_weight * F.kl_div(new, ref[j], log_target=True, reduction="batchmean")
         losses.append(float(loss.detach()))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {losses[-1]} at step {step}; try a smaller lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ctx.progress("editing", step + 1, p.steps)
-    return {"final_loss": losses[-1], "first_loss": losses[0], "steps": p.steps}
+        ctx.progress("editing", step + 1, steps)
+    info = {"final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
+            "steps": len(losses), "locality": locality is not None}
+    if stop_when_fixed:
+        info["edit_set_fixed"] = fixed_at is not None
+    return info
+
+
+def _only(ctx: EditContext, params: list[torch.nn.Parameter]) -> None:
+    """Freeze everything but `params` (for the duration of the edit)."""
+    keep = {id(q) for q in params}
+    for prm in ctx.model.parameters():
+        prm.requires_grad_(id(prm) in keep)
+
+
+def _layer_params(ctx: EditContext) -> list[torch.nn.Parameter]:
+    modules = dict(ctx.model.net.named_modules())
+    return [prm for layer in ctx.layers for prm in modules[layer].parameters(recurse=False)]
 
 
 @register_edit
@@ -36,7 +67,16 @@ class Finetune(EditMethod):
     name = "finetune"
 
     def apply(self, ctx: EditContext) -> EditResult:
-        info = _train(ctx, list(ctx.model.net.parameters()))
+        named = list(ctx.model.net.named_parameters())
+        start = 0
+        if ctx.params.from_layer:
+            prefix = ctx.params.from_layer + "."
+            start = next((i for i, (k, _) in enumerate(named) if k.startswith(prefix)), None)
+            if start is None:
+                raise ValueError(f"unknown from_layer {ctx.params.from_layer!r}")
+        params = [prm for _, prm in named[start:]]
+        _only(ctx, params)
+        info = _train(ctx, params, ctx.params.steps)
         return EditResult(ctx.model, [], info)
 
 
@@ -45,13 +85,16 @@ class FinetuneLayer(EditMethod):
     name = "finetune_layer"
 
     def apply(self, ctx: EditContext) -> EditResult:
-        modules = dict(ctx.model.net.named_modules())
-        for prm in ctx.model.parameters():
-            prm.requires_grad_(False)
-        params = [prm for layer in ctx.layers for prm in modules[layer].parameters(recurse=False)]
-        for prm in params:
-            prm.requires_grad_(True)
-        info = _train(ctx, params)
-        for prm in ctx.model.parameters():
-            prm.requires_grad_(True)
-        return EditResult(ctx.model, [], info)
+        params = _layer_params(ctx)
+        _only(ctx, params)
+        return EditResult(ctx.model, [], _train(ctx, params, ctx.params.steps))
+
+
+@register_edit
+class ENN(EditMethod):
+    name = "enn"
+
+    def apply(self, ctx: EditContext) -> EditResult:
+        params = _layer_params(ctx) if ctx.layers else list(ctx.model.net.parameters())
+        _only(ctx, params)
+        return EditResult(ctx.model, [], _train(ctx, params, ctx.params.max_steps, stop_when_fixed=True))
