@@ -23,3 +23,9 @@ def test_low_rank_edit(digits_wrapped, failures_npz, layer, rank):
 def test_rank_beyond_the_layer_is_refused(digits_wrapped, failures_npz):
     with pytest.raises(ValueError, match="exceeds"):
         run_edit("low_rank", digits_wrapped, load_bytes(failures_npz, "f.npz"), ["fc"], {"rank": 11})
+
+
+def test_single_layer_methods_refuse_several_layers(digits_wrapped, failures_npz):
+    for method in ("low_rank", "interpolate"):
+        with pytest.raises(ValueError, match="exactly one layer"):
+            run_edit(method, digits_wrapped, load_bytes(failures_npz, "f.npz"), ["fc", "fc1"], {})

@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from editaudit.specs import EDIT_METHODS
+from editaudit.specs import EDIT_METHODS, SINGLE_LAYER_METHODS
 from editaudit.worker.ml.data import TensorDataset
 
 Progress = Callable[[str, int, int], None]
@@ -69,6 +69,8 @@ def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: lis
     if method not in EDITS:
         raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
     params = EDIT_METHODS[method].model_validate(hyperparams or {})
+    if method in SINGLE_LAYER_METHODS and len(layers) != 1:
+        raise ValueError(f"{method} edits exactly one layer; got layers = {list(layers)}")
     names = dict(model.net.named_modules())
     for layer in layers:
         if layer not in names or not any(True for _ in names[layer].parameters(recurse=False)):

@@ -136,16 +136,14 @@ class Interpolate(EditMethod):
 
     def apply(self, ctx: EditContext) -> EditResult:
         p = ctx.params
-        if len(ctx.layers) != 1:
-            raise ValueError(f"interpolate edits exactly one layer; got layers = {ctx.layers}")
-        layer = ctx.layers[0]
+        layer = ctx.layers[0]  # run_edit checked: exactly one
         if ctx.base_model is not None:
             model1 = ctx.base_model
         else:
-            base_params = EDITS[p.base.method]().apply(EditContext(
+            base_result = EDITS[p.base.method]().apply(EditContext(
                 copy.deepcopy(ctx.model), ctx.edit_set, [layer],
                 _params(p.base.method, p.base.hyperparams), ctx.device, ctx.progress, ctx.reference))
-            model1 = base_params.model
+            model1 = base_result.model
         moved = {layer_of(k) for k in changed_keys(ctx.model.net.state_dict(), model1.net.state_dict())}
         if moved - {layer}:
             raise ValueError(f"the base edit changed other layers than {layer!r}: {sorted(moved - {layer})}")

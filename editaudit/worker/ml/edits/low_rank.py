@@ -26,9 +26,7 @@ class LowRank(EditMethod):
 
     def apply(self, ctx: EditContext) -> EditResult:
         p = ctx.params
-        if len(ctx.layers) != 1:
-            raise ValueError(f"low_rank edits exactly one layer; got layers = {ctx.layers}")
-        layer = ctx.layers[0]
+        layer = ctx.layers[0]  # run_edit checked: exactly one
         key = f"net.{layer}.weight"
         w0 = dict(ctx.model.named_parameters())[key].detach()
         if w0.dim() < 2:
