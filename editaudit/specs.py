@@ -63,7 +63,7 @@ class LowRankParams(_Strict):
 
     rank: int = Field(1, ge=1, le=4096)
     steps: int = Field(50, ge=1, le=100_000)
-    lr: float = Field(1e-2, gt=0, le=10.0)
+    lr: float = Field(3e-3, gt=0, le=10.0)
     batch_size: int = Field(64, ge=1, le=4096)
     seed: int = 0
 
