@@ -25,6 +25,12 @@ def not_found(kind: str, id_: str) -> Problem:
     return Problem(404, f"no {kind} with id {id_!r}", field=f"{kind}_id" if kind != "audit" else "id")
 
 
+def validation_problem(e, prefix: str) -> Problem:
+    """A pydantic ValidationError on a part of the request (`spec`, `hyperparams`, `policy`) as a 422 naming fields."""
+    errors = [{"field": _loc((prefix, *x["loc"])), "reason": x["msg"]} for x in e.errors()]
+    return Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors)
+
+
 def problem_response(status: int, detail: str, errors: list[dict] | None = None, instance: str | None = None,
                      **extra) -> JSONResponse:
     body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status, "detail": detail}

@@ -14,6 +14,7 @@ matches nothing) that the audit lacks counts as a violation unless the rule says
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -129,7 +130,10 @@ def load_policy(path: Path) -> Policy:
 
 
 def builtin_policy(name: str) -> Policy | None:
-    """Policies shipped with editaudit (`default`), from editaudit/policies/<name>.yaml."""
+    """Policies shipped with editaudit (`default`), from editaudit/policies/<name>.yaml; None for any other name
+    (names are checked before they touch a path)."""
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,100}", name):
+        return None
     res = resources.files("editaudit").joinpath(f"policies/{name}.yaml")
     return policy_from_text(res.read_text(), f"builtin policy {name!r}") if res.is_file() else None
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from editaudit.service import archs, db
 from editaudit.service.deps import SessionDep, SvcDep
-from editaudit.service.errors import Problem, not_found
+from editaudit.service.errors import Problem, not_found, validation_problem
 from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
@@ -27,8 +27,7 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     try:
         EDIT_METHODS[req.method].model_validate(req.hyperparams)
     except ValidationError as e:
-        errors = [{"field": ".".join(["hyperparams", *map(str, x["loc"])]), "reason": x["msg"]} for x in e.errors()]
-        raise Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors) from None
+        raise validation_problem(e, "hyperparams") from None
     if req.method in METHODS_NEEDING_LAYERS and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=archs.layer_names(model.arch))

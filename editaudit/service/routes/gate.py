@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from editaudit.service import db
 from editaudit.service.deps import SessionDep, TenantDep
-from editaudit.service.errors import Problem
+from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.gate import Policy, builtin_policy, evaluate
 from editaudit.service.routes.audits import audit_dict
 from editaudit.service.routes.edits import get_edit_row
@@ -42,8 +42,7 @@ def _validate_policy(doc: dict, field: str) -> Policy:
     try:
         return Policy.model_validate(doc)
     except ValidationError as e:
-        errors = [{"field": ".".join([field, *map(str, x["loc"])]), "reason": x["msg"]} for x in e.errors()]
-        raise Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors) from None
+        raise validation_problem(e, field) from None
 
 
 def _latest(s, tenant: str, name: str) -> db.Policy | None:
@@ -58,7 +57,7 @@ def resolve_policy(s, tenant: str, ref: str | dict) -> tuple[Policy, dict]:
     row = _latest(s, tenant, ref)
     if row is not None:
         return Policy.model_validate(row.document), {"name": ref, "version": row.version, "tenant": tenant}
-    builtin = builtin_policy(ref) if ref.replace("-", "").replace("_", "").isalnum() else None
+    builtin = builtin_policy(ref)
     if builtin is not None:
         return builtin, {"name": ref, "version": "builtin"}
     raise Problem(404, f"no policy named {ref!r} for tenant {tenant!r} (built-in: default)", field="policy")
@@ -92,7 +91,7 @@ def get_policy(name: str, s: SessionDep, tenant: TenantDep) -> dict:
     row = _latest(s, tenant, name)
     if row is not None:
         return _policy_out(row)
-    builtin = builtin_policy(name) if name.replace("-", "").replace("_", "").isalnum() else None
+    builtin = builtin_policy(name)
     if builtin is None:
         raise Problem(404, f"no policy named {name!r} for tenant {tenant!r}", field="name")
     return {"tenant": None, "name": name, "version": "builtin", "policy": builtin.model_dump(mode="json",

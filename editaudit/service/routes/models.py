@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from editaudit.formats import FormatError, read_safetensors_header
 from editaudit.service import archs, db
 from editaudit.service.deps import SessionDep, SvcDep
-from editaudit.service.errors import Problem, not_found
+from editaudit.service.errors import Problem, not_found, validation_problem
 from editaudit.service.routes.uploads import read_upload, store_and_insert
 from editaudit.service.schemas import ModelOut, ModelSpec
 from editaudit.service.storage import content_key, sha256
@@ -26,8 +26,7 @@ def parse_spec(raw: str) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(obj)
     except ValidationError as e:
-        errors = [{"field": ".".join(["spec", *map(str, err["loc"])]), "reason": err["msg"]} for err in e.errors()]
-        raise Problem(422, "; ".join(f"{x['field']}: {x['reason']}" for x in errors), errors=errors) from None
+        raise validation_problem(e, "spec") from None
     if spec.arch not in archs.arch_names():
         raise Problem(422, f"unknown architecture {spec.arch!r}", field="spec.arch", valid=archs.arch_names(),
                       closest=archs.closest(spec.arch, archs.arch_names()))
