@@ -68,6 +68,26 @@ class LowRankParams(_Strict):
     seed: int = 0
 
 
+class RewriteParams(_Strict):
+    """Rewriting a layer's key->value map (Bau et al. 2020; Santurkar et al. 2021, "Editing a classifier by rewriting
+    its prediction rules"). Keys are the layer's inputs on the edit images `x` (conv: the unfolded patches at every
+    output location), values its outputs on the untransformed twins `x_orig`, weighted by `mask` (resized to the
+    layer's output) when given. dW is restricted to the `rank` directions of the SVD of C^-1 K (C: the keys' second
+    moment over `reference_set`, cached per model, layer and data), so keys that are common in ordinary images move
+    least. `solver`: closed_form = least squares in that subspace; iterative = the original code's masked-L1 with
+    Adam and a projection onto the subspace after every step. BatchNorm stays in eval mode."""
+
+    rank: int = Field(1, ge=1, le=4096)
+    solver: Literal["closed_form", "iterative"] = "closed_form"
+    steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
+    lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
+    ridge: float = Field(1e-3, ge=0, le=1.0, description="regulariser of C and of the least squares, x mean eigenvalue")
+    use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
+    reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
+    reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
+    seed: int = 0
+
+
 class AlphaPolicy(_Strict):
     """How 1-layer interpolation picks alpha in W(alpha) = W0 + alpha (W1 - W0).
 
@@ -120,10 +140,13 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "interpolate": InterpolateParams,
     "low_rank": LowRankParams,
     "enn": ENNParams,
+    "rewrite": RewriteParams,
 }
 METHODS_OPTIONAL_LAYERS = {"enn"}  # layers name the parameter group; none = the whole model
-METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank"}  # the others take no `layers`
-SINGLE_LAYER_METHODS = {"interpolate", "low_rank"}
+METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank", "rewrite"}  # the others take no `layers`
+SINGLE_LAYER_METHODS = {"interpolate", "low_rank", "rewrite"}
+RANKED_METHODS = {"low_rank", "rewrite"}  # hyperparams.rank must fit the layer: rank <= min(out, in * kernel)
+METHODS_NEEDING_X_ORIG = {"rewrite"}  # the edit set must carry x_orig (values come from the untransformed twins)
 
 
 # ------------------------------------------------------------------------------------------------------ attacks

@@ -128,11 +128,16 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         t0 = time.perf_counter()
         torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
         reference = {k: v for k, v in splits.items() if k != "edit"}
-        if job["hyperparams"].get("locality_set"):
-            reference["locality"] = load_dataset(job["hyperparams"]["locality_set"], sessions, store)
+        for name in ("locality", "reference"):  # extra datasets a method names in its hyperparams
+            if job["hyperparams"].get(f"{name}_set"):
+                reference[name] = load_dataset(job["hyperparams"][f"{name}_set"], sessions, store)
         base_model = _base_model(job["hyperparams"].get("base_edit_id"), sessions, store, spec)
+        memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions(),
+                                 "reference": dataset_identity(job["hyperparams"].get("reference_set")
+                                                               or job["test_set"], sessions)})
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress,
-                          reference=reference, base_model=base_model)
+                          reference=reference, base_model=base_model, memo=memo)
+        edited.info["memo"] = memo.report
         edit_seconds = time.perf_counter() - t0
         refs = {k: job[f"{k}_set"] for k in splits}
         cache_key = content_key("cache/baseline", baseline_cache_key(
@@ -177,6 +182,35 @@ def _base_model(base_edit_id: str | None, sessions, store: ObjectStore, spec: di
         base = s.get(db.Edit, base_edit_id)
         key = s.get(db.Model, base.edited_model_id).object_key
     return create_model(spec, safetensors.torch.load(store.get(key)))
+
+
+class StoreMemo:
+    """Backs the ML core's `memo(name, compute)` with the object store: a tensor is kept under a content address of
+    (model sha + spec, reference data identity, device type, library versions, name), so every later edit of the
+    same model with the same reference data reuses it (rewrite's second moment of keys)."""
+
+    def __init__(self, store: ObjectStore, ident: dict):
+        self.store, self.ident, self.report = store, ident, {"hits": [], "misses": []}
+
+    def __call__(self, name: str, compute):
+        key = content_key("cache/memo", hashlib.sha256(json.dumps({**self.ident, "name": name}, sort_keys=True)
+                                                       .encode()).hexdigest(), ".safetensors")
+        try:
+            value = safetensors.torch.load(self.store.get(key))["value"]
+            self.report["hits"].append(name)
+            return value
+        except KeyError:
+            pass
+        except Exception:  # noqa: BLE001 - a bad entry is recomputed and overwritten, never fatal
+            log.warning("ignoring unreadable memo entry %s", key, exc_info=True)
+            self.store.delete(key)
+        value = compute()
+        self.report["misses"].append(name)
+        try:
+            self.store.put(key, safetensors.torch.save({"value": value.detach().cpu().contiguous()}))
+        except Exception:  # noqa: BLE001 - the memo is an optimisation
+            log.warning("could not write the memo entry %s", key, exc_info=True)
+        return value
 
 
 def json_safe(obj):

@@ -153,6 +153,11 @@ def edit_body(model_id, **over):
     ({"method": "finetune"}, 422, "layers"),
     ({"method": "low_rank", "layers": ["fc"], "hyperparams": {"rank": 11}}, 422, "hyperparams.rank"),
     ({"method": "low_rank", "layers": ["fc", "fc1"]}, 422, "layers"),
+    ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"rank": 129}}, 422, "hyperparams.rank"),
+    ({"method": "rewrite", "layers": ["features.1"]}, 422, "layers.0"),  # a BatchNorm: no matrix to rewrite
+    ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"solver": "sgd"}}, 422, "hyperparams.solver"),
+    ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"reference_set": "nope"}}, 404,
+     "hyperparams.reference_set"),
     ({"method": "finetune", "layers": [], "hyperparams": {"from_layer": "fc9"}}, 422, "hyperparams.from_layer"),
     ({"hyperparams": {"from_layer": "fc"}}, 422, "hyperparams.from_layer"),
     ({"hyperparams": {"locality_set": "nope"}}, 404, "hyperparams.locality_set"),
@@ -171,7 +176,7 @@ def edit_body(model_id, **over):
 ])
 def test_bad_edit_requests(api_client, model_id, over, status, field):
     body = assert_problem(api_client.post("/edits", json=edit_body(model_id, **over)), status, field)
-    if field == "layers.0":
+    if over.get("layers") == ["fc9"]:
         assert "fc" in body["closest"]
     if over.get("audit", {}).get("attacks", [{}])[0].get("name") == "boundary":
         assert "'pgd'" in body["detail"] and "'autoattack'" in body["detail"], "lists the valid attack names"
@@ -185,6 +190,13 @@ def test_labels_beyond_num_classes_are_refused(api_client, model_id):
     ds = api_client.post("/datasets", files={"file": ("d.safetensors", data)}).json()["id"]
     body = assert_problem(api_client.post("/edits", json=edit_body(model_id, edit_set=ds)), 422, "edit_set")
     assert "num_classes" in body["detail"] or "classes" in body["detail"]
+
+
+def test_rewrite_without_x_orig_says_what_it_needs(api_client, model_id):
+    body = assert_problem(api_client.post("/edits", json=edit_body(model_id, method="rewrite", layers=["fc1"])),
+                          422, "edit_set")
+    assert "x_orig" in body["detail"] and "untransformed" in body["detail"]
+    assert rows(api_client, db.Edit) == 0
 
 
 def test_accepted_edit_is_committed_before_enqueue(api_client, model_id):

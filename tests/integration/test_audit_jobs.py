@@ -135,3 +135,30 @@ def test_enn_with_a_locality_set_runs_as_a_job(edit_factory):
     assert edit["status"] == "succeeded", edit["error"]
     assert edit["info"]["edit_set_fixed"] and edit["info"]["locality"]
     assert c.get(f"/audits/{job['audit_id']}").json()["metrics"]["candidate"]["edit.accuracy"] == 1.0
+
+
+def test_rewrite_runs_as_a_job_and_reuses_the_second_moment(edit_factory, digits_wrapped):
+    import torch
+
+    from editaudit.formats import dataset_to_npz
+    from editaudit.worker.ml.data import digits_arrays
+    from editaudit.worker.ml.scenarios import texture_scenario
+
+    def predict(x):
+        with torch.no_grad():
+            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
+
+    c = edit_factory.client
+    sc = texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
+    ds = c.post("/datasets", files={"file": ("edit.npz", dataset_to_npz(sc["edit"]))}).json()
+    infos = []
+    for solver in ("closed_form", "iterative"):
+        job = edit_factory.submit(method="rewrite", layers=["fc1"], edit_set=ds["id"], audit={"attacks": []},
+                                  hyperparams={"solver": solver, "reference_set": "builtin:digits-train"})
+        edit = c.get(f"/edits/{job['id']}").json()
+        assert edit["status"] == "succeeded", edit["error"]
+        assert c.get(f"/audits/{job['audit_id']}").json()["metrics"]["candidate"]["edit.accuracy"] >= 0.9
+        infos.append(edit["info"])
+    assert all(i["changed_keys"] == ["fc1.weight"] and i["delta_rank"] <= 1 for i in infos)
+    assert infos[0]["memo"]["misses"] and not infos[0]["memo"]["hits"]
+    assert infos[1]["memo"]["hits"] == infos[0]["memo"]["misses"] and not infos[1]["memo"]["misses"]

@@ -14,7 +14,8 @@ from editaudit.service.errors import Problem, not_found, validation_problem
 from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
-from editaudit.specs import EDIT_METHODS, METHODS_NEEDING_LAYERS, METHODS_OPTIONAL_LAYERS, SINGLE_LAYER_METHODS
+from editaudit.specs import (EDIT_METHODS, METHODS_NEEDING_LAYERS, METHODS_NEEDING_X_ORIG, METHODS_OPTIONAL_LAYERS,
+                             RANKED_METHODS, SINGLE_LAYER_METHODS)
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
 
 router = APIRouter(tags=["edits"])
@@ -48,13 +49,8 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if layer not in valid_layers:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
                           closest=archs.closest(layer, valid_layers))
-    if req.method == "low_rank":
-        shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0])[
-            f"{req.layers[0]}.weight"]
-        limit = min(shape[0], math.prod(shape[1:])) if len(shape) >= 2 else 0
-        if req.hyperparams.get("rank", 1) > limit:
-            raise Problem(422, f"rank {req.hyperparams.get('rank', 1)} is larger than layer {req.layers[0]!r} "
-                               f"(weight {list(shape)}) allows: at most {limit}", field="hyperparams.rank")
+    if req.method in RANKED_METHODS:
+        _check_rank(model, req.layers[0], req.hyperparams.get("rank", 1))
     from_layer = req.hyperparams.get("from_layer")
     if from_layer and from_layer not in valid_layers:
         raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
@@ -62,6 +58,7 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     spec = model.spec
     refs = {f: getattr(req, f) for f in ("edit_set", "generalization_set", "test_set")}
     refs["hyperparams.locality_set"] = req.hyperparams.get("locality_set")
+    refs["hyperparams.reference_set"] = req.hyperparams.get("reference_set")
     for field, ref in refs.items():
         if ref is None:
             continue
@@ -72,6 +69,23 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if facts["label_max"] >= spec["num_classes"]:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
+    if req.method in METHODS_NEEDING_X_ORIG and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
+        raise Problem(422, f"method {req.method!r} needs an edit set with `x_orig`: the untransformed twin of "
+                           "each edited image x (the layer learns to map x's keys to the values it produces on "
+                           "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
+
+
+def _check_rank(model: db.Model, layer: str, rank: int) -> None:
+    """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
+    shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
+        f"{layer}.weight", [])
+    if len(shape) < 2:
+        raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
+                           "edits need a linear or conv layer", field="layers.0")
+    limit = min(shape[0], math.prod(shape[1:]))
+    if rank > limit:
+        raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
+                      field="hyperparams.rank")
 
 
 def _check_base_edit(s, base_edit_id: str, model_id: str, layers: list[str]) -> None:

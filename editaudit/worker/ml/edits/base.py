@@ -20,6 +20,10 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
+def _no_memo(name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return compute()
+
+
 @dataclass
 class EditContext:
     """What a method gets: the model to edit (a copy; the original stays untouched), the data and a progress hook."""
@@ -32,6 +36,9 @@ class EditContext:
     progress: Progress = _no_progress
     reference: dict[str, TensorDataset] = field(default_factory=dict)  # other splits (generalization, test)
     base_model: nn.Module | None = None  # interpolate: the edited model of an earlier edit (W1)
+    # memo(name, compute): statistics worth keeping across edits of the same model and reference data (rewrite's
+    # second moment); the job layer backs it with the object store, the ML core on its own just computes
+    memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo
 
 
 @dataclass
@@ -64,7 +71,8 @@ def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
 
 def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: list[str], hyperparams: dict,
              device: torch.device | str = "cpu", progress: Progress = _no_progress,
-             reference: dict[str, TensorDataset] | None = None, base_model: nn.Module | None = None) -> EditResult:
+             reference: dict[str, TensorDataset] | None = None, base_model: nn.Module | None = None,
+             memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo) -> EditResult:
     """Validate the hyperparameters, edit a deep copy of `model` and check the result is finite."""
     if method not in EDITS:
         raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
@@ -81,7 +89,7 @@ def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: lis
     work = copy.deepcopy(model).to(device)
     before = {k: v.detach().clone() for k, v in work.net.state_dict().items()}
     ctx = EditContext(work, edit_set, list(layers), params, device, progress, reference or {},
-                      None if base_model is None else base_model.to(device))
+                      None if base_model is None else base_model.to(device), memo)
     result = EDITS[method]().apply(ctx)
     after = result.model.net.state_dict()
     bad = [k for k, v in after.items() if v.is_floating_point() and not torch.isfinite(v).all()]

@@ -1,0 +1,83 @@
+"""rewrite: keys/values reproduce the layer; on the digits texture scenario the defaults fix the edit set, only the
+named layer moves, rank(ΔW) <= r; the second moment goes through the memo; bad input is refused with a reason."""
+
+import pytest
+import torch
+from torch import nn
+
+from editaudit.worker.ml.data import TensorDataset, digits_arrays
+from editaudit.worker.ml.edits import run_edit
+from editaudit.worker.ml.edits.rewrite import keys_of, layer_io, values_of
+from editaudit.worker.ml.scenarios import texture_scenario
+
+
+@pytest.fixture(scope="module")
+def scenario(digits_wrapped):
+    def predict(x):
+        with torch.no_grad():
+            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
+
+    sc = texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
+    return {k: TensorDataset.from_arrays(sc[k]) for k in ("edit", "generalization", "test")}
+
+
+def _acc(model, ds):
+    with torch.no_grad():
+        return float((model(ds.x).argmax(1) == ds.y).float().mean())
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=1), nn.Conv2d(3, 4, (3, 1), dilation=2),
+                                   nn.Linear(7, 4)])
+def test_keys_and_values_are_the_layers_linear_map(layer):
+    x = torch.rand(2, 3, 9, 9) if isinstance(layer, nn.Conv2d) else torch.rand(6, 7)
+    model = nn.Sequential(nn.Identity(), layer)
+    inp, out = layer_io(model, layer, x, torch.device("cpu"))
+    k, v = keys_of(layer, inp), values_of(layer, out)
+    assert torch.allclose(k @ layer.weight.flatten(1).T + layer.bias, v, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["closed_form", "iterative"])
+@pytest.mark.parametrize("layer,rank", [("fc1", 1), ("fc1", 3), ("features.7", 2)])
+def test_rewrite_fixes_the_edit_set_changes_one_layer_and_respects_the_rank(digits_wrapped, scenario, layer, rank,
+                                                                           solver):
+    es = scenario["edit"]
+    assert _acc(digits_wrapped, es) <= 0.5
+    r = run_edit("rewrite", digits_wrapped, es, [layer], {"rank": rank, "solver": solver},
+                 reference={"test": scenario["test"]})
+    assert _acc(r.model, es) >= 0.9, r.info
+    assert r.changed == [f"{layer}.weight"]
+    assert r.info["delta_rank"] <= rank and r.info["l1_error_after"] < r.info["l1_error_before"]
+    assert _acc(r.model, scenario["test"]) >= _acc(digits_wrapped, scenario["test"]) - 0.02
+    before = dict(digits_wrapped.net.named_parameters())[f"{layer}.weight"]
+    after = dict(r.model.net.named_parameters())[f"{layer}.weight"]
+    assert int(torch.linalg.matrix_rank((after - before).detach().flatten(1))) <= rank  # float32 tolerance
+
+
+def test_rewrite_defaults_generalise_beyond_the_edit_set(digits_wrapped, scenario):
+    r = run_edit("rewrite", digits_wrapped, scenario["edit"], ["fc1"], {}, reference={"test": scenario["test"]})
+    assert _acc(r.model, scenario["generalization"]) > _acc(digits_wrapped, scenario["generalization"]) + 0.1
+
+
+def test_second_moment_goes_through_the_memo(digits_wrapped, scenario):
+    kept, computed = {}, []
+
+    def memo(name, compute):
+        if name not in kept:
+            computed.append(name)
+            kept[name] = compute()
+        return kept[name]
+
+    runs = [run_edit("rewrite", digits_wrapped, scenario["edit"], ["fc1"], {}, reference={"test": scenario["test"]},
+                     memo=memo) for _ in range(2)]
+    assert len(computed) == 1 and "fc1" in computed[0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()))
+
+
+def test_rewrite_refuses_what_it_cannot_do(digits_wrapped, scenario):
+    es = scenario["edit"]
+    with pytest.raises(ValueError, match="x_orig"):
+        run_edit("rewrite", digits_wrapped, TensorDataset(es.x, es.y), ["fc1"], {})
+    with pytest.raises(ValueError, match="Linear or Conv2d"):
+        run_edit("rewrite", digits_wrapped, es, ["features.1"], {})  # BatchNorm
+    with pytest.raises(ValueError, match="exactly one layer"):
+        run_edit("rewrite", digits_wrapped, es, ["fc1", "fc"], {})
