@@ -108,12 +108,12 @@ class AlphaPolicy(_Strict):
 class BaseEdit(_Strict):
     """The single-layer edit 1-LI interpolates towards (W1)."""
 
-    method: Literal["finetune_layer"] = "finetune_layer"
+    method: Literal["finetune_layer", "low_rank", "rewrite"] = "finetune_layer"
     hyperparams: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self):
-        FinetuneLayerParams.model_validate(self.hyperparams)  # a bad base is a 422 now, not a failed job
+        EDIT_METHODS[self.method].model_validate(self.hyperparams)  # a bad base is a 422 now, not a failed job
         return self
 
 

@@ -156,6 +156,10 @@ def edit_body(model_id, **over):
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"rank": 129}}, 422, "hyperparams.rank"),
     ({"method": "rewrite", "layers": ["features.1"]}, 422, "layers.0"),  # a BatchNorm: no matrix to rewrite
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"solver": "sgd"}}, 422, "hyperparams.solver"),
+    ({"method": "interpolate", "layers": ["fc"], "hyperparams": {"base": {"method": "low_rank",
+                                                                           "hyperparams": {"rank": 11}}}},
+     422, "hyperparams.base.hyperparams.rank"),
+    ({"method": "interpolate", "layers": ["fc"], "hyperparams": {"base": {"method": "rewrite"}}}, 422, "edit_set"),
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"reference_set": "nope"}}, 404,
      "hyperparams.reference_set"),
     ({"method": "finetune", "layers": [], "hyperparams": {"from_layer": "fc9"}}, 422, "hyperparams.from_layer"),

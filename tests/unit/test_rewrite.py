@@ -81,3 +81,9 @@ def test_rewrite_refuses_what_it_cannot_do(digits_wrapped, scenario):
         run_edit("rewrite", digits_wrapped, es, ["features.1"], {})  # BatchNorm
     with pytest.raises(ValueError, match="exactly one layer"):
         run_edit("rewrite", digits_wrapped, es, ["fc1", "fc"], {})
+
+
+def test_interpolate_towards_a_rewrite(digits_wrapped, scenario):
+    r = run_edit("interpolate", digits_wrapped, scenario["edit"], ["fc1"], {"base": {"method": "rewrite"}},
+                 reference={"test": scenario["test"]})
+    assert _acc(r.model, scenario["edit"]) >= 0.9 and r.changed == ["fc1.weight"] and 0 < r.info["alpha"] <= 1

@@ -49,8 +49,12 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if layer not in valid_layers:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
                           closest=archs.closest(layer, valid_layers))
+    base = (req.hyperparams.get("base") or {}) if req.method == "interpolate" else {}  # 1-LI's inline base edit
     if req.method in RANKED_METHODS:
-        _check_rank(model, req.layers[0], req.hyperparams.get("rank", 1))
+        _check_rank(model, req.layers[0], req.hyperparams.get("rank", 1), "hyperparams.rank")
+    if base.get("method") in RANKED_METHODS:
+        _check_rank(model, req.layers[0], (base.get("hyperparams") or {}).get("rank", 1),
+                    "hyperparams.base.hyperparams.rank")
     from_layer = req.hyperparams.get("from_layer")
     if from_layer and from_layer not in valid_layers:
         raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
@@ -69,13 +73,14 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if facts["label_max"] >= spec["num_classes"]:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
-    if req.method in METHODS_NEEDING_X_ORIG and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
-        raise Problem(422, f"method {req.method!r} needs an edit set with `x_orig`: the untransformed twin of "
+    needs_x_orig = req.method in METHODS_NEEDING_X_ORIG or base.get("method") in METHODS_NEEDING_X_ORIG
+    if needs_x_orig and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
+        raise Problem(422, f"method {base.get('method') or req.method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
 
 
-def _check_rank(model: db.Model, layer: str, rank: int) -> None:
+def _check_rank(model: db.Model, layer: str, rank: int, field: str) -> None:
     """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
     shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
         f"{layer}.weight", [])
@@ -85,7 +90,7 @@ def _check_rank(model: db.Model, layer: str, rank: int) -> None:
     limit = min(shape[0], math.prod(shape[1:]))
     if rank > limit:
         raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
-                      field="hyperparams.rank")
+                      field=field)
 
 
 def _check_base_edit(s, base_edit_id: str, model_id: str, layers: list[str]) -> None:

@@ -142,7 +142,7 @@ class Interpolate(EditMethod):
         else:
             base_result = EDITS[p.base.method]().apply(EditContext(
                 copy.deepcopy(ctx.model), ctx.edit_set, [layer],
-                _params(p.base.method, p.base.hyperparams), ctx.device, ctx.progress, ctx.reference))
+                _params(p.base.method, p.base.hyperparams), ctx.device, ctx.progress, ctx.reference, memo=ctx.memo))
             model1 = base_result.model
         moved = {layer_of(k) for k in changed_keys(ctx.model.net.state_dict(), model1.net.state_dict())}
         if moved - {layer}:
