@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint,
+                        create_engine, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 
@@ -16,6 +17,17 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """DateTime(timezone=True) that reads back as UTC-aware on SQLite too (it stores no offset), so the API prints
+    the same instant the same way whichever database it runs on."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class Base(DeclarativeBase):
@@ -32,7 +44,7 @@ class Model(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
     edit_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Dataset(Base):
@@ -46,7 +58,7 @@ class Dataset(Base):
     label_max: Mapped[int] = mapped_column(Integer)
     has_x_orig: Mapped[bool] = mapped_column(default=False)
     has_mask: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Edit(Base):
@@ -64,9 +76,16 @@ class Edit(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     edited_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # a layer sweep is a parent edit (sweep = True) whose sub-edits, one per layer, point at it with sweep_id
+    sweep: Mapped[bool] = mapped_column(default=False)
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("edits.id"), nullable=True, index=True)
+    # the changed tensors of model.net (their new values), safetensors; applied to the parent they give the edit
+    delta_object_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    delta_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Audit(Base):
@@ -77,8 +96,8 @@ class Audit(Base):
     config: Mapped[dict] = mapped_column(JSON)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # metrics, deltas, samples, durations, device
     versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Policy(Base):
@@ -91,7 +110,7 @@ class Policy(Base):
     name: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Alias(Base):
@@ -104,7 +123,7 @@ class Alias(Base):
     family: Mapped[str] = mapped_column(String(32), index=True)  # the root model of the lineage
     name: Mapped[str] = mapped_column(String(100))
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Promotion(Base):
@@ -120,11 +139,11 @@ class Promotion(Base):
     previous_model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     policy: Mapped[dict] = mapped_column(JSON)  # {"name", "version"} or the inline document
     verdict: Mapped[str] = mapped_column(String(8))
-    outcome: Mapped[str] = mapped_column(String(16))  # promoted | overridden | refused
+    outcome: Mapped[str] = mapped_column(String(16))  # promoted | overridden | refused | reverted
     override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
     gate: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")

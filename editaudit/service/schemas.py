@@ -64,12 +64,20 @@ class EditRequest(BaseModel):
     generalization_set: str | None = None
     test_set: str
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    sweep: bool = Field(False, description="one sub-edit per layer in `layers`, compared in this edit's audit")
+
+
+class SubEdit(BaseModel):
+    layer: str
+    id: str
+    audit_id: str
 
 
 class EditAccepted(BaseModel):
     id: str
     status: str
     audit_id: str
+    sub_edits: list[SubEdit] | None = None
 
 
 class EditOut(BaseModel):
@@ -90,6 +98,11 @@ class EditOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    sweep: bool = False
+    sweep_id: str | None = None
+    sub_edits: list[SubEdit] | None = None
+    delta_sha256: str | None = None
+    reverted_at: datetime | None = None
 
 
 class AuditOut(BaseModel):
@@ -107,6 +120,7 @@ class AuditOut(BaseModel):
     baseline_cached: bool | None = None
     alpha_curve: list | None = None
     mli: dict | None = None
+    sweep: dict | None = None
     config: dict
     versions: dict | None
     created_at: datetime

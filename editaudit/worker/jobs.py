@@ -95,6 +95,7 @@ def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
 
 
 def run_edit_job(settings: Settings, edit_id: str) -> None:
+    """The Celery task's body: one edit and its audit, or a layer sweep (its sub-edits one after another)."""
     sessions = db.session_factory(settings.resolved_database_url)
     store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
     with sessions() as s:
@@ -102,11 +103,24 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         if edit is None:
             log.error("edit %s not found; dropping the message", edit_id)
             return
-        started = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status.in_(("queued", "running"))).update(
-            {"status": "running", "started_at": db.utcnow(), "error": None,
-             "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
-        if not started:  # finished or canceled already (a conditional update: a concurrent cancel wins)
-            log.info("edit %s already %s", edit_id, edit.status)
+        is_sweep = edit.sweep
+    (run_sweep if is_sweep else run_single_edit)(settings, sessions, store, edit_id)
+
+
+def _start(s, edit_id: str) -> bool:
+    """queued/running -> running, as one conditional update: a concurrent cancel wins, a finished edit stays."""
+    started = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status.in_(("queued", "running"))).update(
+        {"status": "running", "started_at": db.utcnow(), "error": None,
+         "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
+    if not started:
+        log.info("edit %s already %s", edit_id, s.get(db.Edit, edit_id).status)
+    return bool(started)
+
+
+def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        if not _start(s, edit_id):
             return
         audit = s.query(db.Audit).filter_by(edit_id=edit_id).one()
         audit.status = "running"
@@ -156,8 +170,10 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
             result["alpha_curve"] = edited.info["alpha_curve"]
             result["mli"] = {"monotone": edited.info["alpha_curve_monotone"], "alpha": edited.info["alpha"],
                              "evaluations": edited.info["alpha_evaluations"], "search": edited.info["alpha_search"]}
-        weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in
-                                          edited.model.net.state_dict().items()})
+        state = {k: v.detach().cpu().contiguous() for k, v in edited.model.net.state_dict().items()}
+        weights = safetensors.torch.save(state)
+        delta = make_delta(state, edited.changed, {"parent_sha256": model_sha, "method": job["method"]})
+        edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
     except Canceled:
         log.info("edit %s canceled", edit_id)
         _finish(sessions, edit_id, audit_id, "canceled", "canceled by request")
@@ -167,11 +183,78 @@ def run_edit_job(settings: Settings, edit_id: str) -> None:
         _finish(sessions, edit_id, audit_id, "failed", f"{type(exc).__name__}: {exc}")
         return
     try:
-        _store_success(sessions, store, edit_id, audit_id, spec, weights, edited.changed, edited.info,
+        _store_success(sessions, store, edit_id, audit_id, spec, weights, delta, edited.changed, edited.info,
                        json_safe(result))
     except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
         log.exception("edit %s: storing the result failed", edit_id)
         _finish(sessions, edit_id, audit_id, "failed", f"storing the result failed: {type(exc).__name__}: {exc}")
+
+
+def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -> None:
+    """One sub-edit per layer, in the order the request named them; the baseline evaluation (cached in the store
+    after the first) and memoised statistics are shared. The sweep's audit holds the comparison table."""
+    with sessions() as s:
+        if not _start(s, sweep_id):
+            return
+        parent = s.get(db.Edit, sweep_id)
+        order = {layer: i for i, layer in enumerate(parent.layers)}
+        children = sorted(s.query(db.Edit).filter_by(sweep_id=sweep_id), key=lambda e: order[e.layers[0]])
+        plan = [(c.id, c.layers[0]) for c in children]
+        audit = s.query(db.Audit).filter_by(edit_id=sweep_id).one()
+        audit.status, audit_id = "running", audit.id
+        s.commit()
+    for i, (child_id, layer) in enumerate(plan):
+        with sessions() as s:
+            parent = s.get(db.Edit, sweep_id)
+            if parent.status == "canceled":
+                return
+            parent.progress = {"stage": "sweep", "done": i, "total": len(plan), "layer": layer}
+            s.commit()
+        run_single_edit(settings, sessions, store, child_id)
+    try:
+        with sessions() as s:
+            parent = s.get(db.Edit, sweep_id)
+            if parent.status == "canceled":
+                return
+            rows = [sweep_row(s, child_id, layer) for child_id, layer in plan]
+            failed = [r["layer"] for r in rows if r["status"] != "succeeded"]
+            table = sweep_table(rows)
+            audit = s.get(db.Audit, audit_id)
+            audit.status, audit.result, audit.finished_at = ("failed" if failed else "succeeded"), json_safe(
+                {"sweep": table}), db.utcnow()
+            audit.versions = versions()
+            parent.status = "failed" if failed else "succeeded"
+            parent.error = f"sub-edits failed for layers {failed}; see the sweep table" if failed else None
+            parent.info = {"sweep": {"sub_edits": [{"layer": r["layer"], "edit_id": r["edit_id"]} for r in rows],
+                                     "best": table["best"]}}
+            parent.progress = {"stage": "done", "done": len(plan), "total": len(plan)}
+            parent.finished_at = db.utcnow()
+            s.commit()
+    except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
+        log.exception("sweep %s: building the table failed", sweep_id)
+        _finish(sessions, sweep_id, audit_id, "failed", f"building the sweep table failed: {type(exc).__name__}: {exc}")
+
+
+def sweep_row(s, edit_id: str, layer: str) -> dict:
+    """A sub-edit's line of the comparison: status, headline candidate metrics and their deltas, edit info."""
+    edit = s.get(db.Edit, edit_id)
+    result = s.query(db.Audit).filter_by(edit_id=edit_id).one().result or {}
+    keep = lambda name: ".corruption." not in name or ".corruption.mean." in name  # noqa: E731 - per-type is noise here
+    info = edit.info or {}
+    return {"layer": layer, "edit_id": edit_id, "status": edit.status, "error": edit.error,
+            "edited_model_id": edit.edited_model_id,
+            "metrics": {k: v for k, v in result.get("metrics", {}).get("candidate", {}).items() if keep(k)},
+            "deltas": {k: v for k, v in result.get("deltas", {}).items() if keep(k)},
+            "info": {k: info[k] for k in ("delta_rank", "alpha", "delta", "final_loss") if k in info}}
+
+
+def sweep_table(rows: list[dict]) -> dict:
+    """The rows plus, for every metric the sub-edits share, the layer with the highest candidate value."""
+    done = [r for r in rows if r["status"] == "succeeded"]
+    names = sorted(set.intersection(*(set(r["metrics"]) for r in done))) if done else []
+    best = {n: max(done, key=lambda r: r["metrics"][n] if r["metrics"][n] is not None else -math.inf)["layer"]
+            for n in names}
+    return {"metrics": names, "rows": rows, "best": best}
 
 
 def _base_model(base_edit_id: str | None, sessions, store: ObjectStore, spec: dict):
@@ -243,10 +326,10 @@ def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str) -> N
         s.commit()
 
 
-def _store_success(sessions, store, edit_id, audit_id, spec, weights, changed, info, result) -> None:
-    digest = sha256(weights)
-    key = content_key("models", digest, ".safetensors")
-    created = store.put(key, weights)
+def _store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result) -> None:
+    digest, delta_digest = sha256(weights), sha256(delta)
+    key, delta_key = content_key("models", digest, ".safetensors"), content_key("deltas", delta_digest, ".safetensors")
+    created = [k for k, data in ((key, weights), (delta_key, delta)) if store.put(k, data)]
     try:
         with sessions() as s:
             edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
@@ -257,15 +340,33 @@ def _store_success(sessions, store, edit_id, audit_id, spec, weights, changed, i
             s.add(model)
             s.flush()
             edit.status, edit.edited_model_id, edit.finished_at = "succeeded", model.id, db.utcnow()
+            edit.delta_object_key, edit.delta_sha256 = delta_key, delta_digest
             edit.info = {**info, "changed_keys": changed}
             edit.progress = {"stage": "done", "done": 1, "total": 1}
             audit.status, audit.result, audit.finished_at = "succeeded", result, db.utcnow()
             audit.versions = versions()
             s.commit()
     except Canceled:
-        if created:
-            store.delete(key)
+        for k in created:
+            store.delete(k)
     except Exception:
-        if created:
-            store.delete(key)
+        for k in created:
+            store.delete(k)
         raise
+
+
+def make_delta(after: dict, changed: list[str], metadata: dict) -> bytes:
+    """The changed tensors (their new values) as safetensors: loading the parent and then these keys gives the edited
+    model bit for bit; the parent's own values give the revert."""
+    meta = {"format": "editaudit-delta/1", "changed": json.dumps(changed), **{k: str(v) for k, v in metadata.items()}}
+    return safetensors.torch.save({k: after[k] for k in changed}, metadata=meta)
+
+
+def delta_stats(before: dict, after: dict, changed: list[str]) -> dict:
+    """Per changed tensor: the Frobenius norm of the change and its size relative to the original."""
+    out = {}
+    for k in changed:
+        d = (after[k].double() - before[k].detach().cpu().double())
+        ref = float(before[k].double().norm())
+        out[k] = {"norm": float(d.norm()), "relative": float(d.norm()) / ref if ref else None}
+    return out

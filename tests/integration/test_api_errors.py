@@ -156,6 +156,13 @@ def edit_body(model_id, **over):
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"rank": 129}}, 422, "hyperparams.rank"),
     ({"method": "rewrite", "layers": ["features.1"]}, 422, "layers.0"),  # a BatchNorm: no matrix to rewrite
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"solver": "sgd"}}, 422, "hyperparams.solver"),
+    ({"method": "finetune", "layers": [], "sweep": True}, 422, "sweep"),
+    ({"layers": ["fc"], "sweep": True}, 422, "layers"),
+    ({"layers": ["fc", "fc"], "sweep": True}, 422, "layers"),
+    ({"layers": ["fc", "fc9"], "sweep": True}, 422, "layers.1"),
+    ({"method": "low_rank", "layers": ["fc", "features.1"], "sweep": True}, 422, "layers.1"),
+    ({"method": "low_rank", "layers": ["fc1", "fc"], "sweep": True, "hyperparams": {"rank": 11}}, 422,
+     "hyperparams.rank"),
     ({"method": "interpolate", "layers": ["fc"], "hyperparams": {"base": {"method": "low_rank",
                                                                            "hyperparams": {"rank": 11}}}},
      422, "hyperparams.base.hyperparams.rank"),

@@ -162,3 +162,82 @@ def test_rewrite_runs_as_a_job_and_reuses_the_second_moment(edit_factory, digits
     assert all(i["changed_keys"] == ["fc1.weight"] and i["delta_rank"] <= 1 for i in infos)
     assert infos[0]["memo"]["misses"] and not infos[0]["memo"]["hits"]
     assert infos[1]["memo"]["hits"] == infos[0]["memo"]["misses"] and not infos[1]["memo"]["misses"]
+
+
+def test_layer_sweep_runs_one_sub_edit_per_layer_and_compares_them(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(layers=["fc1", "fc"], sweep=True, audit={"attacks": [PGD], "max_samples": 100})
+    assert [s["layer"] for s in job["sub_edits"]] == ["fc1", "fc"]
+    sweep = c.get(f"/edits/{job['id']}").json()
+    assert sweep["status"] == "succeeded", sweep["error"]
+    assert sweep["sweep"] and [s["id"] for s in sweep["sub_edits"]] == [s["id"] for s in job["sub_edits"]]
+    table = c.get(f"/audits/{job['audit_id']}").json()["sweep"]
+    assert [r["layer"] for r in table["rows"]] == ["fc1", "fc"]
+    assert {"edit.accuracy", "test.accuracy", "test.adv.pgd.accuracy"} <= set(table["metrics"])
+    assert set(table["best"]) == set(table["metrics"]) and table["best"]["edit.accuracy"] in ("fc1", "fc")
+    for sub, row in zip(job["sub_edits"], table["rows"]):
+        edit = c.get(f"/edits/{sub['id']}").json()
+        assert edit["status"] == "succeeded" and edit["sweep_id"] == job["id"] and edit["layers"] == [sub["layer"]]
+        assert {k.rsplit(".", 1)[0] for k in edit["info"]["changed_keys"]} == {sub["layer"]}
+        audit = c.get(f"/audits/{sub['audit_id']}").json()
+        assert row["metrics"]["edit.accuracy"] == audit["metrics"]["candidate"]["edit.accuracy"]
+    for path in ("weights", "delta", "gate"):  # these belong to the sub-edits
+        body = assert_problem(c.get(f"/edits/{job['id']}/{path}"), 409, "edit_id")
+        assert [s["id"] for s in body["sub_edits"]] == [s["id"] for s in job["sub_edits"]]
+
+
+def test_delta_holds_exactly_the_changed_tensors(edit_factory):
+    import safetensors.torch
+    import torch
+
+    c = edit_factory.client
+    job = edit_factory.submit(method="low_rank", layers=["fc1"], audit={"attacks": []})
+    edit = c.get(f"/edits/{job['id']}").json()
+    r = c.get(f"/edits/{job['id']}/delta")
+    assert r.status_code == 200 and r.headers["x-content-sha256"] == edit["delta_sha256"]
+    delta = safetensors.torch.load(r.content)
+    assert sorted(delta) == edit["info"]["changed_keys"] == ["fc1.weight"]
+    parent = safetensors.torch.load(c.get(f"/models/{edit_factory.model['id']}/weights").content)
+    edited = safetensors.torch.load(c.get(f"/edits/{job['id']}/weights").content)
+    patched = {**parent, **delta}
+    assert all(torch.equal(patched[k], edited[k]) for k in edited), "parent + delta == edited, bit for bit"
+    assert int(torch.linalg.matrix_rank(delta["fc1.weight"] - parent["fc1.weight"])) <= 1
+    meta = _metadata(r.content)
+    assert meta["parent_sha256"] == edit_factory.model["sha256"] and meta["method"] == "low_rank"
+    assert edit["info"]["delta"]["fc1.weight"]["norm"] > 0
+
+
+def _metadata(data: bytes) -> dict:
+    """The safetensors header's __metadata__."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8 : 8 + n])["__metadata__"]
+
+
+def test_sequential_edits_and_revert_move_the_alias_back(edit_factory):
+    c = edit_factory.client
+    first = edit_factory.submit(audit={"attacks": []})
+    first_model = c.get(f"/edits/{first['id']}").json()["edited_model_id"]
+    second = edit_factory.submit(audit={"attacks": []}, model_id=first_model, layers=["fc1"])
+    second_edit = c.get(f"/edits/{second['id']}").json()
+    assert second_edit["status"] == "succeeded" and second_edit["model_id"] == first_model
+    lineage = c.get(f"/models/{second_edit['edited_model_id']}/lineage").json()
+    assert [a["id"] for a in lineage["ancestors"]] == [edit_factory.model["id"], first_model,
+                                                       second_edit["edited_model_id"]]
+    promo = c.post(f"/edits/{second['id']}/promote", json={"alias": "production",
+                                                                  "override_reason": "ship it for the revert test"})
+    assert promo.status_code == 200, promo.text
+    assert c.get("/aliases/production").json()["model_id"] == second_edit["edited_model_id"]
+
+    back = c.post(f"/edits/{second['id']}/revert", json={"reason": "robustness regression seen in prod"}).json()
+    assert back["model_id"] == first_model and back["aliases"] == ["production"]
+    alias = c.get("/aliases/production").json()
+    assert alias["model_id"] == first_model and alias["history"][0]["outcome"] == "reverted"
+    assert c.get(f"/edits/{second['id']}").json()["reverted_at"] is not None
+    again = c.post(f"/edits/{second['id']}/revert").json()
+    assert again["aliases"] == [] and again["reverted_at"] == back["reverted_at"], "idempotent"
+    assert c.post(f"/edits/{first['id']}/revert").json()["aliases"] == ["production"]
+    assert c.get("/aliases/production").json()["model_id"] == edit_factory.model["id"]
+    assert_problem(c.post("/edits/nope/revert"), 404)

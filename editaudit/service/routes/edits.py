@@ -12,8 +12,8 @@ from editaudit.service import archs, db
 from editaudit.service.deps import SessionDep, SvcDep
 from editaudit.service.errors import Problem, not_found, validation_problem
 from editaudit.service.routes.datasets import dataset_facts
-from editaudit.service.routes.models import get_model_row, safetensors_response
-from editaudit.service.schemas import EditAccepted, EditOut, EditRequest
+from editaudit.service.routes.models import get_model_row, object_response, safetensors_response
+from editaudit.service.schemas import EditAccepted, EditOut, EditRequest, SubEdit
 from editaudit.specs import (EDIT_METHODS, METHODS_NEEDING_LAYERS, METHODS_NEEDING_X_ORIG, METHODS_OPTIONAL_LAYERS,
                              RANKED_METHODS, SINGLE_LAYER_METHODS)
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
@@ -35,8 +35,11 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     if req.method not in METHODS_NEEDING_LAYERS | METHODS_OPTIONAL_LAYERS and req.layers:
         raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; "
                            f"use one of {sorted(METHODS_NEEDING_LAYERS)} to restrict an edit to layers", field="layers")
-    if req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
-        raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)}", field="layers")
+    if req.sweep:
+        _check_sweep(req)
+    elif req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
+        raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)} (or set "
+                           "\"sweep\": true to edit each of them in turn)", field="layers")
     alpha = req.hyperparams.get("alpha") or {}
     if req.method == "interpolate" and alpha.get("target_split") == "generalization" and not req.generalization_set:
         raise Problem(422, "alpha.target_split = generalization needs a generalization_set",
@@ -50,11 +53,12 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
                           closest=archs.closest(layer, valid_layers))
     base = (req.hyperparams.get("base") or {}) if req.method == "interpolate" else {}  # 1-LI's inline base edit
-    if req.method in RANKED_METHODS:
-        _check_rank(model, req.layers[0], req.hyperparams.get("rank", 1), "hyperparams.rank")
-    if base.get("method") in RANKED_METHODS:
-        _check_rank(model, req.layers[0], (base.get("hyperparams") or {}).get("rank", 1),
-                    "hyperparams.base.hyperparams.rank")
+    for i, layer in enumerate(req.layers if req.sweep or req.method in SINGLE_LAYER_METHODS else []):
+        if req.method in RANKED_METHODS:
+            _check_rank(model, i, layer, req.hyperparams.get("rank", 1), "hyperparams.rank")
+        if base.get("method") in RANKED_METHODS:
+            _check_rank(model, i, layer, (base.get("hyperparams") or {}).get("rank", 1),
+                        "hyperparams.base.hyperparams.rank")
     from_layer = req.hyperparams.get("from_layer")
     if from_layer and from_layer not in valid_layers:
         raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
@@ -80,13 +84,24 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
 
 
-def _check_rank(model: db.Model, layer: str, rank: int, field: str) -> None:
+def _check_sweep(req: EditRequest) -> None:
+    if req.method not in METHODS_NEEDING_LAYERS:
+        raise Problem(422, f"a sweep edits one layer at a time; method {req.method!r} does not take layers (use one "
+                           f"of {sorted(METHODS_NEEDING_LAYERS)})", field="sweep")
+    if len(req.layers) < 2 or len(set(req.layers)) != len(req.layers):
+        raise Problem(422, f"a sweep needs at least two distinct layers; got {req.layers}", field="layers")
+    if req.hyperparams.get("base_edit_id"):
+        raise Problem(422, "a sweep cannot reuse one earlier edit for every layer; give an inline `base` instead",
+                      field="hyperparams.base_edit_id")
+
+
+def _check_rank(model: db.Model, index: int, layer: str, rank: int, field: str) -> None:
     """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
     shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
         f"{layer}.weight", [])
     if len(shape) < 2:
         raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
-                           "edits need a linear or conv layer", field="layers.0")
+                           "edits need a linear or conv layer", field=f"layers.{index}")
     limit = min(shape[0], math.prod(shape[1:]))
     if rank > limit:
         raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
@@ -114,24 +129,33 @@ def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response
     if model is None:
         raise not_found("model", req.model_id)
     _validate(req, model, s)
-    edit = db.Edit(model_id=model.id, method=req.method, layers=req.layers, hyperparams=req.hyperparams,
-                   edit_set=req.edit_set, generalization_set=req.generalization_set, test_set=req.test_set,
-                   status="queued", progress={"stage": "queued", "done": 0, "total": 1})
-    s.add(edit)
-    s.flush()
-    audit = db.Audit(edit_id=edit.id, status="queued", config=req.audit.model_dump(mode="json"))
-    s.add(audit)
-    s.commit()  # the row exists before any worker can see the message
+    edit, audit = _add_edit(s, req, req.layers, sweep=req.sweep)
+    subs = [(layer, *_add_edit(s, req, [layer], sweep_id=edit.id)) for layer in req.layers] if req.sweep else []
+    s.commit()  # the rows exist before any worker can see the message
     try:
         svc.enqueue(RUN_EDIT, edit.id)
     except Exception as exc:  # noqa: BLE001 - broker down: fail the job visibly rather than leave it queued
         log.exception("could not enqueue edit %s", edit.id)
-        edit.status, edit.error, edit.finished_at = "failed", f"could not enqueue: {exc}", db.utcnow()
-        audit.status = "failed"
+        for e, a in [(edit, audit)] + [(e, a) for _, e, a in subs]:
+            e.status, e.error, e.finished_at = "failed", f"could not enqueue: {exc}", db.utcnow()
+            a.status = "failed"
         s.commit()
         raise Problem(503, f"the job queue is unreachable; edit {edit.id} was marked failed", field="broker") from None
     response.headers["Location"] = f"/edits/{edit.id}"
-    return EditAccepted(id=edit.id, status=edit.status, audit_id=audit.id)
+    return EditAccepted(id=edit.id, status=edit.status, audit_id=audit.id,
+                        sub_edits=[SubEdit(layer=layer, id=e.id, audit_id=a.id) for layer, e, a in subs] or None)
+
+
+def _add_edit(s, req: EditRequest, layers: list[str], sweep: bool = False, sweep_id: str | None = None):
+    edit = db.Edit(model_id=req.model_id, method=req.method, layers=layers, hyperparams=req.hyperparams,
+                   edit_set=req.edit_set, generalization_set=req.generalization_set, test_set=req.test_set,
+                   status="queued", progress={"stage": "queued", "done": 0, "total": 1}, sweep=sweep,
+                   sweep_id=sweep_id)
+    s.add(edit)
+    s.flush()
+    audit = db.Audit(edit_id=edit.id, status="queued", config=req.audit.model_dump(mode="json"))
+    s.add(audit)
+    return edit, audit
 
 
 def get_edit_row(s, edit_id: str) -> db.Edit:
@@ -148,16 +172,46 @@ def audit_id_of(s, edit_id: str) -> str:
 @router.get("/edits/{edit_id}", response_model=EditOut)
 def get_edit(edit_id: str, s: SessionDep):
     edit = get_edit_row(s, edit_id)
+    subs = [SubEdit(layer=e.layers[0], id=e.id, audit_id=audit_id_of(s, e.id)) for e in sub_edits(s, edit)]
     return EditOut.model_validate({**{c.name: getattr(edit, c.name) for c in db.Edit.__table__.columns},
-                                   "audit_id": audit_id_of(s, edit_id)})
+                                   "audit_id": audit_id_of(s, edit_id), "sub_edits": subs or None})
+
+
+def sub_edits(s, edit: db.Edit) -> list[db.Edit]:
+    """A sweep's sub-edits in the order of its layers (empty for an ordinary edit)."""
+    if not edit.sweep:
+        return []
+    order = {layer: i for i, layer in enumerate(edit.layers)}
+    return sorted(s.query(db.Edit).filter_by(sweep_id=edit.id), key=lambda e: order[e.layers[0]])
+
+
+def require_single(s, edit: db.Edit) -> None:
+    """A sweep has one edited model per layer: weights, deltas, gates and promotions belong to its sub-edits."""
+    if edit.sweep:
+        raise Problem(409, f"edit {edit.id} is a layer sweep: use one of its sub-edits "
+                           f"{[e.id for e in sub_edits(s, edit)]}", field="edit_id",
+                      sub_edits=[{"layer": e.layers[0], "id": e.id} for e in sub_edits(s, edit)])
+
+
+def require_succeeded(s, edit: db.Edit, what: str) -> None:
+    require_single(s, edit)
+    if edit.status != "succeeded":
+        raise Problem(409, f"edit {edit.id} is {edit.status}; its {what} exist once it has succeeded", field="edit_id")
 
 
 @router.get("/edits/{edit_id}/weights")
 def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
     edit = get_edit_row(s, edit_id)
-    if edit.status != "succeeded":
-        raise Problem(409, f"edit {edit_id} is {edit.status}; its weights exist once it has succeeded", field="edit_id")
+    require_succeeded(s, edit, "weights")
     return safetensors_response(svc, get_model_row(s, edit.edited_model_id))
+
+
+@router.get("/edits/{edit_id}/delta")
+def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep):
+    """The changed tensors (new values) as safetensors: the parent's weights updated with these are the edit's."""
+    edit = get_edit_row(s, edit_id)
+    require_succeeded(s, edit, "delta")
+    return object_response(svc, edit.delta_object_key, f"{edit_id}.delta.safetensors", edit.delta_sha256)
 
 
 @router.post("/edits/{edit_id}/cancel", response_model=EditOut)
@@ -166,8 +220,9 @@ def cancel_edit(edit_id: str, s: SessionDep):
     edit = get_edit_row(s, edit_id)
     if edit.status not in ("queued", "running"):
         raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
-    edit.status, edit.finished_at, edit.error = "canceled", db.utcnow(), "canceled by request"
-    for audit in s.query(db.Audit).filter_by(edit_id=edit_id):
-        audit.status, audit.finished_at = "canceled", db.utcnow()
+    for e in [edit] + [e for e in sub_edits(s, edit) if e.status in ("queued", "running")]:
+        e.status, e.finished_at, e.error = "canceled", db.utcnow(), "canceled by request"
+        for audit in s.query(db.Audit).filter_by(edit_id=e.id):
+            audit.status, audit.finished_at = "canceled", db.utcnow()
     s.commit()
     return get_edit(edit_id, s)

@@ -1,4 +1,5 @@
-"""Gate, policies and promotion: `/policies`, `/gate`, `/edits/{id}/gate`, `/edits/{id}/promote`, `/aliases`."""
+"""Gate, policies and promotion: `/policies`, `/gate`, `/edits/{id}/gate`, `/edits/{id}/promote`,
+`/edits/{id}/revert`, `/aliases`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from editaudit.service.deps import SessionDep, TenantDep
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.gate import Policy, builtin_policy, evaluate
 from editaudit.service.routes.audits import audit_dict
-from editaudit.service.routes.edits import get_edit_row
+from editaudit.service.routes.edits import get_edit_row, require_single, require_succeeded
 
 router = APIRouter(tags=["gate"])
 
@@ -35,6 +36,12 @@ class PromoteRequest(BaseModel):
     alias: str = Field("production", pattern=NAME)
     policy: str | dict = "default"
     override_reason: str | None = Field(None, min_length=10, description="ship despite a failing gate, and say why")
+    actor: str | None = Field(None, max_length=200)
+
+
+class RevertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=2000)
     actor: str | None = Field(None, max_length=200)
 
 
@@ -100,6 +107,7 @@ def get_policy(name: str, s: SessionDep, tenant: TenantDep) -> dict:
 
 def gate_for(s, tenant: str, edit_id: str, policy_ref: str | dict) -> dict:
     edit = get_edit_row(s, edit_id)
+    require_single(s, edit)
     policy, ref = resolve_policy(s, tenant, policy_ref)
     audit = s.scalars(select(db.Audit).filter_by(edit_id=edit_id)).one()
     if audit.status != "succeeded":
@@ -155,6 +163,26 @@ def promote(edit_id: str, body: PromoteRequest, s: SessionDep, tenant: TenantDep
                            "to ship anyway; it is recorded)", field="edit_id", gate=result)
     return {"alias": body.alias, "family": family, "model_id": edit.edited_model_id, "previous_model_id": previous,
             "outcome": outcome, "gate": result}
+
+
+@router.post("/edits/{edit_id}/revert")
+def revert(edit_id: str, s: SessionDep, tenant: TenantDep, body: RevertRequest | None = None) -> dict:
+    """Undo an edit: every alias of this tenant that points at the edited model goes back to the model the edit was
+    applied to (its parent), each move recorded as a promotion with outcome `reverted`. Idempotent."""
+    body = body or RevertRequest()
+    edit = get_edit_row(s, edit_id)
+    require_succeeded(s, edit, "revert")
+    family = family_of(s, edit.model_id)
+    moved = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, model_id=edit.edited_model_id)).all()
+    for alias in moved:
+        s.add(db.Promotion(tenant=tenant, family=family, alias=alias.name, edit_id=edit_id, model_id=edit.model_id,
+                           previous_model_id=alias.model_id, policy={}, verdict="none", outcome="reverted",
+                           override_reason=body.reason, actor=body.actor, gate={}))
+        alias.model_id, alias.updated_at = edit.model_id, db.utcnow()
+    edit.reverted_at = edit.reverted_at or db.utcnow()
+    s.commit()
+    return {"edit_id": edit_id, "model_id": edit.model_id, "reverted_model_id": edit.edited_model_id,
+            "aliases": sorted(a.name for a in moved), "reverted_at": edit.reverted_at}
 
 
 @router.get("/aliases/{name}")

@@ -81,9 +81,12 @@ def get_model(model_id: str, s: SessionDep):
 
 
 def safetensors_response(svc, row: db.Model) -> Response:
-    return Response(svc.store.get(row.object_key), media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{row.id}.safetensors"',
-                             "X-Content-SHA256": row.sha256})
+    return object_response(svc, row.object_key, f"{row.id}.safetensors", row.sha256)
+
+
+def object_response(svc, key: str, filename: str, digest: str) -> Response:
+    return Response(svc.store.get(key), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": digest})
 
 
 @router.get("/models/{model_id}/weights")
