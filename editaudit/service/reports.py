@@ -37,9 +37,31 @@ def _row(audit: dict, name: str) -> list[str]:
     return [name, fmt(b), fmt(c), delta, ci, p]
 
 
+def sweep_table(audit: dict) -> tuple[list[str], list[list[str]]]:
+    """A layer sweep as a table: one row per layer, each metric as `candidate (Δ vs baseline)`; the best layer of
+    each metric marked with *."""
+    sweep = audit.get("sweep") or {}
+    names = sweep.get("metrics", [])
+    rows = []
+    for r in sweep.get("rows", []):
+        cells = []
+        for n in names:
+            v, d = r["metrics"].get(n), (r["deltas"].get(n) or {}).get("value")
+            mark = "*" if sweep["best"].get(n) == r["layer"] else ""
+            cells.append("—" if v is None else f"{fmt(v)}{mark}" + ("" if d is None else f" ({d:+.3f})"))
+        rows.append([r["layer"], r["status"], r["edit_id"]] + cells)
+    return ["layer", "status", "edit"] + names, rows
+
+
 def as_markdown(audit: dict) -> str:
-    lines = [f"### editaudit audit `{audit['id']}` (edit `{audit['edit_id']}`): {audit['status']}", "",
-             "| metric | baseline | candidate | Δ | 95% CI | p |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"### editaudit audit `{audit['id']}` (edit `{audit['edit_id']}`): {audit['status']}", ""]
+    if audit.get("sweep"):
+        header, rows = sweep_table(audit)
+        lines += ["Layer sweep: candidate (Δ vs baseline); * = best layer for that metric.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    lines += ["| metric | baseline | candidate | Δ | 95% CI | p |", "|---|---:|---:|---:|---:|---:|"]
     lines += ["| `" + r[0] + "` | " + " | ".join(r[1:]) + " |" for r in (_row(audit, n) for n in headline(audit))]
     hidden = len(audit["metrics"]["baseline"]) - len(headline(audit))
     samples = ", ".join(f"{k} {v['n']}" for k, v in (audit.get("samples") or {}).items())
@@ -102,6 +124,19 @@ def _figures(audit: dict) -> list[tuple[str, str]]:
         ax.set_title(f"{key}: accuracy vs eps")
         out.append((f"{key}: accuracy vs eps", _png(fig)))
         plt.close(fig)
+    sweep = audit.get("sweep")
+    if sweep and sweep.get("rows"):
+        fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(sweep["rows"]) + 2), 3.4))
+        layers = [r["layer"] for r in sweep["rows"]]
+        for metric in [m for m in sweep["metrics"] if m.endswith(".accuracy")]:
+            ax.plot(layers, [r["metrics"].get(metric) for r in sweep["rows"]], "o-", label=metric)
+        ax.set_xlabel("edited layer")
+        ax.set_ylabel("candidate accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        ax.set_title("layer sweep: the layer chosen matters")
+        out.append(("layer sweep", _png(fig)))
+        plt.close(fig)
     alpha = audit.get("alpha_curve")
     if alpha:
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -124,6 +159,11 @@ def as_html(audit: dict) -> str:
                    for t, src in _figures(audit))
     notes = "".join(f"<li>{esc(n)}</li>" for n in audit.get("notes") or [])
     notes = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
+    if audit.get("sweep"):
+        header, srows = sweep_table(audit)
+        notes += ("<h2>Layer sweep</h2><p>candidate (Δ vs baseline); * = best layer for that metric</p><table><tr>"
+                  + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+                  + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in srows) + "</table>")
     meta = {k: audit.get(k) for k in ("status", "device", "samples", "versions", "config", "durations_s")}
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>editaudit audit {esc(audit['id'])}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}

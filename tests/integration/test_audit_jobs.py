@@ -181,6 +181,10 @@ def test_layer_sweep_runs_one_sub_edit_per_layer_and_compares_them(edit_factory)
         assert {k.rsplit(".", 1)[0] for k in edit["info"]["changed_keys"]} == {sub["layer"]}
         audit = c.get(f"/audits/{sub['audit_id']}").json()
         assert row["metrics"]["edit.accuracy"] == audit["metrics"]["candidate"]["edit.accuracy"]
+    md = c.get(f"/audits/{job['audit_id']}/report.md").text
+    assert "Layer sweep" in md and "| fc1 | succeeded |" in md and "| fc | succeeded |" in md
+    html = c.get(f"/audits/{job['audit_id']}/report.html").text
+    assert "<h2>Layer sweep</h2>" in html and "alt='layer sweep'" in html
     for path in ("weights", "delta", "gate"):  # these belong to the sub-edits
         body = assert_problem(c.get(f"/edits/{job['id']}/{path}"), 409, "edit_id")
         assert [s["id"] for s in body["sub_edits"]] == [s["id"] for s in job["sub_edits"]]
