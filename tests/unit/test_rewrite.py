@@ -87,3 +87,15 @@ def test_interpolate_towards_a_rewrite(digits_wrapped, scenario):
     r = run_edit("interpolate", digits_wrapped, scenario["edit"], ["fc1"], {"base": {"method": "rewrite"}},
                  reference={"test": scenario["test"]})
     assert _acc(r.model, scenario["edit"]) >= 0.9 and r.changed == ["fc1.weight"] and 0 < r.info["alpha"] <= 1
+
+
+@pytest.mark.parametrize("shape,rank", [((10, 128), 1), ((64, 32, 3, 3), 3), ((300, 20), 20), ((5, 7), 0)])
+def test_numerical_rank_agrees_with_an_svd(shape, rank):
+    from editaudit.worker.ml.edits.base import numerical_rank
+
+    g = torch.Generator().manual_seed(0)
+    flat = (shape[0], int(torch.tensor(shape[1:]).prod()))
+    m = (torch.randn(flat[0], rank, generator=g) @ torch.randn(rank, flat[1], generator=g)).view(shape)
+    w = torch.randn(shape, generator=g)
+    delta = (w + m) - w  # float32 rounding noise, as in a real weight change
+    assert numerical_rank(delta) == rank == int(torch.linalg.matrix_rank(delta.flatten(1)))

@@ -65,6 +65,18 @@ def register_edit(cls: type[EditMethod]) -> type[EditMethod]:
     return cls
 
 
+def numerical_rank(delta: torch.Tensor) -> int:
+    """rank of a weight change [out, ...] (flattened to 2-D) at float32 resolution: singular values above
+    max(shape) * eps(float32) * the largest one. Through the Gram matrix of the smaller side (an eigvalsh of at most
+    out x out), which is far cheaper than an SVD of the full matrix on CPU."""
+    m = delta.detach().flatten(1).double().cpu()
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    sv = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    if sv.numel() == 0 or float(sv.max()) == 0.0:
+        return 0
+    return int((sv > sv.max() * max(m.shape) * torch.finfo(torch.float32).eps).sum())
+
+
 def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in before if not torch.equal(before[k], after[k])]
 

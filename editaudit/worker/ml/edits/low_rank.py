@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
 
 
 def max_rank(weight_shape) -> int:
@@ -57,6 +57,6 @@ class LowRank(EditMethod):
             dict(ctx.model.named_parameters())[key].add_(delta.view_as(w0))
         for prm in ctx.model.parameters():
             prm.requires_grad_(True)
-        rank = int(torch.linalg.matrix_rank(delta.float().cpu()))
+        rank = numerical_rank(delta)
         return EditResult(ctx.model, [], {"layer": layer, "rank": p.rank, "delta_rank": rank,
                                           "final_loss": float(loss.detach())})

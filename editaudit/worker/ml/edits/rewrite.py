@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
 
 
 def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch.device,
@@ -168,7 +168,7 @@ class Rewrite(EditMethod):
             weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
         ctx.progress("solve", 3, 3)
         return EditResult(ctx.model, [], {
-            "layer": layer, "rank": p.rank, "delta_rank": int(torch.linalg.matrix_rank(delta.float())),
+            "layer": layer, "rank": p.rank, "delta_rank": numerical_rank(delta),
             "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
             "reference": ref_name, "reference_images": len(images),
             "l1_error_before": before, "l1_error_after": loss})
