@@ -79,7 +79,8 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
                                "classes (labels must be < num_classes)", field=field)
     needs_x_orig = req.method in METHODS_NEEDING_X_ORIG or base.get("method") in METHODS_NEEDING_X_ORIG
     if needs_x_orig and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
-        raise Problem(422, f"method {base.get('method') or req.method!r} needs an edit set with `x_orig`: the untransformed twin of "
+        method = base.get("method") or req.method
+        raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
 
