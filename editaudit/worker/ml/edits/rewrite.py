@@ -9,6 +9,8 @@ produce move as little as possible: ΔW = Λ·Dᵀ with D the top-r left singula
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,6 +128,17 @@ def solve_iterative(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor,
     return (theta.detach() * (r_scale / z_scale)) @ d_mat.T, float(loss.detach())
 
 
+class _Clock:
+    """Wall time per phase (keys, second moment, directions, solve), recorded in the edit's info."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self._t = now - self._t, now
+
+
 @register_edit
 class Rewrite(EditMethod):
     name = "rewrite"
@@ -141,6 +154,7 @@ class Rewrite(EditMethod):
                              "the layer's outputs on x_orig")
         ctx.model.eval()  # BatchNorm statistics stay as trained
         ctx.progress("keys", 0, 3)
+        clock = _Clock()
         inp, out_x = layer_io(ctx.model, module, es.x, ctx.device)
         _, out_orig = layer_io(ctx.model, module, es.x_orig, ctx.device)
         keys = keys_of(module, inp).double().cpu()
@@ -150,18 +164,22 @@ class Rewrite(EditMethod):
         if not bool(sel.any()):
             raise ValueError("the edit set's mask is empty at this layer's resolution: no key to rewrite")
         keys, residual, w = keys[sel], residual[sel], w[sel]
+        clock.lap("keys")
 
         ref_name, images = self._reference(ctx, p)
         ctx.progress("second moment", 1, 3)
         c = ctx.memo(f"rewrite-second-moment/{layer}/{ref_name}/{len(images)}",
                      lambda: second_moment(ctx.model, module, images, ctx.device))
+        clock.lap("second_moment")
         d_mat = edit_directions(c, keys, w, p.rank, p.ridge)
+        clock.lap("directions")
         ctx.progress("solve", 2, 3)
         if p.solver == "closed_form":
             delta = solve_closed_form(keys, residual, w, d_mat, p.ridge) @ d_mat.T
             loss = float(((keys @ delta.T - residual).abs().sum(1) * w).sum() / w.sum())
         else:
             delta, loss = solve_iterative(keys, residual, w, d_mat, p.steps, p.lr, ctx.progress)
+        clock.lap("solve")
         before = float(((residual.abs().sum(1)) * w).sum() / w.sum())
         weight = module.weight
         with torch.no_grad():
@@ -171,7 +189,7 @@ class Rewrite(EditMethod):
             "layer": layer, "rank": p.rank, "delta_rank": numerical_rank(delta),
             "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
             "reference": ref_name, "reference_images": len(images),
-            "l1_error_before": before, "l1_error_after": loss})
+            "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})
 
     @staticmethod
     def _reference(ctx: EditContext, p) -> tuple[str, torch.Tensor]:
