@@ -63,6 +63,22 @@ def digits_wrapped(digits_model):
 
 
 @pytest.fixture(scope="session")
+def digits_texture(digits_wrapped):
+    """The digits texture scenario for the fixture model (DatasetArrays): "edit" = 8 textured digits of one class
+    with x_orig and mask, "generalization" = every textured test digit, "test" = the clean test split."""
+    import torch
+
+    from editaudit.worker.ml.data import digits_arrays
+    from editaudit.worker.ml.scenarios import texture_scenario
+
+    def predict(x):
+        with torch.no_grad():
+            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
+
+    return texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
+
+
+@pytest.fixture(scope="session")
 def failures_npz(digits_model):
     """Training digits the model still gets wrong (16 at most), as an npz edit set (target = true label)."""
     import torch

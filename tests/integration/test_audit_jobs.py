@@ -137,20 +137,11 @@ def test_enn_with_a_locality_set_runs_as_a_job(edit_factory):
     assert c.get(f"/audits/{job['audit_id']}").json()["metrics"]["candidate"]["edit.accuracy"] == 1.0
 
 
-def test_rewrite_runs_as_a_job_and_reuses_the_second_moment(edit_factory, digits_wrapped):
-    import torch
-
+def test_rewrite_runs_as_a_job_and_reuses_the_second_moment(edit_factory, digits_texture):
     from editaudit.formats import dataset_to_npz
-    from editaudit.worker.ml.data import digits_arrays
-    from editaudit.worker.ml.scenarios import texture_scenario
-
-    def predict(x):
-        with torch.no_grad():
-            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
 
     c = edit_factory.client
-    sc = texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
-    ds = c.post("/datasets", files={"file": ("edit.npz", dataset_to_npz(sc["edit"]))}).json()
+    ds = c.post("/datasets", files={"file": ("edit.npz", dataset_to_npz(digits_texture["edit"]))}).json()
     infos = []
     for solver in ("closed_form", "iterative"):
         job = edit_factory.submit(method="rewrite", layers=["fc1"], edit_set=ds["id"], audit={"attacks": []},

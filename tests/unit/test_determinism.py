@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from editaudit.specs import EDIT_METHODS
-from editaudit.worker.ml.data import TensorDataset, digits_arrays
+from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits import run_edit
-from editaudit.worker.ml.scenarios import texture_scenario
 
 CASES = {
     "finetune": ([], {"steps": 5, "locality_set": "x", "locality_weight": 0.5}),
@@ -24,14 +23,10 @@ def test_every_method_is_covered():
 
 
 @pytest.fixture(scope="module")
-def data(digits_wrapped):
-    def predict(x):
-        with torch.no_grad():
-            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
-
-    sc = texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
-    test = TensorDataset.from_arrays(sc["test"])
-    return TensorDataset.from_arrays(sc["edit"]), {"test": test, "locality": TensorDataset(test.x[:64], test.y[:64])}
+def data(digits_texture):
+    test = TensorDataset.from_arrays(digits_texture["test"])
+    return (TensorDataset.from_arrays(digits_texture["edit"]),
+            {"test": test, "locality": TensorDataset(test.x[:64], test.y[:64])})
 
 
 @pytest.mark.parametrize("method", sorted(CASES))

@@ -5,20 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from editaudit.worker.ml.data import TensorDataset, digits_arrays
+from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits import run_edit
 from editaudit.worker.ml.edits.rewrite import keys_of, layer_io, values_of
-from editaudit.worker.ml.scenarios import texture_scenario
 
 
 @pytest.fixture(scope="module")
-def scenario(digits_wrapped):
-    def predict(x):
-        with torch.no_grad():
-            return digits_wrapped(torch.from_numpy(x)).argmax(1).numpy()
-
-    sc = texture_scenario(digits_arrays("train"), digits_arrays("test"), predict, k=8, seed=0)
-    return {k: TensorDataset.from_arrays(sc[k]) for k in ("edit", "generalization", "test")}
+def scenario(digits_texture):
+    return {k: TensorDataset.from_arrays(digits_texture[k]) for k in ("edit", "generalization", "test")}
 
 
 def _acc(model, ds):

@@ -71,6 +71,8 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if ref is None:
             continue
         facts = dataset_facts(s, ref, field)
+        if facts["n"] == 0:  # uploads refuse N = 0 already; rows from elsewhere must not start a job either
+            raise Problem(422, f"{field} is empty (N = 0): an edit needs at least one example", field=field)
         if list(facts["shape"]) != list(spec["input_shape"]):
             raise Problem(422, f"{field} images are {facts['shape']} but the model takes {spec['input_shape']}",
                           field=field)
