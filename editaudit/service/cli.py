@@ -231,6 +231,29 @@ def promote(edit_id, alias, policy, override_reason, actor, url):
                f"gate {out['gate']['verdict']}")
 
 
+@cli.command()
+@click.argument("edit_id")
+@click.option("--reason", default=None, help="Why (recorded in the alias history).")
+@click.option("--actor", default=lambda: os.environ.get("USER"), help="Who reverts (recorded).")
+@url_option
+def revert(edit_id, reason, actor, url):
+    """Undo EDIT_ID: every alias pointing at its edited model goes back to the model it was applied to.
+
+    Exit codes: 0 reverted (or nothing pointed at it), 2 error or the edit has not succeeded.
+    """
+    client = Client(url)
+    try:
+        out = client.post(f"/edits/{edit_id}/revert", {"reason": reason, "actor": actor})
+    except ApiError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as e:  # noqa: BLE001
+        click.echo(f"error: cannot reach {url}: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    moved = ", ".join(out["aliases"]) or "no alias pointed at it"
+    click.echo(f"reverted edit {edit_id}: model {out['reverted_model_id']} -> {out['model_id']} ({moved})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's usage errors exit 4 (the gate's contract), not click's default 2."""
     try:
