@@ -84,7 +84,7 @@ class RewriteParams(_Strict):
     solver: Literal["closed_form", "iterative"] = "closed_form"
     steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
     lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
-    ridge: float = Field(1e-3, ge=0, le=1.0, description="regulariser of C and of the least squares, x mean eigenvalue")
+    ridge: float = Field(0.01, ge=0, le=10.0, description="regulariser of C and of the least squares, x mean eigenvalue")
     use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
     reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
     reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")

@@ -248,12 +248,19 @@ def sweep_row(s, edit_id: str, layer: str) -> dict:
             "info": {k: info[k] for k in ("delta_rank", "alpha", "delta", "final_loss") if k in info}}
 
 
+LOWER_IS_BETTER = (".drawdown", ".ce")  # accuracy lost, corruption error; every other metric: higher is better
+
+
 def sweep_table(rows: list[dict]) -> dict:
-    """The rows plus, for every metric the sub-edits share, the layer with the highest candidate value."""
+    """The rows plus, for every metric the sub-edits share, the layer with the best candidate value."""
     done = [r for r in rows if r["status"] == "succeeded"]
     names = sorted(set.intersection(*(set(r["metrics"]) for r in done))) if done else []
-    best = {n: max(done, key=lambda r: r["metrics"][n] if r["metrics"][n] is not None else -math.inf)["layer"]
-            for n in names}
+
+    def score(row: dict, name: str) -> float:
+        v = row["metrics"][name]
+        return -math.inf if v is None else -v if name.endswith(LOWER_IS_BETTER) else v
+
+    best = {n: max(done, key=lambda r: score(r, n))["layer"] for n in names}
     return {"metrics": names, "rows": rows, "best": best}
 
 

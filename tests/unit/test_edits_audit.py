@@ -131,3 +131,17 @@ def test_enn_stops_once_the_edit_set_is_fixed(setup):
     with torch.no_grad():
         assert bool((r.model(edit_set.x).argmax(1) == edit_set.y).all())
     assert {k.rsplit(".", 1)[0] for k in r.changed} <= {"fc1", "fc"}
+
+
+def test_sweep_table_picks_the_best_layer_per_metric_in_the_right_direction():
+    from editaudit.worker.jobs import sweep_table
+
+    rows = [{"layer": "a", "status": "succeeded", "metrics": {"test.accuracy": 0.9, "test.drawdown": 0.05,
+                                                              "test.corruption.mean.ce": 0.8}},
+            {"layer": "b", "status": "succeeded", "metrics": {"test.accuracy": 0.8, "test.drawdown": 0.15,
+                                                              "test.corruption.mean.ce": 1.1}},
+            {"layer": "c", "status": "failed", "metrics": {}}]
+    t = sweep_table(rows)
+    assert t["metrics"] == ["test.accuracy", "test.corruption.mean.ce", "test.drawdown"]
+    assert t["best"] == {"test.accuracy": "a", "test.drawdown": "a", "test.corruption.mean.ce": "a"}
+    assert sweep_table([{"layer": "c", "status": "failed", "metrics": {}}])["best"] == {}
