@@ -76,15 +76,16 @@ class RewriteParams(_Strict):
     its prediction rules"). Keys are the layer's inputs on the edit images `x` (conv: the unfolded patches at every
     output location), values its outputs on the untransformed twins `x_orig`, weighted by `mask` (resized to the
     layer's output) when given. dW is restricted to the `rank` directions of the SVD of C^-1 K (C: the keys' second
-    moment over `reference_set`, cached per model, layer and data), so keys that are common in ordinary images move
-    least. `solver`: closed_form = least squares in that subspace; iterative = the original code's masked-L1 with
-    Adam and a projection onto the subspace after every step. BatchNorm stays in eval mode."""
+    moment over `reference_set`, cached per model, layer, reference data, sample count and seed), so keys that are
+    common in ordinary images move least. `solver`: closed_form = least squares in that subspace; iterative = the
+    original code's masked L1 with Adam (on ΔW's coordinates in the subspace, where the original projects a full ΔW
+    onto it). BatchNorm stays in eval mode."""
 
     rank: int = Field(1, ge=1, le=4096)
     solver: Literal["closed_form", "iterative"] = "closed_form"
     steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
     lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
-    ridge: float = Field(0.01, ge=0, le=10.0, description="regulariser of C and of the least squares, x mean eigenvalue")
+    ridge: float = Field(0.01, gt=0, le=10.0, description="regulariser of C and of the least squares, x mean eigenvalue")
     use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
     reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
     reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
@@ -145,10 +146,28 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "enn": ENNParams,
     "rewrite": RewriteParams,
 }
+def named_datasets(method: str, hyperparams: dict) -> dict[str, tuple[str, str]]:
+    """The datasets an edit's hyperparams name, by role ("locality", "reference") -> (field path, dataset ref).
+    1-LI's inline base edit counts: a rewrite base takes its reference set from there."""
+    params = EDIT_METHODS[method].model_validate(hyperparams or {})
+    scopes = [("hyperparams", params)]
+    if isinstance(params, InterpolateParams) and params.base is not None:
+        scopes.append(("hyperparams.base.hyperparams",
+                       EDIT_METHODS[params.base.method].model_validate(params.base.hyperparams)))
+    out: dict[str, tuple[str, str]] = {}
+    for prefix, p in scopes:
+        for role in ("locality", "reference"):
+            ref = getattr(p, f"{role}_set", None)
+            if ref:
+                out.setdefault(role, (f"{prefix}.{role}_set", ref))
+    return out
+
+
 METHODS_OPTIONAL_LAYERS = {"enn"}  # layers name the parameter group; none = the whole model
 METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank", "rewrite"}  # the others take no `layers`
 SINGLE_LAYER_METHODS = {"interpolate", "low_rank", "rewrite"}
 RANKED_METHODS = {"low_rank", "rewrite"}  # hyperparams.rank must fit the layer: rank <= min(out, in * kernel)
+MAX_SWEEP_LAYERS = 32  # a sweep is one queue message: keep it well inside the broker's visibility timeout
 METHODS_NEEDING_X_ORIG = {"rewrite"}  # the edit set must carry x_orig (values come from the untransformed twins)
 
 

@@ -239,19 +239,19 @@ def promote(edit_id, alias, policy, override_reason, actor, url):
 def revert(edit_id, reason, actor, url):
     """Undo EDIT_ID: every alias pointing at its edited model goes back to the model it was applied to.
 
-    Exit codes: 0 reverted (or nothing pointed at it), 2 error or the edit has not succeeded.
+    Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
     """
     client = Client(url)
     try:
         out = client.post(f"/edits/{edit_id}/revert", {"reason": reason, "actor": actor})
     except ApiError as e:
         click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(exit_code_for(e))
     except Exception as e:  # noqa: BLE001
         click.echo(f"error: cannot reach {url}: {e}", err=True)
         sys.exit(EXIT_ERROR)
-    moved = ", ".join(out["aliases"]) or "no alias pointed at it"
-    click.echo(f"reverted edit {edit_id}: model {out['reverted_model_id']} -> {out['model_id']} ({moved})")
+    moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
+    click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,6 +149,14 @@ class Promotion(Base):
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 
 
+def sub_edits(s, edit: Edit) -> list[Edit]:
+    """A layer sweep's sub-edits in the order of its layers (empty for an ordinary edit)."""
+    if not edit.sweep:
+        return []
+    order = {layer: i for i, layer in enumerate(edit.layers)}
+    return sorted(s.query(Edit).filter_by(sweep_id=edit.id), key=lambda e: order[e.layers[0]])
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str):
     if url.startswith("sqlite"):

@@ -37,7 +37,7 @@ def _row(audit: dict, name: str) -> list[str]:
     return [name, fmt(b), fmt(c), delta, ci, p]
 
 
-def sweep_table(audit: dict) -> tuple[list[str], list[list[str]]]:
+def sweep_rows(audit: dict) -> tuple[list[str], list[list[str]]]:
     """A layer sweep as a table: one row per layer, each metric as `candidate (Δ vs baseline)`; the best layer of
     each metric marked with *."""
     sweep = audit.get("sweep") or {}
@@ -56,7 +56,7 @@ def sweep_table(audit: dict) -> tuple[list[str], list[list[str]]]:
 def as_markdown(audit: dict) -> str:
     lines = [f"### editaudit audit `{audit['id']}` (edit `{audit['edit_id']}`): {audit['status']}", ""]
     if audit.get("sweep"):
-        header, rows = sweep_table(audit)
+        header, rows = sweep_rows(audit)
         lines += ["Layer sweep: candidate (Δ vs baseline); * = best layer for that metric.", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -160,7 +160,7 @@ def as_html(audit: dict) -> str:
     notes = "".join(f"<li>{esc(n)}</li>" for n in audit.get("notes") or [])
     notes = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
     if audit.get("sweep"):
-        header, srows = sweep_table(audit)
+        header, srows = sweep_rows(audit)
         notes += ("<h2>Layer sweep</h2><p>candidate (Δ vs baseline); * = best layer for that metric</p><table><tr>"
                   + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
                   + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in srows) + "</table>")

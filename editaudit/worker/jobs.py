@@ -1,8 +1,9 @@
 """The edit-and-audit job: reads the job from the database, runs the ML core, stores the outcome atomically.
 
 Idempotent under redelivery (acks_late): a finished edit is left alone; a `running` one is redone from scratch.
-Nothing is stored unless everything succeeded: the edited weights object, the edited model row, the audit result
-and the edit's `succeeded` status are written together at the end.
+Nothing is kept unless everything succeeded: the edited weights and delta objects, the edited model row, the audit
+result and the edit's `succeeded` status are written together at the end (objects are rolled back on failure
+unless another edit with identical content points at them). A layer sweep runs its sub-edits one after another.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import editaudit
 from editaudit.service import db
 from editaudit.service.settings import Settings
 from editaudit.service.storage import ObjectStore, content_key, sha256, store_from_url
+from editaudit.specs import named_datasets
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
@@ -142,13 +144,13 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         t0 = time.perf_counter()
         torch.manual_seed(int(job["hyperparams"].get("seed", 0)))
         reference = {k: v for k, v in splits.items() if k != "edit"}
-        for name in ("locality", "reference"):  # extra datasets a method names in its hyperparams
-            if job["hyperparams"].get(f"{name}_set"):
-                reference[name] = load_dataset(job["hyperparams"][f"{name}_set"], sessions, store)
+        named = named_datasets(job["method"], job["hyperparams"])  # locality / reference sets, 1-LI's base included
+        for role, (_, ref) in named.items():
+            reference[role] = load_dataset(ref, sessions, store)
         base_model = _base_model(job["hyperparams"].get("base_edit_id"), sessions, store, spec)
+        memo_data = named["reference"][1] if "reference" in named else job["test_set"]  # what rewrite's C is over
         memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions(),
-                                 "reference": dataset_identity(job["hyperparams"].get("reference_set")
-                                                               or job["test_set"], sessions)})
+                                 "reference": dataset_identity(memo_data, sessions)})
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], job["hyperparams"], device, progress,
                           reference=reference, base_model=base_model, memo=memo)
         edited.info["memo"] = memo.report
@@ -191,48 +193,56 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
 
 
 def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -> None:
-    """One sub-edit per layer, in the order the request named them; the baseline evaluation (cached in the store
-    after the first) and memoised statistics are shared. The sweep's audit holds the comparison table."""
+    """One sub-edit per layer, in the order the request named them, sharing the cached baseline evaluation. The
+    sweep's audit holds the comparison table. Under redelivery finished sub-edits are skipped, a `running` one is
+    redone; whatever goes wrong, the sweep ends failed with a reason, never `running`."""
     with sessions() as s:
         if not _start(s, sweep_id):
             return
         parent = s.get(db.Edit, sweep_id)
-        order = {layer: i for i, layer in enumerate(parent.layers)}
-        children = sorted(s.query(db.Edit).filter_by(sweep_id=sweep_id), key=lambda e: order[e.layers[0]])
-        plan = [(c.id, c.layers[0]) for c in children]
+        plan = [(c.id, c.layers[0]) for c in db.sub_edits(s, parent)]
         audit = s.query(db.Audit).filter_by(edit_id=sweep_id).one()
         audit.status, audit_id = "running", audit.id
         s.commit()
-    for i, (child_id, layer) in enumerate(plan):
-        with sessions() as s:
-            parent = s.get(db.Edit, sweep_id)
-            if parent.status == "canceled":
-                return
-            parent.progress = {"stage": "sweep", "done": i, "total": len(plan), "layer": layer}
-            s.commit()
-        run_single_edit(settings, sessions, store, child_id)
     try:
+        for i, (child_id, layer) in enumerate(plan):
+            with sessions() as s:
+                parent = s.get(db.Edit, sweep_id)
+                if parent.status == "canceled":
+                    return
+                parent.progress = {"stage": "sweep", "done": i, "total": len(plan), "layer": layer}
+                s.commit()
+            try:
+                run_single_edit(settings, sessions, store, child_id)
+            except Exception as exc:  # noqa: BLE001 - one layer's failure is a row of the table, not the sweep's end
+                log.exception("sweep %s: sub-edit %s", sweep_id, child_id)
+                _finish(sessions, child_id, audit_id_of(sessions, child_id), "failed", f"{type(exc).__name__}: {exc}",
+                        only_if=("queued", "running"))
         with sessions() as s:
-            parent = s.get(db.Edit, sweep_id)
-            if parent.status == "canceled":
-                return
             rows = [sweep_row(s, child_id, layer) for child_id, layer in plan]
-            failed = [r["layer"] for r in rows if r["status"] != "succeeded"]
+            bad = {r["layer"]: r["status"] for r in rows if r["status"] != "succeeded"}
             table = sweep_table(rows)
-            audit = s.get(db.Audit, audit_id)
-            audit.status, audit.result, audit.finished_at = ("failed" if failed else "succeeded"), json_safe(
-                {"sweep": table}), db.utcnow()
-            audit.versions = versions()
-            parent.status = "failed" if failed else "succeeded"
-            parent.error = f"sub-edits failed for layers {failed}; see the sweep table" if failed else None
-            parent.info = {"sweep": {"sub_edits": [{"layer": r["layer"], "edit_id": r["edit_id"]} for r in rows],
-                                     "best": table["best"]}}
-            parent.progress = {"stage": "done", "done": len(plan), "total": len(plan)}
-            parent.finished_at = db.utcnow()
+            info = {"sweep": {"sub_edits": [{"layer": r["layer"], "edit_id": r["edit_id"]} for r in rows],
+                              "best": table["best"]}}
+            status = "failed" if bad else "succeeded"
+            done = s.query(db.Edit).filter(db.Edit.id == sweep_id, db.Edit.status == "running").update(
+                {"status": status, "info": info, "finished_at": db.utcnow(),
+                 "error": f"sub-edits did not succeed: {bad}; see the sweep table" if bad else None,
+                 "progress": {"stage": "done", "done": len(plan), "total": len(plan)}}, synchronize_session=False)
+            if done:  # not canceled meanwhile
+                audit = s.get(db.Audit, audit_id)
+                audit.status, audit.finished_at, audit.versions = status, db.utcnow(), versions()
+                audit.result = json_safe({"sweep": table})
             s.commit()
     except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
-        log.exception("sweep %s: building the table failed", sweep_id)
-        _finish(sessions, sweep_id, audit_id, "failed", f"building the sweep table failed: {type(exc).__name__}: {exc}")
+        log.exception("sweep %s failed", sweep_id)
+        _finish(sessions, sweep_id, audit_id, "failed", f"the sweep failed: {type(exc).__name__}: {exc}",
+                only_if=("queued", "running"))
+
+
+def audit_id_of(sessions, edit_id: str) -> str:
+    with sessions() as s:
+        return s.query(db.Audit.id).filter_by(edit_id=edit_id).scalar()
 
 
 def sweep_row(s, edit_id: str, layer: str) -> dict:
@@ -325,9 +335,13 @@ def _read_cache(store: ObjectStore, key: str) -> Evaluation | None:
         return None
 
 
-def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str) -> None:
+def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str, only_if: tuple[str, ...] | None = None
+            ) -> None:
+    """Mark an edit and its audit finished (failed/canceled); with `only_if`, only from those states."""
     with sessions() as s:
         edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+        if only_if is not None and edit.status not in only_if:
+            return
         edit.status, edit.error, edit.finished_at = status, error, db.utcnow()
         audit.status, audit.finished_at = status, db.utcnow()
         s.commit()
@@ -336,8 +350,11 @@ def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str) -> N
 def _store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result) -> None:
     digest, delta_digest = sha256(weights), sha256(delta)
     key, delta_key = content_key("models", digest, ".safetensors"), content_key("deltas", delta_digest, ".safetensors")
-    created = [k for k, data in ((key, weights), (delta_key, delta)) if store.put(k, data)]
+    created: list[str] = []
     try:
+        for k, data in ((key, weights), (delta_key, delta)):
+            if store.put(k, data):
+                created.append(k)
         with sessions() as s:
             edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
             if edit.status == "canceled":  # canceled while the last batch ran: keep nothing
@@ -353,13 +370,21 @@ def _store_success(sessions, store, edit_id, audit_id, spec, weights, delta, cha
             audit.status, audit.result, audit.finished_at = "succeeded", result, db.utcnow()
             audit.versions = versions()
             s.commit()
-    except Canceled:
-        for k in created:
-            store.delete(k)
-    except Exception:
-        for k in created:
-            store.delete(k)
-        raise
+    except BaseException as exc:
+        _drop_unreferenced(sessions, store, created)
+        if not isinstance(exc, Canceled):
+            raise
+
+
+def _drop_unreferenced(sessions, store: ObjectStore, keys: list[str]) -> None:
+    """Roll back objects this job created, unless a row (of another edit with identical content: keys are content
+    addresses) has come to point at them meanwhile."""
+    with sessions() as s:
+        for k in keys:
+            used = s.query(db.Model.id).filter_by(object_key=k).first() or \
+                s.query(db.Edit.id).filter_by(delta_object_key=k).first()
+            if not used:
+                store.delete(k)
 
 
 def make_delta(after: dict, changed: list[str], metadata: dict) -> bytes:

@@ -163,6 +163,10 @@ def edit_body(model_id, **over):
     ({"method": "low_rank", "layers": ["fc", "features.1"], "sweep": True}, 422, "layers.1"),
     ({"method": "low_rank", "layers": ["fc1", "fc"], "sweep": True, "hyperparams": {"rank": 11}}, 422,
      "hyperparams.rank"),
+    ({"method": "low_rank", "layers": ["fc"], "hyperparams": {"rank": "11"}}, 422, "hyperparams.rank"),  # not a 500
+    ({"layers": [f"features.{i}" for i in range(12)] * 3, "sweep": True}, 422, "layers"),
+    ({"method": "interpolate", "layers": ["fc1"], "hyperparams": {"base": {"method": "rewrite", "hyperparams": {
+        "reference_set": "nope"}}}}, 404, "hyperparams.base.hyperparams.reference_set"),
     ({"method": "interpolate", "layers": ["fc"], "hyperparams": {"base": {"method": "low_rank",
                                                                            "hyperparams": {"rank": 11}}}},
      422, "hyperparams.base.hyperparams.rank"),

@@ -236,3 +236,46 @@ def test_sequential_edits_and_revert_move_the_alias_back(edit_factory):
     assert c.post(f"/edits/{first['id']}/revert").json()["aliases"] == ["production"]
     assert c.get("/aliases/production").json()["model_id"] == edit_factory.model["id"]
     assert_problem(c.post("/edits/nope/revert"), 404)
+
+
+def test_revert_goes_back_to_what_the_alias_held_before_the_promotion(edit_factory):
+    """prod = M1 (edit E1 of M0); E2, another edit of M0, is promoted; reverting E2 gives prod M1 again, not M0."""
+    c = edit_factory.client
+    reason = {"override_reason": "test: the gate verdict does not matter here"}
+    e1 = edit_factory.submit(audit={"attacks": []})
+    m1 = c.get(f"/edits/{e1['id']}").json()["edited_model_id"]
+    assert c.post(f"/edits/{e1['id']}/promote", json={"alias": "prod", **reason}).status_code == 200
+    e2 = edit_factory.submit(audit={"attacks": []}, layers=["fc1"])
+    assert c.post(f"/edits/{e2['id']}/promote", json={"alias": "prod", **reason}).status_code == 200
+    back = c.post(f"/edits/{e2['id']}/revert").json()
+    assert back["alias_targets"] == {"prod": m1} and c.get("/aliases/prod").json()["model_id"] == m1
+
+
+def test_a_failing_layer_is_a_row_of_the_sweep_not_its_end(edit_factory, digits_texture):
+    """An all-zero mask leaves a conv layer nothing to rewrite (that sub-edit fails); fc1 ignores masks."""
+    import numpy as np
+
+    from editaudit.formats import DatasetArrays, dataset_to_npz
+
+    c = edit_factory.client
+    e = digits_texture["edit"]
+    no_mask = DatasetArrays(x=e.x, y=e.y, x_orig=e.x_orig, mask=np.zeros_like(e.mask))
+    ds = c.post("/datasets", files={"file": ("m.npz", dataset_to_npz(no_mask))}).json()
+    job = edit_factory.submit(method="rewrite", layers=["features.7", "fc1"], sweep=True, edit_set=ds["id"],
+                              audit={"attacks": []})
+    sweep = c.get(f"/edits/{job['id']}").json()
+    rows = {r["layer"]: r for r in c.get(f"/audits/{job['audit_id']}").json()["sweep"]["rows"]}
+    assert rows["features.7"]["status"] == "failed" and "mask is empty" in rows["features.7"]["error"]
+    assert rows["fc1"]["status"] == "succeeded" and rows["fc1"]["metrics"]["edit.accuracy"] >= 0.9
+    assert sweep["status"] == "failed" and "features.7" in sweep["error"] and "fc1" not in sweep["error"]
+
+
+def test_delta_of_an_edit_from_before_deltas_is_a_404(edit_factory):
+    from editaudit.service import db
+
+    c = edit_factory.client
+    job = edit_factory.submit(audit={"attacks": []})
+    with c.services.sessions() as s:
+        s.get(db.Edit, job["id"]).delta_object_key = None
+        s.commit()
+    assert "before deltas" in assert_problem(c.get(f"/edits/{job['id']}/delta"), 404, "edit_id")["detail"]

@@ -93,3 +93,20 @@ def test_numerical_rank_agrees_with_an_svd(shape, rank):
     w = torch.randn(shape, generator=g)
     delta = (w + m) - w  # float32 rounding noise, as in a real weight change
     assert numerical_rank(delta) == rank == int(torch.linalg.matrix_rank(delta.flatten(1)))
+
+
+def test_values_are_the_layers_own_output_even_before_an_inplace_relu():
+    layer = nn.Linear(6, 5)
+    model = nn.Sequential(layer, nn.ReLU(inplace=True))
+    x = torch.randn(32, 6)
+    _, out = layer_io(model, layer, x, torch.device("cpu"))
+    assert torch.allclose(out, layer(x)) and float(out.min()) < 0, "captured before the ReLU overwrote it"
+
+
+def test_a_layer_the_model_never_calls_is_a_clear_error():
+    unused = nn.Linear(6, 5)
+    model = nn.Sequential(nn.Linear(6, 6))
+    model.add_module("unused", unused)
+    model.forward = lambda x: model[0](x)
+    with pytest.raises(ValueError, match="never called"):
+        layer_io(model, unused, torch.randn(2, 6), torch.device("cpu"))

@@ -14,8 +14,8 @@ from editaudit.service.errors import Problem, not_found, validation_problem
 from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, object_response, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest, SubEdit
-from editaudit.specs import (EDIT_METHODS, METHODS_NEEDING_LAYERS, METHODS_NEEDING_X_ORIG, METHODS_OPTIONAL_LAYERS,
-                             RANKED_METHODS, SINGLE_LAYER_METHODS)
+from editaudit.specs import (EDIT_METHODS, MAX_SWEEP_LAYERS, METHODS_NEEDING_LAYERS, METHODS_NEEDING_X_ORIG,
+                             METHODS_OPTIONAL_LAYERS, RANKED_METHODS, SINGLE_LAYER_METHODS, named_datasets)
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
 
 router = APIRouter(tags=["edits"])
@@ -26,9 +26,11 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     if req.method not in EDIT_METHODS:
         raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=sorted(EDIT_METHODS))
     try:
-        EDIT_METHODS[req.method].model_validate(req.hyperparams)
+        params = EDIT_METHODS[req.method].model_validate(req.hyperparams)
     except ValidationError as e:
         raise validation_problem(e, "hyperparams") from None
+    base = getattr(params, "base", None) if req.method == "interpolate" else None  # 1-LI's inline base edit
+    base_params = EDIT_METHODS[base.method].model_validate(base.hyperparams) if base else None
     if req.method in METHODS_NEEDING_LAYERS and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=archs.layer_names(model.arch))
@@ -52,21 +54,18 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if layer not in valid_layers:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
                           closest=archs.closest(layer, valid_layers))
-    base = (req.hyperparams.get("base") or {}) if req.method == "interpolate" else {}  # 1-LI's inline base edit
     for i, layer in enumerate(req.layers if req.sweep or req.method in SINGLE_LAYER_METHODS else []):
         if req.method in RANKED_METHODS:
-            _check_rank(model, i, layer, req.hyperparams.get("rank", 1), "hyperparams.rank")
-        if base.get("method") in RANKED_METHODS:
-            _check_rank(model, i, layer, (base.get("hyperparams") or {}).get("rank", 1),
-                        "hyperparams.base.hyperparams.rank")
+            _check_rank(model, i, layer, params.rank, "hyperparams.rank")
+        if base and base.method in RANKED_METHODS:
+            _check_rank(model, i, layer, base_params.rank, "hyperparams.base.hyperparams.rank")
     from_layer = req.hyperparams.get("from_layer")
     if from_layer and from_layer not in valid_layers:
         raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
                       closest=archs.closest(from_layer, valid_layers))
     spec = model.spec
     refs = {f: getattr(req, f) for f in ("edit_set", "generalization_set", "test_set")}
-    refs["hyperparams.locality_set"] = req.hyperparams.get("locality_set")
-    refs["hyperparams.reference_set"] = req.hyperparams.get("reference_set")
+    refs.update(dict(named_datasets(req.method, req.hyperparams).values()))
     for field, ref in refs.items():
         if ref is None:
             continue
@@ -76,12 +75,11 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
         if list(facts["shape"]) != list(spec["input_shape"]):
             raise Problem(422, f"{field} images are {facts['shape']} but the model takes {spec['input_shape']}",
                           field=field)
-        if facts["label_max"] >= spec["num_classes"]:
+        if facts["label_max"] >= spec["num_classes"] and not field.endswith("reference_set"):  # C needs no labels
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
-    needs_x_orig = req.method in METHODS_NEEDING_X_ORIG or base.get("method") in METHODS_NEEDING_X_ORIG
-    if needs_x_orig and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
-        method = base.get("method") or req.method
+    method = base.method if base else req.method
+    if method in METHODS_NEEDING_X_ORIG and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
@@ -91,8 +89,8 @@ def _check_sweep(req: EditRequest) -> None:
     if req.method not in METHODS_NEEDING_LAYERS:
         raise Problem(422, f"a sweep edits one layer at a time; method {req.method!r} does not take layers (use one "
                            f"of {sorted(METHODS_NEEDING_LAYERS)})", field="sweep")
-    if len(req.layers) < 2 or len(set(req.layers)) != len(req.layers):
-        raise Problem(422, f"a sweep needs at least two distinct layers; got {req.layers}", field="layers")
+    if len(req.layers) < 2 or len(set(req.layers)) != len(req.layers) or len(req.layers) > MAX_SWEEP_LAYERS:
+        raise Problem(422, f"a sweep needs 2 to {MAX_SWEEP_LAYERS} distinct layers; got {req.layers}", field="layers")
     if req.hyperparams.get("base_edit_id"):
         raise Problem(422, "a sweep cannot reuse one earlier edit for every layer; give an inline `base` instead",
                       field="hyperparams.base_edit_id")
@@ -175,31 +173,25 @@ def audit_id_of(s, edit_id: str) -> str:
 @router.get("/edits/{edit_id}", response_model=EditOut)
 def get_edit(edit_id: str, s: SessionDep):
     edit = get_edit_row(s, edit_id)
-    subs = [SubEdit(layer=e.layers[0], id=e.id, audit_id=audit_id_of(s, e.id)) for e in sub_edits(s, edit)]
+    subs = [SubEdit(layer=e.layers[0], id=e.id, audit_id=audit_id_of(s, e.id)) for e in db.sub_edits(s, edit)]
     return EditOut.model_validate({**{c.name: getattr(edit, c.name) for c in db.Edit.__table__.columns},
                                    "audit_id": audit_id_of(s, edit_id), "sub_edits": subs or None})
-
-
-def sub_edits(s, edit: db.Edit) -> list[db.Edit]:
-    """A sweep's sub-edits in the order of its layers (empty for an ordinary edit)."""
-    if not edit.sweep:
-        return []
-    order = {layer: i for i, layer in enumerate(edit.layers)}
-    return sorted(s.query(db.Edit).filter_by(sweep_id=edit.id), key=lambda e: order[e.layers[0]])
 
 
 def require_single(s, edit: db.Edit) -> None:
     """A sweep has one edited model per layer: weights, deltas, gates and promotions belong to its sub-edits."""
     if edit.sweep:
         raise Problem(409, f"edit {edit.id} is a layer sweep: use one of its sub-edits "
-                           f"{[e.id for e in sub_edits(s, edit)]}", field="edit_id",
-                      sub_edits=[{"layer": e.layers[0], "id": e.id} for e in sub_edits(s, edit)])
+                           f"{[e.id for e in db.sub_edits(s, edit)]}", field="edit_id",
+                      sub_edits=[{"layer": e.layers[0], "id": e.id} for e in db.sub_edits(s, edit)])
 
 
 def require_succeeded(s, edit: db.Edit, what: str) -> None:
+    """`what` (weights, delta, revert) needs a single edit that has succeeded: else 409."""
     require_single(s, edit)
     if edit.status != "succeeded":
-        raise Problem(409, f"edit {edit.id} is {edit.status}; its {what} exist once it has succeeded", field="edit_id")
+        raise Problem(409, f"edit {edit.id} is {edit.status}: {what} needs an edit that has succeeded",
+                      field="edit_id")
 
 
 @router.get("/edits/{edit_id}/weights")
@@ -214,6 +206,9 @@ def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep):
     """The changed tensors (new values) as safetensors: the parent's weights updated with these are the edit's."""
     edit = get_edit_row(s, edit_id)
     require_succeeded(s, edit, "delta")
+    if edit.delta_object_key is None:
+        raise Problem(404, f"edit {edit_id} finished before deltas were recorded; diff its weights with its parent's",
+                      field="edit_id")
     return object_response(svc, edit.delta_object_key, f"{edit_id}.delta.safetensors", edit.delta_sha256)
 
 
@@ -223,7 +218,7 @@ def cancel_edit(edit_id: str, s: SessionDep):
     edit = get_edit_row(s, edit_id)
     if edit.status not in ("queued", "running"):
         raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
-    for e in [edit] + [e for e in sub_edits(s, edit) if e.status in ("queued", "running")]:
+    for e in [edit] + [e for e in db.sub_edits(s, edit) if e.status in ("queued", "running")]:
         e.status, e.finished_at, e.error = "canceled", db.utcnow(), "canceled by request"
         for audit in s.query(db.Audit).filter_by(edit_id=e.id):
             audit.status, audit.finished_at = "canceled", db.utcnow()

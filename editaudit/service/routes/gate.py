@@ -167,22 +167,28 @@ def promote(edit_id: str, body: PromoteRequest, s: SessionDep, tenant: TenantDep
 
 @router.post("/edits/{edit_id}/revert")
 def revert(edit_id: str, s: SessionDep, tenant: TenantDep, body: RevertRequest | None = None) -> dict:
-    """Undo an edit: every alias of this tenant that points at the edited model goes back to the model the edit was
-    applied to (its parent), each move recorded as a promotion with outcome `reverted`. Idempotent."""
+    """Undo an edit: every alias of this tenant that points at the edited model goes back to the model it pointed at
+    before this edit was promoted to it (the edit's parent when there is no such record), each move recorded as a
+    promotion with outcome `reverted`. Idempotent."""
     body = body or RevertRequest()
     edit = get_edit_row(s, edit_id)
     require_succeeded(s, edit, "revert")
     family = family_of(s, edit.model_id)
     moved = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, model_id=edit.edited_model_id)).all()
+    targets = {}
     for alias in moved:
-        s.add(db.Promotion(tenant=tenant, family=family, alias=alias.name, edit_id=edit_id, model_id=edit.model_id,
+        promoted = s.scalars(select(db.Promotion).filter_by(tenant=tenant, family=family, alias=alias.name,
+                                                            edit_id=edit_id, model_id=edit.edited_model_id)
+                             .order_by(db.Promotion.id.desc())).first()
+        target = promoted.previous_model_id if promoted and promoted.previous_model_id else edit.model_id
+        s.add(db.Promotion(tenant=tenant, family=family, alias=alias.name, edit_id=edit_id, model_id=target,
                            previous_model_id=alias.model_id, policy={}, verdict="none", outcome="reverted",
                            override_reason=body.reason, actor=body.actor, gate={}))
-        alias.model_id, alias.updated_at = edit.model_id, db.utcnow()
+        alias.model_id, alias.updated_at, targets[alias.name] = target, db.utcnow(), target
     edit.reverted_at = edit.reverted_at or db.utcnow()
     s.commit()
     return {"edit_id": edit_id, "model_id": edit.model_id, "reverted_model_id": edit.edited_model_id,
-            "aliases": sorted(a.name for a in moved), "reverted_at": edit.reverted_at}
+            "aliases": sorted(targets), "alias_targets": targets, "reverted_at": edit.reverted_at}
 
 
 @router.get("/aliases/{name}")

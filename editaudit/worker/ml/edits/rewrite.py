@@ -23,9 +23,9 @@ def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch
     """The module's input and output when `model` (eval mode) runs on images `x`."""
     inputs, outputs = [], []
 
-    def hook(_mod, inp, out):
-        inputs.append(inp[0].detach())
-        outputs.append(out.detach())
+    def hook(_mod, inp, out):  # clone: an in-place op downstream (ReLU(inplace=True)) would overwrite the output
+        inputs.append(inp[0].detach().clone())
+        outputs.append(out.detach().clone())
 
     handle = module.register_forward_hook(hook)
     try:
@@ -34,6 +34,9 @@ def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch
                 model(x[i : i + batch_size].to(device))
     finally:
         handle.remove()
+    if not outputs:
+        raise ValueError(f"the model never called {type(module).__name__}.forward (e.g. attention's out_proj is used "
+                         "through its weight only): rewrite cannot see its keys and values")
     return torch.cat(inputs), torch.cat(outputs)
 
 
@@ -62,8 +65,8 @@ def values_of(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
 
 
 def location_weights(module: nn.Module, out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """One weight per key: the mask's share of each conv output location's footprint; 1 without a mask (or for a
-    linear layer, which has no spatial layout)."""
+    """One weight per key: the mask area-resampled onto the conv's output grid (the share of each output cell the
+    mask covers); 1 without a mask (or for a linear layer, which has no spatial layout)."""
     if mask is None or not isinstance(module, nn.Conv2d):
         return torch.ones(values_of(module, out).shape[0], device=out.device)
     small = F.interpolate(mask.to(out.device, torch.float32), size=out.shape[2:], mode="area")
@@ -82,11 +85,14 @@ def second_moment(model: nn.Module, module: nn.Module, images: torch.Tensor, dev
     return (total / count).cpu()
 
 
+def _regularised(m: torch.Tensor, ridge: float) -> torch.Tensor:
+    """m + ridge * (mean eigenvalue) * I: the ridge is relative, so one value suits every layer's scale."""
+    return m + ridge * (torch.trace(m) / m.shape[0] + 1e-12) * torch.eye(m.shape[0], dtype=m.dtype)
+
+
 def edit_directions(c: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, rank: int, ridge: float) -> torch.Tensor:
     """D [d, r]: orthonormal top-r left singular vectors of C^-1 Kᵀ (keys weighted by sqrt(w))."""
-    d = c.shape[0]
-    reg = c + ridge * (torch.trace(c) / d + 1e-12) * torch.eye(d, dtype=c.dtype)
-    whitened = torch.linalg.solve(reg, (keys * w.sqrt()[:, None]).T)  # [d, m]
+    whitened = torch.linalg.solve(_regularised(c, ridge), (keys * w.sqrt()[:, None]).T)  # [d, m]
     u, _, _ = torch.linalg.svd(whitened, full_matrices=False)
     return u[:, : min(rank, u.shape[1])]
 
@@ -95,8 +101,7 @@ def solve_closed_form(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tenso
                       ridge: float) -> torch.Tensor:
     """Λ = argmin Σ w_i |Λ Dᵀk_i − r_i|² (ridge-regularised): one r×r solve."""
     z = keys @ d_mat  # [m, r]
-    gram = z.T @ (z * w[:, None])
-    gram = gram + ridge * (torch.trace(gram) / gram.shape[0] + 1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
+    gram = _regularised(z.T @ (z * w[:, None]), ridge)
     return torch.linalg.solve(gram, z.T @ (residual * w[:, None])).T  # [out, r]
 
 
@@ -168,7 +173,7 @@ class Rewrite(EditMethod):
 
         ref_name, images = self._reference(ctx, p)
         ctx.progress("second moment", 1, 3)
-        c = ctx.memo(f"rewrite-second-moment/{layer}/{ref_name}/{len(images)}",
+        c = ctx.memo(f"rewrite-second-moment/{layer}/{ref_name}/{len(images)}/seed{p.seed}",
                      lambda: second_moment(ctx.model, module, images, ctx.device))
         clock.lap("second_moment")
         d_mat = edit_directions(c, keys, w, p.rank, p.ridge)
@@ -186,7 +191,7 @@ class Rewrite(EditMethod):
             weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
         ctx.progress("solve", 3, 3)
         return EditResult(ctx.model, [], {
-            "layer": layer, "rank": p.rank, "delta_rank": numerical_rank(delta),
+            "layer": layer, "rank": p.rank, "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
             "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
             "reference": ref_name, "reference_images": len(images),
             "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})
