@@ -217,16 +217,8 @@ def promote(edit_id, alias, policy, override_reason, actor, url):
 
     Exit codes as for `gate`: 0 promoted, 1 refused by the gate, 2 error, 3 audit missing or not finished.
     """
-    client = Client(url)
     body = {"alias": alias, "policy": policy, "override_reason": override_reason, "actor": actor}
-    try:
-        out = client.post(f"/edits/{edit_id}/promote", body)
-    except ApiError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(exit_code_for(e))
-    except Exception as e:  # noqa: BLE001
-        click.echo(f"error: cannot reach {url}: {e}", err=True)
-        sys.exit(EXIT_ERROR)
+    out = _post_or_exit(url, f"/edits/{edit_id}/promote", body)
     click.echo(f"{out['outcome']}: {alias} -> model {out['model_id']} (was {out['previous_model_id']}); "
                f"gate {out['gate']['verdict']}")
 
@@ -241,17 +233,21 @@ def revert(edit_id, reason, actor, url):
 
     Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
     """
-    client = Client(url)
+    out = _post_or_exit(url, f"/edits/{edit_id}/revert", {"reason": reason, "actor": actor})
+    moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
+    click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
+
+
+def _post_or_exit(url: str, path: str, body: dict) -> dict:
+    """POST to the server; an API problem or an unreachable server prints why and exits with the gate's codes."""
     try:
-        out = client.post(f"/edits/{edit_id}/revert", {"reason": reason, "actor": actor})
+        return Client(url).post(path, body)
     except ApiError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(exit_code_for(e))
     except Exception as e:  # noqa: BLE001
         click.echo(f"error: cannot reach {url}: {e}", err=True)
         sys.exit(EXIT_ERROR)
-    moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
-    click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
 
 
 def main(argv: list[str] | None = None) -> None:
