@@ -1,65 +1,9 @@
-"""Fine-tuning edits: all parameters or `from_layer` onwards (`finetune`), only the named layers
-(`finetune_layer`), and the ENN-style editor (`enn`: steps until the edit set is fixed). All can keep the original
-predictions on a locality set with a KL term."""
+"""`finetune`: gradient steps on every parameter, or on `from_layer` and everything after it (to the output)."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
-
-
-def _train(ctx: EditContext, params: list[torch.nn.Parameter], steps: int, stop_when_fixed: bool = False) -> dict:
-    p = ctx.params
-    gen = torch.Generator().manual_seed(p.seed)
-    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[p.optimizer]
-    opt = opt_cls(params, lr=p.lr, weight_decay=getattr(p, "weight_decay", 0.0))
-    x, y = ctx.edit_set.x, ctx.edit_set.y
-    n = len(ctx.edit_set)
-    ctx.model.eval()  # BatchNorm statistics stay as trained: an edit must not drift them
-    locality = ctx.reference.get("locality") if p.locality_weight > 0 else None
-    if locality is not None:
-        with torch.no_grad():  # the original predictions the edit must keep
-            ref = torch.cat([ctx.model(locality.x[i : i + 512].to(ctx.device)).log_softmax(1)
-                             for i in range(0, len(locality), 512)])
-    losses, fixed_at = [], None
-    for step in range(steps):
-        if stop_when_fixed:
-            with torch.no_grad():
-                if bool((ctx.model(x.to(ctx.device)).argmax(1) == y.to(ctx.device)).all()):
-                    fixed_at = step
-                    break
-        idx = torch.randperm(n, generator=gen)[: p.batch_size] if n > p.batch_size else torch.arange(n)
-        loss = F.cross_entropy(ctx.model(x[idx].to(ctx.device)), y[idx].to(ctx.device))
-        if locality is not None:
-            j = torch.randint(len(locality), (min(p.batch_size, len(locality)),), generator=gen)
-            new = ctx.model(locality.x[j].to(ctx.device)).log_softmax(1)
-            loss = loss + p.locality_weight * F.kl_div(new, ref[j], log_target=True, reduction="batchmean")
-        losses.append(float(loss.detach()))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {losses[-1]} at step {step}; try a smaller lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ctx.progress("editing", step + 1, steps)
-    info = {"final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
-            "steps": len(losses), "locality": locality is not None}
-    if stop_when_fixed:
-        info["edit_set_fixed"] = fixed_at is not None
-    return info
-
-
-def _only(ctx: EditContext, params: list[torch.nn.Parameter]) -> None:
-    """Freeze everything but `params` (for the duration of the edit)."""
-    keep = {id(q) for q in params}
-    for prm in ctx.model.parameters():
-        prm.requires_grad_(id(prm) in keep)
-
-
-def _layer_params(ctx: EditContext) -> list[torch.nn.Parameter]:
-    modules = dict(ctx.model.net.named_modules())
-    return [prm for layer in ctx.layers for prm in modules[layer].parameters(recurse=False)]
+from editaudit.worker.ml.edits.training import train_only, train_steps
 
 
 @register_edit
@@ -75,26 +19,6 @@ class Finetune(EditMethod):
             if start is None:
                 raise ValueError(f"unknown from_layer {ctx.params.from_layer!r}")
         params = [prm for _, prm in named[start:]]
-        _only(ctx, params)
-        info = _train(ctx, params, ctx.params.steps)
+        train_only(ctx, params)
+        info = train_steps(ctx, params, ctx.params.steps)
         return EditResult(ctx.model, [], info)
-
-
-@register_edit
-class FinetuneLayer(EditMethod):
-    name = "finetune_layer"
-
-    def apply(self, ctx: EditContext) -> EditResult:
-        params = _layer_params(ctx)
-        _only(ctx, params)
-        return EditResult(ctx.model, [], _train(ctx, params, ctx.params.steps))
-
-
-@register_edit
-class ENN(EditMethod):
-    name = "enn"
-
-    def apply(self, ctx: EditContext) -> EditResult:
-        params = _layer_params(ctx) if ctx.layers else list(ctx.model.net.parameters())
-        _only(ctx, params)
-        return EditResult(ctx.model, [], _train(ctx, params, ctx.params.max_steps, stop_when_fixed=True))

@@ -1,0 +1,63 @@
+"""The gradient loop the fine-tuning methods share (`finetune`, `finetune_layer`, `enn`): cross-entropy to the edit
+targets, an optional KL term that keeps the original predictions on a locality set, BatchNorm in eval mode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from editaudit.worker.ml.edits.base import EditContext
+
+
+def train_steps(ctx: EditContext, params: list[torch.nn.Parameter], steps: int, stop_when_fixed: bool = False) -> dict:
+    p = ctx.params
+    gen = torch.Generator().manual_seed(p.seed)
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[p.optimizer]
+    opt = opt_cls(params, lr=p.lr, weight_decay=getattr(p, "weight_decay", 0.0))
+    x, y = ctx.edit_set.x, ctx.edit_set.y
+    n = len(ctx.edit_set)
+    ctx.model.eval()  # BatchNorm statistics stay as trained: an edit must not drift them
+    locality = ctx.reference.get("locality") if p.locality_weight > 0 else None
+    if locality is not None:
+        with torch.no_grad():  # the original predictions the edit must keep
+            ref = torch.cat([ctx.model(locality.x[i : i + 512].to(ctx.device)).log_softmax(1)
+                             for i in range(0, len(locality), 512)])
+    losses, fixed_at = [], None
+    for step in range(steps):
+        if stop_when_fixed:
+            with torch.no_grad():
+                if bool((ctx.model(x.to(ctx.device)).argmax(1) == y.to(ctx.device)).all()):
+                    fixed_at = step
+                    break
+        idx = torch.randperm(n, generator=gen)[: p.batch_size] if n > p.batch_size else torch.arange(n)
+        loss = F.cross_entropy(ctx.model(x[idx].to(ctx.device)), y[idx].to(ctx.device))
+        if locality is not None:
+            j = torch.randint(len(locality), (min(p.batch_size, len(locality)),), generator=gen)
+            new = ctx.model(locality.x[j].to(ctx.device)).log_softmax(1)
+            loss = loss + p.locality_weight * F.kl_div(new, ref[j], log_target=True, reduction="batchmean")
+        losses.append(float(loss.detach()))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {losses[-1]} at step {step}; try a smaller lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ctx.progress("editing", step + 1, steps)
+    info = {"final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
+            "steps": len(losses), "locality": locality is not None}
+    if stop_when_fixed:
+        info["edit_set_fixed"] = fixed_at is not None
+    return info
+
+
+def train_only(ctx: EditContext, params: list[torch.nn.Parameter]) -> None:
+    """Freeze everything but `params` (for the duration of the edit)."""
+    keep = {id(q) for q in params}
+    for prm in ctx.model.parameters():
+        prm.requires_grad_(id(prm) in keep)
+
+
+def layer_params(ctx: EditContext) -> list[torch.nn.Parameter]:
+    modules = dict(ctx.model.net.named_modules())
+    return [prm for layer in ctx.layers for prm in modules[layer].parameters(recurse=False)]
+
+
