@@ -75,7 +75,8 @@ def migrate(data_dir: str | None):
 @click.option("--report", default="editaudit-demo-report.html", show_default=True,
               help="Where to save the audit's HTML report (plots included); '' to skip.")
 def demo(url: str | None, data_dir: str | None, epochs: int, report: str):
-    """Train a digits CNN, fix its mistakes with an edit, audit it and print the gate verdict (~1 minute on CPU)."""
+    """Train a digits CNN, break it with a background texture, rewrite one layer from 8 exemplars, audit the edit
+    and print the gate verdict (~20 s on a 2-core CPU)."""
     from editaudit.service.demo import run_demo
 
     if url:
@@ -229,7 +230,8 @@ def promote(edit_id, alias, policy, override_reason, actor, url):
 @click.option("--actor", default=lambda: os.environ.get("USER"), help="Who reverts (recorded).")
 @url_option
 def revert(edit_id, reason, actor, url):
-    """Undo EDIT_ID: every alias pointing at its edited model goes back to the model it was applied to.
+    """Undo EDIT_ID: every alias pointing at its edited model goes back to what it held before EDIT_ID was
+    promoted (the model EDIT_ID was applied to, when there is no record).
 
     Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
     """
