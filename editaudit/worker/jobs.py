@@ -82,8 +82,12 @@ def dataset_identity(ref: str, sessions) -> str:
 def baseline_cache_key(model_sha: str, spec: dict, datasets: dict[str, str], config: dict, device: str) -> str:
     """(model sha256 + spec, dataset identities, audit config, device type, library versions) -> a content address.
     The spec carries the normalisation; the device type decides RNG streams and precision (bf16 on CUDA)."""
-    ident = {"model": model_sha, "spec": spec, "datasets": datasets, "config": config, "device": device,
-             "versions": versions()}
+    return ident_hash({"model": model_sha, "spec": spec, "datasets": datasets, "config": config, "device": device,
+                       "versions": versions()})
+
+
+def ident_hash(ident: dict) -> str:
+    """A content address for a JSON-able identity (keys sorted, so dict order does not matter)."""
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -159,14 +163,11 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         cache_key = content_key("cache/baseline", baseline_cache_key(
             model_sha, spec, {k: dataset_identity(r, sessions) for k, r in refs.items()}, audit_config,
             device.type), ".json")
-        cached = _read_cache(store, cache_key)
+        cached = cache_get(store, cache_key, lambda data: Evaluation.from_json(json.loads(data)))
         result = run_audit(baseline, edited.model, splits, audit_config, device, progress, baseline_eval=cached)
         base_eval = result.pop("baseline_eval")
         if cached is None:
-            try:
-                store.put(cache_key, json.dumps(base_eval.to_json()).encode())
-            except Exception:  # noqa: BLE001 - the cache is an optimisation; the audit stands without it
-                log.warning("could not write the baseline cache %s", cache_key, exc_info=True)
+            cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
         result["durations_s"]["edit"] = edit_seconds
         if "alpha_curve" in edited.info:  # 1-LI: the path, and whether it was monotone (an MLI check)
             result["alpha_curve"] = edited.info["alpha_curve"]
@@ -293,23 +294,14 @@ class StoreMemo:
         self.store, self.ident, self.report = store, ident, {"hits": [], "misses": []}
 
     def __call__(self, name: str, compute):
-        key = content_key("cache/memo", hashlib.sha256(json.dumps({**self.ident, "name": name}, sort_keys=True)
-                                                       .encode()).hexdigest(), ".safetensors")
-        try:
-            value = safetensors.torch.load(self.store.get(key))["value"]
+        key = content_key("cache/memo", ident_hash({**self.ident, "name": name}), ".safetensors")
+        value = cache_get(self.store, key, lambda data: safetensors.torch.load(data)["value"])
+        if value is not None:
             self.report["hits"].append(name)
             return value
-        except KeyError:
-            pass
-        except Exception:  # noqa: BLE001 - a bad entry is recomputed and overwritten, never fatal
-            log.warning("ignoring unreadable memo entry %s", key, exc_info=True)
-            self.store.delete(key)
         value = compute()
         self.report["misses"].append(name)
-        try:
-            self.store.put(key, safetensors.torch.save({"value": value.detach().cpu().contiguous()}))
-        except Exception:  # noqa: BLE001 - the memo is an optimisation
-            log.warning("could not write the memo entry %s", key, exc_info=True)
+        cache_put(self.store, key, safetensors.torch.save({"value": value.detach().cpu().contiguous()}))
         return value
 
 
@@ -324,15 +316,24 @@ def json_safe(obj):
     return obj
 
 
-def _read_cache(store: ObjectStore, key: str) -> Evaluation | None:
+def cache_get(store: ObjectStore, key: str, decode):
+    """A cache entry decoded, or None when absent; an unreadable entry is deleted (to be recomputed), never fatal."""
     try:
-        return Evaluation.from_json(json.loads(store.get(key)))
+        return decode(store.get(key))
     except KeyError:
         return None
-    except Exception:  # noqa: BLE001 - a bad cache entry is recomputed (and overwritten), never fatal
-        log.warning("ignoring unreadable baseline cache %s", key, exc_info=True)
+    except Exception:  # noqa: BLE001 - a bad entry is recomputed and overwritten
+        log.warning("ignoring unreadable cache entry %s", key, exc_info=True)
         store.delete(key)
         return None
+
+
+def cache_put(store: ObjectStore, key: str, data: bytes) -> None:
+    """Write a cache entry; a failure is logged, never fatal (caches are an optimisation)."""
+    try:
+        store.put(key, data)
+    except Exception:  # noqa: BLE001
+        log.warning("could not write the cache entry %s", key, exc_info=True)
 
 
 def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str, only_if: tuple[str, ...] | None = None
