@@ -146,6 +146,11 @@ EDIT_METHODS: dict[str, type[_Strict]] = {
     "enn": ENNParams,
     "rewrite": RewriteParams,
 }
+def max_rank(weight_shape) -> int:
+    """The largest rank a change of this weight can have: min(out, in * kernel) (conv weights flattened)."""
+    return min(weight_shape[0], math.prod(weight_shape[1:]))
+
+
 def named_datasets(method: str, hyperparams: dict) -> dict[str, tuple[str, str]]:
     """The datasets an edit's hyperparams name, by role ("locality", "reference") -> (field path, dataset ref).
     1-LI's inline base edit counts: a rewrite base takes its reference set from there."""
@@ -166,7 +171,7 @@ def named_datasets(method: str, hyperparams: dict) -> dict[str, tuple[str, str]]
 METHODS_OPTIONAL_LAYERS = {"enn"}  # layers name the parameter group; none = the whole model
 METHODS_NEEDING_LAYERS = {"finetune_layer", "interpolate", "low_rank", "rewrite"}  # the others take no `layers`
 SINGLE_LAYER_METHODS = {"interpolate", "low_rank", "rewrite"}
-RANKED_METHODS = {"low_rank", "rewrite"}  # hyperparams.rank must fit the layer: rank <= min(out, in * kernel)
+RANKED_METHODS = {"low_rank", "rewrite"}  # hyperparams.rank must fit the layer: rank <= max_rank(weight shape)
 MAX_SWEEP_LAYERS = 32  # a sweep is one queue message: keep it well inside the broker's visibility timeout
 METHODS_NEEDING_X_ORIG = {"rewrite"}  # the edit set must carry x_orig (values come from the untransformed twins)
 

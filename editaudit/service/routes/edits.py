@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from fastapi import APIRouter, Response
 from pydantic import ValidationError
@@ -15,7 +14,8 @@ from editaudit.service.routes.datasets import dataset_facts
 from editaudit.service.routes.models import get_model_row, object_response, safetensors_response
 from editaudit.service.schemas import EditAccepted, EditOut, EditRequest, SubEdit
 from editaudit.specs import (EDIT_METHODS, MAX_SWEEP_LAYERS, METHODS_NEEDING_LAYERS, METHODS_NEEDING_X_ORIG,
-                             METHODS_OPTIONAL_LAYERS, RANKED_METHODS, SINGLE_LAYER_METHODS, named_datasets)
+                             METHODS_OPTIONAL_LAYERS, RANKED_METHODS, SINGLE_LAYER_METHODS, max_rank,
+                             named_datasets)
 from editaudit.worker.celery_app import RUN_EDIT  # the task's name; importing Celery's app does not import torch
 
 router = APIRouter(tags=["edits"])
@@ -103,7 +103,7 @@ def _check_rank(model: db.Model, index: int, layer: str, rank: int, field: str) 
     if len(shape) < 2:
         raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
                            "edits need a linear or conv layer", field=f"layers.{index}")
-    limit = min(shape[0], math.prod(shape[1:]))
+    limit = max_rank(shape)
     if rank > limit:
         raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
                       field=field)

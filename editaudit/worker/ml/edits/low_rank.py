@@ -12,12 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from editaudit.specs import max_rank
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
-
-
-def max_rank(weight_shape) -> int:
-    """The largest rank a dW of this weight can have: min(out, in * kernel)."""
-    return min(weight_shape[0], math.prod(weight_shape[1:]))
 
 
 @register_edit
