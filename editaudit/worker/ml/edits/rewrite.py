@@ -97,6 +97,11 @@ def edit_directions(c: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, rank: 
     return u[:, : min(rank, u.shape[1])]
 
 
+def weighted_l1(err: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i |err_i|₁ / Σ w: the masked L1 error the iterative solver minimises and `info` reports."""
+    return (err.abs().sum(1) * w).sum() / w.sum()
+
+
 def solve_closed_form(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, d_mat: torch.Tensor,
                       ridge: float) -> torch.Tensor:
     """Λ = argmin Σ w_i |Λ Dᵀk_i − r_i|² (ridge-regularised): one r×r solve."""
@@ -119,10 +124,9 @@ def solve_iterative(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor,
     theta = torch.zeros(residual.shape[1], d_mat.shape[1], dtype=keys.dtype, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    wsum = w.sum()
     loss = torch.tensor(0.0)
     for step in range(steps):
-        loss = (((z / z_scale) @ theta.T * r_scale - residual).abs().sum(1) * w).sum() / wsum
+        loss = weighted_l1((z / z_scale) @ theta.T * r_scale - residual, w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a smaller lr")
         opt.zero_grad(set_to_none=True)
@@ -181,11 +185,11 @@ class Rewrite(EditMethod):
         ctx.progress("solve", 2, 3)
         if p.solver == "closed_form":
             delta = solve_closed_form(keys, residual, w, d_mat, p.ridge) @ d_mat.T
-            loss = float(((keys @ delta.T - residual).abs().sum(1) * w).sum() / w.sum())
+            loss = float(weighted_l1(keys @ delta.T - residual, w))
         else:
             delta, loss = solve_iterative(keys, residual, w, d_mat, p.steps, p.lr, ctx.progress)
         clock.lap("solve")
-        before = float(((residual.abs().sum(1)) * w).sum() / w.sum())
+        before = float(weighted_l1(residual, w))
         weight = module.weight
         with torch.no_grad():
             weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
