@@ -149,6 +149,14 @@ class Promotion(Base):
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 
 
+def finish_edit(s, edit: Edit, status: str, error: str | None) -> None:
+    """Mark an edit and its audit finished (failed / canceled) in session `s`; the caller commits."""
+    now = utcnow()
+    edit.status, edit.error, edit.finished_at = status, error, now
+    for audit in s.query(Audit).filter_by(edit_id=edit.id):
+        audit.status, audit.finished_at = status, now
+
+
 def sub_edits(s, edit: Edit) -> list[Edit]:
     """A layer sweep's sub-edits in the order of its layers (empty for an ordinary edit)."""
     if not edit.sweep:

@@ -179,18 +179,18 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
     except Canceled:
         log.info("edit %s canceled", edit_id)
-        _finish(sessions, edit_id, audit_id, "canceled", "canceled by request")
+        _finish(sessions, edit_id, "canceled", "canceled by request")
         return
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
         log.exception("edit %s failed", edit_id)
-        _finish(sessions, edit_id, audit_id, "failed", f"{type(exc).__name__}: {exc}")
+        _finish(sessions, edit_id, "failed", f"{type(exc).__name__}: {exc}")
         return
     try:
         _store_success(sessions, store, edit_id, audit_id, spec, weights, delta, edited.changed, edited.info,
                        json_safe(result))
     except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
         log.exception("edit %s: storing the result failed", edit_id)
-        _finish(sessions, edit_id, audit_id, "failed", f"storing the result failed: {type(exc).__name__}: {exc}")
+        _finish(sessions, edit_id, "failed", f"storing the result failed: {type(exc).__name__}: {exc}")
 
 
 def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -> None:
@@ -217,8 +217,7 @@ def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -
                 run_single_edit(settings, sessions, store, child_id)
             except Exception as exc:  # noqa: BLE001 - one layer's failure is a row of the table, not the sweep's end
                 log.exception("sweep %s: sub-edit %s", sweep_id, child_id)
-                _finish(sessions, child_id, audit_id_of(sessions, child_id), "failed", f"{type(exc).__name__}: {exc}",
-                        only_if=("queued", "running"))
+                _finish(sessions, child_id, "failed", f"{type(exc).__name__}: {exc}", only_if=("queued", "running"))
         with sessions() as s:
             rows = [sweep_row(s, child_id, layer) for child_id, layer in plan]
             bad = {r["layer"]: r["status"] for r in rows if r["status"] != "succeeded"}
@@ -237,13 +236,8 @@ def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -
             s.commit()
     except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
         log.exception("sweep %s failed", sweep_id)
-        _finish(sessions, sweep_id, audit_id, "failed", f"the sweep failed: {type(exc).__name__}: {exc}",
+        _finish(sessions, sweep_id, "failed", f"the sweep failed: {type(exc).__name__}: {exc}",
                 only_if=("queued", "running"))
-
-
-def audit_id_of(sessions, edit_id: str) -> str:
-    with sessions() as s:
-        return s.query(db.Audit.id).filter_by(edit_id=edit_id).scalar()
 
 
 def sweep_row(s, edit_id: str, layer: str) -> dict:
@@ -336,15 +330,13 @@ def cache_put(store: ObjectStore, key: str, data: bytes) -> None:
         log.warning("could not write the cache entry %s", key, exc_info=True)
 
 
-def _finish(sessions, edit_id: str, audit_id: str, status: str, error: str, only_if: tuple[str, ...] | None = None
-            ) -> None:
+def _finish(sessions, edit_id: str, status: str, error: str, only_if: tuple[str, ...] | None = None) -> None:
     """Mark an edit and its audit finished (failed/canceled); with `only_if`, only from those states."""
     with sessions() as s:
-        edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+        edit = s.get(db.Edit, edit_id)
         if only_if is not None and edit.status not in only_if:
             return
-        edit.status, edit.error, edit.finished_at = status, error, db.utcnow()
-        audit.status, audit.finished_at = status, db.utcnow()
+        db.finish_edit(s, edit, status, error)
         s.commit()
 
 

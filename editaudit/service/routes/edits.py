@@ -137,9 +137,8 @@ def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response
         svc.enqueue(RUN_EDIT, edit.id)
     except Exception as exc:  # noqa: BLE001 - broker down: fail the job visibly rather than leave it queued
         log.exception("could not enqueue edit %s", edit.id)
-        for e, a in [(edit, audit)] + [(e, a) for _, e, a in subs]:
-            e.status, e.error, e.finished_at = "failed", f"could not enqueue: {exc}", db.utcnow()
-            a.status = "failed"
+        for e in [edit] + [e for _, e, _ in subs]:
+            db.finish_edit(s, e, "failed", f"could not enqueue: {exc}")
         s.commit()
         raise Problem(503, f"the job queue is unreachable; edit {edit.id} was marked failed", field="broker") from None
     response.headers["Location"] = f"/edits/{edit.id}"
@@ -219,8 +218,6 @@ def cancel_edit(edit_id: str, s: SessionDep):
     if edit.status not in ("queued", "running"):
         raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
     for e in [edit] + [e for e in db.sub_edits(s, edit) if e.status in ("queued", "running")]:
-        e.status, e.finished_at, e.error = "canceled", db.utcnow(), "canceled by request"
-        for audit in s.query(db.Audit).filter_by(edit_id=e.id):
-            audit.status, audit.finished_at = "canceled", db.utcnow()
+        db.finish_edit(s, e, "canceled", "canceled by request")
     s.commit()
     return get_edit(edit_id, s)
