@@ -42,11 +42,10 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
     elif req.method in SINGLE_LAYER_METHODS and len(req.layers) != 1:
         raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)} (or set "
                            "\"sweep\": true to edit each of them in turn)", field="layers")
-    alpha = req.hyperparams.get("alpha") or {}
-    if req.method == "interpolate" and alpha.get("target_split") == "generalization" and not req.generalization_set:
+    if req.method == "interpolate" and params.alpha.target_split == "generalization" and not req.generalization_set:
         raise Problem(422, "alpha.target_split = generalization needs a generalization_set",
                       field="hyperparams.alpha.target_split")
-    base_edit_id = req.hyperparams.get("base_edit_id")
+    base_edit_id = getattr(params, "base_edit_id", None)
     if base_edit_id:
         _check_base_edit(s, base_edit_id, model.id, req.layers)
     valid_layers = archs.layer_names(model.arch)
@@ -59,17 +58,18 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
             _check_rank(model, i, layer, params.rank, "hyperparams.rank")
         if base and base.method in RANKED_METHODS:
             _check_rank(model, i, layer, base_params.rank, "hyperparams.base.hyperparams.rank")
-    from_layer = req.hyperparams.get("from_layer")
+    from_layer = getattr(params, "from_layer", None)
     if from_layer and from_layer not in valid_layers:
         raise Problem(422, f"unknown from_layer {from_layer!r} for {model.arch}", field="hyperparams.from_layer",
                       closest=archs.closest(from_layer, valid_layers))
     spec = model.spec
     refs = {f: getattr(req, f) for f in ("edit_set", "generalization_set", "test_set")}
     refs.update(dict(named_datasets(req.method, req.hyperparams).values()))
+    facts_of = {}
     for field, ref in refs.items():
         if ref is None:
             continue
-        facts = dataset_facts(s, ref, field)
+        facts = facts_of[field] = dataset_facts(s, ref, field)
         if facts["n"] == 0:  # uploads refuse N = 0 already; rows from elsewhere must not start a job either
             raise Problem(422, f"{field} is empty (N = 0): an edit needs at least one example", field=field)
         if list(facts["shape"]) != list(spec["input_shape"]):
@@ -79,7 +79,7 @@ def _validate(req: EditRequest, model: db.Model, s) -> None:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
     method = base.method if base else req.method
-    if method in METHODS_NEEDING_X_ORIG and not dataset_facts(s, req.edit_set, "edit_set")["has_x_orig"]:
+    if method in METHODS_NEEDING_X_ORIG and not facts_of["edit_set"]["has_x_orig"]:
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
