@@ -8,8 +8,11 @@ FROM python:${PYTHON_VERSION}-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN useradd --create-home --uid 10001 editaudit
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+# the same sources both images install (setup.py discovers the packages under each root)
+COPY pyproject.toml setup.py README.md LICENSE alembic.ini ./
 COPY editaudit ./editaudit
+COPY service ./service
+COPY worker ./worker
 COPY migrations ./migrations
 
 FROM base AS api
@@ -26,5 +29,5 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
 RUN pip install --index-url ${TORCH_INDEX} "torch>=2.10,<2.15" "torchvision>=0.25,<0.30" \
  && pip install ".[worker]"
 USER editaudit
-# one worker process per GPU, one job at a time (see editaudit/worker/celery_app.py)
+# one worker process per GPU, one job at a time (see worker/celery_app.py and editaudit/core/queue.py)
 CMD ["celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO"]

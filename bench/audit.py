@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from editaudit.specs import parse_attack
+from editaudit.contracts.attacks import parse_attack
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
-from editaudit.service.tables import render
+from editaudit.core.tables import render
 
 ARCH = {"resnet18": "torchvision/resnet18", "resnet50": "torchvision/resnet50", "smallcnn": "editaudit/smallcnn"}
 

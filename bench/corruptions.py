@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from editaudit.service.tables import render
+from editaudit.core.tables import render
 from editaudit.worker.ml.audit.corruptions import CORRUPTION_NAMES, corrupt
 
 SETTINGS = [(32, 64), (224, 16)]  # (image size, batch)

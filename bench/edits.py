@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from editaudit.service.tables import render
+from editaudit.core.tables import render
 from editaudit.worker.ml.archs import build_inner, create_model
 from editaudit.worker.ml.data import TensorDataset, digits_arrays
 from editaudit.worker.ml.edits import run_edit

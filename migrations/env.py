@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from editaudit.service.db import Base
-from editaudit.service.settings import get_settings
+from editaudit.core.db import Base
+from editaudit.core.settings import get_settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().resolved_database_url

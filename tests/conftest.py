@@ -83,7 +83,7 @@ def failures_npz(digits_model):
     """Training digits the model still gets wrong (16 at most), as an npz edit set (target = true label)."""
     import torch
 
-    from editaudit.formats import DatasetArrays, dataset_to_npz
+    from editaudit.contracts.formats import DatasetArrays, dataset_to_npz
     from editaudit.worker.ml.data import digits_arrays
 
     _, _, net = digits_model
@@ -104,7 +104,7 @@ def postgres_url():
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from editaudit.service.db import engine_for
+    from editaudit.core.db import engine_for
 
     engine_for.cache_clear()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -138,7 +138,7 @@ def s3_server():
 
 
 def make_settings(tmp: Path, **urls):
-    from editaudit.service.settings import Settings
+    from editaudit.core.settings import Settings
 
     return Settings(data_dir=tmp, queue=f"editaudit-test-{uuid.uuid4().hex[:8]}", device="cpu", **urls)
 
@@ -149,7 +149,7 @@ def api_client(tmp_path):
     from fastapi.testclient import TestClient
 
     from editaudit.service.app import create_app
-    from editaudit.service.migrate import upgrade
+    from editaudit.core.migrate import upgrade
 
     settings = make_settings(tmp_path)
     upgrade(settings.resolved_database_url)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_demo_prints_an_audit_and_a_verdict(tmp_path):
     t0 = time.monotonic()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDITAUDIT_")}
-    r = subprocess.run([sys.executable, "-m", "editaudit.service.cli", "demo", "--data-dir", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "editaudit.cli.main", "demo", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr

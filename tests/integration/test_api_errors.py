@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.numpy import save as np_save
 
-from editaudit.service import db
+from editaudit.core import db
 from tests.conftest import SPEC
 
 
@@ -45,7 +45,7 @@ def assert_nothing_stored(client):
 
 
 def test_api_app_import_does_not_import_torch():
-    code = ("import sys, editaudit.service.app, editaudit.service.cli, editaudit.worker.celery_app; "
+    code = ("import sys, editaudit.service.app, editaudit.cli.main, editaudit.worker.celery_app; "
             "editaudit.service.app.create_app; sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -229,7 +229,7 @@ def test_bearer_token_when_configured(tmp_path):
     from fastapi.testclient import TestClient
 
     from editaudit.service.app import create_app
-    from editaudit.service.migrate import upgrade
+    from editaudit.core.migrate import upgrade
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, api_token="s3cr3t-value")

@@ -138,7 +138,7 @@ def test_enn_with_a_locality_set_runs_as_a_job(edit_factory):
 
 
 def test_rewrite_runs_as_a_job_and_reuses_the_second_moment(edit_factory, digits_texture):
-    from editaudit.formats import dataset_to_npz
+    from editaudit.contracts.formats import dataset_to_npz
 
     c = edit_factory.client
     ds = c.post("/datasets", files={"file": ("edit.npz", dataset_to_npz(digits_texture["edit"]))}).json()
@@ -255,7 +255,7 @@ def test_a_failing_layer_is_a_row_of_the_sweep_not_its_end(edit_factory, digits_
     """An all-zero mask leaves a conv layer nothing to rewrite (that sub-edit fails); fc1 ignores masks."""
     import numpy as np
 
-    from editaudit.formats import DatasetArrays, dataset_to_npz
+    from editaudit.contracts.formats import DatasetArrays, dataset_to_npz
 
     c = edit_factory.client
     e = digits_texture["edit"]
@@ -271,7 +271,7 @@ def test_a_failing_layer_is_a_row_of_the_sweep_not_its_end(edit_factory, digits_
 
 
 def test_delta_of_an_edit_from_before_deltas_is_a_404(edit_factory):
-    from editaudit.service import db
+    from editaudit.core import db
 
     c = edit_factory.client
     job = edit_factory.submit(audit={"attacks": []})

@@ -12,8 +12,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from editaudit.service.client import Client
-from editaudit.service.embedded import EmbeddedServer
+from editaudit.cli.client import Client
+from editaudit.cli.embedded import EmbeddedServer
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def check_audit(res, digits_model):
 
 
 def gate(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "editaudit.service.cli", "gate", *args, "--url", url],
+    return subprocess.run([sys.executable, "-m", "editaudit.cli.main", "gate", *args, "--url", url],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -85,7 +85,7 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
 @pytest.fixture()
 def http_url(api_client):
     """The same app served over real HTTP (uvicorn on a thread), for the CLI."""
-    from editaudit.service.embedded import free_port
+    from editaudit.cli.embedded import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api_client.app, host="127.0.0.1", port=port, log_level="warning"))
@@ -99,7 +99,7 @@ def http_url(api_client):
 
 
 def cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "editaudit.service.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "editaudit.cli.main", *args], capture_output=True, text=True,
                           timeout=120, **kw)
 
 
@@ -130,7 +130,7 @@ def test_cli_wait_follows_a_running_audit(edited, http_url):
     c, _ = edited
     queued = c.submit(run=False, audit={"attacks": [PGD]})
     assert cli("gate", queued["id"], "--min", "edit.accuracy=0.9", "--url", http_url).returncode == 3
-    proc = subprocess.Popen([sys.executable, "-m", "editaudit.service.cli", "gate", queued["id"], "--wait",
+    proc = subprocess.Popen([sys.executable, "-m", "editaudit.cli.main", "gate", queued["id"], "--wait",
                              "--min", "edit.accuracy=0.9", "--url", http_url], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(2)

@@ -6,8 +6,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from editaudit.service.db import Base
-from editaudit.service.migrate import alembic_config, upgrade
+from editaudit.core.db import Base
+from editaudit.core.migrate import alembic_config, upgrade
 
 
 def test_single_head():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from editaudit.service import archs as manifest
+from editaudit.core import arch_manifest as manifest
 from editaudit.worker.ml.archs import ARCHS, build_inner, create_model, load_state_dict_strict
 from editaudit.worker.ml.archs.signatures import signature
 

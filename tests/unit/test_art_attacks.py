@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from editaudit.specs import parse_attack
+from editaudit.contracts.attacks import parse_attack
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.data import digits_arrays
 

@@ -4,7 +4,7 @@ even when the global RNG is in another state between the two runs."""
 import pytest
 import torch
 
-from editaudit.specs import EDIT_METHODS
+from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits import run_edit
 
@@ -19,7 +19,7 @@ CASES = {
 
 
 def test_every_method_is_covered():
-    assert set(CASES) == set(EDIT_METHODS)
+    assert set(CASES) == set(EDIT_PARAMS)
 
 
 @pytest.fixture(scope="module")

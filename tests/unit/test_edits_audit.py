@@ -8,7 +8,7 @@ import torch
 from editaudit.worker.ml.audit.runner import run_audit, stratified_indices
 from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
 from editaudit.worker.ml.edits import EDITS, run_edit
-from editaudit.specs import EDIT_METHODS
+from editaudit.contracts.edits import EDIT_PARAMS
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def setup(digits_wrapped, failures_npz):
 
 
 def test_every_method_has_a_spec_and_an_implementation():
-    assert set(EDITS) == set(EDIT_METHODS)
+    assert set(EDITS) == set(EDIT_PARAMS)
 
 
 def test_finetune_layer_fixes_the_edit_set_and_changes_only_that_layer(setup):
@@ -134,7 +134,7 @@ def test_enn_stops_once_the_edit_set_is_fixed(setup):
 
 
 def test_sweep_table_picks_the_best_layer_per_metric_in_the_right_direction():
-    from editaudit.worker.jobs import sweep_table
+    from editaudit.worker.jobs.sweep import sweep_table
 
     rows = [{"layer": "a", "status": "succeeded", "metrics": {"test.accuracy": 0.9, "test.drawdown": 0.05,
                                                               "test.corruption.mean.ce": 0.8}},

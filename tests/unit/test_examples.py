@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from editaudit.service.cli import cli
+from editaudit.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

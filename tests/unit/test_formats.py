@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.numpy import save as np_save
 
-from editaudit.formats import FormatError, dataset_to_npz, DatasetArrays, looks_like_pickle, parse_dataset, \
+from editaudit.contracts.formats import FormatError, dataset_to_npz, DatasetArrays, looks_like_pickle, parse_dataset, \
     read_safetensors_header
 
 
@@ -92,7 +92,7 @@ def test_npz_members_must_be_arrays_and_not_explode():
         info = zipfile.ZipInfo("x.npy")
         zf.writestr(info, b"")
     data = bytearray(buf.getvalue())
-    import editaudit.formats as f
+    import editaudit.contracts.formats as f
 
     old = f.MAX_NPZ_EXPANDED_BYTES
     f.MAX_NPZ_EXPANDED_BYTES = -1

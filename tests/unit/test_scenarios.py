@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from editaudit.specs import EDIT_METHODS
+from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.worker.ml.archs import build_inner, create_model
 from editaudit.worker.ml.data import TensorDataset, digits_arrays
 from editaudit.worker.ml.edits import run_edit
@@ -36,7 +36,7 @@ def test_texture_scenario_breaks_the_model_and_an_edit_repairs_it(digits_wrapped
     reference = {"test": TensorDataset.from_arrays(test)}
     methods = (("finetune", []), ("finetune_layer", ["fc"]), ("low_rank", ["fc1"]), ("enn", ["fc1", "fc"]),
                ("interpolate", ["fc"]), ("rewrite", ["fc1"]))
-    assert {m for m, _ in methods} == set(EDIT_METHODS), "every method, with its defaults"
+    assert {m for m, _ in methods} == set(EDIT_PARAMS), "every method, with its defaults"
     for method, layers in methods:
         r = run_edit(method, digits_wrapped, es, layers, {}, reference=reference)
         with torch.no_grad():

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from editaudit.service.gate import Policy, Rule, as_junit, as_markdown, builtin_policy, evaluate, load_policy, \
-    parse_assignment
+from editaudit.gate.evaluate import evaluate
+from editaudit.gate.policy import Policy, Rule, builtin_policy, load_policy, parse_assignment
+from editaudit.gate.render import as_junit, as_markdown
 from editaudit.worker.ml.audit.stats import mcnemar_exact, paired_accuracy_delta, wilson
 
 
@@ -135,6 +136,6 @@ def test_markdown_is_a_short_table():
 
 
 def test_json_safe_and_undefined_ce():
-    from editaudit.worker.jobs import json_safe
+    from editaudit.worker.jobs.persist import json_safe
 
     assert json_safe({"a": [1.0, float("inf"), float("nan")], "b": "x"}) == {"a": [1.0, None, None], "b": "x"}

@@ -1,0 +1,81 @@
+"""The embedded default: the API plus a local Celery worker process, SQLite and a directory store in one data dir.
+
+It runs exactly the production task code; only the URLs differ (see Settings).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from editaudit.service.app import create_app
+from editaudit.core.migrate import upgrade
+from editaudit.core.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
+    """A real `celery worker` process (solo pool: one job at a time, as on a GPU) with this settings' env."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():  # the worker sees exactly this process's settings
+        if value is not None:
+            env[f"EDITAUDIT_{name.upper()}"] = str(value.resolve() if name == "data_dir" else value)
+    cmd = [sys.executable, "-m", "celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo",
+           "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"embedded-{os.getpid()}@%h"]
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+
+
+class EmbeddedServer:
+    """Context manager: migrate, start the worker and serve the API on a background thread."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None, quiet: bool = True):
+        self.settings, self.host, self.port = settings, host, port or free_port()
+        self.quiet = quiet
+        self.worker: subprocess.Popen | None = None
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "EmbeddedServer":
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(self.settings.resolved_database_url)
+        log = self.settings.data_dir / "worker.log" if self.quiet else None
+        self.worker = start_worker(self.settings, log)
+        config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.port,
+                                log_level="warning" if self.quiet else "info")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the API did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()

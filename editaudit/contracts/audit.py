@@ -1,0 +1,62 @@
+"""The audit config of `POST /edits` (`audit`): which attacks and corruptions, how many samples, the seed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from editaudit.contracts.attacks import AttackSpec
+from editaudit.contracts.registry import Strict
+
+# The 15 ImageNet-C corruption types (Hendrycks & Dietterich 2019) -> their family; the worker's corruptions/
+# registry implements each name (a parity test keeps the two equal). A new corruption adds its name here.
+CORRUPTIONS: dict[str, str] = {
+    "gaussian_noise": "noise", "shot_noise": "noise", "impulse_noise": "noise",
+    "defocus_blur": "blur", "glass_blur": "blur", "motion_blur": "blur", "zoom_blur": "blur",
+    "snow": "weather", "frost": "weather", "fog": "weather", "brightness": "weather",
+    "contrast": "digital", "elastic_transform": "digital", "pixelate": "digital", "jpeg_compression": "digital",
+}
+CORRUPTION_NAMES = tuple(CORRUPTIONS)
+
+
+def register_corruption_name(name: str, family: str) -> None:
+    """Make a corruption name valid in `audit.corruptions.names` (the worker registers its implementation)."""
+    CORRUPTIONS.setdefault(name, family)
+
+
+def _known_corruption(name: str) -> str:
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; valid names: {sorted(CORRUPTIONS)}")
+    return name
+
+
+CorruptionName = Annotated[str, AfterValidator(_known_corruption)]
+
+
+class CorruptionConfig(Strict):
+    names: list[CorruptionName] | Literal["all"] = "all"
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+
+    @property
+    def resolved_names(self) -> list[str]:
+        return list(CORRUPTIONS) if self.names == "all" else list(dict.fromkeys(self.names))
+
+
+class AuditConfig(Strict):
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    corruptions: CorruptionConfig | None = None
+    max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
+    seed: int = 0
+    batch_size: int = Field(256, ge=1, le=65536)
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile on CUDA (auto: large audits)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        ids = [a.id for a in self.attacks]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"attack ids must be unique; repeated: {sorted(dup)}")
+        if self.corruptions is not None and not self.corruptions.resolved_names:
+            raise ValueError(f"corruptions.names is empty; valid names: {sorted(CORRUPTIONS)}")
+        return self

@@ -1,0 +1,278 @@
+"""Edit-method params: one class per method, registered by the `method` users write in `POST /edits`.
+
+A params class carries the method's traits, so the API (validation), the job (what to load) and the runner never
+branch on a method's name:
+  layers          "none" (whole model), "optional" (none = whole model) or "required"
+  single_layer    edits exactly one layer (a sweep runs it once per layer)
+  ranked          has a `rank` that must fit the layer: rank <= min(out, in * kernel)
+  needs_x_orig    the edit set must carry `x_orig`, the untransformed twin of each x
+  dataset_fields  fields naming datasets it reads, with the role it gives them and whether labels matter
+  layer_fields    fields naming a layer of the model (checked like `layers`)
+  edit_ref_fields fields naming an earlier single-layer edit whose edited model the method reads
+  interpolation_base  may be 1-LI's inline `base`
+  audit_sections  keys the method adds to the audit (1-LI's alpha_curve and mli)
+and two methods: `nested()` (edits it runs inside itself, e.g. 1-LI's base) and `required_splits()` (splits a
+setting of it needs). The worker registers one implementation per name; a parity test keeps the sets equal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from editaudit.contracts.registry import Registry, Strict
+
+LayerUse = Literal["none", "optional", "required"]
+MAX_SWEEP_LAYERS = 32  # a sweep is one queue message: keep it well inside the broker's visibility timeout
+
+
+@dataclass(frozen=True)
+class DatasetField:
+    role: str  # the name the worker hands it to the method under (EditContext.reference[role])
+    needs_labels: bool = True  # a reference set for statistics needs none; a locality set's labels must fit
+
+
+class EditParams(Strict):
+    """Base of every edit method's hyperparameters; the ClassVars are its traits (see the module docstring)."""
+
+    method: ClassVar[str]
+    layers: ClassVar[LayerUse] = "none"
+    single_layer: ClassVar[bool] = False
+    ranked: ClassVar[bool] = False
+    needs_x_orig: ClassVar[bool] = False
+    dataset_fields: ClassVar[dict[str, DatasetField]] = {}
+    layer_fields: ClassVar[tuple[str, ...]] = ()
+    edit_ref_fields: ClassVar[tuple[str, ...]] = ()
+    interpolation_base: ClassVar[bool] = False
+    audit_sections: ClassVar[tuple[str, ...]] = ()
+
+    seed: int = Field(0, description="seeds every random draw of the edit")
+
+    def nested(self) -> list[tuple[str, "EditParams"]]:
+        """(field path, params) of the edits this one runs inside itself."""
+        return []
+
+    def required_splits(self) -> dict[str, str]:
+        """split -> the field whose setting needs it (e.g. a generalization target needs a generalization_set)."""
+        return {}
+
+    def scopes(self, prefix: str = "hyperparams") -> Iterator[tuple[str, "EditParams"]]:
+        """This edit and every nested one, each with the field path its own fields live under."""
+        yield prefix, self
+        for path, inner in self.nested():
+            yield from inner.scopes(f"{prefix}.{path}")
+
+    def datasets(self) -> dict[str, tuple[str, str, DatasetField]]:
+        """role -> (field path, dataset ref, field traits) of every dataset this edit (nested ones included) names;
+        the outer edit wins when two name the same role."""
+        out: dict[str, tuple[str, str, DatasetField]] = {}
+        for prefix, p in self.scopes():
+            for name, use in p.dataset_fields.items():
+                ref = getattr(p, name)
+                if ref:
+                    out.setdefault(use.role, (f"{prefix}.{name}", ref, use))
+        return out
+
+    def edit_refs(self) -> dict[str, str]:
+        """field -> the earlier edit's id, for every edit_ref_field that is set."""
+        return {f: getattr(self, f) for f in self.edit_ref_fields if getattr(self, f)}
+
+    @property
+    def needs_x_orig_anywhere(self) -> bool:
+        return any(p.needs_x_orig for _, p in self.scopes())
+
+
+EDIT_PARAMS: Registry[EditParams] = Registry("edit method", "method")
+
+
+def register_edit_params(method: str):
+    """Class decorator: register a params class as the hyperparameters of `method`."""
+
+    def deco(cls: type[EditParams]) -> type[EditParams]:
+        cls.method = method
+        return EDIT_PARAMS.register(method, cls)
+
+    return deco
+
+
+def parse_hyperparams(method: str, hyperparams: dict | None) -> EditParams:
+    """The method's params from a raw dict (KeyError naming the valid methods for an unknown one)."""
+    return EDIT_PARAMS[method].model_validate(hyperparams or {})
+
+
+def max_rank(weight_shape) -> int:
+    """The largest rank a change of this weight can have: min(out, in * kernel) (conv weights flattened)."""
+    return min(weight_shape[0], math.prod(weight_shape[1:]))
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+
+LOCALITY = {"locality_set": DatasetField("locality")}
+
+
+class _Locality(EditParams):
+    locality_set: str | None = Field(None, description="dataset id or builtin:<name>: keep its predictions (KL)")
+    locality_weight: float = Field(1.0, ge=0, description="weight of KL(original || edited) on the locality set")
+
+
+@register_edit_params("finetune")
+class FinetuneParams(_Locality):
+    """Gradient steps on the edit set (cross-entropy to the edit targets), on every parameter or on `from_layer`
+    and all parameters after it, optionally with a locality term. The default lr is 10x lower than for one layer:
+    with every parameter free, 30 steps at 1e-3 on 8 exemplars of one class collapse a digits CNN to predicting
+    that class (clean accuracy 0.99 -> 0.10); at 1e-4 it keeps 0.75 (bench/edits.py) — use a locality set."""
+
+    dataset_fields = LOCALITY
+    layer_fields = ("from_layer",)
+
+    steps: int = Field(30, ge=1, le=100_000, description="optimizer steps")
+    lr: float = Field(1e-4, gt=0, le=10.0, description="learning rate")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: int = Field(64, ge=1, le=4096, description="edit examples per step (all if the set is smaller)")
+    weight_decay: float = Field(0.0, ge=0)
+    from_layer: str | None = Field(None, description="train this layer and everything after it (to the output)")
+
+
+@register_edit_params("finetune_layer")
+class FinetuneLayerParams(FinetuneParams):
+    """Like finetune, restricted to the parameters of the named `layers`."""
+
+    layers = "required"
+    layer_fields = ()
+    interpolation_base = True
+
+    lr: float = Field(1e-3, gt=0, le=10.0, description="learning rate")
+    from_layer: Literal[None] = None
+
+
+@register_edit_params("enn")
+class ENNParams(_Locality):
+    """A post-hoc ENN-style editor (Sinitsin et al. 2020): gradient steps on the parameter group (`layers`, or the
+    whole model) until every edit example is classified as its target or `max_steps`, with the stability term
+    KL(original || edited) on `locality_set`."""
+
+    layers = "optional"
+    dataset_fields = LOCALITY
+
+    max_steps: int = Field(100, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0, le=10.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+@register_edit_params("low_rank")
+class LowRankParams(EditParams):
+    """Direct low-rank editing (Brown et al. 2023, v1): minimise the edit set's cross-entropy over dW = U V^T on one
+    layer (conv weights flattened to [out, in*kh*kw]), U zero-initialised so the edit starts at the original model;
+    then merge W + dW. rank(dW) <= rank is recorded."""
+
+    layers = "required"
+    single_layer = True
+    ranked = True
+    interpolation_base = True
+
+    rank: int = Field(1, ge=1, le=4096)
+    steps: int = Field(50, ge=1, le=100_000)
+    lr: float = Field(3e-3, gt=0, le=10.0)
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+@register_edit_params("rewrite")
+class RewriteParams(EditParams):
+    """Rewriting a layer's key->value map (Bau et al. 2020; Santurkar et al. 2021, "Editing a classifier by rewriting
+    its prediction rules"). Keys are the layer's inputs on the edit images `x` (conv: the unfolded patches at every
+    output location), values its outputs on the untransformed twins `x_orig`, weighted by `mask` (resized to the
+    layer's output) when given. dW is restricted to the `rank` directions of the SVD of C^-1 K (C: the keys' second
+    moment over `reference_set`, cached per model, layer, reference data, sample count and seed), so keys that are
+    common in ordinary images move least. `solver`: closed_form = least squares in that subspace; iterative = the
+    original code's masked L1 with Adam (on ΔW's coordinates in the subspace, where the original projects a full ΔW
+    onto it). BatchNorm stays in eval mode."""
+
+    layers = "required"
+    single_layer = True
+    ranked = True
+    needs_x_orig = True
+    interpolation_base = True
+    dataset_fields = {"reference_set": DatasetField("reference", needs_labels=False)}  # C needs images only
+
+    rank: int = Field(1, ge=1, le=4096)
+    solver: Literal["closed_form", "iterative"] = "closed_form"
+    steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
+    lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
+    ridge: float = Field(0.01, gt=0, le=10.0, description="regulariser of C and of the least squares, x mean eigenvalue")
+    use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
+    reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
+    reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
+
+
+class AlphaPolicy(Strict):
+    """How 1-layer interpolation picks alpha in W(alpha) = W0 + alpha (W1 - W0).
+
+    fixed: `alpha` as given. min_alpha: the smallest alpha whose accuracy on `target_split` reaches `target`
+    (bisection to `resolution` while the path behaves monotonically; a grid when it does not). best_robust: among
+    alphas reaching the target, the one with the best PGD robust accuracy on a test subset."""
+
+    mode: Literal["fixed", "min_alpha", "best_robust"] = "min_alpha"
+    alpha: float = Field(1.0, ge=0, le=1)
+    target_split: Literal["edit", "generalization"] = "edit"
+    target: float = Field(0.9, ge=0, le=1)
+    resolution: float = Field(0.01, ge=0.001, le=0.5)
+    robust_eps: float = Field(0.03, ge=0, description="best_robust: PGD-10 L-inf radius")
+    robust_samples: int = Field(256, ge=8, le=100_000, description="best_robust: test samples attacked per alpha")
+    grid_points: int = Field(11, ge=3, le=201, description="points of the fallback / best_robust grid")
+
+
+class BaseEdit(Strict):
+    """The single-layer edit 1-LI interpolates towards (W1). `hyperparams` are validated here (a bad base is a 422,
+    not a failed job) and stored with their defaults."""
+
+    method: str = "finetune_layer"
+    hyperparams: dict = Field(default_factory=dict)
+    _params: EditParams = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _check(self):
+        bases = sorted(name for name, cls in EDIT_PARAMS.items() if cls.interpolation_base)
+        if self.method not in bases:
+            raise ValueError(f"base.method must be one of {bases}, got {self.method!r}")
+        self._params = parse_hyperparams(self.method, self.hyperparams)
+        self.hyperparams = self._params.model_dump(mode="json")
+        return self
+
+    @property
+    def params(self) -> EditParams:
+        return self._params
+
+
+@register_edit_params("interpolate")
+class InterpolateParams(EditParams):
+    """1-layer interpolation (Brown et al. 2023): edit one layer with `base` (inline) or reuse the weights of the
+    earlier single-layer edit `base_edit_id` of the same model, then move only that layer part of the way."""
+
+    layers = "required"
+    single_layer = True
+    edit_ref_fields = ("base_edit_id",)
+    audit_sections = ("alpha_curve", "mli")
+
+    base: BaseEdit | None = None
+    base_edit_id: str | None = None
+    alpha: AlphaPolicy = Field(default_factory=AlphaPolicy)
+
+    @model_validator(mode="after")
+    def _one_base(self):
+        if self.base is not None and self.base_edit_id is not None:
+            raise ValueError("give either base (an inline edit) or base_edit_id, not both")
+        if self.base is None and self.base_edit_id is None:
+            self.base = BaseEdit()
+        return self
+
+    def nested(self) -> list[tuple[str, EditParams]]:
+        return [("base.hyperparams", self.base.params)] if self.base is not None else []
+
+    def required_splits(self) -> dict[str, str]:
+        if self.alpha.target_split == "generalization":
+            return {"generalization": "hyperparams.alpha.target_split"}
+        return {}

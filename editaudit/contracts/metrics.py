@@ -1,0 +1,127 @@
+"""Metric names: the one place that formats them, parses them and knows which way is better.
+
+Names are stable dotted paths that policies use (`<split>.<measure>`):
+  <split>.accuracy                                  clean accuracy (edit/generalization: against the edit targets)
+  <split>.agreement                                 share of predictions unchanged vs the baseline
+  <split>.drawdown                                  accuracy lost by the edit (baseline - candidate)
+  <split>.adv.<attack id>.accuracy                  robust accuracy under that attack
+  <split>.corruption.<type>.<severity>.accuracy     one corruption cell
+  <split>.corruption.<type>.mean.accuracy           a type over its severities
+  <split>.corruption.mean.<severity>.accuracy       a severity over the types
+  <split>.corruption.mean.accuracy                  everything
+  <split>.corruption.<type>.ce, <split>.corruption.mean.ce   corruption error relative to the baseline (1.0 = same)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SPLITS = ("test", "edit", "generalization")
+MEAN = "mean"
+LOWER_IS_BETTER_STATS = ("drawdown", "ce")  # accuracy lost, corruption error; everything else: higher is better
+
+_GRAMMAR = re.compile(
+    r"^(?P<split>test|edit|generalization)\.(?:"
+    r"(?P<simple>accuracy|agreement|drawdown)"
+    r"|adv\.(?P<attack>[A-Za-z0-9_\-]{1,64})\.accuracy"
+    r"|corruption\.(?P<corruption>[a-z0-9_]+)\.(?:(?P<severity>[1-5]|mean)\.accuracy|(?P<stat>accuracy|ce))"
+    r")$")
+
+
+def accuracy(split: str) -> str:
+    return f"{split}.accuracy"
+
+
+def agreement(split: str) -> str:
+    return f"{split}.agreement"
+
+
+def drawdown(split: str) -> str:
+    return f"{split}.drawdown"
+
+
+def adv_key(split: str, attack_id: str) -> str:
+    """`<split>.adv.<id>`: the key of an attack's accuracy-vs-eps curve."""
+    return f"{split}.adv.{attack_id}"
+
+
+def adv_accuracy(split: str, attack_id: str) -> str:
+    return f"{adv_key(split, attack_id)}.accuracy"
+
+
+def corruption_accuracy(split: str, corruption: str = MEAN, severity: int | str | None = None) -> str:
+    """A cell (type, severity), a type's mean (severity "mean"), a severity's mean (corruption "mean") or the
+    overall mean (corruption "mean", no severity)."""
+    middle = corruption if severity is None else f"{corruption}.{severity}"
+    return f"{split}.corruption.{middle}.accuracy"
+
+
+def corruption_ce(split: str, corruption: str = MEAN) -> str:
+    return f"{split}.corruption.{corruption}.ce"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed metric name. `measure` is accuracy | agreement | drawdown | adv | corruption; `stat` is what the
+    number is (accuracy, agreement, drawdown or ce)."""
+
+    name: str
+    split: str
+    measure: str
+    stat: str
+    attack: str | None = None
+    corruption: str | None = None  # a type, or "mean"
+    severity: str | None = None  # "1".."5", "mean", or None (overall / ce)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.stat in LOWER_IS_BETTER_STATS
+
+    @property
+    def summary(self) -> bool:
+        """Not per-type corruption detail: what a layer sweep's comparison keeps."""
+        return self.measure != "corruption" or self.corruption == MEAN
+
+    @property
+    def headline(self) -> bool:
+        """Worth a glance: a summary that is not per severity either (the overall corruption mean and mCE stay)."""
+        return self.summary and self.severity is None
+
+
+def parse(name: str) -> Metric | None:
+    """The metric a name denotes, or None when the name cannot exist under the grammar above."""
+    m = _GRAMMAR.match(name)
+    if m is None:
+        return None
+    g = m.groupdict()
+    if g["simple"]:
+        return Metric(name, g["split"], g["simple"], g["simple"])
+    if g["attack"]:
+        return Metric(name, g["split"], "adv", "accuracy", attack=g["attack"])
+    corruption, severity, stat = g["corruption"], g["severity"], g["stat"] or "accuracy"
+    if severity is None and stat == "accuracy" and corruption != MEAN:
+        return None  # a type's accuracy names a severity or "mean"
+    if severity == MEAN and corruption == MEAN:
+        return None  # the overall mean is <split>.corruption.mean.accuracy
+    return Metric(name, g["split"], "corruption", stat, corruption=corruption, severity=severity)
+
+
+def lower_is_better(name: str) -> bool:
+    m = parse(name)
+    return m is not None and m.lower_is_better
+
+
+def headline(names) -> list[str]:
+    """The names worth a glance, sorted: everything but the per-type corruption detail."""
+    return sorted(n for n in set(names) if (m := parse(n)) is None or m.headline)
+
+
+def corruption_cell(name: str, split: str) -> tuple[str, int] | None:
+    """(type, severity) when `name` is one corruption cell of `split`; None otherwise."""
+    m = parse(name)
+    if m is None or m.split != split or m.measure != "corruption" or m.stat != "accuracy":
+        return None
+    if m.corruption == MEAN or m.severity in (None, MEAN):
+        return None
+    return m.corruption, int(m.severity)

@@ -1,0 +1,72 @@
+"""What the params registries share: a strict pydantic base and a registry keyed by a name, which validates a raw
+object by that name (errors keep pydantic's field paths, prefixed by the name) and builds its JSON schema from
+whatever is registered when the schema is asked for (plugins registered after import included)."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo in a hyperparameter must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Registry(Generic[P]):
+    """name -> params class. `kind` names the things in messages ("edit method", "attack")."""
+
+    def __init__(self, kind: str, key: str):
+        self.kind, self.key, self.classes = kind, key, {}
+
+    def register(self, name: str, cls: type[P]) -> type[P]:
+        if name in self.classes and self.classes[name] is not cls:
+            raise ValueError(f"{self.kind} {name!r} is already registered ({self.classes[name].__qualname__})")
+        self.classes[name] = cls
+        return cls
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes
+
+    def __getitem__(self, name: str) -> type[P]:
+        try:
+            return self.classes[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {sorted(self.classes)}") from None
+
+    def __iter__(self):
+        return iter(self.classes)
+
+    def names(self) -> list[str]:
+        return sorted(self.classes)
+
+    def items(self):
+        return self.classes.items()
+
+    def parse_tagged(self, raw: Any) -> P:
+        """Validate `{key: name, ...}` with the class registered under that name; pydantic errors come back with
+        their location prefixed by the name (`pgd.eps`), as a discriminated union would report them."""
+        if isinstance(raw, BaseModel):
+            return raw
+        if not isinstance(raw, dict):
+            raise ValueError(f"an {self.kind} is an object with a {self.key!r} field")
+        name = raw.get(self.key)
+        if name not in self.classes:
+            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {self.names()}")
+        try:
+            return self.classes[name].model_validate(raw)
+        except ValidationError as e:
+            raise ValidationError.from_exception_data(e.title, [
+                InitErrorDetails(type=x["type"], loc=(name, *x["loc"]), input=x["input"], ctx=x.get("ctx", {}))
+                for x in e.errors()]) from None
+
+    def json_schema(self, handler) -> dict:
+        """oneOf the registered classes, discriminated by `key`; computed when the schema is generated."""
+        refs = {name: handler(cls.__pydantic_core_schema__) for name, cls in sorted(self.classes.items())}
+        return {"oneOf": list(refs.values()), "discriminator": {"propertyName": self.key}}

@@ -1,0 +1,81 @@
+"""Torch-free view of the architecture registry, read from the manifest the worker package generates."""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import json
+from functools import lru_cache
+from importlib import resources
+
+from editaudit.contracts.formats import TensorInfo
+
+
+@lru_cache(maxsize=1)
+def manifest() -> dict:
+    raw = resources.files("editaudit").joinpath("data/arch_signatures.json.gz").read_bytes()
+    return json.loads(gzip.decompress(raw))
+
+
+def arch_names() -> list[str]:
+    return sorted(manifest()["archs"])
+
+
+def required_channels(arch: str) -> int | None:
+    return manifest()["archs"][arch]["channels"]
+
+
+def expected_shapes(arch: str, num_classes: int, in_channels: int) -> dict[str, tuple[int, ...]]:
+    tokens = {"num_classes": num_classes, "in_channels": in_channels}
+    keys = manifest()["archs"][arch]["keys"]
+    return {k: tuple(tokens[d] if isinstance(d, str) else d for d in dims) for k, dims in keys.items()}
+
+
+def first_mismatch(arch: str, num_classes: int, in_channels: int, header: dict[str, TensorInfo]) -> str | None:
+    """The first way `header` fails to fit the architecture, as a sentence naming the key; None when it fits."""
+    expected = expected_shapes(arch, num_classes, in_channels)
+    for key, shape in expected.items():
+        if key not in header:
+            return f"missing key {key!r}"
+        if header[key].shape != shape:
+            return f"key {key!r} has shape {list(header[key].shape)}, expected {list(shape)}"
+    for key in header:
+        if key not in expected:
+            return f"unexpected key {key!r}"
+    return None
+
+
+def layer_names(arch: str) -> list[str]:
+    """Modules that own a `weight` parameter: the names `layers` may refer to."""
+    return sorted({k.rsplit(".", 1)[0] for k in manifest()["archs"][arch]["keys"] if k.endswith(".weight")})
+
+
+def closest(name: str, options: list[str], n: int = 5) -> list[str]:
+    return difflib.get_close_matches(name, options, n=n, cutoff=0.3)
+
+
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def layer_table(arch: str, num_classes: int, in_channels: int) -> list[dict]:
+    """Editable layers (modules owning a weight): name, kind (from the weight's rank and buffers), weight shape and
+    parameter count, in state_dict order."""
+    shapes = expected_shapes(arch, num_classes, in_channels)
+    out = []
+    for name in dict.fromkeys(k.rsplit(".", 1)[0] for k in shapes if k.endswith(".weight")):
+        weight = shapes[f"{name}.weight"]
+        params = sum(_numel(v) for k, v in shapes.items()
+                     if k.rsplit(".", 1)[0] == name and not k.endswith(BUFFER_SUFFIXES))
+        if f"{name}.running_mean" in shapes:
+            kind = "BatchNorm"
+        else:
+            kind = {1: "Norm/Scale", 2: "Linear", 3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(len(weight), "Other")
+        out.append({"name": name, "type": kind, "weight_shape": list(weight), "parameters": params})
+    return out
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

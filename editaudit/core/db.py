@@ -1,0 +1,169 @@
+"""SQLAlchemy 2 tables and engines. Postgres is the source of truth for job state; the broker only carries work.
+Queries that several callers share live in editaudit.core.repo."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint,
+                        create_engine, event)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from editaudit.contracts.statuses import Status
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """DateTime(timezone=True) that reads back as UTC-aware on SQLite too (it stores no offset), so the API prints
+    the same instant the same way whichever database it runs on."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    arch: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict] = mapped_column(JSON)
+    object_key: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    edit_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    object_key: Mapped[str] = mapped_column(String(300))
+    n: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[list] = mapped_column(JSON)
+    label_max: Mapped[int] = mapped_column(Integer)
+    has_x_orig: Mapped[bool] = mapped_column(default=False)
+    has_mask: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Edit(Base):
+    __tablename__ = "edits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    method: Mapped[str] = mapped_column(String(64))
+    layers: Mapped[list] = mapped_column(JSON)
+    hyperparams: Mapped[dict] = mapped_column(JSON)
+    edit_set: Mapped[str] = mapped_column(String(64))
+    generalization_set: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    test_set: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=Status.queued, index=True)
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    edited_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # a layer sweep is a parent edit (sweep = True) whose sub-edits, one per layer, point at it with sweep_id
+    sweep: Mapped[bool] = mapped_column(default=False)
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("edits.id"), nullable=True, index=True)
+    # the changed tensors of model.net (their new values), safetensors; applied to the parent they give the edit
+    delta_object_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    delta_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=Status.queued)
+    config: Mapped[dict] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # metrics, deltas, samples, durations, device
+    versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PolicyVersion(Base):
+    """A named gate policy of a tenant; every POST adds a version, the latest one is in force."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Alias(Base):
+    """`production` (say) of a model family -> the model a deployer should ship."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("tenant", "family", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(32), index=True)  # the root model of the lineage
+    name: Mapped[str] = mapped_column(String(100))
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Promotion(Base):
+    """The audit trail: every promotion attempt, its gate verdict and any override reason."""
+
+    __tablename__ = "promotions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    alias: Mapped[str] = mapped_column(String(100))
+    edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"))
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    previous_model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    policy: Mapped[dict] = mapped_column(JSON)  # {"name", "version"} or the inline document
+    verdict: Mapped[str] = mapped_column(String(8))
+    outcome: Mapped[str] = mapped_column(String(16))  # promoted | overridden | refused | reverted
+    override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gate: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str):
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(conn, _):  # API and worker are two processes on one file: WAL lets them overlap
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return eng
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(url: str) -> sessionmaker:
+    return sessionmaker(engine_for(url), expire_on_commit=False)

@@ -1,0 +1,81 @@
+"""Queries the API and the worker share: rows by id (NotFound when absent), finishing an edit, a sweep's sub-edits,
+a model's family, dataset facts. Functions of a session; the caller commits."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from editaudit.contracts.datasets import BUILTIN_DATASETS, is_builtin
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+
+Row = TypeVar("Row")
+
+
+class NotFound(LookupError):
+    """A resource that does not exist (the API answers 404 naming `field`)."""
+
+    def __init__(self, detail: str, field: str):
+        super().__init__(detail)
+        self.detail, self.field = detail, field
+
+
+KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit"}
+
+
+def get_or_404(s: Session, table: type[Row], id_: str, field: str | None = None) -> Row:
+    """The row with this id, or NotFound naming `field` (default `<kind>_id`)."""
+    row = s.get(table, id_)
+    if row is None:
+        kind = KIND_OF[table]
+        raise NotFound(f"no {kind} with id {id_!r}", field or ("id" if kind == "audit" else f"{kind}_id"))
+    return row
+
+
+def audit_of(s: Session, edit_id: str) -> db.Audit:
+    return s.scalars(select(db.Audit).filter_by(edit_id=edit_id)).one()
+
+
+def finish_edit(s: Session, edit: db.Edit, status: Status, error: str | None) -> None:
+    """Mark an edit and its audit finished (failed / canceled)."""
+    now = db.utcnow()
+    edit.status, edit.error, edit.finished_at = status, error, now
+    for audit in s.scalars(select(db.Audit).filter_by(edit_id=edit.id)):
+        audit.status, audit.finished_at = status, now
+
+
+def sub_edits(s: Session, edit: db.Edit) -> list[db.Edit]:
+    """A layer sweep's sub-edits in the order of its layers (empty for an ordinary edit)."""
+    if not edit.sweep:
+        return []
+    order = {layer: i for i, layer in enumerate(edit.layers)}
+    return sorted(s.scalars(select(db.Edit).filter_by(sweep_id=edit.id)), key=lambda e: order[e.layers[0]])
+
+
+def family_of(s: Session, model_id: str) -> str:
+    """The root model of a lineage: aliases are per family (the original checkpoint and all its edits)."""
+    seen = set()
+    while model_id not in seen:
+        seen.add(model_id)
+        parent = s.get(db.Model, model_id).parent_model_id
+        if parent is None:
+            return model_id
+        model_id = parent
+    return model_id
+
+
+def dataset_facts(s: Session, ref: str, field: str) -> dict:
+    """n, shape, largest label and whether it carries x_orig, of a dataset id or builtin name; NotFound naming
+    `field` when unknown."""
+    if is_builtin(ref):
+        if ref not in BUILTIN_DATASETS:
+            raise NotFound(f"unknown built-in dataset {ref!r}; valid: {sorted(BUILTIN_DATASETS)}", field)
+        b = BUILTIN_DATASETS[ref]
+        return {"n": b["n"], "shape": b["shape"], "label_max": b["num_classes"] - 1, "has_x_orig": False}
+    row = s.get(db.Dataset, ref)
+    if row is None:
+        raise NotFound(f"no dataset with id {ref!r}", field)
+    return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}

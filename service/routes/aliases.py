@@ -1,0 +1,56 @@
+"""Aliases of a model family and their audit trail: `/edits/{id}/promote`, `/edits/{id}/revert`, `/aliases/{name}`,
+`/promotions`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from editaudit.core import db
+from editaudit.service.deps import SessionDep, TenantDep
+from editaudit.service.errors import Problem
+from editaudit.service.schemas.aliases import (AliasEvent, AliasOut, PromoteOut, PromoteRequest, PromotionOut,
+                                               PromotionsOut, RevertOut, RevertRequest)
+from editaudit.service.services import gating
+
+router = APIRouter(tags=["aliases"])
+
+
+@router.post("/edits/{edit_id}/promote", response_model=PromoteOut)
+def promote(edit_id: str, body: PromoteRequest, s: SessionDep, tenant: TenantDep):
+    """Move the alias of the model family only when the gate passes, or with a recorded override reason."""
+    return gating.promote(s, tenant, edit_id, body.alias, body.policy, body.override_reason, body.actor)
+
+
+@router.post("/edits/{edit_id}/revert", response_model=RevertOut)
+def revert(edit_id: str, s: SessionDep, tenant: TenantDep, body: RevertRequest | None = None):
+    body = body or RevertRequest()
+    return gating.revert(s, tenant, edit_id, body.reason, body.actor)
+
+
+@router.get("/aliases/{name}", response_model=AliasOut)
+def get_alias(name: str, s: SessionDep, tenant: TenantDep, family: str | None = None):
+    q = select(db.Alias).filter_by(tenant=tenant, name=name)
+    rows = s.scalars(q.filter_by(family=family) if family else q).all()
+    if not rows:
+        raise Problem(404, f"no alias {name!r}" + (f" in family {family!r}" if family else ""), field="name")
+    if len(rows) > 1:
+        raise Problem(409, f"alias {name!r} exists in {len(rows)} model families; pass ?family=<root model id>",
+                      field="family", families=sorted(r.family for r in rows))
+    a = rows[0]
+    history = s.scalars(select(db.Promotion).filter_by(tenant=tenant, family=a.family, alias=name)
+                        .order_by(db.Promotion.id.desc())).all()
+    return AliasOut(name=a.name, family=a.family, model_id=a.model_id, updated_at=a.updated_at, history=[
+        AliasEvent(edit_id=p.edit_id, model_id=p.model_id, previous_model_id=p.previous_model_id, verdict=p.verdict,
+                   outcome=p.outcome, override_reason=p.override_reason, actor=p.actor, policy=p.policy,
+                   at=p.created_at) for p in history])
+
+
+@router.get("/promotions", response_model=PromotionsOut)
+def list_promotions(s: SessionDep, tenant: TenantDep, edit_id: str | None = None):
+    q = select(db.Promotion).filter_by(tenant=tenant).order_by(db.Promotion.id.desc())
+    rows = s.scalars(q.filter_by(edit_id=edit_id) if edit_id else q).all()
+    return PromotionsOut(promotions=[
+        PromotionOut(id=p.id, alias=p.alias, family=p.family, edit_id=p.edit_id, model_id=p.model_id,
+                     verdict=p.verdict, outcome=p.outcome, override_reason=p.override_reason, actor=p.actor,
+                     at=p.created_at) for p in rows])

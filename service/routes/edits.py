@@ -1,0 +1,77 @@
+"""`/edits`: validate an edit request fully, commit its rows, then enqueue it by task name (no torch here)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+
+from editaudit.contracts.statuses import ACTIVE, Status
+from editaudit.core import db, repo
+from editaudit.core.queue import RUN_EDIT
+from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.errors import Problem
+from editaudit.service.schemas.edits import EditAccepted, EditOut, EditRequest, SubEdit
+from editaudit.service.services.edit_requests import add_edit_rows, validate_edit
+from editaudit.service.services.gating import get_succeeded_edit
+from editaudit.service.services.uploads import object_response
+
+router = APIRouter(tags=["edits"])
+log = logging.getLogger(__name__)
+
+
+@router.post("/edits", status_code=202, response_model=EditAccepted)
+def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response):
+    edit, audit, subs = add_edit_rows(s, validate_edit(s, req))
+    s.commit()  # the rows exist before any worker can see the message
+    try:
+        svc.enqueue(RUN_EDIT, edit.id)
+    except Exception as exc:  # noqa: BLE001 - broker down: fail the job visibly rather than leave it queued
+        log.exception("could not enqueue edit %s", edit.id)
+        for e in [edit] + [e for _, e, _ in subs]:
+            repo.finish_edit(s, e, Status.failed, f"could not enqueue: {exc}")
+        s.commit()
+        raise Problem(503, f"the job queue is unreachable; edit {edit.id} was marked failed", field="broker") from None
+    response.headers["Location"] = f"/edits/{edit.id}"
+    return EditAccepted(id=edit.id, status=edit.status, audit_id=audit.id,
+                        sub_edits=[SubEdit(layer=layer, id=e.id, audit_id=a.id) for layer, e, a in subs] or None)
+
+
+def edit_out(s, edit: db.Edit) -> EditOut:
+    subs = [SubEdit(layer=e.layers[0], id=e.id, audit_id=repo.audit_of(s, e.id).id) for e in repo.sub_edits(s, edit)]
+    return EditOut.model_validate({**{c.name: getattr(edit, c.name) for c in db.Edit.__table__.columns},
+                                   "audit_id": repo.audit_of(s, edit.id).id, "sub_edits": subs or None})
+
+
+@router.get("/edits/{edit_id}", response_model=EditOut)
+def get_edit(edit_id: str, s: SessionDep):
+    return edit_out(s, repo.get_or_404(s, db.Edit, edit_id))
+
+
+@router.get("/edits/{edit_id}/weights")
+def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
+    edit = get_succeeded_edit(s, edit_id, "weights")
+    model = repo.get_or_404(s, db.Model, edit.edited_model_id)
+    return object_response(svc.store, model.object_key, f"{model.id}.safetensors", model.sha256)
+
+
+@router.get("/edits/{edit_id}/delta")
+def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep):
+    """The changed tensors (new values) as safetensors: the parent's weights updated with these are the edit's."""
+    edit = get_succeeded_edit(s, edit_id, "delta")
+    if edit.delta_object_key is None:
+        raise Problem(404, f"edit {edit_id} finished before deltas were recorded; diff its weights with its parent's",
+                      field="edit_id")
+    return object_response(svc.store, edit.delta_object_key, f"{edit_id}.delta.safetensors", edit.delta_sha256)
+
+
+@router.post("/edits/{edit_id}/cancel", response_model=EditOut)
+def cancel_edit(edit_id: str, s: SessionDep):
+    """Cooperative: a queued edit never starts; a running one stops at its next batch and stores nothing."""
+    edit = repo.get_or_404(s, db.Edit, edit_id)
+    if edit.status not in ACTIVE:
+        raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
+    for e in [edit] + [e for e in repo.sub_edits(s, edit) if e.status in ACTIVE]:
+        repo.finish_edit(s, e, Status.canceled, "canceled by request")
+    s.commit()
+    return edit_out(s, edit)

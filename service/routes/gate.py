@@ -1,0 +1,21 @@
+"""`/gate` and `/edits/{id}/gate`: an edit's finished audit against a policy -> pass | warn | fail."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from editaudit.service.deps import SessionDep, TenantDep
+from editaudit.service.schemas.gate import GateOut, GateRequest
+from editaudit.service.services.gating import gate_for
+
+router = APIRouter(tags=["gate"])
+
+
+@router.get("/edits/{edit_id}/gate", response_model=GateOut)
+def gate_edit(edit_id: str, s: SessionDep, tenant: TenantDep, policy: str = "default"):
+    return gate_for(s, tenant, edit_id, policy)
+
+
+@router.post("/gate", response_model=GateOut)
+def gate(body: GateRequest, s: SessionDep, tenant: TenantDep):
+    return gate_for(s, tenant, body.edit_id, body.policy)

@@ -1,0 +1,100 @@
+"""`/models`: checkpoints in (safetensors only, checked against the architecture), weights out."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from editaudit.contracts.formats import FormatError, read_safetensors_header
+from editaudit.core import arch_manifest as archs
+from editaudit.core import db, repo
+from editaudit.core.storage import content_key, sha256
+from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.errors import Problem, validation_problem
+from editaudit.service.schemas.models import LayersOut, LineageOut, ModelOut, ModelSpec
+from editaudit.service.services.uploads import object_response, read_upload, store_and_insert
+
+router = APIRouter(tags=["models"])
+
+
+def parse_spec(raw: str) -> ModelSpec:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise Problem(422, f"spec is not valid JSON: {e}", field="spec") from None
+    try:
+        spec = ModelSpec.model_validate(obj)
+    except ValidationError as e:
+        raise validation_problem(e, "spec") from None
+    if spec.arch not in archs.arch_names():
+        raise Problem(422, f"unknown architecture {spec.arch!r}", field="spec.arch", valid=archs.arch_names(),
+                      closest=archs.closest(spec.arch, archs.arch_names()))
+    need = archs.required_channels(spec.arch)
+    if need is not None and spec.input_shape[0] != need:
+        raise Problem(422, f"{spec.arch} takes {need}-channel inputs; input_shape has {spec.input_shape[0]}",
+                      field="spec.input_shape")
+    return spec
+
+
+def model_out(m: db.Model) -> ModelOut:
+    return ModelOut.model_validate(m, from_attributes=True)
+
+
+@router.post("/models", status_code=201, response_model=ModelOut)
+def upload_model(svc: SvcDep, s: SessionDep, response: Response,
+                 weights: UploadFile = File(description="a safetensors state_dict"),
+                 spec: str = Form(description='JSON, e.g. {"arch": "torchvision/resnet18", "num_classes": 10, ...}')):
+    model_spec = parse_spec(spec)
+    data = read_upload(weights, "weights", svc.settings.max_upload_mb)
+    try:
+        header = read_safetensors_header(data)
+    except FormatError as e:
+        raise Problem(415, e.reason, field="weights") from None
+    mismatch = archs.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
+    if mismatch:
+        raise Problem(422, f"state_dict does not fit {model_spec.arch}: {mismatch}", field="weights")
+    digest = sha256(data)
+    key = content_key("models", digest, ".safetensors")
+    spec_dict = model_spec.model_dump()
+    row = store_and_insert(s, svc.store, key, data, lambda: db.Model(
+        sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=len(data)))
+    response.headers["Location"] = f"/models/{row.id}"
+    return model_out(row)
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, s: SessionDep):
+    return model_out(repo.get_or_404(s, db.Model, model_id))
+
+
+@router.get("/models/{model_id}/weights")
+def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep):
+    row = repo.get_or_404(s, db.Model, model_id)
+    return object_response(svc.store, row.object_key, f"{row.id}.safetensors", row.sha256)
+
+
+@router.get("/models/{model_id}/layers", response_model=LayersOut)
+def get_model_layers(model_id: str, s: SessionDep):
+    """The layers an edit may name in `layers`, with their type, weight shape and parameter count."""
+    row = repo.get_or_404(s, db.Model, model_id)
+    spec = row.spec
+    return {"model_id": row.id, "arch": row.arch,
+            "layers": archs.layer_table(row.arch, spec["num_classes"], spec["input_shape"][0])}
+
+
+@router.get("/models/{model_id}/lineage", response_model=LineageOut)
+def get_model_lineage(model_id: str, s: SessionDep):
+    """Ancestors (root first, each with the edit that made the next one) and the models edited from this one."""
+    row = repo.get_or_404(s, db.Model, model_id)
+    chain, seen = [], set()
+    while row is not None and row.id not in seen:
+        seen.add(row.id)
+        chain.append({"id": row.id, "edit_id": row.edit_id, "parent_model_id": row.parent_model_id,
+                      "sha256": row.sha256, "created_at": row.created_at})
+        row = s.get(db.Model, row.parent_model_id) if row.parent_model_id else None
+    children = s.scalars(select(db.Model).filter_by(parent_model_id=model_id)).all()
+    return {"model_id": model_id, "ancestors": chain[::-1],
+            "children": [{"id": c.id, "edit_id": c.edit_id, "created_at": c.created_at} for c in children]}

@@ -1,0 +1,55 @@
+"""`/policies` and `/gate` bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME = r"^[A-Za-z0-9_.\-]{1,100}$"
+
+
+class PolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    policy: dict
+
+
+class PolicyOut(BaseModel):
+    tenant: str | None
+    name: str
+    version: int | str = Field(description="1, 2, ... for a stored policy; 'builtin' for one shipped with editaudit")
+    policy: dict
+    created_at: datetime | None = None
+
+
+class PolicyList(BaseModel):
+    tenant: str
+    policies: list[str]
+    builtin: list[str]
+
+
+class GateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    edit_id: str
+    policy: str | dict = Field("default", description="a policy name, or an inline policy document")
+
+
+class RuleOutcomeOut(BaseModel):
+    rule: str
+    metric: str
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    threshold: float
+    p_value: float | None
+    outcome: str
+    reason: str
+
+
+class GateOut(BaseModel):
+    edit_id: str
+    audit_id: str
+    policy: dict = Field(description="what was evaluated: {name, version[, tenant]} or {inline: document}")
+    verdict: str = Field(description="pass | warn | fail")
+    rules: list[RuleOutcomeOut]

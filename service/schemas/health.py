@@ -1,0 +1,7 @@
+"""`/healthz` body."""
+
+from pydantic import BaseModel
+
+
+class HealthOut(BaseModel):
+    status: str

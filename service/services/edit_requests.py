@@ -1,0 +1,162 @@
+"""Validate an edit request completely (so a bad request is a 422 now, not a failed job later), then write its rows.
+
+Everything method-specific comes from the method's params traits (editaudit.contracts.edits); nothing here branches
+on a method's name. The hyperparameters are stored as validated, defaults included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, max_rank
+from editaudit.contracts.statuses import Status
+from editaudit.core import arch_manifest as archs
+from editaudit.core import db, repo
+from editaudit.service.errors import Problem, validation_problem
+from editaudit.service.schemas.edits import EditRequest
+
+
+@dataclass
+class ValidEdit:
+    request: EditRequest
+    model: db.Model
+    params: EditParams
+
+
+def validate_edit(s: Session, req: EditRequest) -> ValidEdit:
+    model = repo.get_or_404(s, db.Model, req.model_id)
+    if req.method not in EDIT_PARAMS:
+        raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=EDIT_PARAMS.names())
+    try:
+        params = EDIT_PARAMS[req.method].model_validate(req.hyperparams)
+    except ValidationError as e:
+        raise validation_problem(e, "hyperparams") from None
+    _check_layers(req, model, params)
+    for split, field in params.required_splits().items():
+        if getattr(req, f"{split}_set") is None:
+            raise Problem(422, f"{field.removeprefix('hyperparams.')} needs a {split}_set", field=field)
+    for field, edit_id in params.edit_refs().items():
+        _check_edit_ref(s, f"hyperparams.{field}", edit_id, model.id, req.layers)
+    facts = _check_datasets(s, req, model, params)
+    if params.needs_x_orig_anywhere and not facts["edit_set"]["has_x_orig"]:
+        method = next(p.method for _, p in params.scopes() if p.needs_x_orig)
+        raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
+                           "each edited image x (the layer learns to map x's keys to the values it produces on "
+                           "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
+    return ValidEdit(req, model, params)
+
+
+def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:
+    valid_layers = archs.layer_names(model.arch)
+    if params.layers == "required" and not req.layers:
+        raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
+                      valid=valid_layers)
+    if params.layers == "none" and req.layers:
+        raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; use one of "
+                           f"{_methods_taking_layers()} to restrict an edit to layers", field="layers")
+    if req.sweep:
+        _check_sweep(req, params)
+    elif params.single_layer and len(req.layers) != 1:
+        raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)} (or set "
+                           "\"sweep\": true to edit each of them in turn)", field="layers")
+    for i, layer in enumerate(req.layers):
+        if layer not in valid_layers:
+            raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
+                          closest=archs.closest(layer, valid_layers))
+    one_at_a_time = req.sweep or params.single_layer
+    for prefix, p in params.scopes():
+        for name in p.layer_fields:
+            value = getattr(p, name)
+            if value and value not in valid_layers:
+                raise Problem(422, f"unknown {name} {value!r} for {model.arch}", field=f"{prefix}.{name}",
+                              closest=archs.closest(value, valid_layers))
+        if p.ranked and one_at_a_time:
+            for i, layer in enumerate(req.layers):
+                _check_rank(model, i, layer, p.rank, f"{prefix}.rank")
+
+
+def _methods_taking_layers() -> list[str]:
+    return sorted(name for name, cls in EDIT_PARAMS.items() if cls.layers == "required")
+
+
+def _check_sweep(req: EditRequest, params: EditParams) -> None:
+    if params.layers != "required":
+        raise Problem(422, f"a sweep edits one layer at a time; method {req.method!r} does not take layers (use one "
+                           f"of {_methods_taking_layers()})", field="sweep")
+    if len(req.layers) < 2 or len(set(req.layers)) != len(req.layers) or len(req.layers) > MAX_SWEEP_LAYERS:
+        raise Problem(422, f"a sweep needs 2 to {MAX_SWEEP_LAYERS} distinct layers; got {req.layers}", field="layers")
+    for field in params.edit_refs():
+        raise Problem(422, f"a sweep cannot reuse one earlier edit ({field}) for every layer; give an inline edit "
+                           "instead", field=f"hyperparams.{field}")
+
+
+def _check_rank(model: db.Model, index: int, layer: str, rank: int, field: str) -> None:
+    """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
+    shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
+        f"{layer}.weight", [])
+    if len(shape) < 2:
+        raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
+                           "edits need a linear or conv layer", field=f"layers.{index}")
+    limit = max_rank(shape)
+    if rank > limit:
+        raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
+                      field=field)
+
+
+def _check_edit_ref(s: Session, field: str, edit_id: str, model_id: str, layers: list[str]) -> None:
+    """An edit a method reads the weights of: a succeeded single-layer edit of the same model and layer."""
+    base = repo.get_or_404(s, db.Edit, edit_id, field=field)
+    if base.status != Status.succeeded:
+        raise Problem(422, f"base edit {edit_id} is {base.status}; interpolation needs a succeeded edit", field=field)
+    if base.model_id != model_id:
+        raise Problem(422, f"base edit {edit_id} edited model {base.model_id}, not {model_id}", field=field)
+    moved = sorted({k.rsplit(".", 1)[0] for k in (base.info or {}).get("changed_keys", [])})
+    if moved != layers:
+        raise Problem(422, f"base edit {edit_id} changed layers {moved}; 1-LI needs a single-layer edit of "
+                           f"{layers}", field=field)
+
+
+def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditParams) -> dict[str, dict]:
+    """Every dataset the request names exists, is not empty, fits the model's input and (where labels matter) its
+    classes. Returns the facts by field."""
+    spec = model.spec
+    named = {f: (getattr(req, f), True) for f in ("edit_set", "generalization_set", "test_set")}
+    named.update({field: (ref, use.needs_labels) for field, ref, use in params.datasets().values()})
+    facts_of = {}
+    for field, (ref, needs_labels) in named.items():
+        if ref is None:
+            continue
+        facts = facts_of[field] = repo.dataset_facts(s, ref, field)
+        if facts["n"] == 0:  # uploads refuse N = 0 already; rows from elsewhere must not start a job either
+            raise Problem(422, f"{field} is empty (N = 0): an edit needs at least one example", field=field)
+        if list(facts["shape"]) != list(spec["input_shape"]):
+            raise Problem(422, f"{field} images are {facts['shape']} but the model takes {spec['input_shape']}",
+                          field=field)
+        if needs_labels and facts["label_max"] >= spec["num_classes"]:
+            raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
+                               "classes (labels must be < num_classes)", field=field)
+    return facts_of
+
+
+def add_edit_rows(s: Session, v: ValidEdit) -> tuple[db.Edit, db.Audit, list[tuple[str, db.Edit, db.Audit]]]:
+    """The edit and its audit (and for a sweep one sub-edit per layer with its own audit), not yet committed."""
+    edit, audit = _add_edit(s, v, v.request.layers, sweep=v.request.sweep)
+    subs = [(layer, *_add_edit(s, v, [layer], sweep_id=edit.id)) for layer in v.request.layers] \
+        if v.request.sweep else []
+    return edit, audit, subs
+
+
+def _add_edit(s: Session, v: ValidEdit, layers: list[str], sweep: bool = False, sweep_id: str | None = None):
+    req = v.request
+    edit = db.Edit(model_id=req.model_id, method=req.method, layers=layers,
+                   hyperparams=v.params.model_dump(mode="json"), edit_set=req.edit_set,
+                   generalization_set=req.generalization_set, test_set=req.test_set, status=Status.queued,
+                   progress={"stage": "queued", "done": 0, "total": 1}, sweep=sweep, sweep_id=sweep_id)
+    s.add(edit)
+    s.flush()
+    audit = db.Audit(edit_id=edit.id, status=Status.queued, config=req.audit.model_dump(mode="json"))
+    s.add(audit)
+    return edit, audit

@@ -1,0 +1,123 @@
+"""Policies, the gate and promotions: resolving a policy reference, gating an edit's finished audit, moving and
+reverting aliases with their audit trail. The decision itself is editaudit.gate's (pure functions)."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from editaudit.contracts.statuses import PromotionOutcome, Status, Verdict
+from editaudit.core import db, repo
+from editaudit.gate.evaluate import evaluate
+from editaudit.gate.policy import Policy, builtin_policy
+from editaudit.service.errors import Problem, validation_problem
+from editaudit.service.services.audits import audit_dict
+
+
+def validate_policy(doc: dict, field: str) -> Policy:
+    try:
+        return Policy.model_validate(doc)
+    except ValidationError as e:
+        raise validation_problem(e, field) from None
+
+
+def latest_policy(s: Session, tenant: str, name: str) -> db.PolicyVersion | None:
+    return s.scalars(select(db.PolicyVersion).filter_by(tenant=tenant, name=name)
+                     .order_by(db.PolicyVersion.version.desc()).limit(1)).first()
+
+
+def resolve_policy(s: Session, tenant: str, ref: str | dict) -> tuple[Policy, dict]:
+    """(policy, reference recorded with a verdict): a tenant's named policy, a built-in one, or an inline document."""
+    if isinstance(ref, dict):
+        return validate_policy(ref, "policy"), {"inline": ref}
+    row = latest_policy(s, tenant, ref)
+    if row is not None:
+        return Policy.model_validate(row.document), {"name": ref, "version": row.version, "tenant": tenant}
+    builtin = builtin_policy(ref)
+    if builtin is not None:
+        return builtin, {"name": ref, "version": "builtin"}
+    raise Problem(404, f"no policy named {ref!r} for tenant {tenant!r} (built-in: default)", field="policy")
+
+
+def get_single_edit(s: Session, edit_id: str) -> db.Edit:
+    """An edit that is not a layer sweep: a sweep has one edited model per layer, so weights, deltas, gates and
+    promotions belong to its sub-edits (409 listing them)."""
+    edit = repo.get_or_404(s, db.Edit, edit_id)
+    if edit.sweep:
+        subs = repo.sub_edits(s, edit)
+        raise Problem(409, f"edit {edit.id} is a layer sweep: use one of its sub-edits {[e.id for e in subs]}",
+                      field="edit_id", sub_edits=[{"layer": e.layers[0], "id": e.id} for e in subs])
+    return edit
+
+
+def get_succeeded_edit(s: Session, edit_id: str, what: str) -> db.Edit:
+    """`what` (weights, delta, revert) needs a single edit that has succeeded: else 409."""
+    edit = get_single_edit(s, edit_id)
+    if edit.status != Status.succeeded:
+        raise Problem(409, f"edit {edit.id} is {edit.status}: {what} needs an edit that has succeeded",
+                      field="edit_id")
+    return edit
+
+
+def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> dict:
+    edit = get_single_edit(s, edit_id)
+    policy, ref = resolve_policy(s, tenant, policy_ref)
+    audit = repo.audit_of(s, edit_id)
+    if audit.status != Status.succeeded:
+        raise Problem(409, f"the audit of edit {edit_id} is {audit.status}; a gate needs a finished audit",
+                      field="edit_id", audit_status=audit.status, edit_status=edit.status)
+    result = evaluate(audit_dict(audit), policy)
+    return {"edit_id": edit_id, "audit_id": audit.id, "policy": ref, **result.as_dict()}
+
+
+def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: str | dict,
+            override_reason: str | None, actor: str | None) -> dict:
+    """Move the family's alias to the edit's model when the gate passes, or with a recorded override; a refusal is
+    recorded too (then 409 with the gate's result)."""
+    result = gate_for(s, tenant, edit_id, policy_ref)
+    edit = repo.get_or_404(s, db.Edit, edit_id)
+    family = repo.family_of(s, edit.model_id)
+    alias = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, name=alias_name)).first()
+    previous = alias.model_id if alias else None
+    blocked = result["verdict"] == Verdict.fail
+    outcome = PromotionOutcome.refused if blocked and not override_reason else \
+        PromotionOutcome.overridden if blocked else PromotionOutcome.promoted
+    s.add(db.Promotion(tenant=tenant, family=family, alias=alias_name, edit_id=edit_id,
+                       model_id=None if outcome == PromotionOutcome.refused else edit.edited_model_id,
+                       previous_model_id=previous, policy=result["policy"], verdict=result["verdict"],
+                       outcome=outcome, override_reason=override_reason, actor=actor, gate=result))
+    if outcome != PromotionOutcome.refused:
+        if alias is None:
+            alias = db.Alias(tenant=tenant, family=family, name=alias_name, model_id=edit.edited_model_id)
+            s.add(alias)
+        alias.model_id, alias.updated_at = edit.edited_model_id, db.utcnow()
+    s.commit()
+    if outcome == PromotionOutcome.refused:
+        raise Problem(409, f"the gate fails for edit {edit_id}; not promoted to {alias_name!r} (give override_reason "
+                           "to ship anyway; it is recorded)", field="edit_id", gate=result)
+    return {"alias": alias_name, "family": family, "model_id": edit.edited_model_id, "previous_model_id": previous,
+            "outcome": outcome, "gate": result}
+
+
+def revert(s: Session, tenant: str, edit_id: str, reason: str | None, actor: str | None) -> dict:
+    """Undo an edit: every alias of this tenant that points at the edited model goes back to the model it pointed at
+    before this edit was promoted to it (the edit's parent when there is no such record), each move recorded as a
+    promotion with outcome `reverted`. Idempotent."""
+    edit = get_succeeded_edit(s, edit_id, "revert")
+    family = repo.family_of(s, edit.model_id)
+    moved = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, model_id=edit.edited_model_id)).all()
+    targets = {}
+    for alias in moved:
+        promoted = s.scalars(select(db.Promotion).filter_by(tenant=tenant, family=family, alias=alias.name,
+                                                            edit_id=edit_id, model_id=edit.edited_model_id)
+                             .order_by(db.Promotion.id.desc())).first()
+        target = promoted.previous_model_id if promoted and promoted.previous_model_id else edit.model_id
+        s.add(db.Promotion(tenant=tenant, family=family, alias=alias.name, edit_id=edit_id, model_id=target,
+                           previous_model_id=alias.model_id, policy={}, verdict=Verdict.none,
+                           outcome=PromotionOutcome.reverted, override_reason=reason, actor=actor, gate={}))
+        alias.model_id, alias.updated_at, targets[alias.name] = target, db.utcnow(), target
+    edit.reverted_at = edit.reverted_at or db.utcnow()
+    s.commit()
+    return {"edit_id": edit_id, "model_id": edit.model_id, "reverted_model_id": edit.edited_model_id,
+            "aliases": sorted(targets), "alias_targets": targets, "reverted_at": edit.reverted_at}

@@ -1,0 +1,27 @@
+"""The job behind the one Celery task: an edit and its audit (run), or a layer sweep (sweep); with its caches
+(cache), reads and writes (persist) and progress (progress)."""
+
+from __future__ import annotations
+
+import logging
+
+from editaudit.core import db
+from editaudit.core.settings import Settings
+from editaudit.core.storage import store_from_url
+from editaudit.worker.jobs.run import run_single_edit
+from editaudit.worker.jobs.sweep import run_sweep
+
+log = logging.getLogger(__name__)
+
+
+def run_edit_job(settings: Settings, edit_id: str) -> None:
+    """The Celery task's body: one edit and its audit, or a layer sweep (its sub-edits one after another)."""
+    sessions = db.session_factory(settings.resolved_database_url)
+    store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        if edit is None:
+            log.error("edit %s not found; dropping the message", edit_id)
+            return
+        is_sweep = edit.sweep
+    (run_sweep if is_sweep else run_single_edit)(settings, sessions, store, edit_id)

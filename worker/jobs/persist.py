@@ -1,0 +1,143 @@
+"""The job's reads and writes of rows and objects: loading inputs, the state transitions of an edit, and storing a
+success atomically (weights and delta objects, the edited model row, the audit and the edit's status together;
+objects rolled back on failure unless another row points at the same content address)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import safetensors.torch
+import torch
+
+import editaudit
+from editaudit.contracts.datasets import is_builtin
+from editaudit.contracts.statuses import ACTIVE, Status
+from editaudit.core import db, repo
+from editaudit.core.storage import ObjectStore, content_key, sha256
+from editaudit.worker.jobs.cache import versions
+from editaudit.worker.jobs.progress import Canceled
+from editaudit.worker.ml.archs import create_model
+from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
+
+log = logging.getLogger(__name__)
+
+
+def dataset_identity(ref: str, sessions) -> str:
+    if is_builtin(ref):
+        return f"{ref}@{editaudit.__version__}"
+    with sessions() as s:
+        return s.get(db.Dataset, ref).sha256
+
+
+def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
+    """A dataset id or builtin name as tensors, tagged with its identity (what caches key on)."""
+    if is_builtin(ref):
+        ds = load_builtin(ref)
+    else:
+        with sessions() as s:
+            row = s.get(db.Dataset, ref)
+            key, filename = row.object_key, row.filename
+        ds = load_bytes(store.get(key), filename)
+    ds.identity = dataset_identity(ref, sessions)
+    return ds
+
+
+def load_edited_model(edit_id: str, sessions, store: ObjectStore, spec: dict):
+    """The model an earlier edit produced (1-LI's `base_edit_id`: its weights are W1)."""
+    with sessions() as s:
+        key = s.get(db.Model, s.get(db.Edit, edit_id).edited_model_id).object_key
+    return create_model(spec, safetensors.torch.load(store.get(key)))
+
+
+def start(s, edit_id: str) -> bool:
+    """queued/running -> running, as one conditional update: a concurrent cancel wins, a finished edit stays."""
+    started = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status.in_(ACTIVE)).update(
+        {"status": Status.running, "started_at": db.utcnow(), "error": None,
+         "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
+    if not started:
+        log.info("edit %s already %s", edit_id, s.get(db.Edit, edit_id).status)
+    return bool(started)
+
+
+def finish(sessions, edit_id: str, status: Status, error: str, only_if: frozenset | None = None) -> None:
+    """Mark an edit and its audit finished (failed/canceled); with `only_if`, only from those states."""
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        if only_if is not None and edit.status not in only_if:
+            return
+        repo.finish_edit(s, edit, status, error)
+        s.commit()
+
+
+def json_safe(obj):
+    """NaN/inf are not JSON (Postgres refuses them, the API cannot send them): they become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result) -> None:
+    digest, delta_digest = sha256(weights), sha256(delta)
+    key, delta_key = content_key("models", digest, ".safetensors"), content_key("deltas", delta_digest, ".safetensors")
+    created: list[str] = []
+    try:
+        for k, data in ((key, weights), (delta_key, delta)):
+            if store.put(k, data):
+                created.append(k)
+        with sessions() as s:
+            edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
+            if edit.status == Status.canceled:  # canceled while the last batch ran: keep nothing
+                raise Canceled(edit_id)
+            model = db.Model(sha256=digest, arch=spec["arch"], spec=spec, object_key=key, size_bytes=len(weights),
+                             parent_model_id=edit.model_id, edit_id=edit_id)
+            s.add(model)
+            s.flush()
+            edit.status, edit.edited_model_id, edit.finished_at = Status.succeeded, model.id, db.utcnow()
+            edit.delta_object_key, edit.delta_sha256 = delta_key, delta_digest
+            edit.info = {**info, "changed_keys": changed}
+            edit.progress = {"stage": "done", "done": 1, "total": 1}
+            audit.status, audit.result, audit.finished_at = Status.succeeded, result, db.utcnow()
+            audit.versions = versions()
+            s.commit()
+    except BaseException as exc:
+        drop_unreferenced(sessions, store, created)
+        if not isinstance(exc, Canceled):
+            raise
+
+
+def drop_unreferenced(sessions, store: ObjectStore, keys: list[str]) -> None:
+    """Roll back objects this job created, unless a row (of another edit with identical content: keys are content
+    addresses) has come to point at them meanwhile."""
+    with sessions() as s:
+        for k in keys:
+            used = s.query(db.Model.id).filter_by(object_key=k).first() or \
+                s.query(db.Edit.id).filter_by(delta_object_key=k).first()
+            if not used:
+                store.delete(k)
+
+
+def make_delta(after: dict, changed: list[str], metadata: dict) -> bytes:
+    """The changed tensors (their new values) as safetensors: loading the parent and then these keys gives the edited
+    model bit for bit; the parent's own values give the revert."""
+    meta = {"format": "editaudit-delta/1", "changed": json.dumps(changed), **{k: str(v) for k, v in metadata.items()}}
+    return safetensors.torch.save({k: after[k] for k in changed}, metadata=meta)
+
+
+def delta_stats(before: dict, after: dict, changed: list[str]) -> dict:
+    """Per changed tensor: the Frobenius norm of the change and its size relative to the original."""
+    out = {}
+    for k in changed:
+        d = (after[k].double() - before[k].detach().cpu().double())
+        ref = float(before[k].double().norm())
+        out[k] = {"norm": float(d.norm()), "relative": float(d.norm()) / ref if ref else None}
+    return out
+
+
+def state_of(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

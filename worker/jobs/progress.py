@@ -1,0 +1,33 @@
+"""Progress and cooperative cancellation: the job writes (stage, done, total) to its edit row, and learns there that
+it was canceled."""
+
+from __future__ import annotations
+
+import time
+
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+
+
+class Canceled(Exception):
+    """The edit was canceled through the API; raised between batches (cooperative cancellation)."""
+
+
+class ProgressWriter:
+    """Writes (stage, done, total) to the edit row at most every `every` seconds and at a stage's end; each write
+    also checks whether the edit was canceled, so a cancel takes effect within one batch plus `every` seconds."""
+
+    def __init__(self, sessions, edit_id: str, every: float = 0.5):
+        self.sessions, self.edit_id, self.every, self._last = sessions, edit_id, every, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.every:
+            return
+        self._last = now
+        with self.sessions() as s:
+            edit = s.get(db.Edit, self.edit_id)
+            if edit.status == Status.canceled:
+                raise Canceled(self.edit_id)
+            edit.progress = {"stage": stage, "done": done, "total": total}
+            s.commit()

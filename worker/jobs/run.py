@@ -1,0 +1,97 @@
+"""One edit and its audit: read the job's rows, run the ML core, store the outcome atomically.
+
+Idempotent under redelivery (acks_late): a finished edit is left alone; a `running` one is redone from scratch.
+Nothing is kept unless everything succeeded. What the method reads (named datasets, earlier edits) and adds to the
+audit comes from its params traits; nothing here branches on a method's name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import safetensors.torch
+import torch
+
+from editaudit.contracts.edits import parse_hyperparams
+from editaudit.contracts.statuses import Status
+from editaudit.core import db, repo
+from editaudit.core.settings import Settings
+from editaudit.core.storage import ObjectStore
+from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
+from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_dataset, load_edited_model,
+                                           make_delta, start, state_of, store_success)
+from editaudit.worker.jobs.progress import Canceled, ProgressWriter
+from editaudit.worker.ml.archs import create_model
+from editaudit.worker.ml.audit.runner import Evaluation, run_audit
+from editaudit.worker.ml.edits import run_edit
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # ART places models on the current device: make it this one
+    return device
+
+
+def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        if not start(s, edit_id):
+            return
+        audit = repo.audit_of(s, edit_id)
+        audit.status = Status.running
+        s.commit()
+        model_row = s.get(db.Model, edit.model_id)
+        job = {c: getattr(edit, c) for c in ("method", "layers", "hyperparams", "edit_set", "generalization_set",
+                                             "test_set")}
+        audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
+        model_sha = model_row.sha256
+    try:
+        device = pick_device(settings.device)
+        params = parse_hyperparams(job["method"], job["hyperparams"])  # validated once, here, for this process
+        baseline = create_model(spec, safetensors.torch.load(store.get(model_key)))
+        splits = {split: load_dataset(job[f"{split}_set"], sessions, store)
+                  for split in ("test", "edit", "generalization") if job[f"{split}_set"]}
+        progress = ProgressWriter(sessions, edit_id)
+        t0 = time.perf_counter()
+        torch.manual_seed(params.seed)
+        reference = {k: v for k, v in splits.items() if k != "edit"}
+        for role, (_, ref, _) in params.datasets().items():  # locality / reference sets, nested edits' included
+            reference[role] = load_dataset(ref, sessions, store)
+        linked = {field: load_edited_model(ref, sessions, store, spec) for field, ref in params.edit_refs().items()}
+        memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions()})
+        edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], params, device, progress,
+                          reference=reference, linked_models=linked, memo=memo)
+        edited.info["memo"] = memo.report
+        edit_seconds = time.perf_counter() - t0
+        cache_key = baseline_cache_key(model_sha, spec, {k: ds.identity for k, ds in splits.items()}, audit_config,
+                                       device.type)
+        cached = cache_get(store, cache_key, lambda data: Evaluation.from_json(json.loads(data)))
+        result = run_audit(baseline, edited.model, splits, audit_config, device, progress, baseline_eval=cached)
+        base_eval = result.pop("baseline_eval")
+        if cached is None:
+            cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
+        result["durations_s"]["edit"] = edit_seconds
+        result.update({k: edited.audit[k] for k in params.audit_sections if k in edited.audit})
+        state = state_of(edited.model.net)
+        weights = safetensors.torch.save(state)
+        delta = make_delta(state, edited.changed, {"parent_sha256": model_sha, "method": job["method"]})
+        edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
+    except Canceled:
+        log.info("edit %s canceled", edit_id)
+        finish(sessions, edit_id, Status.canceled, "canceled by request")
+        return
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
+        log.exception("edit %s failed", edit_id)
+        finish(sessions, edit_id, Status.failed, f"{type(exc).__name__}: {exc}")
+        return
+    try:
+        store_success(sessions, store, edit_id, audit_id, spec, weights, delta, edited.changed, edited.info,
+                      json_safe(result))
+    except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
+        log.exception("edit %s: storing the result failed", edit_id)
+        finish(sessions, edit_id, Status.failed, f"storing the result failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,252 @@
+"""Audit a candidate (edited) model against its baseline on the test / edit / generalization splits.
+
+Each model is evaluated on its own (`evaluate_model`) into per-sample outcomes: that is what the baseline cache
+stores, and what makes paired statistics possible. `compare` turns two evaluations into the metrics and deltas named
+by editaudit.contracts.metrics (accuracy, agreement, drawdown, adversarial and corruption accuracies and their
+aggregates, corruption errors relative to the baseline).
+Random draws (attack starts, corruptions) are seeded per split, attack/corruption and batch, never per model, so
+both models face the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from editaudit.contracts import metrics as M
+from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
+from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
+from editaudit.worker.ml.audit.stats import paired_accuracy_delta, wilson
+from editaudit.worker.ml.data import TensorDataset
+
+Progress = Callable[[str, int, int], None]
+
+
+def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded class-stratified subset of `max_samples` (sorted, so batches stay ordered)."""
+    n = len(y)
+    if max_samples is None or max_samples >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / n * max_samples).astype(int)
+    for i in np.argsort(-(counts / n * max_samples - quota))[: max_samples - quota.sum()]:
+        quota[i] += 1
+    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))
+
+
+def _seed(*parts) -> int:
+    """A stable 63-bit seed from its parts (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class Evaluation:
+    """One model's per-sample outcomes on the audit's inputs."""
+
+    correct: dict[str, list[bool]] = field(default_factory=dict)  # metric name -> correctness per sample
+    preds: dict[str, list[int]] = field(default_factory=dict)  # split -> clean predictions
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # <split>.adv.<id> -> {eps, accuracy}
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Evaluation":
+        return cls(**d)
+
+
+def plan_units(splits: dict[str, TensorDataset], cfg: AuditConfig) -> int:
+    """Batches one model's evaluation runs: the progress total."""
+    per_batch = 1 + sum(len(a.radii()) for a in cfg.attacks)
+    if cfg.corruptions is not None:
+        per_batch += len(cfg.corruptions.resolved_names) * len(cfg.corruptions.severities)
+    return sum(-(-min(len(ds), cfg.max_samples or len(ds)) // cfg.batch_size) for ds in splits.values()) * per_batch
+
+
+def _batches(x, y, batch_size):
+    for b, i in enumerate(range(0, len(x), batch_size)):
+        yield b, x[i : i + batch_size], y[i : i + batch_size]
+
+
+def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: AuditConfig, device: torch.device,
+                   tick: Callable[[], None] = lambda: None) -> Evaluation:
+    eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()))
+    ev = Evaluation()
+    for split, ds in splits.items():
+        x, y = ds.x, ds.y
+        t0 = time.perf_counter()
+        preds = []
+        with torch.no_grad():
+            for _, xb, _ in _batches(x, y, cfg.batch_size):
+                preds.append(fast(to_device(xb, device)).argmax(1).cpu())
+                tick()
+        pred = torch.cat(preds)
+        ev.preds[split] = pred.tolist()
+        ev.correct[M.accuracy(split)] = (pred == y).tolist()
+        ev.durations_s[f"{split}.clean"] = time.perf_counter() - t0
+
+        for params in cfg.attacks:
+            t0 = time.perf_counter()
+            net = fast if params.native else eager  # ART attacks need the eager module
+            radii = params.radii()
+            accs = []
+            for k, eps in enumerate(radii):
+                p = params if k == 0 else params.at_eps(eps)
+                attack, outcome = Attack(p, ATTACKS[p.name]), []
+                for b, xb, yb in _batches(x, y, cfg.batch_size):
+                    xb, yb = to_device(xb, device), yb.to(device)
+                    gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p.seed, split, p.id, k, b))
+                    x_adv = attack.perturb(net, xb, yb, gen)
+                    with torch.no_grad():
+                        outcome.append((fast(x_adv).argmax(1) == yb).cpu())
+                    tick()
+                ok = torch.cat(outcome)
+                if k == 0:
+                    ev.correct[M.adv_accuracy(split, params.id)] = ok.tolist()
+                accs.append(_mean(ok.tolist()))
+            if len(radii) > 1:
+                order = np.argsort(radii)
+                ev.curves[M.adv_key(split, params.id)] = {"eps": [radii[i] for i in order],
+                                                         "accuracy": [accs[i] for i in order]}
+            ev.durations_s[M.adv_key(split, params.id)] = time.perf_counter() - t0
+
+        if cfg.corruptions is not None:
+            from editaudit.worker.ml.audit.corruptions import corrupt
+
+            t0 = time.perf_counter()
+            for name in cfg.corruptions.resolved_names:
+                for sev in cfg.corruptions.severities:
+                    outcome = []
+                    for b, xb, yb in _batches(x, y, cfg.batch_size):
+                        xb = to_device(xb, device)
+                        gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, name, sev, b))
+                        with torch.no_grad():
+                            outcome.append((fast(corrupt(xb, name, sev, gen)).argmax(1).cpu() == yb))
+                        tick()
+                    ev.correct[M.corruption_accuracy(split, name, sev)] = torch.cat(outcome).tolist()
+            _aggregate_corruptions(ev.correct, split, cfg)
+            ev.durations_s[f"{split}.corruption"] = time.perf_counter() - t0
+    return ev
+
+
+def _aggregate_corruptions(correct: dict, split: str, cfg: AuditConfig) -> None:
+    """Means as concatenated per-sample outcomes, so they get paired statistics like any other accuracy."""
+    names, sevs = cfg.corruptions.resolved_names, cfg.corruptions.severities
+    cell = lambda n, s: correct[M.corruption_accuracy(split, n, s)]  # noqa: E731
+    for n in names:
+        correct[M.corruption_accuracy(split, n, M.MEAN)] = [v for s in sevs for v in cell(n, s)]
+    for s in sevs:
+        correct[M.corruption_accuracy(split, M.MEAN, s)] = [v for n in names for v in cell(n, s)]
+    correct[M.corruption_accuracy(split)] = [v for n in names for s in sevs for v in cell(n, s)]
+
+
+def _mean(v: list[bool]) -> float:
+    return sum(v) / len(v) if v else float("nan")
+
+
+def compare(base: Evaluation, cand: Evaluation) -> dict:
+    metrics: dict = {"baseline": {}, "candidate": {}}
+    intervals: dict = {"baseline": {}, "candidate": {}}  # 95% Wilson interval of each accuracy
+    deltas: dict = {}
+    for name, b in base.correct.items():
+        c = cand.correct[name]
+        metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
+        intervals["baseline"][name], intervals["candidate"][name] = wilson(sum(b), len(b)), wilson(sum(c), len(c))
+        deltas[name] = paired_accuracy_delta(b, c)
+    for split in base.preds:  # drawdown (Sinitsin et al. 2020): accuracy lost by the edit, baseline - candidate
+        d, name = deltas[M.accuracy(split)], M.drawdown(split)
+        metrics["baseline"][name], metrics["candidate"][name] = 0.0, -d["value"]
+        deltas[name] = {"value": -d["value"], "ci95": [-d["ci95"][1], -d["ci95"][0]],
+                                       "p_value": d["p_value"]}
+    for split, bp in base.preds.items():
+        cp = cand.preds[split]
+        agree = sum(p == q for p, q in zip(bp, cp))
+        name = M.agreement(split)
+        metrics["baseline"][name], metrics["candidate"][name] = 1.0, agree / len(bp)
+        lo, hi = wilson(agree, len(bp))
+        deltas[name] = {"value": agree / len(bp) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
+        _corruption_errors(metrics, split)
+    curves = {k: {"eps": v["eps"], "baseline": v["accuracy"], "candidate": cand.curves[k]["accuracy"]}
+              for k, v in base.curves.items()}
+    return {"metrics": metrics, "intervals": intervals, "deltas": deltas, "curves": curves}
+
+
+def _corruption_errors(metrics: dict, split: str) -> None:
+    """CE of each type = sum over severities of the candidate's error / the baseline's; mCE = their mean."""
+    cells: dict[str, list[str]] = {}  # type -> its per-severity accuracy names
+    for name in metrics["baseline"]:
+        cell = M.corruption_cell(name, split)
+        if cell:
+            cells.setdefault(cell[0], []).append(name)
+    ces = []
+    for n in (n for n in CORRUPTION_NAMES if n in cells):
+        err_b = sum(1 - metrics["baseline"][k] for k in cells[n])
+        err_c = sum(1 - metrics["candidate"][k] for k in cells[n])
+        if err_b == 0:  # no baseline error to compare against: CE is undefined, leave it out
+            continue
+        ce = err_c / err_b
+        metrics["baseline"][M.corruption_ce(split, n)], metrics["candidate"][M.corruption_ce(split, n)] = 1.0, ce
+        ces.append(ce)
+    if ces:
+        metrics["baseline"][M.corruption_ce(split)] = 1.0
+        metrics["candidate"][M.corruption_ce(split)] = sum(ces) / len(ces)
+
+
+def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str, TensorDataset], dict]:
+    """Apply `max_samples` (stratified, seeded) and record which samples were used."""
+    out, samples = {}, {}
+    for name, ds in splits.items():
+        idx = stratified_indices(ds.y.numpy(), cfg.max_samples, _seed(cfg.seed, name) % 2**32)
+        t = torch.from_numpy(idx)
+        out[name] = TensorDataset(ds.x[t], ds.y[t])
+        samples[name] = {"n": len(idx), "of": len(ds), "ids": idx.tolist() if len(idx) < len(ds) else None}
+    return out, samples
+
+
+def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, TensorDataset],
+              config: dict | AuditConfig, device: torch.device | str = "cpu", progress: Progress = lambda *_: None,
+              baseline_eval: Evaluation | None = None) -> dict:
+    """The whole audit. Pass `baseline_eval` (from the cache) to skip re-evaluating the baseline."""
+    cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config)
+    device = torch.device(device)
+    splits, samples = subset(splits, cfg)
+    units = plan_units(splits, cfg)
+    total, done = units * (1 if baseline_eval is not None else 2), 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        progress("auditing", done, total)
+
+    t0 = time.perf_counter()
+    cached = baseline_eval is not None
+    base = baseline_eval if cached else evaluate_model(baseline, splits, cfg, device, tick)
+    cand = evaluate_model(candidate, splits, cfg, device, tick)
+    out = compare(base, cand)
+    out.update(samples=samples, config=cfg.model_dump(mode="json"), device=str(device),
+               durations_s={"audit": time.perf_counter() - t0,
+                            **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
+                            **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
+               baseline_cached=cached)
+    out["notes"] = method_notes(cfg)
+    out["baseline_eval"] = base
+    return out
+
+
+def method_notes(cfg: AuditConfig) -> list[str]:
+    """What a reader of the report must know about how some numbers were produced."""
+    notes = [n for n in (a.note() for a in cfg.attacks) if n]
+    if cfg.corruptions is not None:
+        notes.append("corruptions: ImageNet-C in torch; see docs/corruptions.md for deviations from the reference "
+                     "(procedural frost and fog, size scaling below 224 px, DCT-based JPEG).")
+    return notes

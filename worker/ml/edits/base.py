@@ -1,0 +1,116 @@
+"""The interface every edit method implements, and the registry that finds them by `method` name."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from editaudit.contracts.edits import EDIT_PARAMS, EditParams, parse_hyperparams
+from editaudit.worker.ml.data import TensorDataset
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _no_memo(name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return compute()
+
+
+@dataclass
+class EditContext:
+    """What a method gets: the model to edit (a copy; the original stays untouched), the data and a progress hook."""
+
+    model: nn.Module  # editaudit Normalized wrapper; layer names refer to model.net
+    edit_set: TensorDataset
+    layers: list[str]
+    params: EditParams
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: Progress = _no_progress
+    # other splits (generalization, test) and the datasets the params name, by role (locality, reference)
+    reference: dict[str, TensorDataset] = field(default_factory=dict)
+    # the edited models of earlier edits the params name, by field (the params' edit_ref_fields)
+    linked_models: dict[str, nn.Module] = field(default_factory=dict)
+    # memo(name, compute): statistics worth keeping across edits of the same model and reference data (rewrite's
+    # second moment); the job layer backs it with the object store, the ML core on its own just computes
+    memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo
+
+
+@dataclass
+class EditResult:
+    model: nn.Module
+    changed: list[str]  # state_dict keys (of model.net) whose values the edit changed
+    info: dict = field(default_factory=dict)
+    audit: dict = field(default_factory=dict)  # sections the method adds to the audit (its params' audit_sections)
+
+
+class EditMethod:
+    name: ClassVar[str]
+
+    def apply(self, ctx: EditContext) -> EditResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+EDITS: dict[str, type[EditMethod]] = {}
+
+
+def register_edit(cls: type[EditMethod]) -> type[EditMethod]:
+    """Class decorator: the implementation of a method whose params are registered in editaudit.contracts.edits."""
+    if cls.name not in EDIT_PARAMS:
+        raise ValueError(f"edit method {cls.name!r} has no params class: register one with "
+                         "editaudit.contracts.edits.register_edit_params")
+    EDITS[cls.name] = cls
+    return cls
+
+
+def numerical_rank(delta: torch.Tensor) -> int:
+    """rank of a weight change [out, ...] (flattened to 2-D) at float32 resolution: singular values above
+    max(shape) * eps(float32) * the largest one. Through the Gram matrix of the smaller side (an eigvalsh of at most
+    out x out), which is far cheaper than an SVD of the full matrix on CPU."""
+    m = delta.detach().flatten(1).double().cpu()
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    sv = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    if sv.numel() == 0 or float(sv.max()) == 0.0:
+        return 0
+    return int((sv > sv.max() * max(m.shape) * torch.finfo(torch.float32).eps).sum())
+
+
+def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: list[str],
+             hyperparams: dict | EditParams, device: torch.device | str = "cpu", progress: Progress = _no_progress,
+             reference: dict[str, TensorDataset] | None = None, linked_models: dict[str, nn.Module] | None = None,
+             memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo) -> EditResult:
+    """Edit a deep copy of `model` and check the result is finite. `hyperparams` may be a raw dict (validated here)
+    or the method's params already validated."""
+    if method not in EDITS:
+        raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
+    params = hyperparams if isinstance(hyperparams, EditParams) else parse_hyperparams(method, hyperparams)
+    if params.single_layer and len(layers) != 1:
+        raise ValueError(f"{method} edits exactly one layer; got layers = {list(layers)}")
+    names = dict(model.net.named_modules())
+    for layer in layers:
+        if layer not in names or not any(True for _ in names[layer].parameters(recurse=False)):
+            raise ValueError(f"unknown layer {layer!r}")
+    if len(edit_set) == 0:
+        raise ValueError("the edit set is empty")
+    device = torch.device(device)
+    work = copy.deepcopy(model).to(device)
+    before = {k: v.detach().clone() for k, v in work.net.state_dict().items()}
+    ctx = EditContext(work, edit_set, list(layers), params, device, progress, reference or {},
+                      {k: m.to(device) for k, m in (linked_models or {}).items()}, memo)
+    result = EDITS[method]().apply(ctx)
+    after = result.model.net.state_dict()
+    bad = [k for k, v in after.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"the edit produced NaN/inf weights in {bad[0]!r}; try a smaller lr")
+    result.changed = changed_keys(before, after)
+    return result

@@ -1,0 +1,58 @@
+"""Direct low-rank editing: learn dW = U V^T (rank r) for one layer from the edit set, then merge it.
+
+Only U and V are trained; the model's own parameters stay frozen, so the edit is constrained to r directions of the
+layer's weight space (the paper's point: constrained edits preserve robustness better).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from editaudit.contracts.edits import max_rank
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+
+
+@register_edit
+class LowRank(EditMethod):
+    name = "low_rank"
+
+    def apply(self, ctx: EditContext) -> EditResult:
+        p = ctx.params
+        layer = ctx.layers[0]  # run_edit checked: exactly one
+        key = f"net.{layer}.weight"
+        w0 = dict(ctx.model.named_parameters())[key].detach()
+        if w0.dim() < 2:
+            raise ValueError(f"low_rank needs a linear or conv weight; {layer!r} has shape {list(w0.shape)}")
+        out_dim, in_dim = w0.shape[0], math.prod(w0.shape[1:])
+        if p.rank > max_rank(w0.shape):
+            raise ValueError(f"rank {p.rank} exceeds what {layer!r} allows: min({out_dim}, {in_dim})")
+        gen = torch.Generator().manual_seed(p.seed)
+        u = torch.zeros(out_dim, p.rank, device=ctx.device, requires_grad=True)
+        v = (torch.randn(in_dim, p.rank, generator=gen) / math.sqrt(in_dim)).to(ctx.device).requires_grad_(True)
+        for prm in ctx.model.parameters():
+            prm.requires_grad_(False)
+        opt = torch.optim.Adam([u, v], lr=p.lr)
+        x, y, n = ctx.edit_set.x, ctx.edit_set.y, len(ctx.edit_set)
+        ctx.model.eval()
+        for step in range(p.steps):
+            idx = torch.randperm(n, generator=gen)[: p.batch_size] if n > p.batch_size else torch.arange(n)
+            w = w0 + (u @ v.T).view_as(w0)
+            loss = F.cross_entropy(functional_call(ctx.model, {key: w}, (x[idx].to(ctx.device),)), y[idx].to(ctx.device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a smaller lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ctx.progress("editing", step + 1, p.steps)
+        delta = (u @ v.T).detach()
+        with torch.no_grad():
+            dict(ctx.model.named_parameters())[key].add_(delta.view_as(w0))
+        for prm in ctx.model.parameters():
+            prm.requires_grad_(True)
+        rank = numerical_rank(delta)
+        return EditResult(ctx.model, [], {"layer": layer, "rank": p.rank, "delta_rank": rank,
+                                          "final_loss": float(loss.detach())})

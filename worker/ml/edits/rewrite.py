@@ -1,0 +1,217 @@
+"""Rewriting one layer's key->value map (Bau et al. 2020; Santurkar et al. 2021).
+
+A conv or linear layer is a linear map from keys (its input: for a conv, the unfolded patch at each output location)
+to values (its output). The edit asks the layer to send the keys of the transformed exemplars `x` to the values it
+produces on their untransformed twins `x_orig`, where `mask` says the transformation is. The change is confined to
+the r directions spanned by C^-1 K (C: the second moment of keys over ordinary images), so keys that ordinary images
+produce move as little as possible: ΔW = Λ·Dᵀ with D the top-r left singular vectors of C^-1 Kᵀ.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+
+
+def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch.device,
+             batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's input and output when `model` (eval mode) runs on images `x`."""
+    inputs, outputs = [], []
+
+    def hook(_mod, inp, out):  # clone: an in-place op downstream (ReLU(inplace=True)) would overwrite the output
+        inputs.append(inp[0].detach().clone())
+        outputs.append(out.detach().clone())
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                model(x[i : i + batch_size].to(device))
+    finally:
+        handle.remove()
+    if not outputs:
+        raise ValueError(f"the model never called {type(module).__name__}.forward (e.g. attention's out_proj is used "
+                         "through its weight only): rewrite cannot see its keys and values")
+    return torch.cat(inputs), torch.cat(outputs)
+
+
+def _check_layer(module: nn.Module, name: str) -> None:
+    if isinstance(module, nn.Linear):
+        return
+    if not isinstance(module, nn.Conv2d):
+        raise ValueError(f"rewrite edits a Linear or Conv2d layer; {name!r} is a {type(module).__name__}")
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        raise ValueError(f"rewrite needs a plain conv (groups=1, zero padding given as numbers); {name!r} is {module}")
+
+
+def keys_of(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """[M, d] keys: one row per output location; `weight.flatten(1) @ key + bias` is the layer's output there."""
+    if isinstance(module, nn.Conv2d):
+        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return inp.reshape(-1, inp.shape[-1])
+
+
+def values_of(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """[M, out] values, rows in the same order as `keys_of`."""
+    if isinstance(module, nn.Conv2d):
+        return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
+    return out.reshape(-1, out.shape[-1])
+
+
+def location_weights(module: nn.Module, out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One weight per key: the mask area-resampled onto the conv's output grid (the share of each output cell the
+    mask covers); 1 without a mask (or for a linear layer, which has no spatial layout)."""
+    if mask is None or not isinstance(module, nn.Conv2d):
+        return torch.ones(values_of(module, out).shape[0], device=out.device)
+    small = F.interpolate(mask.to(out.device, torch.float32), size=out.shape[2:], mode="area")
+    return small.permute(0, 2, 3, 1).reshape(-1)
+
+
+def second_moment(model: nn.Module, module: nn.Module, images: torch.Tensor, device: torch.device,
+                  batch_size: int = 128) -> torch.Tensor:
+    """C = E[k kᵀ] over every key the images produce (float64, on CPU)."""
+    total, count = None, 0
+    for i in range(0, len(images), batch_size):
+        inp, _ = layer_io(model, module, images[i : i + batch_size], device, batch_size)
+        k = keys_of(module, inp).double()
+        total = k.T @ k if total is None else total + k.T @ k
+        count += k.shape[0]
+    return (total / count).cpu()
+
+
+def _regularised(m: torch.Tensor, ridge: float) -> torch.Tensor:
+    """m + ridge * (mean eigenvalue) * I: the ridge is relative, so one value suits every layer's scale."""
+    return m + ridge * (torch.trace(m) / m.shape[0] + 1e-12) * torch.eye(m.shape[0], dtype=m.dtype)
+
+
+def edit_directions(c: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, rank: int, ridge: float) -> torch.Tensor:
+    """D [d, r]: orthonormal top-r left singular vectors of C^-1 Kᵀ (keys weighted by sqrt(w))."""
+    whitened = torch.linalg.solve(_regularised(c, ridge), (keys * w.sqrt()[:, None]).T)  # [d, m]
+    u, _, _ = torch.linalg.svd(whitened, full_matrices=False)
+    return u[:, : min(rank, u.shape[1])]
+
+
+def weighted_l1(err: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i |err_i|₁ / Σ w: the masked L1 error the iterative solver minimises and `info` reports."""
+    return (err.abs().sum(1) * w).sum() / w.sum()
+
+
+def solve_closed_form(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, d_mat: torch.Tensor,
+                      ridge: float) -> torch.Tensor:
+    """Λ = argmin Σ w_i |Λ Dᵀk_i − r_i|² (ridge-regularised): one r×r solve."""
+    z = keys @ d_mat  # [m, r]
+    gram = _regularised(z.T @ (z * w[:, None]), ridge)
+    return torch.linalg.solve(gram, z.T @ (residual * w[:, None])).T  # [out, r]
+
+
+def solve_iterative(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, d_mat: torch.Tensor, steps: int,
+                    lr: float, progress) -> tuple[torch.Tensor, float]:
+    """The original code's variant: Adam against the mask-weighted L1 error, the update confined to span(D).
+
+    The original optimises a full ΔW and projects it onto the subspace; here Adam runs on ΔW's coordinates in that
+    subspace (every iterate lies in it), rescaled so that `lr` means the same on every layer: coordinates in units
+    of the residuals' RMS per unit key projection. The learning rate is cosine-annealed (L1 gradients never shrink).
+    Returns ΔW [out, d] and the final loss."""
+    z = keys @ d_mat  # [m, r]
+    z_scale = z.pow(2).mean().sqrt().clamp_min(1e-12)
+    r_scale = residual.pow(2).mean().sqrt().clamp_min(1e-12)
+    theta = torch.zeros(residual.shape[1], d_mat.shape[1], dtype=keys.dtype, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss = torch.tensor(0.0)
+    for step in range(steps):
+        loss = weighted_l1((z / z_scale) @ theta.T * r_scale - residual, w)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a smaller lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        progress("editing", step + 1, steps)
+    return (theta.detach() * (r_scale / z_scale)) @ d_mat.T, float(loss.detach())
+
+
+class _Clock:
+    """Wall time per phase (keys, second moment, directions, solve), recorded in the edit's info."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self._t = now - self._t, now
+
+
+@register_edit
+class Rewrite(EditMethod):
+    name = "rewrite"
+
+    def apply(self, ctx: EditContext) -> EditResult:
+        p = ctx.params
+        layer = ctx.layers[0]  # run_edit checked: exactly one
+        module = dict(ctx.model.net.named_modules())[layer]
+        _check_layer(module, layer)
+        es = ctx.edit_set
+        if es.x_orig is None:
+            raise ValueError("rewrite needs the edit set's x_orig (the untransformed twin of each x): the values are "
+                             "the layer's outputs on x_orig")
+        ctx.model.eval()  # BatchNorm statistics stay as trained
+        ctx.progress("keys", 0, 3)
+        clock = _Clock()
+        inp, out_x = layer_io(ctx.model, module, es.x, ctx.device)
+        _, out_orig = layer_io(ctx.model, module, es.x_orig, ctx.device)
+        keys = keys_of(module, inp).double().cpu()
+        residual = (values_of(module, out_orig) - values_of(module, out_x)).double().cpu()
+        w = location_weights(module, out_x, es.mask if p.use_mask else None).double().cpu()
+        sel = w > 0
+        if not bool(sel.any()):
+            raise ValueError("the edit set's mask is empty at this layer's resolution: no key to rewrite")
+        keys, residual, w = keys[sel], residual[sel], w[sel]
+        clock.lap("keys")
+
+        ref_name, images, identity = self._reference(ctx, p)
+        ctx.progress("second moment", 1, 3)
+        # the memo key names the reference data by its identity where known (the job sets it), else by its role
+        c = ctx.memo(f"rewrite-second-moment/{layer}/{identity or ref_name}/{len(images)}/seed{p.seed}",
+                     lambda: second_moment(ctx.model, module, images, ctx.device))
+        clock.lap("second_moment")
+        d_mat = edit_directions(c, keys, w, p.rank, p.ridge)
+        clock.lap("directions")
+        ctx.progress("solve", 2, 3)
+        if p.solver == "closed_form":
+            delta = solve_closed_form(keys, residual, w, d_mat, p.ridge) @ d_mat.T
+            loss = float(weighted_l1(keys @ delta.T - residual, w))
+        else:
+            delta, loss = solve_iterative(keys, residual, w, d_mat, p.steps, p.lr, ctx.progress)
+        clock.lap("solve")
+        before = float(weighted_l1(residual, w))
+        weight = module.weight
+        with torch.no_grad():
+            weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
+        ctx.progress("solve", 3, 3)
+        return EditResult(ctx.model, [], {
+            "layer": layer, "rank": p.rank, "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
+            "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
+            "reference": ref_name, "reference_images": len(images),
+            "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})
+
+    @staticmethod
+    def _reference(ctx: EditContext, p) -> tuple[str, torch.Tensor, str | None]:
+        """Ordinary images for C: `reference_set`, else the test split, else (running the ML core on its own) the
+        edit set's untransformed twins. A seeded subset of `reference_samples` images; with the data's identity."""
+        for name in ("reference", "test"):
+            if name in ctx.reference:
+                x, identity = ctx.reference[name].x, ctx.reference[name].identity
+                break
+        else:
+            name, x, identity = "edit.x_orig", ctx.edit_set.x_orig, None
+        if len(x) > p.reference_samples:
+            gen = torch.Generator().manual_seed(p.seed)
+            x = x[torch.randperm(len(x), generator=gen)[: p.reference_samples].sort().values]
+        return name, x, identity

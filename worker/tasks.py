@@ -1,0 +1,14 @@
+"""Celery tasks: thin adapters from a queued id to the job code in `editaudit.worker.jobs`."""
+
+from __future__ import annotations
+
+from editaudit.core.queue import RUN_EDIT
+from editaudit.core.settings import get_settings
+from editaudit.worker.celery_app import app
+
+
+@app.task(name=RUN_EDIT)
+def run_edit_task(edit_id: str) -> None:
+    from editaudit.worker.jobs import run_edit_job
+
+    run_edit_job(get_settings(), edit_id)
