@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI
 
 import editaudit
 from editaudit.core import db
+from editaudit.core.plugins import load_plugins
 from editaudit.core.queue import broker_dirs, make_celery
 from editaudit.core.settings import Settings, get_settings
 from editaudit.core.storage import store_from_url
@@ -30,6 +31,7 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    load_plugins(settings.plugins)  # their params are valid in requests from now on
     app = FastAPI(title="editaudit", version=editaudit.__version__,
                   description="Edit image classifiers and audit the robustness of the edit before deployment.")
     app.state.services = build_services(settings)

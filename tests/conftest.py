@@ -144,14 +144,20 @@ def make_settings(tmp: Path, **urls):
 
 
 @pytest.fixture()
-def api_client(tmp_path):
+def app_settings_extra() -> dict:
+    """Extra settings for `api_client` (a test module overrides this fixture, e.g. to load plugins)."""
+    return {}
+
+
+@pytest.fixture()
+def api_client(tmp_path, app_settings_extra):
     """In-process API (TestClient) on SQLite + a local store; no worker: for validation and error-path tests."""
     from fastapi.testclient import TestClient
 
     from editaudit.service.app import create_app
     from editaudit.core.migrate import upgrade
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **app_settings_extra)
     upgrade(settings.resolved_database_url)
     app = create_app(settings)
     with TestClient(app) as c:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from celery.signals import worker_init
 
+from editaudit.core.plugins import load_plugins
 from editaudit.core.queue import broker_dirs, make_celery
 from editaudit.core.settings import get_settings
 
@@ -14,5 +15,12 @@ app = make_celery(get_settings(), include=["editaudit.worker.tasks"])  # importi
 
 
 @worker_init.connect
-def _make_broker_dirs(**_):  # ... folders are made when a worker starts (or an API that sends to them)
-    broker_dirs(get_settings())
+def _on_start(**_):
+    """Folders are made when a worker starts (or an API that sends to them); a worker that could not run every
+    method, attack and corruption the API accepts refuses to start."""
+    from editaudit.worker.ml.parity import check_parity
+
+    settings = get_settings()
+    broker_dirs(settings)
+    load_plugins(settings.plugins)
+    check_parity()

@@ -5,6 +5,7 @@ It runs exactly the production task code; only the URLs differ (see Settings).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -31,7 +32,8 @@ def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess
     env = dict(os.environ)
     for name, value in settings.model_dump().items():  # the worker sees exactly this process's settings
         if value is not None:
-            env[f"EDITAUDIT_{name.upper()}"] = str(value.resolve() if name == "data_dir" else value)
+            env[f"EDITAUDIT_{name.upper()}"] = str(value.resolve()) if name == "data_dir" else \
+                json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     cmd = [sys.executable, "-m", "celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo",
            "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"embedded-{os.getpid()}@%h"]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle

@@ -31,6 +31,10 @@ class Registry(Generic[P]):
         self.classes[name] = cls
         return cls
 
+    def unregister(self, name: str) -> None:
+        """Forget a registration (tests that register plugins clean up after themselves)."""
+        self.classes.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self.classes
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(2048, ge=1)
     queue: str = "editaudit"
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
+    plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
 
     @field_validator("api_token")
