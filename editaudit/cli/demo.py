@@ -20,6 +20,7 @@ import click
 
 from editaudit.cli.client import Client
 from editaudit.contracts import metrics
+from editaudit.contracts.statuses import Status
 from editaudit.core.tables import audit_table, render
 
 DEMO_POLICY = {"version": 1, "name": "demo", "rules": [
@@ -84,7 +85,7 @@ def run_demo(url: str, epochs: int = 4, report: str | None = None) -> int:
     edit = client.wait_for_edit(job["id"], timeout=300, on_progress=progress_printer())
     if sys.stdout.isatty():
         click.echo("")
-    if edit["status"] != "succeeded":
+    if edit["status"] != Status.succeeded:
         click.echo(f"    edit {edit['status']}: {edit.get('error')}", err=True)
         return 2
     audit = client.get(f"/audits/{job['audit_id']}")

@@ -15,6 +15,7 @@ import click
 
 from editaudit import __version__
 from editaudit.cli.client import ApiError, Client, default_url
+from editaudit.contracts.statuses import Status
 from editaudit.gate.evaluate import GateResult, RuleOutcome
 from editaudit.gate.policy import Policy, load_policy, parse_assignment
 from editaudit.gate.render import as_junit, as_markdown, as_table
@@ -126,7 +127,7 @@ def _wait(client: Client, edit_id: str, timeout: float) -> None:
     show = progress_printer(err=True)
     edit = client.wait_for_edit(edit_id, timeout=timeout, poll=1.0, on_progress=show)
     click.echo("", err=True)
-    if edit["status"] != "succeeded":
+    if edit["status"] != Status.succeeded:
         raise ApiError(409, {"detail": f"edit {edit_id} {edit['status']}: {edit.get('error')}", "errors": [
             {"field": "edit_id", "reason": edit["status"]}]})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator
+from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator, model_validator
 
 from editaudit.contracts.registry import Registry, Strict
 
@@ -24,9 +24,18 @@ class AttackParams(Strict):
     native: ClassVar[bool] = False
     norm_bounded: ClassVar[bool] = False
 
-    id: str = Field("attack", pattern=ID_PATTERN, description="metric name part: <split>.adv.<id>.accuracy")
+    id: str = Field(None, pattern=ID_PATTERN, validate_default=False,
+                    description="metric name part: <split>.adv.<id>.accuracy (default: the attack's name)")
     name: str
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_id(cls, data):
+        """Without an `id`, an attack is named by its `name` (the first PGD of an audit is `pgd`)."""
+        if isinstance(data, dict) and data.get("id") is None:
+            data = {**data, "id": cls.model_fields["id"].default or cls.model_fields["name"].default}
+        return data
 
     def radii(self) -> list[float]:
         """The radii this attack is run at: its own first (that is the metric), then any sweep."""
@@ -83,7 +92,6 @@ class PGDParams(EpsAttack):
 
     native: ClassVar[bool] = True
 
-    id: str = Field("pgd", pattern=ID_PATTERN)
     name: Literal["pgd"] = "pgd"
     steps: int = Field(10, ge=1, le=10_000)
     step_size: float | None = Field(None, gt=0, description="default 2.5 * eps / steps")
@@ -102,7 +110,6 @@ class FGSMParams(EpsAttack):
 
     native: ClassVar[bool] = True
 
-    id: str = Field("fgsm", pattern=ID_PATTERN)
     name: Literal["fgsm"] = "fgsm"
 
 
@@ -110,7 +117,6 @@ class FGSMParams(EpsAttack):
 class APGDParams(EpsAttack):
     """Auto-PGD (Croce & Hein 2020) through ART's AutoProjectedGradientDescent."""
 
-    id: str = Field("apgd", pattern=ID_PATTERN)
     name: Literal["apgd"] = "apgd"
     steps: int = Field(100, ge=1, le=10_000)
     restarts: int = Field(1, ge=1, le=100)
@@ -121,7 +127,6 @@ class APGDParams(EpsAttack):
 class SquareParams(EpsAttack):
     """Square attack (Andriushchenko et al. 2020), query-based and gradient-free, through ART."""
 
-    id: str = Field("square", pattern=ID_PATTERN)
     name: Literal["square"] = "square"
     queries: int = Field(1000, ge=1, le=100_000)
     p_init: float = Field(0.8, gt=0, le=1)
@@ -134,7 +139,6 @@ class AutoAttackParams(EpsAttack):
     from APGD-T), Square with 5000 queries; FAB-T is absent from ART. "art" = ART's default list (APGD-CE and
     APGD-DLR with 5 restarts, DeepFool, Square). Either way a perturbation outside the eps-ball does not count."""
 
-    id: str = Field("autoattack", pattern=ID_PATTERN)
     name: Literal["autoattack"] = "autoattack"
     composition: Literal["standard", "art"] = "standard"
     square_queries: int = Field(5000, ge=1, le=100_000)
@@ -167,7 +171,6 @@ class MinimalL2Attack(AttackParams):
 class CWParams(MinimalL2Attack):
     """Carlini-Wagner L2 (2017) through ART: minimal perturbations, thresholded by `eps` when given."""
 
-    id: str = Field("cw", pattern=ID_PATTERN)
     name: Literal["cw"] = "cw"
     confidence: float = Field(0.0, ge=0)
     steps: int = Field(10, ge=1, le=10_000)
@@ -180,7 +183,6 @@ class CWParams(MinimalL2Attack):
 class DeepFoolParams(MinimalL2Attack):
     """DeepFool (Moosavi-Dezfooli et al. 2016) through ART: minimal L2 perturbations, thresholded by `eps` as CW."""
 
-    id: str = Field("deepfool", pattern=ID_PATTERN)
     name: Literal["deepfool"] = "deepfool"
     steps: int = Field(50, ge=1, le=10_000)
     overshoot: float = Field(1e-6, ge=0)

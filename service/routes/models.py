@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from editaudit.contracts.formats import FormatError, read_safetensors_header
-from editaudit.core import arch_manifest as archs
+from editaudit.core import arch_manifest
 from editaudit.core import db, repo
 from editaudit.core.storage import content_key, sha256
 from editaudit.service.deps import SessionDep, SvcDep
@@ -29,10 +29,10 @@ def parse_spec(raw: str) -> ModelSpec:
         spec = ModelSpec.model_validate(obj)
     except ValidationError as e:
         raise validation_problem(e, "spec") from None
-    if spec.arch not in archs.arch_names():
-        raise Problem(422, f"unknown architecture {spec.arch!r}", field="spec.arch", valid=archs.arch_names(),
-                      closest=archs.closest(spec.arch, archs.arch_names()))
-    need = archs.required_channels(spec.arch)
+    if spec.arch not in arch_manifest.arch_names():
+        raise Problem(422, f"unknown architecture {spec.arch!r}", field="spec.arch", valid=arch_manifest.arch_names(),
+                      closest=arch_manifest.closest(spec.arch, arch_manifest.arch_names()))
+    need = arch_manifest.required_channels(spec.arch)
     if need is not None and spec.input_shape[0] != need:
         raise Problem(422, f"{spec.arch} takes {need}-channel inputs; input_shape has {spec.input_shape[0]}",
                       field="spec.input_shape")
@@ -53,7 +53,7 @@ def upload_model(svc: SvcDep, s: SessionDep, response: Response,
         header = read_safetensors_header(data)
     except FormatError as e:
         raise Problem(415, e.reason, field="weights") from None
-    mismatch = archs.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
+    mismatch = arch_manifest.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
     if mismatch:
         raise Problem(422, f"state_dict does not fit {model_spec.arch}: {mismatch}", field="weights")
     digest = sha256(data)
@@ -82,7 +82,7 @@ def get_model_layers(model_id: str, s: SessionDep):
     row = repo.get_or_404(s, db.Model, model_id)
     spec = row.spec
     return {"model_id": row.id, "arch": row.arch,
-            "layers": archs.layer_table(row.arch, spec["num_classes"], spec["input_shape"][0])}
+            "layers": arch_manifest.layer_table(row.arch, spec["num_classes"], spec["input_shape"][0])}
 
 
 @router.get("/models/{model_id}/lineage", response_model=LineageOut)

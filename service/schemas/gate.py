@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from editaudit.gate.evaluate import RuleOutcome
+
 NAME = r"^[A-Za-z0-9_.\-]{1,100}$"
 
 
@@ -35,21 +37,9 @@ class GateRequest(BaseModel):
     policy: str | dict = Field("default", description="a policy name, or an inline policy document")
 
 
-class RuleOutcomeOut(BaseModel):
-    rule: str
-    metric: str
-    baseline: float | None
-    candidate: float | None
-    delta: float | None
-    threshold: float
-    p_value: float | None
-    outcome: str
-    reason: str
-
-
 class GateOut(BaseModel):
     edit_id: str
     audit_id: str
     policy: dict = Field(description="what was evaluated: {name, version[, tenant]} or {inline: document}")
     verdict: str = Field(description="pass | warn | fail")
-    rules: list[RuleOutcomeOut]
+    rules: list[RuleOutcome]

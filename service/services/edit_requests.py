@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, max_rank
 from editaudit.contracts.statuses import Status
-from editaudit.core import arch_manifest as archs
+from editaudit.core import arch_manifest
 from editaudit.core import db, repo
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.schemas.edits import EditRequest
@@ -50,7 +50,7 @@ def validate_edit(s: Session, req: EditRequest) -> ValidEdit:
 
 
 def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:
-    valid_layers = archs.layer_names(model.arch)
+    valid_layers = arch_manifest.layer_names(model.arch)
     if params.layers == "required" and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=valid_layers)
@@ -65,14 +65,14 @@ def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None
     for i, layer in enumerate(req.layers):
         if layer not in valid_layers:
             raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
-                          closest=archs.closest(layer, valid_layers))
+                          closest=arch_manifest.closest(layer, valid_layers))
     one_at_a_time = req.sweep or params.single_layer
     for prefix, p in params.scopes():
         for name in p.layer_fields:
             value = getattr(p, name)
             if value and value not in valid_layers:
                 raise Problem(422, f"unknown {name} {value!r} for {model.arch}", field=f"{prefix}.{name}",
-                              closest=archs.closest(value, valid_layers))
+                              closest=arch_manifest.closest(value, valid_layers))
         if p.ranked and one_at_a_time:
             for i, layer in enumerate(req.layers):
                 _check_rank(model, i, layer, p.rank, f"{prefix}.rank")
@@ -95,7 +95,7 @@ def _check_sweep(req: EditRequest, params: EditParams) -> None:
 
 def _check_rank(model: db.Model, index: int, layer: str, rank: int, field: str) -> None:
     """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
-    shape = archs.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
+    shape = arch_manifest.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
         f"{layer}.weight", [])
     if len(shape) < 2:
         raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "

@@ -88,9 +88,9 @@ def test_parity_fails_for_params_without_an_implementation():
 
 
 def test_an_implementation_without_params_is_refused_at_registration():
-    class Stray(EditMethod):
-        name = "stray"
-
     with pytest.raises(ValueError, match="no params class"):
-        register_edit(Stray)
+        @register_edit("stray")
+        class Stray(EditMethod):
+            pass
+
     assert "stray" not in EDITS

@@ -18,14 +18,12 @@ class BiasNudgeParams(EditParams):
     amount: float = Field(1.0, gt=0, le=100, description="logits added to each targeted class")
 
 
-@register_edit
+@register_edit("bias_nudge")
 class BiasNudge(EditMethod):
-    name = "bias_nudge"
-
     def apply(self, ctx: EditContext) -> EditResult:
         import torch
 
-        layer = dict(ctx.model.net.named_modules())[ctx.layers[0]]
+        layer = dict(ctx.model.net.named_modules())[ctx.layer]
         targets = sorted(set(ctx.edit_set.y.tolist()))
         with torch.no_grad():
             layer.bias[targets] += ctx.params.amount

@@ -41,6 +41,11 @@ class EditContext:
     # second moment); the job layer backs it with the object store, the ML core on its own just computes
     memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo
 
+    @property
+    def layer(self) -> str:
+        """The one layer of a single-layer method (run_edit checked there is exactly one)."""
+        return self.layers[0]
+
 
 @dataclass
 class EditResult:
@@ -60,13 +65,18 @@ class EditMethod:
 EDITS: dict[str, type[EditMethod]] = {}
 
 
-def register_edit(cls: type[EditMethod]) -> type[EditMethod]:
-    """Class decorator: the implementation of a method whose params are registered in editaudit.contracts.edits."""
-    if cls.name not in EDIT_PARAMS:
-        raise ValueError(f"edit method {cls.name!r} has no params class: register one with "
+def register_edit(name: str):
+    """Class decorator: the implementation of `name`, whose params are registered in editaudit.contracts.edits."""
+    if name not in EDIT_PARAMS:
+        raise ValueError(f"edit method {name!r} has no params class: register one with "
                          "editaudit.contracts.edits.register_edit_params")
-    EDITS[cls.name] = cls
-    return cls
+
+    def deco(cls: type[EditMethod]) -> type[EditMethod]:
+        cls.name = name
+        EDITS[name] = cls
+        return cls
+
+    return deco
 
 
 def numerical_rank(delta: torch.Tensor) -> int:

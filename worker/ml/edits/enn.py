@@ -7,10 +7,8 @@ from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, 
 from editaudit.worker.ml.edits.training import layer_params, train_only, train_steps
 
 
-@register_edit
+@register_edit("enn")
 class ENN(EditMethod):
-    name = "enn"
-
     def apply(self, ctx: EditContext) -> EditResult:
         params = layer_params(ctx) if ctx.layers else list(ctx.model.net.parameters())
         train_only(ctx, params)

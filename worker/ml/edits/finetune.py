@@ -6,10 +6,8 @@ from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, 
 from editaudit.worker.ml.edits.training import train_only, train_steps
 
 
-@register_edit
+@register_edit("finetune")
 class Finetune(EditMethod):
-    name = "finetune"
-
     def apply(self, ctx: EditContext) -> EditResult:
         named = list(ctx.model.net.named_parameters())
         start = 0

@@ -6,10 +6,8 @@ from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, 
 from editaudit.worker.ml.edits.training import layer_params, train_only, train_steps
 
 
-@register_edit
+@register_edit("finetune_layer")
 class FinetuneLayer(EditMethod):
-    name = "finetune_layer"
-
     def apply(self, ctx: EditContext) -> EditResult:
         params = layer_params(ctx)
         train_only(ctx, params)

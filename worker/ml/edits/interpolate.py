@@ -131,13 +131,10 @@ class AlphaSearch:
         return max(feasible, key=lambda a: (self.points[round(a, 6)].get(ROBUST, 0.0), -a))
 
 
-@register_edit
+@register_edit("interpolate")
 class Interpolate(EditMethod):
-    name = "interpolate"
-
     def apply(self, ctx: EditContext) -> EditResult:
-        p = ctx.params
-        layer = ctx.layers[0]  # run_edit checked: exactly one
+        p, layer = ctx.params, ctx.layer
         if "base_edit_id" in ctx.linked_models:
             model1 = ctx.linked_models["base_edit_id"]
         else:

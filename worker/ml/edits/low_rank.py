@@ -16,13 +16,10 @@ from editaudit.contracts.edits import max_rank
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
 
 
-@register_edit
+@register_edit("low_rank")
 class LowRank(EditMethod):
-    name = "low_rank"
-
     def apply(self, ctx: EditContext) -> EditResult:
-        p = ctx.params
-        layer = ctx.layers[0]  # run_edit checked: exactly one
+        p, layer = ctx.params, ctx.layer
         key = f"net.{layer}.weight"
         w0 = dict(ctx.model.named_parameters())[key].detach()
         if w0.dim() < 2:

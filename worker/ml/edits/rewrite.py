@@ -148,13 +148,10 @@ class _Clock:
         self.laps[name], self._t = now - self._t, now
 
 
-@register_edit
+@register_edit("rewrite")
 class Rewrite(EditMethod):
-    name = "rewrite"
-
     def apply(self, ctx: EditContext) -> EditResult:
-        p = ctx.params
-        layer = ctx.layers[0]  # run_edit checked: exactly one
+        p, layer = ctx.params, ctx.layer
         module = dict(ctx.model.net.named_modules())[layer]
         _check_layer(module, layer)
         es = ctx.edit_set
