@@ -22,6 +22,7 @@ from editaudit.cli.client import Client
 from editaudit.contracts import metrics
 from editaudit.contracts.statuses import Status
 from editaudit.core.tables import audit_table, render
+from editaudit.gate.policy import KINDS
 
 DEMO_POLICY = {"version": 1, "name": "demo", "rules": [
     {"metric": metrics.accuracy("test"), "max_drop": 0.01},
@@ -97,8 +98,9 @@ def run_demo(url: str, epochs: int = 4, report: str | None = None) -> int:
     click.echo(f"4/5 audit {audit['id']} on {audit['device']}{where}:\n")
     click.echo(audit_table(audit, headline_only=True))
     gate = client.post("/gate", {"edit_id": job["id"], "policy": DEMO_POLICY})
-    click.echo("\n5/5 gate (editaudit gate " + job["id"] + " --max-drop test.accuracy=0.01 "
-               "--max-drop test.adv.pgd.accuracy=0.02 --min edit.accuracy=0.9):\n")
+    flags = " ".join(f"--{kind.replace('_', '-')} {r['metric']}={r[kind]:g}" for r in DEMO_POLICY["rules"]
+                     for kind in KINDS if kind in r)
+    click.echo(f"\n5/5 gate (editaudit gate {job['id']} {flags}):\n")
     click.echo(render(["rule", "metric", "baseline", "candidate", "outcome", "why"],
                       [[r["rule"], r["metric"], r["baseline"], r["candidate"], r["outcome"].upper(), r["reason"]]
                        for r in gate["rules"]], align_right={2, 3}))

@@ -11,6 +11,7 @@ branch on a method's name:
   edit_ref_fields fields naming an earlier single-layer edit whose edited model the method reads
   interpolation_base  may be 1-LI's inline `base`
   audit_sections  keys the method adds to the audit (1-LI's alpha_curve and mli)
+  sweep_info      keys of the edit's `info` a layer sweep's comparison table shows
 and two methods: `nested()` (edits it runs inside itself, e.g. 1-LI's base) and `required_splits()` (splits a
 setting of it needs). The worker registers one implementation per name; a parity test keeps the sets equal.
 """
@@ -48,6 +49,7 @@ class EditParams(Strict):
     edit_ref_fields: ClassVar[tuple[str, ...]] = ()
     interpolation_base: ClassVar[bool] = False
     audit_sections: ClassVar[tuple[str, ...]] = ()
+    sweep_info: ClassVar[tuple[str, ...]] = ("delta",)
 
     seed: int = Field(0, description="seeds every random draw of the edit")
 
@@ -127,6 +129,7 @@ class FinetuneParams(_Locality):
 
     dataset_fields = LOCALITY
     layer_fields = ("from_layer",)
+    sweep_info = ("delta", "final_loss")
 
     steps: int = Field(30, ge=1, le=100_000, description="optimizer steps")
     lr: float = Field(1e-4, gt=0, le=10.0, description="learning rate")
@@ -156,6 +159,7 @@ class ENNParams(_Locality):
 
     layers = "optional"
     dataset_fields = LOCALITY
+    sweep_info = ("delta", "final_loss")
 
     max_steps: int = Field(100, ge=1, le=100_000)
     lr: float = Field(1e-3, gt=0, le=10.0)
@@ -173,6 +177,7 @@ class LowRankParams(EditParams):
     single_layer = True
     ranked = True
     interpolation_base = True
+    sweep_info = ("delta", "delta_rank", "final_loss")
 
     rank: int = Field(1, ge=1, le=4096)
     steps: int = Field(50, ge=1, le=100_000)
@@ -196,6 +201,7 @@ class RewriteParams(EditParams):
     ranked = True
     needs_x_orig = True
     interpolation_base = True
+    sweep_info = ("delta", "delta_rank")
     dataset_fields = {"reference_set": DatasetField("reference", needs_labels=False)}  # C needs images only
 
     rank: int = Field(1, ge=1, le=4096)
@@ -256,6 +262,7 @@ class InterpolateParams(EditParams):
     single_layer = True
     edit_ref_fields = ("base_edit_id",)
     audit_sections = ("alpha_curve", "mli")
+    sweep_info = ("delta", "alpha")
 
     base: BaseEdit | None = None
     base_edit_id: str | None = None

@@ -11,7 +11,7 @@ from editaudit.service.schemas.models import ArchsOut
 
 router = APIRouter(tags=["catalog"])
 TRAITS = ("layers", "single_layer", "ranked", "needs_x_orig", "layer_fields", "edit_ref_fields",
-          "interpolation_base", "audit_sections")
+          "interpolation_base", "audit_sections", "sweep_info")
 
 
 @router.get("/archs", response_model=ArchsOut)

@@ -6,6 +6,7 @@ import logging
 import math
 
 from editaudit.contracts import metrics
+from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
 from editaudit.core.settings import Settings
@@ -73,7 +74,7 @@ def sweep_row(s, edit_id: str, layer: str) -> dict:
             "edited_model_id": edit.edited_model_id,
             "metrics": {k: v for k, v in result.get("metrics", {}).get("candidate", {}).items() if keep(k)},
             "deltas": {k: v for k, v in result.get("deltas", {}).items() if keep(k)},
-            "info": {k: info[k] for k in ("delta_rank", "alpha", "delta", "final_loss") if k in info}}
+            "info": {k: info[k] for k in EDIT_PARAMS[edit.method].sweep_info if k in info}}
 
 
 def sweep_table(rows: list[dict]) -> dict:
