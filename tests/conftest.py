@@ -162,7 +162,7 @@ def api_client(tmp_path, app_settings_extra):
     app = create_app(settings)
     with TestClient(app) as c:
         c.settings = settings
-        c.services = app.state.services
+        c.services, c.api = app.state.services, app
         yield c
 
 

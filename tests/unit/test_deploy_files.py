@@ -50,3 +50,12 @@ def test_dockerfile_targets():
     assert "torch" not in api.replace("no torch", ""), "the api image installs no torch"
     assert "pip install ." in api and '".[worker]"' in text
     assert "USER editaudit" in api and "celery" in text.split("AS worker")[1]
+
+
+def test_both_images_install_every_source_root():
+    """setup.py discovers the packages under each root; the Dockerfile must copy every one of them."""
+    text = (ROOT / "Dockerfile").read_text()
+    base = text.split("AS api")[0]
+    for root in ("editaudit", "service", "worker", "migrations"):
+        assert f"COPY {root} ./{root}" in base, root
+    assert "setup.py" in base and "LICENSE" in base
