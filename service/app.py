@@ -12,10 +12,11 @@ from editaudit.core.settings import Settings, get_settings
 from editaudit.core.storage import store_from_url
 from editaudit.service import errors
 from editaudit.service.deps import Services, require_token
-from editaudit.service.routes import aliases, audits, catalog, datasets, edits, gate, health, models, policies
+from editaudit.service.routes import (aliases, audit_profiles, audits, catalog, datasets, edits, gate, health,
+                                      models, policies)
 
-RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router, policies.router,
-                    gate.router, aliases.router)
+RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router,
+                    audit_profiles.router, policies.router, gate.router, aliases.router)
 
 
 def build_services(settings: Settings) -> Services:

@@ -16,9 +16,9 @@ import click
 from editaudit import __version__
 from editaudit.cli.client import ApiError, Client, default_url
 from editaudit.contracts.statuses import Status
-from editaudit.gate.evaluate import GateResult, RuleOutcome
+from editaudit.gate.evaluate import GateResult
 from editaudit.gate.policy import Policy, load_policy, parse_assignment
-from editaudit.gate.render import as_junit, as_markdown, as_table
+from editaudit.gate.render import as_html, as_junit, as_markdown, as_table
 
 EXIT_PASS, EXIT_BLOCKED, EXIT_ERROR, EXIT_MISSING, EXIT_USAGE = 0, 1, 2, 3, 4
 
@@ -102,8 +102,9 @@ def exit_code_for(e: ApiError) -> int:
         return EXIT_BLOCKED  # promotion refused by the gate
     if e.status == 409 or (e.status == 404 and "edit_id" in fields):
         return EXIT_MISSING
-    if e.status in (404, 422) and fields & {"policy", "name"}:
-        return EXIT_USAGE
+    if e.status in (404, 422) and any(f == "name" or f == "policy" or f.startswith("policy.")
+                                      for f in fields if isinstance(f, str)):
+        return EXIT_USAGE  # an unknown policy, or a policy naming what cannot exist (a typo'd metric or attack id)
     return EXIT_ERROR
 
 
@@ -144,7 +145,7 @@ def _wait(client: Client, edit_id: str, timeout: float) -> None:
               help="Block if (baseline - candidate) / baseline > V.")
 @click.option("--wait", is_flag=True, help="Wait for a queued or running audit to finish, showing progress.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown"]), default="table",
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown", "html"]), default="table",
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the formatted result here (the table still goes to stdout).")
@@ -180,9 +181,10 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
     except Exception as e:  # noqa: BLE001 - network and server trouble
         click.echo(f"error: cannot reach {url}: {e}", err=True)
         sys.exit(EXIT_ERROR)
-    gr = GateResult(result["verdict"], [RuleOutcome(**r) for r in result["rules"]])
+    gr = GateResult.from_dict(result)
     formatted = {"table": lambda: as_table(result), "json": lambda: json.dumps(result, indent=2, default=str),
-                 "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}")}
+                 "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}"),
+                 "html": lambda: as_html(gr, f"editaudit gate: edit {edit_id}")}
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(formatted[fmt]())
@@ -232,6 +234,9 @@ def _post_or_exit(url: str, path: str, body: dict) -> dict:
         return Client(url).post(path, body)
     except ApiError as e:
         click.echo(f"error: {e}", err=True)
+        gate = e.body.get("gate") if isinstance(e.body, dict) else None
+        if gate:  # a refused promotion: show the verdict and every row, failing ones included
+            click.echo(as_table(gate), err=True)
         sys.exit(exit_code_for(e))
     except Exception as e:  # noqa: BLE001
         click.echo(f"error: cannot reach {url}: {e}", err=True)

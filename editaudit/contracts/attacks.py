@@ -69,7 +69,7 @@ class EpsAttack(AttackParams):
     norm_bounded: ClassVar[bool] = True
 
     norm: Literal["inf", "2"] = "inf"
-    eps: float = Field(0.03, ge=0)
+    eps: float = Field(0.03, gt=0, description="the radius the metric is measured at (> 0: eps 0 attacks nothing)")
     eps_sweep: list[Annotated[float, Field(ge=0)]] | None = Field(None, max_length=32)
 
     _norm = field_validator("norm", mode="before")(lambda v: _norm_alias(v))

@@ -125,3 +125,25 @@ def corruption_cell(name: str, split: str) -> tuple[str, int] | None:
     if m.corruption == MEAN or m.severity in (None, MEAN):
         return None
     return m.corruption, int(m.severity)
+
+
+def is_pattern(name: str) -> bool:
+    """Shell-style wildcards (`test.adv.*.accuracy`): a policy rule then applies to every matching metric."""
+    return any(ch in name for ch in "*?[")
+
+
+def examples(attack_ids=("pgd",), corruptions=()) -> list[str]:
+    """Well-formed names for suggestions: every split's simple measures, the given attacks, corruption summaries."""
+    out = []
+    for s in SPLITS:
+        out += [accuracy(s), agreement(s), drawdown(s), corruption_accuracy(s), corruption_ce(s)]
+        out += [adv_accuracy(s, a) for a in attack_ids]
+        out += [corruption_accuracy(s, MEAN, sev) for sev in range(1, 6)]
+        out += [corruption_accuracy(s, c, MEAN) for c in corruptions] + [corruption_ce(s, c) for c in corruptions]
+    return out
+
+
+def closest(name: str, candidates, n: int = 3) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=n, cutoff=0.5)

@@ -19,6 +19,13 @@ class Strict(BaseModel):
 P = TypeVar("P", bound=BaseModel)
 
 
+def prefixed(e: ValidationError, *prefix) -> ValidationError:
+    """The same errors, located under `prefix` (for a part validated on its own inside a larger model)."""
+    return ValidationError.from_exception_data(e.title, [
+        InitErrorDetails(type=x["type"], loc=(*prefix, *x["loc"]), input=x["input"], ctx=x.get("ctx", {}))
+        for x in e.errors()])
+
+
 class Registry(Generic[P]):
     """name -> params class. `kind` names the things in messages ("edit method", "attack")."""
 
@@ -66,9 +73,7 @@ class Registry(Generic[P]):
         try:
             return self.classes[name].model_validate(raw)
         except ValidationError as e:
-            raise ValidationError.from_exception_data(e.title, [
-                InitErrorDetails(type=x["type"], loc=(name, *x["loc"]), input=x["input"], ctx=x.get("ctx", {}))
-                for x in e.errors()]) from None
+            raise prefixed(e, name) from None
 
     def json_schema(self, handler) -> dict:
         """oneOf the registered classes, discriminated by `key`; computed when the schema is generated."""

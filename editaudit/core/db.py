@@ -101,6 +101,9 @@ class Audit(Base):
     versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # {"tenant", "name", "version"} when the server resolved the config from an audit profile; set by the API only,
+    # so a policy that requires a profile cannot be satisfied by a submitter's claim
+    profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class PolicyVersion(Base):
@@ -113,6 +116,20 @@ class PolicyVersion(Base):
     name: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditProfile(Base):
+    """A named audit config of a tenant; every POST adds a version. Edits name it instead of spelling out attacks,
+    so the platform team, not the submitter, decides how hard an edit is attacked."""
+
+    __tablename__ = "audit_profiles"
+    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,16 +1,29 @@
-"""Evaluate a policy against an audit -> pass | warn | fail, one row per (rule, metric). Pure functions.
+"""Evaluate a policy against an audit -> pass | warn | fail, one row per (rule, metric) plus one per requirement.
+Pure functions of the audit as the API serves it (metrics, deltas with their paired counts, config, samples,
+profile).
 
-Fail-closed: a metric a rule names (or a wildcard that matches nothing) that the audit lacks counts as a violation
-unless the rule says `on_missing: warn | ignore`. `require_significance: 0.05` lets a drop block only when the
-audit's paired test (exact McNemar) rejects at that level.
+Fail-closed everywhere: a metric a rule names that the audit lacks, a drop the data cannot bound, a requirement the
+recorded audit does not meet, each blocks (unless the rule says `on_missing: warn | ignore` for a missing metric).
+A drop rule passes by non-inferiority unless it asks for the lenient `significant_drop` decision (see policy.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from editaudit.gate.policy import Policy, Rule
+from editaudit.contracts import metrics
+from editaudit.gate.bounds import drop_upper_bound, samples_needed
+from editaudit.gate.policy import Policy, Requirements, Rule
+
+
+class GateUsageError(ValueError):
+    """The policy names something that cannot exist for this audit (an attack id it never ran while it ran others):
+    a typo, not a regression. `field` is the rule's path in the policy, `closest` the names it probably meant."""
+
+    def __init__(self, detail: str, field: str, closest: list[str]):
+        super().__init__(detail)
+        self.detail, self.field, self.closest = detail, field, closest
 
 
 @dataclass
@@ -20,63 +33,172 @@ class RuleOutcome:
     baseline: float | None
     candidate: float | None
     delta: float | None
-    threshold: float
+    threshold: float | None
     p_value: float | None
     outcome: str  # pass | warn | fail
     reason: str
+    n: int | None = None  # paired samples behind the decision
+    bound: float | None = None  # drop rules: the upper (1 - alpha) bound on the drop (relative for relative rules)
+    decision: str | None = None  # non_inferiority | significant_drop | requirement
+    lenient: bool = False  # decided by significance: a small audit can pass by detecting nothing
+    undecided: bool = False  # the data could not show the drop is within the margin (too few samples)
+    samples_needed: int | None = None  # ... and how many would, at the observed rates of lost and gained inputs
 
 
 @dataclass
 class GateResult:
     verdict: str  # pass | warn | fail
     rules: list[RuleOutcome]
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "rules": [asdict(r) for r in self.rules]}
+        return {"verdict": self.verdict, "rules": [asdict(r) for r in self.rules], "notes": self.notes}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "GateResult":
+        """From a gate response (`POST /gate`, `GET /edits/{id}/gate`)."""
+        return cls(d["verdict"], [RuleOutcome(**r) for r in d["rules"]], list(d.get("notes") or []))
 
-def _violation(rule: Rule, b: float | None, c: float) -> tuple[bool, str]:
-    t = rule.threshold
-    if rule.kind == "min":
-        return c < t, f"candidate {c:.4f} {'<' if c < t else '>='} {t:g}"
-    if rule.kind == "max":
-        return c > t, f"candidate {c:.4f} {'>' if c > t else '<='} {t:g}"
-    drop = b - c
-    if rule.kind == "max_relative_drop":
-        drop = drop / b if b > 0 else (0.0 if c >= b else float("inf"))
-    bad = drop > t + 1e-12
-    return bad, f"{'relative ' if rule.kind == 'max_relative_drop' else ''}drop {drop:+.4f} {'>' if bad else '<='} {t:g}"
+    @property
+    def undecided(self) -> list[RuleOutcome]:
+        return [r for r in self.rules if r.undecided]
+
+    @property
+    def lenient(self) -> list[RuleOutcome]:
+        return [r for r in self.rules if r.lenient]
 
 
 def evaluate(audit: dict, policy: Policy) -> GateResult:
     base, cand = audit["metrics"].get("baseline", {}), audit["metrics"].get("candidate", {})
-    deltas = audit.get("deltas", {})
     names = sorted(set(base) | set(cand))
-    rows: list[RuleOutcome] = []
-    for rule in policy.rules:
+    rows = check_requirements(audit, policy.requires) if policy.requires else []
+    for i, rule in enumerate(policy.rules):
         on_missing = rule.on_missing or policy.on_missing
-        matches = [n for n in names if fnmatch.fnmatchcase(n, rule.metric)] if any(
-            ch in rule.metric for ch in "*?[") else [rule.metric]
-        if not matches:
-            matches = [rule.metric]
-        for metric in matches:
+        for metric in _targets(audit, names, rule, i):
             b, c = base.get(metric), cand.get(metric)
-            p = (deltas.get(metric) or {}).get("p_value")
-            delta = None if b is None or c is None else c - b
-            needs_base = rule.kind in ("max_drop", "max_relative_drop")
-            if c is None or (needs_base and b is None):
+            if c is None or (rule.is_drop and b is None):
                 if on_missing == "ignore":
                     continue
                 outcome = "fail" if on_missing == "fail" else "warn"
-                rows.append(RuleOutcome(rule.describe(), metric, b, c, delta, rule.threshold, p, outcome,
-                                        "metric missing from the audit" + (" (fail-closed)" if outcome == "fail" else "")))
+                rows.append(RuleOutcome(rule.describe(), metric, b, c, None, rule.threshold, None, outcome,
+                                        "metric missing from the audit" + (" (fail-closed)" if outcome == "fail" else ""),
+                                        decision=rule.effective_decision, lenient=rule.lenient))
                 continue
-            bad, reason = _violation(rule, b, c)
-            if bad and needs_base and rule.require_significance is not None and p is not None \
-                    and p >= rule.require_significance:
-                bad, reason = False, f"{reason}, but not significant (p={p:.3g} >= {rule.require_significance:g})"
-            outcome = "pass" if not bad else rule.severity
-            rows.append(RuleOutcome(rule.describe(), metric, b, c, delta, rule.threshold, p, outcome, reason))
+            rows.append(_decide(rule, metric, b, c, (audit.get("deltas") or {}).get(metric) or {}))
     outcomes = {r.outcome for r in rows}
     verdict = "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
-    return GateResult(verdict, rows)
+    notes = []
+    if any(r.undecided for r in rows):
+        notes.append("undecided for lack of samples: " + ", ".join(
+            f"{r.metric} (needs about {r.samples_needed})" if r.samples_needed else r.metric
+            for r in rows if r.undecided))
+    if any(r.lenient for r in rows):
+        notes.append("lenient rules (significant_drop: a drop blocks only when significant, so a small audit passes "
+                     "by detecting nothing): " + ", ".join(r.metric for r in rows if r.lenient))
+    return GateResult(verdict, rows, notes)
+
+
+def _targets(audit: dict, names: list[str], rule: Rule, index: int) -> list[str]:
+    """The metric names a rule reads in this audit: its metric, the wildcard's matches, or the attacks its selector
+    matches (by their recorded parameters). An explicit adversarial metric whose attack id the audit never ran,
+    while it ran others, is a usage error with the ids it did run."""
+    attacks = (audit.get("config") or {}).get("attacks") or []
+    if rule.attack is not None:
+        ids = [a["id"] for a in attacks if rule.attack.matches(a)]
+        return [metrics.adv_accuracy(rule.split, i) for i in ids] or [rule.target]
+    if metrics.is_pattern(rule.metric):
+        return [n for n in names if fnmatch.fnmatchcase(n, rule.metric)] or [rule.metric]
+    parsed = metrics.parse(rule.metric)
+    ran = [a["id"] for a in attacks]
+    if parsed.measure == "adv" and ran and parsed.attack not in ran:
+        candidates = [metrics.adv_accuracy(parsed.split, i) for i in ran] + names
+        raise GateUsageError(f"rule {index}: this audit ran no attack with id {parsed.attack!r} (it ran {ran}); "
+                             f"did you mean {' or '.join(metrics.closest(rule.metric, candidates)) or 'one of those'}?",
+                             f"policy.rules.{index}.metric", metrics.closest(rule.metric, candidates))
+    return [rule.metric]
+
+
+def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict) -> RuleOutcome:
+    t, kind = rule.threshold, rule.kind
+    diff = None if b is None else c - b
+    p = delta.get("p_value")
+    row = lambda outcome, reason, **kw: RuleOutcome(  # noqa: E731
+        rule.describe(), metric, b, c, diff, t, p, outcome, reason, decision=rule.effective_decision,
+        lenient=rule.lenient, **kw)
+    if kind == "min":
+        return row("pass" if c >= t else rule.severity, f"candidate {c:.4f} {'>=' if c >= t else '<'} {t:g}")
+    if kind == "max":
+        return row("pass" if c <= t else rule.severity, f"candidate {c:.4f} {'<=' if c <= t else '>'} {t:g}")
+    relative = kind == "max_relative_drop"
+    scale = b if relative else 1.0
+    word = "relative drop" if relative else "drop"
+    drop = (b - c) / scale if scale > 0 else (0.0 if c >= b else float("inf"))
+    if rule.lenient:  # the old rule: a drop over the margin blocks only when McNemar says it is real
+        bad = drop > t + 1e-12
+        reason = f"{word} {drop:+.4f} {'>' if bad else '<='} {t:g}"
+        if bad and p is not None and p >= rule.alpha:
+            bad, reason = False, f"{reason}, but not significant (p={p:.3g} >= {rule.alpha:g}); lenient decision"
+        return row(rule.severity if bad else "pass", reason, n=delta.get("n"))
+    counts = delta.get("discordant")
+    n = delta.get("n")
+    if not counts or not n or scale <= 0:
+        why = "no paired counts for this metric" if not counts or not n else "baseline is 0: no relative drop"
+        return row(rule.severity, f"{word} {drop:+.4f}: cannot bound it ({why}); fail-closed", n=n, undecided=True)
+    lost, gained = counts["baseline_only"], counts["candidate_only"]
+    bound = drop_upper_bound(lost, gained, n, rule.alpha) / scale
+    if bound <= t + 1e-12:
+        return row("pass", f"{word} {drop:+.4f}, {1 - rule.alpha:.0%} upper bound {bound:+.4f} <= {t:g} (n={n})",
+                   n=n, bound=bound)
+    needed = samples_needed(lost, gained, n, t * scale, rule.alpha)
+    if drop > t:
+        reason = f"{word} {drop:+.4f} > {t:g} (upper bound {bound:+.4f}, n={n})"
+    else:
+        reason = (f"{word} {drop:+.4f}, but its {1 - rule.alpha:.0%} upper bound {bound:+.4f} > {t:g}: n={n} cannot "
+                  "show the drop is within the margin" + (f"; about {needed} samples would at these rates "
+                                                          f"({lost} lost, {gained} gained)" if needed else ""))
+    return row(rule.severity, reason, n=n, bound=bound, undecided=drop <= t, samples_needed=needed)
+
+
+def check_requirements(audit: dict, req: Requirements) -> list[RuleOutcome]:
+    """One row per requirement: pass, or fail naming what the recorded audit lacks."""
+    config, samples = audit.get("config") or {}, audit.get("samples") or {}
+    rows = []
+
+    def add(what: str, ok: bool, reason: str) -> None:
+        rows.append(RuleOutcome(f"requires {what}", "audit", None, None, None, None, None,
+                                "pass" if ok else "fail", reason if not ok else "met", decision="requirement"))
+
+    if req.profile is not None:
+        prof, want = audit.get("profile") or {}, req.profile
+        ok = prof.get("name") == want.name and (want.version is None or prof.get("version") == want.version) and (
+            want.min_version is None or (prof.get("version") or 0) >= want.min_version)
+        add(f"profile {want.name}" + (f" v{want.version}" if want.version else "")
+            + (f" v>={want.min_version}" if want.min_version else ""), ok,
+            f"the audit ran profile {prof.get('name')} v{prof.get('version')}" if prof
+            else "the audit ran no server-side profile (the submitter chose its config)")
+    for sel in req.attacks:
+        found = [a for a in config.get("attacks") or [] if sel.matches(a)]
+        add(f"attack {sel.describe()}", bool(found),
+            f"no attack of the audit is {sel.describe()}; it ran "
+            + (", ".join(_attack_summary(a) for a in config.get("attacks") or []) or "no attack"))
+    if req.corruptions is not None:
+        ran = config.get("corruptions") or {}
+        names = ran.get("names")
+        have = set() if not ran else {"all"} if names == "all" else set(names or [])
+        want_names = req.corruptions.names
+        missing_names = [] if "all" in have else (["all"] if want_names == "all" else sorted(set(want_names) - have))
+        missing_sev = sorted(set(req.corruptions.severities) - set(ran.get("severities") or []))
+        add("corruptions", not missing_names and not missing_sev and bool(ran),
+            "the audit ran no corruptions" if not ran else
+            f"missing corruptions {missing_names or '-'}, severities {missing_sev or '-'}")
+    for split, least in req.min_samples.items():
+        got = (samples.get(split) or {}).get("n", 0)
+        add(f"{least} samples of {split}", got >= least, f"the audit used {got} samples of {split}")
+    for split in req.splits:
+        add(f"split {split}", split in samples, f"the audit did not cover {split}")
+    return rows
+
+
+def _attack_summary(a: dict) -> str:
+    keys = ("norm", "eps", "steps", "restarts")
+    return f"{a.get('id')} ({a.get('name')}: " + ", ".join(f"{k}={a[k]}" for k in keys if a.get(k) is not None) + ")"

@@ -6,9 +6,13 @@ Rules compare the candidate with a threshold or with the baseline:
   max_drop           baseline - candidate <= threshold                 (absolute: 0.01 = one point)
   max_relative_drop  (baseline - candidate) / baseline <= threshold    (0.1 = ten percent of the baseline)
 `metric` may hold shell-style wildcards (`test.corruption.*.*.accuracy`): the rule applies to every match.
-`severity: warn` turns a violation into a warning. `require_significance: 0.05` lets a drop block only when the
-audit's paired test (exact McNemar) rejects at that level. Fail-closed: a metric a rule names (or a wildcard that
-matches nothing) that the audit lacks counts as a violation unless the rule says `on_missing: warn | ignore`.
+`attack: {name: pgd, norm: inf, min_eps: 0.03, min_steps: 10}` instead of `metric` selects attacks by what they
+are. `severity: warn` turns a violation into a warning. A drop rule passes by non-inferiority (the default
+`decision`): only when the one-sided upper (1 - alpha) bound on the paired drop is within the margin (see bounds.py);
+`decision: significant_drop` (or the legacy `require_significance: alpha`) lets a drop block only when the exact
+McNemar test rejects, which lets small audits pass: reports mark such rules lenient. `requires` names what the audit
+must have run. Fail-closed: a metric a rule names (or a wildcard that matches nothing) that the audit lacks counts
+as a violation unless the rule says `on_missing: warn | ignore`; so does an unmet requirement.
 """
 
 from __future__ import annotations
@@ -19,22 +23,82 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from editaudit.contracts import metrics
 
 KINDS = ("min", "max", "max_drop", "max_relative_drop")
+DROP_KINDS = ("max_drop", "max_relative_drop")
 POLICY_VERSION = 1
+Decision = Literal["non_inferiority", "significant_drop"]
+Split = Literal["test", "edit", "generalization"]
 
 
-class Rule(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = Field(min_length=1, description="a metric name, wildcards allowed")
+
+class AttackSelector(_Strict):
+    """Attacks by what they are, not by the id the submitter chose: every attack of the audit with this name and
+    norm and at least this strength."""
+
+    name: str
+    norm: Literal["inf", "2"] | None = None
+    min_eps: float | None = Field(None, gt=0)
+    min_steps: int | None = Field(None, ge=1)
+    min_restarts: int | None = Field(None, ge=1)
+
+    def matches(self, attack: dict) -> bool:
+        """`attack` as the audit recorded it (its config, defaults included)."""
+        at_least = lambda key, floor: floor is None or (attack.get(key) or 0) >= floor  # noqa: E731
+        return (attack.get("name") == self.name and (self.norm is None or attack.get("norm") == self.norm)
+                and at_least("eps", self.min_eps) and at_least("steps", self.min_steps)
+                and at_least("restarts", self.min_restarts))
+
+    def describe(self) -> str:
+        parts = [self.name] + [f"{k}{'>=' if k.startswith('min_') else '='}{v:g}" if isinstance(v, float) else
+                               f"{k}{'>=' if k.startswith('min_') else '='}{v}"
+                               for k, v in self.model_dump(exclude_none=True).items() if k != "name"]
+        return " ".join(p.replace("min_", "") for p in parts)
+
+
+class ProfileRequirement(_Strict):
+    name: str
+    version: int | None = Field(None, ge=1, description="exactly this version")
+    min_version: int | None = Field(None, ge=1, description="this version or a later one")
+
+
+class CorruptionRequirement(_Strict):
+    names: list[str] | Literal["all"] = "all"
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+class Requirements(_Strict):
+    """What an audit must have run for the policy to accept it; checked against the audit's recorded config, the
+    samples it used and the profile the server resolved (never against what the submitter says)."""
+
+    profile: ProfileRequirement | None = None
+    attacks: list[AttackSelector] = Field(default_factory=list, description="each needs a matching attack")
+    corruptions: CorruptionRequirement | None = None
+    min_samples: dict[Split, int] = Field(default_factory=dict, description="samples audited per split, at least")
+    splits: list[Split] = Field(default_factory=list, description="splits the audit must cover")
+
+
+class Rule(_Strict):
+    metric: str | None = Field(None, min_length=1, description="a metric name, wildcards allowed")
+    attack: AttackSelector | None = Field(None, description="instead of `metric`: <split>.adv.<id>.accuracy of every "
+                                                            "attack of the audit that matches")
+    split: Split = Field("test", description="with `attack`: the split whose robust accuracy the rule reads")
     min: float | None = None
     max: float | None = None
     max_drop: float | None = None
     max_relative_drop: float | None = None
     severity: Literal["fail", "warn"] = "fail"
-    require_significance: float | None = Field(None, gt=0, lt=1, description="alpha; a drop blocks only if p < alpha")
+    decision: Decision | None = Field(None, description="drop rules: non_inferiority (default) or the lenient "
+                                                        "significant_drop")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="drop rules: one-sided level of the bound (or the test)")
+    require_significance: float | None = Field(None, gt=0, lt=1, description="legacy: decision significant_drop "
+                                                                             "at this alpha")
     on_missing: Literal["fail", "warn", "ignore"] | None = None
 
     @field_validator("require_significance", mode="before")
@@ -42,11 +106,27 @@ class Rule(BaseModel):
     def _bool_alpha(cls, v):
         return {True: 0.05, False: None}.get(v, v) if isinstance(v, bool) else v
 
+    @field_validator("metric")
+    @classmethod
+    def _grammar(cls, v):
+        if v is not None and not metrics.is_pattern(v) and metrics.parse(v) is None:
+            hint = metrics.closest(v, metrics.examples())
+            raise ValueError(f"{v!r} is not a metric name (<split>.<measure>, see editaudit.contracts.metrics)"
+                             + (f"; did you mean {' or '.join(hint)}?" if hint else ""))
+        return v
+
     @model_validator(mode="after")
     def _one_kind(self):
         set_kinds = [k for k in KINDS if getattr(self, k) is not None]
         if len(set_kinds) != 1:
             raise ValueError(f"a rule needs exactly one of {list(KINDS)}; got {set_kinds or 'none'}")
+        if (self.metric is None) == (self.attack is None):
+            raise ValueError("a rule names either a `metric` or an `attack` selector")
+        if self.require_significance is not None:
+            if self.decision == "non_inferiority":
+                raise ValueError("require_significance is the significant_drop decision; drop one of them")
+            object.__setattr__(self, "decision", "significant_drop")
+            object.__setattr__(self, "alpha", self.require_significance)
         return self
 
     @property
@@ -57,18 +137,34 @@ class Rule(BaseModel):
     def threshold(self) -> float:
         return float(getattr(self, self.kind))
 
+    @property
+    def is_drop(self) -> bool:
+        return self.kind in DROP_KINDS
+
+    @property
+    def effective_decision(self) -> Decision | None:
+        return (self.decision or "non_inferiority") if self.is_drop else None
+
+    @property
+    def lenient(self) -> bool:
+        return self.effective_decision == "significant_drop"
+
+    @property
+    def target(self) -> str:
+        return self.metric or f"{self.split}.adv.[{self.attack.describe()}].accuracy"
+
     def describe(self) -> str:
-        sig = f" (p<{self.require_significance:g})" if self.require_significance else ""
-        return f"{self.kind} {self.threshold:g}{sig}{' [warn]' if self.severity == 'warn' else ''}"
+        how = {"non_inferiority": f" (bound {1 - self.alpha:.0%})", "significant_drop": f" (p<{self.alpha:g}, lenient)",
+               None: ""}[self.effective_decision]
+        return f"{self.kind} {self.threshold:g}{how}{' [warn]' if self.severity == 'warn' else ''}"
 
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Policy(_Strict):
     version: Literal[1] = POLICY_VERSION
     name: str | None = None
     description: str | None = None
     on_missing: Literal["fail", "warn", "ignore"] = "fail"
+    requires: Requirements | None = None
     rules: list[Rule] = Field(min_length=1)
 
 
@@ -82,7 +178,11 @@ def parse_assignment(text: str, kind: str) -> Rule:
         threshold = float(value)
     except ValueError:
         raise ValueError(f"{flag} {text!r}: {value!r} is not a number") from None
-    return Rule(metric=metric.strip(), **{kind: threshold})
+    try:
+        return Rule(metric=metric.strip(), **{kind: threshold})
+    except ValidationError as e:  # a metric outside the grammar: say which and what was probably meant
+        raise ValueError(f"{flag} {text!r}: " + "; ".join(x["msg"].removeprefix("Value error, ") for x in e.errors())) \
+            from None
 
 
 def policy_from_text(text: str, source: str = "policy") -> Policy:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from editaudit.core import db, repo
-from editaudit.gate.evaluate import GateResult, RuleOutcome
+from editaudit.gate.evaluate import GateResult
 from editaudit.gate.render import as_junit
 from editaudit.service.deps import SessionDep, TenantDep
 from editaudit.service.errors import Problem
@@ -34,7 +34,7 @@ def get_report(audit_id: str, fmt: str, s: SessionDep, tenant: TenantDep, policy
     audit = repo.get_or_404(s, db.Audit, audit_id)
     if fmt == "xml":
         result = gate_for(s, tenant, audit.edit_id, policy)
-        body = as_junit(GateResult(result["verdict"], [RuleOutcome(**r) for r in result["rules"]]),
+        body = as_junit(GateResult.from_dict(result),
                         suite=f"editaudit gate {audit.edit_id}")
     else:
         body = {"json": reports.as_json, "md": reports.as_markdown, "html": reports.as_html}[fmt](audit_dict(audit))

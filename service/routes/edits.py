@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
 from editaudit.core.queue import RUN_EDIT
-from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.deps import SessionDep, SvcDep, TenantDep
 from editaudit.service.errors import Problem
 from editaudit.service.schemas.edits import EditAccepted, EditOut, EditRequest, SubEdit
 from editaudit.service.services.edit_requests import add_edit_rows, validate_edit
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 @router.post("/edits", status_code=202, response_model=EditAccepted)
-def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, response: Response):
-    edit, audit, subs = add_edit_rows(s, validate_edit(s, req))
+def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, tenant: TenantDep, response: Response):
+    edit, audit, subs = add_edit_rows(s, validate_edit(s, req, tenant))
     s.commit()  # the rows exist before any worker can see the message
     try:
         svc.enqueue(RUN_EDIT, edit.id)

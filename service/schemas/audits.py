@@ -26,6 +26,7 @@ class AuditOut(BaseModel):
     mli: dict | None = None
     sweep: dict | None = None
     config: dict
+    profile: dict | None = None
     versions: dict | None
     created_at: datetime
     finished_at: datetime | None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from editaudit.contracts.audit import AuditConfig
+from editaudit.contracts.registry import prefixed
 from editaudit.contracts.statuses import Status
+from editaudit.service.schemas.audit_profiles import ProfileRef
 
 
 class EditRequest(BaseModel):
@@ -21,8 +23,30 @@ class EditRequest(BaseModel):
     edit_set: str = Field(description="a dataset id or builtin:<name>; y holds the labels the edited model must output")
     generalization_set: str | None = None
     test_set: str
-    audit: AuditConfig = Field(default_factory=AuditConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="the audit, or {\"profile\": NAME"
+                               "[, \"version\": N]} to run a stored audit profile of the tenant")
     sweep: bool = Field(False, description="one sub-edit per layer in `layers`, compared in this edit's audit")
+
+    _profile: ProfileRef | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _split_profile(cls, data, handler):
+        """`audit: {"profile": ...}` names a stored profile; it stands alone (the server fills in the config)."""
+        profile = None
+        if isinstance(data, dict) and isinstance(data.get("audit"), dict) and "profile" in data["audit"]:
+            try:
+                profile = ProfileRef.model_validate(data["audit"])
+            except ValidationError as e:
+                raise prefixed(e, "audit") from None
+            data = {**data, "audit": {}}
+        req = handler(data)
+        req._profile = profile
+        return req
+
+    @property
+    def audit_profile(self) -> ProfileRef | None:
+        return self._profile
 
 
 class SubEdit(BaseModel):

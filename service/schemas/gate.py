@@ -43,3 +43,4 @@ class GateOut(BaseModel):
     policy: dict = Field(description="what was evaluated: {name, version[, tenant]} or {inline: document}")
     verdict: str = Field(description="pass | warn | fail")
     rules: list[RuleOutcome]
+    notes: list[str] = Field(default_factory=list, description="rules undecided for lack of samples, lenient rules")

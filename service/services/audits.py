@@ -14,5 +14,5 @@ def audit_dict(audit: db.Audit) -> dict:
                     curves=r.get("curves"), baseline_cached=r.get("baseline_cached"),
                     intervals=r.get("intervals"), notes=r.get("notes"),
                     alpha_curve=r.get("alpha_curve"), mli=r.get("mli"), sweep=r.get("sweep"),
-                    config=audit.config, versions=audit.versions, created_at=audit.created_at,
+                    config=audit.config, profile=audit.profile, versions=audit.versions, created_at=audit.created_at,
                     finished_at=audit.finished_at).model_dump()

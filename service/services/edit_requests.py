@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from editaudit.contracts.audit import AuditConfig
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, max_rank
 from editaudit.contracts.statuses import Status
 from editaudit.core import arch_manifest
 from editaudit.core import db, repo
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.schemas.edits import EditRequest
+from editaudit.service.services.profiles import resolve_audit
 
 
 @dataclass
@@ -24,10 +26,13 @@ class ValidEdit:
     request: EditRequest
     model: db.Model
     params: EditParams
+    audit: AuditConfig  # as requested, or the named profile's
+    profile: dict | None  # {tenant, name, version} of the profile the server resolved
 
 
-def validate_edit(s: Session, req: EditRequest) -> ValidEdit:
+def validate_edit(s: Session, req: EditRequest, tenant: str) -> ValidEdit:
     model = repo.get_or_404(s, db.Model, req.model_id)
+    audit, profile = resolve_audit(s, tenant, req.audit_profile) if req.audit_profile else (req.audit, None)
     if req.method not in EDIT_PARAMS:
         raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=EDIT_PARAMS.names())
     try:
@@ -46,7 +51,7 @@ def validate_edit(s: Session, req: EditRequest) -> ValidEdit:
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
-    return ValidEdit(req, model, params)
+    return ValidEdit(req, model, params, audit, profile)
 
 
 def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:
@@ -157,6 +162,6 @@ def _add_edit(s: Session, v: ValidEdit, layers: list[str], sweep: bool = False, 
                    progress={"stage": "queued", "done": 0, "total": 1}, sweep=sweep, sweep_id=sweep_id)
     s.add(edit)
     s.flush()
-    audit = db.Audit(edit_id=edit.id, status=Status.queued, config=req.audit.model_dump(mode="json"))
+    audit = db.Audit(edit_id=edit.id, status=Status.queued, config=v.audit.model_dump(mode="json"), profile=v.profile)
     s.add(audit)
     return edit, audit

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from editaudit.contracts.statuses import PromotionOutcome, Status, Verdict
 from editaudit.core import db, repo
-from editaudit.gate.evaluate import evaluate
+from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, builtin_policy
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.services.audits import audit_dict
@@ -67,7 +67,10 @@ def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> d
     if audit.status != Status.succeeded:
         raise Problem(409, f"the audit of edit {edit_id} is {audit.status}; a gate needs a finished audit",
                       field="edit_id", audit_status=audit.status, edit_status=edit.status)
-    result = evaluate(audit_dict(audit), policy)
+    try:
+        result = evaluate(audit_dict(audit), policy)
+    except GateUsageError as e:  # a typo in the policy, not a regression: the CLI exits 4 (usage)
+        raise Problem(422, e.detail, field=e.field, closest=e.closest) from None
     return {"edit_id": edit_id, "audit_id": audit.id, "policy": ref, **result.as_dict()}
 
 

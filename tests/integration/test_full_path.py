@@ -91,8 +91,10 @@ def check_gate(url: str, res) -> None:
     assert "PASS" in ok.stdout and "test.accuracy" in ok.stdout
     blocked = gate(url, edit_id, "--min", f"test.accuracy={cand['test.accuracy'] + 0.01}")
     assert blocked.returncode == 1 and "BLOCKED" in blocked.stdout
-    missing_metric = gate(url, edit_id, "--max-drop", "test.adv.nope.accuracy=1")
+    missing_metric = gate(url, edit_id, "--max-drop", "generalization.accuracy=1")  # no generalization set
     assert missing_metric.returncode == 1 and "fail-closed" in missing_metric.stdout
+    typo = gate(url, edit_id, "--max-drop", "test.adv.nope.accuracy=1")  # it ran pgd and pgd_l2
+    assert typo.returncode == 4 and "test.adv.pgd" in typo.stderr, "an attack id it never ran: a usage error"
     assert gate(url, "no-such-edit", "--min", "edit.accuracy=0.9").returncode == 3
     assert gate(url, edit_id).returncode == 4  # no rules
     assert gate(url, edit_id, "--min", "edit.accuracy").returncode == 4

@@ -34,7 +34,11 @@ def test_gate_with_the_default_policy(edited):
     assert {"test.accuracy", "test.adv.pgd.accuracy", "edit.accuracy", "test.agreement"} <= metrics
     for row in body["rules"]:
         assert set(row) == {"rule", "metric", "baseline", "candidate", "delta", "threshold", "p_value", "outcome",
-                            "reason"}
+                            "reason", "n", "bound", "decision", "lenient", "undecided", "samples_needed"}
+    drop_rows = [row for row in body["rules"] if row["metric"] in ("test.accuracy", "test.adv.pgd.accuracy")]
+    for row in drop_rows:  # power in the open: every drop row shows n, its bound and its threshold
+        assert row["decision"] == "non_inferiority" and row["n"] == 450 and row["bound"] is not None
+        assert row["threshold"] in (0.01, 0.03) and not row["lenient"]
 
 
 def test_named_policies_are_versioned_per_tenant(edited):
@@ -148,6 +152,7 @@ def test_cli_promote(edited, http_url):
     c.post("/policies", json={"name": "strict-fail", "policy": FAILING})
     refused = cli("promote", job["id"], "--policy", "strict-fail", "--url", http_url)
     assert refused.returncode == 1 and "not promoted" in refused.stderr
+    assert "verdict: BLOCKED" in refused.stderr and "test.accuracy" in refused.stderr, "the failing rules are shown"
     ok = cli("promote", job["id"], "--policy", "strict-fail", "--override-reason", "accepted risk, ticket 7",
              "--url", http_url)
     assert ok.returncode == 0 and ok.stdout.startswith("overridden: production -> model")

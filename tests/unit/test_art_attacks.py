@@ -20,8 +20,10 @@ def mxy(digits_wrapped):
     return m.eval(), torch.from_numpy(te.x[:48]), torch.from_numpy(te.y[:48])
 
 
-def robust(m, x, y, raw):
+def robust(m, x, y, raw, eps: float | None = None):
+    """`eps` overrides the radius as an eps sweep does (0 is a sweep point, never a requested radius)."""
     p = parse_attack(raw)
+    p = p if eps is None else p.at_eps(eps)
     x_adv = Attack(p, ATTACKS[p.name]).perturb(m, x, y, torch.Generator().manual_seed(0))
     with torch.no_grad():
         return x_adv, float((m(x_adv).argmax(1) == y).float().mean())
@@ -85,5 +87,5 @@ def test_art_attacks_accept_eps_zero(mxy):
     """eps = 0 opens many eps sweeps; ART itself refuses it, we return the input."""
     m, x, y = mxy
     for name in ("apgd", "square", "autoattack"):
-        x_adv, _ = robust(m, x[:8], y[:8], {"name": name, "eps": 0.0})
+        x_adv, _ = robust(m, x[:8], y[:8], {"name": name, "eps": 0.03}, eps=0.0)
         assert torch.equal(x_adv, x[:8]), name

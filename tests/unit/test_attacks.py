@@ -15,8 +15,10 @@ def model_and_data(digits_wrapped):
     return digits_wrapped, torch.from_numpy(te.x), torch.from_numpy(te.y)
 
 
-def ours(model, x, y, raw):
+def ours(model, x, y, raw, eps: float | None = None):
+    """`eps` overrides the radius as an eps sweep does (0 is a sweep point, never a requested radius)."""
     p = parse_attack(raw)
+    p = p if eps is None else p.at_eps(eps)
     x_adv = Attack(p, ATTACKS[p.name]).perturb(model, x, y, torch.Generator().manual_seed(0))
     with torch.no_grad():
         return x_adv, float((model(x_adv).argmax(1) == y).float().mean())
@@ -71,7 +73,14 @@ def test_random_start_is_seeded(model_and_data):
     assert torch.equal(a, b)
 
 
+def test_a_requested_radius_must_be_positive():
+    for name in ("pgd", "fgsm", "apgd", "square", "autoattack"):
+        with pytest.raises(ValueError, match="greater than 0"):
+            parse_attack({"name": name, "eps": 0.0})
+    assert parse_attack({"name": "pgd", "eps": 0.03, "eps_sweep": [0.0, 0.1]}).eps_sweep == [0.0, 0.1]
+
+
 def test_zero_eps_changes_nothing(model_and_data):
     model, x, y = model_and_data
-    x_adv, _ = ours(model, x[:32], y[:32], {"name": "pgd", "eps": 0.0, "steps": 2, "step_size": 0.01})
+    x_adv, _ = ours(model, x[:32], y[:32], {"name": "pgd", "eps": 0.03, "steps": 2}, eps=0.0)
     assert torch.equal(x_adv, x[:32])

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from editaudit.gate.evaluate import evaluate
+from editaudit.gate.bounds import drop_upper_bound
+from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, Rule, builtin_policy, load_policy, parse_assignment
 from editaudit.gate.render import as_junit, as_markdown
 from editaudit.worker.ml.audit.stats import mcnemar_exact, paired_accuracy_delta, wilson
@@ -46,8 +47,15 @@ AUDIT = {"metrics": {"baseline": {"test.accuracy": 0.95, "edit.accuracy": 0.1, "
                                   "test.adv.fgsm.accuracy": 0.60},
                      "candidate": {"test.accuracy": 0.94, "edit.accuracy": 0.95, "test.adv.pgd.accuracy": 0.45,
                                    "test.adv.fgsm.accuracy": 0.60}},
-         "deltas": {"test.accuracy": {"value": -0.01, "p_value": 0.5},
-                    "test.adv.pgd.accuracy": {"value": -0.05, "p_value": 0.001}}}
+         "deltas": {"test.accuracy": {"value": -0.01, "p_value": 0.5, "n": 1000,
+                                      "discordant": {"baseline_only": 15, "candidate_only": 5}},
+                    "test.adv.pgd.accuracy": {"value": -0.05, "p_value": 0.001, "n": 1000,
+                                              "discordant": {"baseline_only": 60, "candidate_only": 10}},
+                    "test.adv.fgsm.accuracy": {"value": 0.0, "p_value": 1.0, "n": 1000,
+                                               "discordant": {"baseline_only": 0, "candidate_only": 0}}},
+         "config": {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.03, "steps": 10, "restarts": 1},
+                                {"id": "fgsm", "name": "fgsm", "norm": "inf", "eps": 0.03}]},
+         "samples": {"test": {"n": 1000, "of": 1000}, "edit": {"n": 8, "of": 8}}}
 
 
 def policy(*rules, **kw) -> Policy:
@@ -62,13 +70,29 @@ def test_rules_pass_and_fail():
 
 
 def test_missing_metric_fails_closed_unless_told_otherwise():
-    r = evaluate(AUDIT, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0}))
+    r = evaluate(AUDIT, policy({"metric": "generalization.accuracy", "max_drop": 1.0}))
     assert r.verdict == "fail" and "missing" in r.rules[0].reason
     r = evaluate(AUDIT, policy({"metric": "test.corruption.*.*.accuracy", "max_drop": 0.03}))
     assert r.verdict == "fail", "a wildcard matching nothing is missing too"
-    r = evaluate(AUDIT, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0, "on_missing": "warn"}))
+    r = evaluate(AUDIT, policy({"metric": "generalization.accuracy", "max_drop": 1.0, "on_missing": "warn"}))
     assert r.verdict == "warn"
-    assert evaluate(AUDIT, policy({"metric": "x", "min": 0, "on_missing": "ignore"})).rules == []
+    assert evaluate(AUDIT, policy({"metric": "edit.agreement", "min": 0, "on_missing": "ignore"})).rules == []
+    no_attacks = {**AUDIT, "config": {"attacks": []}}
+    r = evaluate(no_attacks, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0}))
+    assert r.verdict == "fail" and "missing" in r.rules[0].reason, "an audit without attacks is blocked, not a typo"
+
+
+def test_an_unknown_attack_id_is_a_usage_error_with_the_ids_that_ran():
+    with pytest.raises(GateUsageError) as e:
+        evaluate(AUDIT, policy({"metric": "test.adv.pgdd.accuracy", "max_drop": 0.03}))
+    assert e.value.field == "policy.rules.0.metric" and e.value.closest[0] == "test.adv.pgd.accuracy"
+
+
+def test_a_metric_outside_the_grammar_is_refused_with_suggestions():
+    with pytest.raises(ValueError, match="did you mean test.accuracy"):
+        Rule(metric="test.acc", max_drop=0.01)
+    with pytest.raises(ValueError, match="not a metric name"):
+        parse_assignment("tset.accuracy=0.01", "max_drop")
 
 
 def test_warn_severity_does_not_block():
@@ -92,6 +116,7 @@ def test_wildcards_expand_over_metric_names():
 def test_relative_drop():
     r = evaluate(AUDIT, policy({"metric": "test.adv.pgd.accuracy", "max_relative_drop": 0.2}))
     assert r.verdict == "pass" and "relative drop +0.1000" in r.rules[0].reason
+    assert math.isclose(r.rules[0].bound, drop_upper_bound(60, 10, 1000) / 0.5)
 
 
 def test_rule_needs_exactly_one_kind():
@@ -108,7 +133,7 @@ def test_parse_assignment_and_policy_file(tmp_path):
     p = tmp_path / "policy.yaml"
     p.write_text("version: 1\nrules:\n  - metric: test.accuracy\n    max_drop: 0.01\n  - {metric: edit.accuracy, min: 0.9}\n")
     assert [r.kind for r in load_policy(p).rules] == ["max_drop", "min"]
-    p.write_text("version: 2\nrules: [{metric: a, min: 1}]\n")
+    p.write_text("version: 2\nrules: [{metric: test.accuracy, min: 1}]\n")
     with pytest.raises(ValueError, match="version"):
         load_policy(p)
 
@@ -128,6 +153,7 @@ def test_junit_is_valid_with_one_testcase_per_rule():
     cases = root.findall("./testsuite/testcase")
     assert len(cases) == 3 and root.get("tests") == "3" and root.find("testsuite").get("failures") == "1"
     assert sum(c.find("failure") is not None for c in cases) == 1
+    assert "n=1000" in root.find("./testsuite/testcase/failure").text
 
 
 def test_markdown_is_a_short_table():
