@@ -140,9 +140,10 @@ def _wait(client: Client, edit_id: str, timeout: float) -> None:
 @click.option("--min", "mins", multiple=True, metavar="METRIC=V", help="Block unless candidate >= V.")
 @click.option("--max", "maxs", multiple=True, metavar="METRIC=V", help="Block unless candidate <= V.")
 @click.option("--max-drop", "drops", multiple=True, metavar="METRIC=V",
-              help="Block if baseline - candidate > V (absolute; 0.01 = one point).")
+              help="Pass only if the audit shows baseline - candidate <= V (absolute; 0.01 = one point): the 95% "
+                   "upper bound on the paired drop must be within V (non-inferiority).")
 @click.option("--max-relative-drop", "rel_drops", multiple=True, metavar="METRIC=V",
-              help="Block if (baseline - candidate) / baseline > V.")
+              help="Likewise for (baseline - candidate) / baseline <= V.")
 @click.option("--wait", is_flag=True, help="Wait for a queued or running audit to finish, showing progress.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown", "html"]), default="table",
@@ -155,7 +156,9 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
 
     \b
     Exit codes: 0 pass (warnings allowed), 1 blocked, 2 error, 3 audit missing or not finished, 4 usage.
-    A metric that a rule names and the audit lacks blocks (fail-closed).
+    A metric that a rule names and the audit lacks blocks (fail-closed); so does a drop the audit has too few
+    samples to bound (the row says how many would). A metric name that cannot exist, or an attack id the audit
+    never ran, is a usage error with the closest valid names.
     """
     try:
         rules = [parse_assignment(v, kind) for kind, values in
