@@ -12,7 +12,8 @@ from editaudit.service.schemas.gate import NAME, GateOut
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alias: str = Field("production", pattern=NAME)
-    policy: str | dict = "default"
+    policy: str = Field("default", pattern=NAME, description="a named policy of the tenant or a built-in one: "
+                        "an inline document is refused, so whoever promotes cannot write the rules they are held to")
     override_reason: str | None = Field(None, min_length=10, description="ship despite a failing gate, and say why")
     actor: str | None = Field(None, max_length=200)
 

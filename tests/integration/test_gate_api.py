@@ -68,11 +68,15 @@ def test_inline_policy_and_errors(edited):
 def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     c, job = edited
     edit = c.get(f"/edits/{job['id']}").json()
-    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": FAILING})
+    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": PASSING})
+    assert_problem(r, 422, "policy")  # promotion only under a named policy: the promoter cannot write its rules
+    c.post("/policies", json={"name": "fail-all", "policy": FAILING})
+    c.post("/policies", json={"name": "edit-fixed", "policy": PASSING})
+    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": "fail-all"})
     body = assert_problem(r, 409, "edit_id")
     assert body["gate"]["verdict"] == "fail"
     assert_problem(c.get("/aliases/production"), 404)
-    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": FAILING, "actor": "alice",
+    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": "fail-all", "actor": "alice",
                                                     "override_reason": "hotfix for incident 42, re-audit tomorrow"})
     assert r.status_code == 200 and r.json()["outcome"] == "overridden"
     alias = c.get("/aliases/production").json()
@@ -81,7 +85,7 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     assert alias["history"][0]["override_reason"].startswith("hotfix") and alias["history"][0]["actor"] == "alice"
     # a second edit that passes moves the alias; the previous model is recorded
     job2 = c.submit(audit={"attacks": [PGD]})
-    r = c.post(f"/edits/{job2['id']}/promote", json={"alias": "production", "policy": PASSING})
+    r = c.post(f"/edits/{job2['id']}/promote", json={"alias": "production", "policy": "edit-fixed"})
     assert r.json()["outcome"] == "promoted" and r.json()["previous_model_id"] == edit["edited_model_id"]
     assert len(c.get("/promotions").json()["promotions"]) == 3
 

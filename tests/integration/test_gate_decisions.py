@@ -88,6 +88,9 @@ def test_a_weak_attack_cannot_satisfy_a_policy_that_requires_pgd10(edit_factory)
         assert req["outcome"] == "fail" and "eps>=0.03" in req["rule"] and "no attack of the audit" in req["reason"]
         sel = next(r for r in gate["rules"] if r["rule"].startswith("max_drop"))
         assert sel["outcome"] == "fail" and "missing" in sel["reason"], "the selector matches no attack: fail-closed"
+        default = c.get(f"/edits/{job['id']}/gate", params={"policy": "default"}).json()
+        assert default["verdict"] == "fail" and default["rules"][0]["rule"].startswith("requires attack pgd")
+        assert default["rules"][0]["outcome"] == "fail", "the default refuses a one-step or near-zero attack too"
     strong = edit_factory.submit(audit={"attacks": [{"id": "whatever", "name": "pgd", "eps": 0.03, "steps": 10}]})
     gate = c.post("/gate", json={"edit_id": strong["id"], "policy": REQUIRES_PGD10}).json()
     rows = {r["rule"].split(" (")[0]: r for r in gate["rules"]}
