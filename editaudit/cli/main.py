@@ -108,10 +108,20 @@ def exit_code_for(e: ApiError) -> int:
     return EXIT_ERROR
 
 
+def _is_path(policy: str) -> bool:
+    """A policy file is written as a path (`./p.yaml`, `ci/policy.json`); a bare name is always the server's, so a
+    file named `default` in the working directory cannot stand in for the server's default policy."""
+    if not ("/" in policy or policy.endswith((".yaml", ".yml", ".json"))):
+        return False
+    if not Path(policy).is_file():
+        raise click.UsageError(f"--policy {policy!r}: no such policy file")
+    return True
+
+
 def _rules_policy(policy: str | None, rules: list, client: Client) -> str | dict:
     """What to send as `policy`: a name, or an inline document (a file, ad-hoc rules, or a name plus rules)."""
     doc: dict | None = None
-    if policy and Path(policy).is_file():
+    if policy and _is_path(policy):
         doc = load_policy(Path(policy)).model_dump(mode="json", exclude_none=True)
     elif policy and not rules:
         return policy
@@ -136,7 +146,8 @@ def _wait(client: Client, edit_id: str, timeout: float) -> None:
 @cli.command("gate")
 @click.argument("edit_id")
 @click.option("--policy", default=None, metavar="FILE|NAME",
-              help="A policy file (YAML/JSON) or the name of a server policy ('default' ships with editaudit).")
+              help="A policy file written as a path (./p.yaml, ci/p.json) or the name of a server policy "
+                   "('default' ships with editaudit).")
 @click.option("--min", "mins", multiple=True, metavar="METRIC=V", help="Block unless candidate >= V.")
 @click.option("--max", "maxs", multiple=True, metavar="METRIC=V", help="Block unless candidate <= V.")
 @click.option("--max-drop", "drops", multiple=True, metavar="METRIC=V",
@@ -175,6 +186,8 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
         result = client.post("/gate", {"edit_id": edit_id, "policy": policy_ref})
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    except click.UsageError:
+        raise
     except ApiError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(exit_code_for(e))
@@ -194,7 +207,7 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
         click.echo(as_table(result))
     else:
         click.echo(formatted[fmt]())
-    sys.exit(EXIT_BLOCKED if result["verdict"] == "fail" else EXIT_PASS)
+    sys.exit({"pass": EXIT_PASS, "warn": EXIT_PASS, "fail": EXIT_BLOCKED}.get(result["verdict"], EXIT_ERROR))
 
 
 @cli.command()

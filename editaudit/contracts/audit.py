@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from editaudit.contracts.attacks import AttackSpec
+from editaudit.contracts.attacks import ATTACK_PARAMS, AttackSpec
 from editaudit.contracts.registry import Strict
 
 # The 15 ImageNet-C corruption types (Hendrycks & Dietterich 2019) -> their family; the worker's corruptions/
@@ -57,6 +57,9 @@ class AuditConfig(Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"attack ids must be unique; repeated: {sorted(dup)}")
+        for a in self.attacks:  # `test.adv.pgd.accuracy` must not be an FGSM's number
+            if a.id in ATTACK_PARAMS and a.id != a.name:
+                raise ValueError(f"attack id {a.id!r} is the name of another attack; this one is a {a.name!r}")
         if self.corruptions is not None and not self.corruptions.resolved_names:
             raise ValueError(f"corruptions.names is empty; valid names: {sorted(CORRUPTIONS)}")
         return self

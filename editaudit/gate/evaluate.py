@@ -10,9 +10,11 @@ A drop rule passes by non-inferiority unless it asks for the lenient `significan
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import asdict, dataclass, field
 
 from editaudit.contracts import metrics
+from editaudit.contracts.audit import CORRUPTION_NAMES
 from editaudit.gate.bounds import drop_upper_bound, samples_needed
 from editaudit.gate.policy import Policy, Requirements, Rule
 
@@ -68,13 +70,17 @@ class GateResult:
         return [r for r in self.rules if r.lenient]
 
 
-def evaluate(audit: dict, policy: Policy) -> GateResult:
+def evaluate(audit: dict, policy: Policy, tenant: str | None = None, typos_are_usage: bool = True) -> GateResult:
+    """`tenant`: whose gate this is (a required profile must be that tenant's). `typos_are_usage`: an explicit
+    adversarial metric whose attack id the audit never ran raises GateUsageError (ad-hoc and inline rules: a typo)
+    instead of counting as missing (named policies: the audit does not meet them)."""
     base, cand = audit["metrics"].get("baseline", {}), audit["metrics"].get("candidate", {})
     names = sorted(set(base) | set(cand))
-    rows = check_requirements(audit, policy.requires) if policy.requires else []
+    rows = check_requirements(audit, policy.requires, tenant) if policy.requires else []
     for i, rule in enumerate(policy.rules):
         on_missing = rule.on_missing or policy.on_missing
-        for metric in _targets(audit, names, rule, i):
+        strict = typos_are_usage and on_missing == "fail"
+        for metric in _targets(audit, names, rule, i, strict):
             b, c = base.get(metric), cand.get(metric)
             if c is None or (rule.is_drop and b is None):
                 if on_missing == "ignore":
@@ -84,7 +90,11 @@ def evaluate(audit: dict, policy: Policy) -> GateResult:
                                         "metric missing from the audit" + (" (fail-closed)" if outcome == "fail" else ""),
                                         decision=rule.effective_decision, lenient=rule.lenient))
                 continue
-            rows.append(_decide(rule, metric, b, c, (audit.get("deltas") or {}).get(metric) or {}))
+            rows.append(_decide(rule, metric, b, c, (audit.get("deltas") or {}).get(metric) or {},
+                                audit.get("samples") or {}))
+    if not rows:  # every rule ignored what it could not find: nothing was shown, so nothing passes
+        rows.append(RuleOutcome("policy", "—", None, None, None, None, None, "fail",
+                                "no rule applied to this audit (every rule's metric was missing and ignored)"))
     outcomes = {r.outcome for r in rows}
     verdict = "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
     notes = []
@@ -98,7 +108,7 @@ def evaluate(audit: dict, policy: Policy) -> GateResult:
     return GateResult(verdict, rows, notes)
 
 
-def _targets(audit: dict, names: list[str], rule: Rule, index: int) -> list[str]:
+def _targets(audit: dict, names: list[str], rule: Rule, index: int, strict: bool) -> list[str]:
     """The metric names a rule reads in this audit: its metric, the wildcard's matches, or the attacks its selector
     matches (by their recorded parameters). An explicit adversarial metric whose attack id the audit never ran,
     while it ran others, is a usage error with the ids it did run."""
@@ -110,7 +120,7 @@ def _targets(audit: dict, names: list[str], rule: Rule, index: int) -> list[str]
         return [n for n in names if fnmatch.fnmatchcase(n, rule.metric)] or [rule.metric]
     parsed = metrics.parse(rule.metric)
     ran = [a["id"] for a in attacks]
-    if parsed.measure == "adv" and ran and parsed.attack not in ran:
+    if strict and parsed.measure == "adv" and ran and parsed.attack not in ran:
         candidates = [metrics.adv_accuracy(parsed.split, i) for i in ran] + names
         raise GateUsageError(f"rule {index}: this audit ran no attack with id {parsed.attack!r} (it ran {ran}); "
                              f"did you mean {' or '.join(metrics.closest(rule.metric, candidates)) or 'one of those'}?",
@@ -118,7 +128,7 @@ def _targets(audit: dict, names: list[str], rule: Rule, index: int) -> list[str]
     return [rule.metric]
 
 
-def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict) -> RuleOutcome:
+def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict, samples: dict) -> RuleOutcome:
     t, kind = rule.threshold, rule.kind
     diff = None if b is None else c - b
     p = delta.get("p_value")
@@ -129,12 +139,16 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict) -> 
         return row("pass" if c >= t else rule.severity, f"candidate {c:.4f} {'>=' if c >= t else '<'} {t:g}")
     if kind == "max":
         return row("pass" if c <= t else rule.severity, f"candidate {c:.4f} {'<=' if c <= t else '>'} {t:g}")
+    if not (math.isfinite(b) and math.isfinite(c)):
+        return row(rule.severity, f"baseline {b} or candidate {c} is not a number; fail-closed")
     relative = kind == "max_relative_drop"
     scale = b if relative else 1.0
     word = "relative drop" if relative else "drop"
     drop = (b - c) / scale if scale > 0 else (0.0 if c >= b else float("inf"))
+    if relative and scale <= 0 and c >= b:  # from 0, nothing can be lost
+        return row("pass", f"baseline {b:.4f}: no relative drop is possible (candidate {c:.4f})")
     if rule.lenient:  # the old rule: a drop over the margin blocks only when McNemar says it is real
-        bad = drop > t + 1e-12
+        bad = not drop <= t + 1e-12  # NaN blocks
         reason = f"{word} {drop:+.4f} {'>' if bad else '<='} {t:g}"
         if bad and p is not None and p >= rule.alpha:
             bad, reason = False, f"{reason}, but not significant (p={p:.3g} >= {rule.alpha:g}); lenient decision"
@@ -145,21 +159,37 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict) -> 
         why = "no paired counts for this metric" if not counts or not n else "baseline is 0: no relative drop"
         return row(rule.severity, f"{word} {drop:+.4f}: cannot bound it ({why}); fail-closed", n=n, undecided=True)
     lost, gained = counts["baseline_only"], counts["candidate_only"]
+    per_image = _images(metric, n, samples)
+    aggregate = per_image != n
+    if aggregate:  # k conditions of the same images: count each image once
+        lost, gained, n = lost * per_image / n, gained * per_image / n, per_image
     bound = drop_upper_bound(lost, gained, n, rule.alpha) / scale
+    per = f"n={n:g} images: its conditions count once" if aggregate else f"n={n}"
     if bound <= t + 1e-12:
-        return row("pass", f"{word} {drop:+.4f}, {1 - rule.alpha:.0%} upper bound {bound:+.4f} <= {t:g} (n={n})",
-                   n=n, bound=bound)
-    needed = samples_needed(lost, gained, n, t * scale, rule.alpha)
+        return row("pass", f"{word} {drop:+.4f}, {1 - rule.alpha:.0%} upper bound {bound:+.4f} <= {t:g} ({per})",
+                   n=round(n), bound=bound)
+    needed = None if aggregate else samples_needed(lost, gained, n, t * scale, rule.alpha)
     if drop > t:
-        reason = f"{word} {drop:+.4f} > {t:g} (upper bound {bound:+.4f}, n={n})"
+        reason = f"{word} {drop:+.4f} > {t:g} (upper bound {bound:+.4f}, {per})"
     else:
-        reason = (f"{word} {drop:+.4f}, but its {1 - rule.alpha:.0%} upper bound {bound:+.4f} > {t:g}: n={n} cannot "
+        reason = (f"{word} {drop:+.4f}, but its {1 - rule.alpha:.0%} upper bound {bound:+.4f} > {t:g}: {per} cannot "
                   "show the drop is within the margin" + (f"; about {needed} samples would at these rates "
-                                                          f"({lost} lost, {gained} gained)" if needed else ""))
-    return row(rule.severity, reason, n=n, bound=bound, undecided=drop <= t, samples_needed=needed)
+                                                          f"({lost:g} lost, {gained:g} gained)" if needed else ""))
+    return row(rule.severity, reason, n=round(n), bound=bound, undecided=drop <= t, samples_needed=needed)
 
 
-def check_requirements(audit: dict, req: Requirements) -> list[RuleOutcome]:
+def _images(metric: str, n: int, samples: dict) -> int:
+    """The number of images behind a metric's n. A corruption aggregate (a type over its severities, a severity
+    over the types, everything) concatenates k conditions of the same images, whose outcomes are correlated; its
+    bound treats the k conditions of an image as one observation (the worst case, perfect correlation), so it is
+    never narrower than the data allow. Every other metric: n itself."""
+    m = metrics.parse(metric)
+    images = (samples.get(m.split) or {}).get("n") if m is not None else None
+    is_aggregate = m is not None and m.measure == "corruption" and metrics.MEAN in (m.corruption, m.severity)
+    return images if is_aggregate and images and n > images else n
+
+
+def check_requirements(audit: dict, req: Requirements, tenant: str | None = None) -> list[RuleOutcome]:
     """One row per requirement: pass, or fail naming what the recorded audit lacks."""
     config, samples = audit.get("config") or {}, audit.get("samples") or {}
     rows = []
@@ -171,10 +201,13 @@ def check_requirements(audit: dict, req: Requirements) -> list[RuleOutcome]:
     if req.profile is not None:
         prof, want = audit.get("profile") or {}, req.profile
         ok = prof.get("name") == want.name and (want.version is None or prof.get("version") == want.version) and (
-            want.min_version is None or (prof.get("version") or 0) >= want.min_version)
+            want.min_version is None or (prof.get("version") or 0) >= want.min_version) and (
+            want.sha256 is None or prof.get("sha256") == want.sha256) and (
+            tenant is None or prof.get("tenant") == tenant)
         add(f"profile {want.name}" + (f" v{want.version}" if want.version else "")
-            + (f" v>={want.min_version}" if want.min_version else ""), ok,
-            f"the audit ran profile {prof.get('name')} v{prof.get('version')}" if prof
+            + (f" v>={want.min_version}" if want.min_version else "") + (f" {want.sha256[:12]}" if want.sha256 else ""),
+            ok, f"the audit ran profile {prof.get('name')} v{prof.get('version')} of tenant {prof.get('tenant')} "
+                f"(config {str(prof.get('sha256'))[:12]})" if prof
             else "the audit ran no server-side profile (the submitter chose its config)")
     for sel in req.attacks:
         found = [a for a in config.get("attacks") or [] if sel.matches(a)]
@@ -184,9 +217,9 @@ def check_requirements(audit: dict, req: Requirements) -> list[RuleOutcome]:
     if req.corruptions is not None:
         ran = config.get("corruptions") or {}
         names = ran.get("names")
-        have = set() if not ran else {"all"} if names == "all" else set(names or [])
-        want_names = req.corruptions.names
-        missing_names = [] if "all" in have else (["all"] if want_names == "all" else sorted(set(want_names) - have))
+        have = set() if not ran else set(CORRUPTION_NAMES) if names == "all" else set(names or [])
+        want = set(CORRUPTION_NAMES) if req.corruptions.names == "all" else set(req.corruptions.names)
+        missing_names = sorted(want - have)
         missing_sev = sorted(set(req.corruptions.severities) - set(ran.get("severities") or []))
         add("corruptions", not missing_names and not missing_sev and bool(ran),
             "the audit ran no corruptions" if not ran else
@@ -194,8 +227,16 @@ def check_requirements(audit: dict, req: Requirements) -> list[RuleOutcome]:
     for split, least in req.min_samples.items():
         got = (samples.get(split) or {}).get("n", 0)
         add(f"{least} samples of {split}", got >= least, f"the audit used {got} samples of {split}")
+    for split in req.full_splits:
+        got = samples.get(split) or {}
+        add(f"all of {split}", bool(got) and got.get("n") == got.get("of"),
+            f"the audit used {got.get('n', 0)} of {got.get('of', 0)} samples of {split} (a subset)")
     for split in req.splits:
         add(f"split {split}", split in samples, f"the audit did not cover {split}")
+    for split, want in req.datasets.items():
+        have = (audit.get("datasets") or {}).get(split) or {}
+        add(f"{split} set {want}", want in (have.get("ref"), have.get("sha256")),
+            f"the audit's {split} set is {have.get('ref')} (sha256 {str(have.get('sha256'))[:12]})")
     return rows
 
 

@@ -47,13 +47,16 @@ class AttackSelector(_Strict):
     min_eps: float | None = Field(None, gt=0)
     min_steps: int | None = Field(None, ge=1)
     min_restarts: int | None = Field(None, ge=1)
+    min_travel: float | None = Field(None, gt=0, description="steps x step size / eps, at least: an attack whose "
+                                                             "steps cannot reach the radius is not that attack")
 
     def matches(self, attack: dict) -> bool:
         """`attack` as the audit recorded it (its config, defaults included)."""
-        at_least = lambda key, floor: floor is None or (attack.get(key) or 0) >= floor  # noqa: E731
+        at_least = lambda value, floor: floor is None or (value or 0) >= floor  # noqa: E731
         return (attack.get("name") == self.name and (self.norm is None or attack.get("norm") == self.norm)
-                and at_least("eps", self.min_eps) and at_least("steps", self.min_steps)
-                and at_least("restarts", self.min_restarts))
+                and at_least(attack.get("eps"), self.min_eps) and at_least(attack.get("steps"), self.min_steps)
+                and at_least(attack.get("restarts"), self.min_restarts)
+                and at_least(_travel(attack), self.min_travel))
 
     def describe(self) -> str:
         parts = [self.name] + [f"{k}{'>=' if k.startswith('min_') else '='}{v:g}" if isinstance(v, float) else
@@ -62,10 +65,21 @@ class AttackSelector(_Strict):
         return " ".join(p.replace("min_", "") for p in parts)
 
 
+def _travel(attack: dict) -> float | None:
+    """How far an iterative attack's steps can carry it, in radii: steps x step size / eps (PGD's default step
+    size is 2.5 eps / steps, a travel of 2.5). None for attacks without steps and an explicit or implied step."""
+    eps, steps = attack.get("eps"), attack.get("steps")
+    if not eps or not steps:
+        return None
+    step = attack.get("step_size") or 2.5 * eps / steps
+    return steps * step / eps
+
+
 class ProfileRequirement(_Strict):
     name: str
     version: int | None = Field(None, ge=1, description="exactly this version")
     min_version: int | None = Field(None, ge=1, description="this version or a later one")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="exactly this config (its content hash)")
 
 
 class CorruptionRequirement(_Strict):
@@ -81,7 +95,11 @@ class Requirements(_Strict):
     attacks: list[AttackSelector] = Field(default_factory=list, description="each needs a matching attack")
     corruptions: CorruptionRequirement | None = None
     min_samples: dict[Split, int] = Field(default_factory=dict, description="samples audited per split, at least")
+    full_splits: list[Split] = Field(default_factory=list, description="splits audited whole (no max_samples "
+                                                                       "subset a submitter could pick by seed)")
     splits: list[Split] = Field(default_factory=list, description="splits the audit must cover")
+    datasets: dict[Split, str] = Field(default_factory=dict, description="split -> the dataset it must be: an id, a "
+                                                                         "builtin name or a sha256")
 
 
 class Rule(_Strict):
@@ -96,8 +114,8 @@ class Rule(_Strict):
     severity: Literal["fail", "warn"] = "fail"
     decision: Decision | None = Field(None, description="drop rules: non_inferiority (default) or the lenient "
                                                         "significant_drop")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="drop rules: one-sided level of the bound (or the test)")
-    require_significance: float | None = Field(None, gt=0, lt=1, description="legacy: decision significant_drop "
+    alpha: float = Field(0.05, ge=1e-6, le=0.2, description="drop rules: one-sided level of the bound (or the test)")
+    require_significance: float | None = Field(None, ge=1e-6, le=0.2, description="legacy: decision significant_drop "
                                                                              "at this alpha")
     on_missing: Literal["fail", "warn", "ignore"] | None = None
 

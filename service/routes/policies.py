@@ -22,6 +22,8 @@ def _policy_out(row: db.PolicyVersion) -> PolicyOut:
 
 @router.post("/policies", status_code=201, response_model=PolicyOut)
 def put_policy(body: PolicyIn, s: SessionDep, tenant: TenantDep, response: Response):
+    if builtin_policy(body.name) is not None:  # a tenant policy named `default` would replace what gates expect
+        raise Problem(409, f"{body.name!r} is a built-in policy's name; choose another", field="name")
     policy = validate_policy(body.policy, "policy")
     latest = latest_policy(s, tenant, body.name)
     row = db.PolicyVersion(tenant=tenant, name=body.name, version=(latest.version + 1) if latest else 1,

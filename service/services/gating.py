@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import PromotionOutcome, Status, Verdict
 from editaudit.core import db, repo
 from editaudit.gate.evaluate import GateUsageError, evaluate
@@ -28,15 +29,16 @@ def latest_policy(s: Session, tenant: str, name: str) -> db.PolicyVersion | None
 
 
 def resolve_policy(s: Session, tenant: str, ref: str | dict) -> tuple[Policy, dict]:
-    """(policy, reference recorded with a verdict): a tenant's named policy, a built-in one, or an inline document."""
+    """(policy, reference recorded with a verdict): a built-in policy (its name is reserved: no tenant can shadow
+    it), a tenant's named policy, or an inline document."""
     if isinstance(ref, dict):
         return validate_policy(ref, "policy"), {"inline": ref}
-    row = latest_policy(s, tenant, ref)
-    if row is not None:
-        return Policy.model_validate(row.document), {"name": ref, "version": row.version, "tenant": tenant}
     builtin = builtin_policy(ref)
     if builtin is not None:
         return builtin, {"name": ref, "version": "builtin"}
+    row = latest_policy(s, tenant, ref)
+    if row is not None:
+        return Policy.model_validate(row.document), {"name": ref, "version": row.version, "tenant": tenant}
     raise Problem(404, f"no policy named {ref!r} for tenant {tenant!r} (built-in: default)", field="policy")
 
 
@@ -67,11 +69,23 @@ def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> d
     if audit.status != Status.succeeded:
         raise Problem(409, f"the audit of edit {edit_id} is {audit.status}; a gate needs a finished audit",
                       field="edit_id", audit_status=audit.status, edit_status=edit.status)
-    try:
-        result = evaluate(audit_dict(audit), policy)
+    facts = {**audit_dict(audit), "datasets": edit_datasets(s, edit)}
+    try:  # an inline policy is the caller's own: an attack id its audit never ran is a typo, not a block
+        result = evaluate(facts, policy, tenant=tenant, typos_are_usage="inline" in ref)
     except GateUsageError as e:  # a typo in the policy, not a regression: the CLI exits 4 (usage)
         raise Problem(422, e.detail, field=e.field, closest=e.closest) from None
     return {"edit_id": edit_id, "audit_id": audit.id, "policy": ref, **result.as_dict()}
+
+
+def edit_datasets(s: Session, edit: db.Edit) -> dict[str, dict]:
+    """split -> {ref, sha256} of the datasets the edit was audited on (what `requires.datasets` checks)."""
+    out = {}
+    for split in ("test", "edit", "generalization"):
+        ref = getattr(edit, f"{split}_set")
+        if ref:
+            row = None if is_builtin(ref) else s.get(db.Dataset, ref)
+            out[split] = {"ref": ref, "sha256": row.sha256 if row else None}
+    return out
 
 
 def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: str | dict,
@@ -83,6 +97,10 @@ def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: 
     family = repo.family_of(s, edit.model_id)
     alias = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, name=alias_name)).first()
     previous = alias.model_id if alias else None
+    if previous is not None and previous != edit.model_id:  # audited against a model the alias no longer serves
+        result = {**result, "verdict": Verdict.fail, "notes": [*result.get("notes", []), (
+            f"the edit was audited against model {edit.model_id}, but {alias_name!r} serves {previous}: its numbers "
+            f"say nothing about replacing {previous} (edit {previous} instead, or give override_reason)")]}
     blocked = result["verdict"] == Verdict.fail
     outcome = PromotionOutcome.refused if blocked and not override_reason else \
         PromotionOutcome.overridden if blocked else PromotionOutcome.promoted
@@ -98,7 +116,9 @@ def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: 
     s.commit()
     if outcome == PromotionOutcome.refused:
         raise Problem(409, f"the gate fails for edit {edit_id}; not promoted to {alias_name!r} (give override_reason "
-                           "to ship anyway; it is recorded)", field="edit_id", gate=result)
+                           "to ship anyway; it is recorded)" + "".join(f"; {n}" for n in result.get("notes", [])
+                                                                      if "audited against" in n),
+                      field="edit_id", gate=result)
     return {"alias": alias_name, "family": family, "model_id": edit.edited_model_id, "previous_model_id": previous,
             "outcome": outcome, "gate": result}
 

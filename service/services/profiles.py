@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,4 +27,6 @@ def resolve_audit(s: Session, tenant: str, ref: ProfileRef) -> tuple[AuditConfig
     if row is None:
         raise Problem(404, f"no audit profile {ref.profile!r}" + (f" version {ref.version}" if ref.version else "")
                       + f" for tenant {tenant!r}", field="audit.profile")
-    return AuditConfig.model_validate(row.config), {"tenant": tenant, "name": row.name, "version": row.version}
+    digest = hashlib.sha256(json.dumps(row.config, sort_keys=True).encode()).hexdigest()
+    return AuditConfig.model_validate(row.config), {"tenant": tenant, "name": row.name, "version": row.version,
+                                                    "sha256": digest}

@@ -83,11 +83,16 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     assert alias["model_id"] == edit["edited_model_id"] and alias["family"] == c.model["id"]
     assert [h["outcome"] for h in alias["history"]] == ["overridden", "refused"]
     assert alias["history"][0]["override_reason"].startswith("hotfix") and alias["history"][0]["actor"] == "alice"
-    # a second edit that passes moves the alias; the previous model is recorded
-    job2 = c.submit(audit={"attacks": [PGD]})
+    # an edit of the original model, audited against it, says nothing about replacing what production serves now
+    stale = c.submit(audit={"attacks": [PGD]})
+    body = assert_problem(c.post(f"/edits/{stale['id']}/promote", json={"alias": "production", "policy": "edit-fixed"}),
+                          409, "edit_id")
+    assert "audited against model" in body["detail"] and body["gate"]["verdict"] == "fail"
+    # an edit of the model production serves, whose gate passes, moves the alias; the previous model is recorded
+    job2 = c.submit(audit={"attacks": [PGD]}, model_id=edit["edited_model_id"])
     r = c.post(f"/edits/{job2['id']}/promote", json={"alias": "production", "policy": "edit-fixed"})
     assert r.json()["outcome"] == "promoted" and r.json()["previous_model_id"] == edit["edited_model_id"]
-    assert len(c.get("/promotions").json()["promotions"]) == 3
+    assert len(c.get("/promotions").json()["promotions"]) == 4
 
 
 @pytest.fixture()

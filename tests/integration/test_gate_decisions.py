@@ -164,3 +164,19 @@ def test_bad_policies_are_refused_naming_the_field(edit_factory, doc, field):
     job = edit_factory.submit(run=False)
     body = assert_problem(edit_factory.client.post("/gate", json={"edit_id": job["id"], "policy": doc}), 422)
     assert any(e["field"].startswith(field) for e in body["errors"]), body
+
+
+def test_builtin_policy_names_are_reserved(edit_factory):
+    c = edit_factory.client
+    body = assert_problem(c.post("/policies", json={"name": "default", "policy": {"rules": [
+        {"metric": "test.accuracy", "min": 0}]}}), 409, "name")
+    assert "built-in" in body["detail"]
+    assert c.get("/policies/default").json()["version"] == "builtin"
+
+
+def test_a_file_named_like_a_server_policy_does_not_replace_it(edit_factory, http_url, tmp_path):  # noqa: F811
+    job = edit_factory.submit(audit={"attacks": [{"name": "pgd", "eps": 0.05, "steps": 2}]})
+    (tmp_path / "default").write_text("version: 1\nrules: [{metric: test.accuracy, min: 0}]\n")
+    r = cli("gate", job["id"], "--policy", "default", "--url", http_url, cwd=tmp_path)
+    assert r.returncode == 1 and "policy default" in r.stdout, "the server's default (PGD-2 is refused), not the file"
+    assert cli("gate", job["id"], "--policy", "./missing.yaml", "--url", http_url).returncode == 4

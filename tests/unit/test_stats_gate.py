@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from editaudit.contracts.audit import CORRUPTION_NAMES
 from editaudit.gate.bounds import drop_upper_bound
 from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, Rule, builtin_policy, load_policy, parse_assignment
@@ -76,7 +77,8 @@ def test_missing_metric_fails_closed_unless_told_otherwise():
     assert r.verdict == "fail", "a wildcard matching nothing is missing too"
     r = evaluate(AUDIT, policy({"metric": "generalization.accuracy", "max_drop": 1.0, "on_missing": "warn"}))
     assert r.verdict == "warn"
-    assert evaluate(AUDIT, policy({"metric": "edit.agreement", "min": 0, "on_missing": "ignore"})).rules == []
+    nothing = evaluate(AUDIT, policy({"metric": "edit.agreement", "min": 0, "on_missing": "ignore"}))
+    assert nothing.verdict == "fail" and "no rule applied" in nothing.rules[0].reason, "nothing shown, nothing passes"
     no_attacks = {**AUDIT, "config": {"attacks": []}}
     r = evaluate(no_attacks, policy({"metric": "test.adv.nope.accuracy", "max_drop": 1.0}))
     assert r.verdict == "fail" and "missing" in r.rules[0].reason, "an audit without attacks is blocked, not a typo"
@@ -86,6 +88,34 @@ def test_an_unknown_attack_id_is_a_usage_error_with_the_ids_that_ran():
     with pytest.raises(GateUsageError) as e:
         evaluate(AUDIT, policy({"metric": "test.adv.pgdd.accuracy", "max_drop": 0.03}))
     assert e.value.field == "policy.rules.0.metric" and e.value.closest[0] == "test.adv.pgd.accuracy"
+    # under a named policy the audit simply does not meet it (blocked); a rule that tolerates missing metrics too
+    named = evaluate(AUDIT, policy({"metric": "test.adv.pgdd.accuracy", "max_drop": 0.03}), typos_are_usage=False)
+    assert named.verdict == "fail" and "missing" in named.rules[0].reason
+    tolerant = policy({"metric": "test.adv.pgdd.accuracy", "max_drop": 0.03, "on_missing": "warn"})
+    assert evaluate(AUDIT, tolerant).verdict == "warn"
+
+
+def test_corruption_aggregates_count_each_image_once():
+    """75 conditions x 100 images: the aggregate's 7500 outcomes are not 7500 independent pairs."""
+    audit = {"metrics": {"baseline": {"test.corruption.mean.accuracy": 0.5},
+                         "candidate": {"test.corruption.mean.accuracy": 0.49}},
+             "deltas": {"test.corruption.mean.accuracy": {"n": 7500, "p_value": 0.0,
+                                                         "discordant": {"baseline_only": 75, "candidate_only": 0}}},
+             "samples": {"test": {"n": 100, "of": 100}}}
+    r = evaluate(audit, policy({"metric": "test.corruption.mean.accuracy", "max_drop": 0.02})).rules[0]
+    assert r.outcome == "fail" and r.n == 100 and math.isclose(r.bound, drop_upper_bound(1, 0, 100))
+    assert drop_upper_bound(75, 0, 7500) < 0.02, "counted as independent pairs it would have passed"
+
+
+def test_degenerate_values_never_pass():
+    nan = {**AUDIT, "metrics": {"baseline": {"test.accuracy": float("nan")}, "candidate": {"test.accuracy": 0.9}}}
+    for rule in ({"metric": "test.accuracy", "max_drop": 0.01},
+                 {"metric": "test.accuracy", "max_drop": 0.01, "decision": "significant_drop"}):
+        assert evaluate(nan, policy(rule)).verdict == "fail", rule
+    zero = {"metrics": {"baseline": {"test.accuracy": 0.0}, "candidate": {"test.accuracy": 0.5}}, "deltas": {}}
+    assert evaluate(zero, policy({"metric": "test.accuracy", "max_relative_drop": 0.1})).verdict == "pass"
+    with pytest.raises(ValueError):
+        Rule(metric="test.accuracy", max_drop=0.01, alpha=1e-17)
 
 
 def test_a_metric_outside_the_grammar_is_refused_with_suggestions():
@@ -165,3 +195,33 @@ def test_json_safe_and_undefined_ce():
     from editaudit.worker.jobs.persist import json_safe
 
     assert json_safe({"a": [1.0, float("inf"), float("nan")], "b": "x"}) == {"a": [1.0, None, None], "b": "x"}
+
+
+def test_requirements_read_what_the_server_recorded():
+    from editaudit.gate.evaluate import check_requirements
+    from editaudit.gate.policy import Requirements
+
+    audit = {**AUDIT, "profile": {"tenant": "team-a", "name": "release", "version": 3, "sha256": "a" * 64},
+             "datasets": {"test": {"ref": "builtin:digits-test", "sha256": None}},
+             "config": {"attacks": [{"id": "x", "name": "pgd", "norm": "inf", "eps": 0.03, "steps": 10,
+                                     "step_size": 1e-12}], "corruptions": {"names": list(CORRUPTION_NAMES),
+                                                                           "severities": [1, 2, 3, 4, 5]}},
+             "samples": {"test": {"n": 30, "of": 450}}}
+    outcome = lambda req, tenant=None: [r.outcome for r in check_requirements(audit, Requirements(**req), tenant)]  # noqa: E731
+    assert outcome({"profile": {"name": "release", "min_version": 2}}, "team-a") == ["pass"]
+    assert outcome({"profile": {"name": "release", "min_version": 2}}, "team-b") == ["fail"], "another tenant's"
+    assert outcome({"profile": {"name": "release", "sha256": "b" * 64}}, "team-a") == ["fail"], "pinned content"
+    assert outcome({"attacks": [{"name": "pgd", "min_steps": 10}]}) == ["pass"]
+    assert outcome({"attacks": [{"name": "pgd", "min_steps": 10, "min_travel": 1}]}) == ["fail"], "1e-12 steps"
+    assert outcome({"corruptions": {"names": "all"}}) == ["pass"], "all 15 listed is all"
+    assert outcome({"full_splits": ["test"]}) == ["fail"] and outcome({"min_samples": {"test": 30}}) == ["pass"]
+    assert outcome({"datasets": {"test": "builtin:digits-test"}}) == ["pass"]
+    assert outcome({"datasets": {"test": "c" * 64}}) == ["fail"]
+
+
+def test_unknown_verdicts_and_ids_that_impersonate_attacks():
+    from editaudit.contracts.audit import AuditConfig
+
+    with pytest.raises(ValueError, match="name of another attack"):
+        AuditConfig.model_validate({"attacks": [{"id": "pgd", "name": "fgsm"}]})
+    AuditConfig.model_validate({"attacks": [{"id": "pgd_strong", "name": "pgd"}]})
