@@ -106,31 +106,31 @@ class Audit(Base):
     profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
-class PolicyVersion(Base):
-    """A named gate policy of a tenant; every POST adds a version, the latest one is in force."""
+class TenantVersioned:
+    """A tenant's named document: every POST adds a version, the latest one is in force unless one is named
+    (editaudit.core.repo.latest_version / add_version)."""
+
+    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PolicyVersion(TenantVersioned, Base):
+    """A named gate policy of a tenant."""
 
     __tablename__ = "policies"
-    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(100))
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[int] = mapped_column(Integer)
     document: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class AuditProfile(Base):
-    """A named audit config of a tenant; every POST adds a version. Edits name it instead of spelling out attacks,
-    so the platform team, not the submitter, decides how hard an edit is attacked."""
+class AuditProfile(TenantVersioned, Base):
+    """A named audit config of a tenant. Edits name it instead of spelling out attacks, so the platform team, not
+    the submitter, decides how hard an edit is attacked."""
 
     __tablename__ = "audit_profiles"
-    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(100))
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Alias(Base):

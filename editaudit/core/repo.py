@@ -79,3 +79,27 @@ def dataset_facts(s: Session, ref: str, field: str) -> dict:
     if row is None:
         raise NotFound(f"no dataset with id {ref!r}", field)
     return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}
+
+
+Versioned = TypeVar("Versioned", bound=db.TenantVersioned)
+
+
+def latest_version(s: Session, table: type[Versioned], tenant: str, name: str,
+                   version: int | None = None) -> Versioned | None:
+    """The given version of a tenant's named document, or its latest one; None when there is none."""
+    q = select(table).filter_by(tenant=tenant, name=name)
+    q = q.filter_by(version=version) if version else q.order_by(table.version.desc())
+    return s.scalars(q.limit(1)).first()
+
+
+def add_version(s: Session, table: type[Versioned], tenant: str, name: str, **document) -> Versioned:
+    """A new version of a tenant's named document (1 for a new name), committed."""
+    latest = latest_version(s, table, tenant, name)
+    row = table(tenant=tenant, name=name, version=(latest.version + 1) if latest else 1, **document)
+    s.add(row)
+    s.commit()
+    return row
+
+
+def version_names(s: Session, table: type[Versioned], tenant: str) -> list[str]:
+    return sorted(s.scalars(select(table.name).filter_by(tenant=tenant).distinct()).all())

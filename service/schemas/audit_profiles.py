@@ -17,10 +17,12 @@ class AuditProfileIn(BaseModel):
 
 
 class AuditProfileOut(BaseModel):
+    """Read from a db.AuditProfile row (`from_attributes`): its `config` is served as `audit`."""
+
     tenant: str
     name: str
     version: int
-    audit: dict = Field(description="the audit config, as validated (defaults included)")
+    audit: dict = Field(validation_alias="config", description="the audit config, as validated (defaults included)")
     created_at: datetime
 
 

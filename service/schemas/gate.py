@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from editaudit.gate.evaluate import RuleOutcome
 
@@ -18,10 +18,13 @@ class PolicyIn(BaseModel):
 
 
 class PolicyOut(BaseModel):
+    """Read from a db.PolicyVersion row (`from_attributes`: its `document` is served as `policy`), or built."""
+
+    model_config = ConfigDict(populate_by_name=True)
     tenant: str | None
     name: str
     version: int | str = Field(description="1, 2, ... for a stored policy; 'builtin' for one shipped with editaudit")
-    policy: dict
+    policy: dict = Field(validation_alias=AliasChoices("policy", "document"))
     created_at: datetime | None = None
 
 

@@ -23,11 +23,6 @@ def validate_policy(doc: dict, field: str) -> Policy:
         raise validation_problem(e, field) from None
 
 
-def latest_policy(s: Session, tenant: str, name: str) -> db.PolicyVersion | None:
-    return s.scalars(select(db.PolicyVersion).filter_by(tenant=tenant, name=name)
-                     .order_by(db.PolicyVersion.version.desc()).limit(1)).first()
-
-
 def resolve_policy(s: Session, tenant: str, ref: str | dict) -> tuple[Policy, dict]:
     """(policy, reference recorded with a verdict): a built-in policy (its name is reserved: no tenant can shadow
     it), a tenant's named policy, or an inline document."""
@@ -36,7 +31,7 @@ def resolve_policy(s: Session, tenant: str, ref: str | dict) -> tuple[Policy, di
     builtin = builtin_policy(ref)
     if builtin is not None:
         return builtin, {"name": ref, "version": "builtin"}
-    row = latest_policy(s, tenant, ref)
+    row = repo.latest_version(s, db.PolicyVersion, tenant, ref)
     if row is not None:
         return Policy.model_validate(row.document), {"name": ref, "version": row.version, "tenant": tenant}
     raise Problem(404, f"no policy named {ref!r} for tenant {tenant!r} (built-in: default)", field="policy")

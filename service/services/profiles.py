@@ -5,25 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.audit import AuditConfig
-from editaudit.core import db
+from editaudit.core import db, repo
 from editaudit.service.errors import Problem
 from editaudit.service.schemas.audit_profiles import ProfileRef
 
 
-def find_profile(s: Session, tenant: str, name: str, version: int | None = None) -> db.AuditProfile | None:
-    """The given version of a tenant's profile, or its latest one."""
-    q = select(db.AuditProfile).filter_by(tenant=tenant, name=name)
-    q = q.filter_by(version=version) if version else q.order_by(db.AuditProfile.version.desc())
-    return s.scalars(q.limit(1)).first()
-
-
 def resolve_audit(s: Session, tenant: str, ref: ProfileRef) -> tuple[AuditConfig, dict]:
     """(the profile's config, the record an audit keeps of it); 404 naming `audit.profile` when there is none."""
-    row = find_profile(s, tenant, ref.profile, ref.version)
+    row = repo.latest_version(s, db.AuditProfile, tenant, ref.profile, ref.version)
     if row is None:
         raise Problem(404, f"no audit profile {ref.profile!r}" + (f" version {ref.version}" if ref.version else "")
                       + f" for tenant {tenant!r}", field="audit.profile")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from editaudit.contracts.attacks import parse_attack
-from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from tests.unit.test_attacks import ours as robust
 from editaudit.worker.ml.data import digits_arrays
 
 pytestmark = pytest.mark.slow
@@ -18,15 +18,6 @@ def mxy(digits_wrapped):
         p.requires_grad_(False)
     te = digits_arrays("test")
     return m.eval(), torch.from_numpy(te.x[:48]), torch.from_numpy(te.y[:48])
-
-
-def robust(m, x, y, raw, eps: float | None = None):
-    """`eps` overrides the radius as an eps sweep does (0 is a sweep point, never a requested radius)."""
-    p = parse_attack(raw)
-    p = p if eps is None else p.at_eps(eps)
-    x_adv = Attack(p, ATTACKS[p.name]).perturb(m, x, y, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return x_adv, float((m(x_adv).argmax(1) == y).float().mean())
 
 
 def clean(m, x, y):
