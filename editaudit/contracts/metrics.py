@@ -79,6 +79,11 @@ class Metric:
         return self.stat in LOWER_IS_BETTER_STATS
 
     @property
+    def aggregate(self) -> bool:
+        """A corruption mean: k conditions of the same images concatenated (their outcomes are correlated)."""
+        return self.measure == "corruption" and MEAN in (self.corruption, self.severity)
+
+    @property
     def summary(self) -> bool:
         """Not per-type corruption detail: what a layer sweep's comparison keeps."""
         return self.measure != "corruption" or self.corruption == MEAN

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from editaudit.contracts import metrics
 from editaudit.contracts.audit import CORRUPTION_NAMES
-from editaudit.gate.bounds import drop_upper_bound, samples_needed
+from editaudit.contracts.paired import drop_upper_bound, samples_needed
 from editaudit.gate.policy import Policy, Requirements, Rule
 
 
@@ -185,8 +185,7 @@ def _images(metric: str, n: int, samples: dict) -> int:
     never narrower than the data allow. Every other metric: n itself."""
     m = metrics.parse(metric)
     images = (samples.get(m.split) or {}).get("n") if m is not None else None
-    is_aggregate = m is not None and m.measure == "corruption" and metrics.MEAN in (m.corruption, m.severity)
-    return images if is_aggregate and images and n > images else n
+    return images if m is not None and m.aggregate and images and n > images else n
 
 
 def check_requirements(audit: dict, req: Requirements, tenant: str | None = None) -> list[RuleOutcome]:

@@ -9,7 +9,7 @@ import pytest
 from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import multinomial, norm
 
-from editaudit.gate.bounds import drop_upper_bound, samples_needed
+from editaudit.contracts.paired import drop_upper_bound, samples_needed
 
 
 def reference_bound(b: int, c: int, n: int, alpha: float = 0.05) -> float:

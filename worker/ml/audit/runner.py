@@ -23,7 +23,8 @@ from editaudit.contracts import metrics as M
 from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
-from editaudit.worker.ml.audit.stats import paired_accuracy_delta, wilson
+from editaudit.worker.ml.audit.stats import (AGGREGATE_METHOD, SINGLE_METHOD, aggregate_accuracy_delta,
+                                              paired_accuracy_delta, wilson)
 from editaudit.worker.ml.data import TensorDataset
 
 Progress = Callable[[str, int, int], None]
@@ -162,7 +163,9 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         c = cand.correct[name]
         metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
         intervals["baseline"][name], intervals["candidate"][name] = wilson(sum(b), len(b)), wilson(sum(c), len(c))
-        deltas[name] = paired_accuracy_delta(b, c)
+        parsed = M.parse(name)
+        deltas[name] = aggregate_accuracy_delta(b, c, len(base.preds[parsed.split])) if parsed.aggregate \
+            else paired_accuracy_delta(b, c)
     for split in base.preds:  # drawdown (Sinitsin et al. 2020): accuracy lost by the edit, baseline - candidate
         d, name = deltas[M.accuracy(split)], M.drawdown(split)
         metrics["baseline"][name], metrics["candidate"][name] = 0.0, -d["value"]
@@ -246,6 +249,8 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
 def method_notes(cfg: AuditConfig) -> list[str]:
     """What a reader of the report must know about how some numbers were produced."""
     notes = [n for n in (a.note() for a in cfg.attacks) if n]
+    notes.append(f"deltas: {SINGLE_METHOD} for single metrics" + (
+        f"; {AGGREGATE_METHOD} for corruption means" if cfg.corruptions is not None else "") + ".")
     if cfg.corruptions is not None:
         notes.append("corruptions: ImageNet-C in torch; see docs/corruptions.md for deviations from the reference "
                      "(procedural frost and fog, size scaling below 224 px, DCT-based JPEG).")

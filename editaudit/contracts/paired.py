@@ -1,4 +1,6 @@
-"""One-sided confidence bounds on a paired drop in accuracy, and the sample size a margin needs.
+"""Paired comparisons of two classifiers on the same inputs: one-sided confidence bounds on a drop in accuracy, and
+the sample size a margin needs. Shared by the audit (its intervals) and the gate (its decisions), so both mean the
+same thing by a bound.
 
 Baseline and candidate are scored on the same n inputs. Of those, b were right before and wrong after (lost) and
 c wrong before and right after (gained); the drop in accuracy is d = (b - c) / n. Its one-sided upper (1 - alpha)

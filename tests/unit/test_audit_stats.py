@@ -1,0 +1,62 @@
+"""The audit's intervals: Tango for single metrics (never degenerate), per-image paired t for corruption aggregates
+(the conditions of one image are not independent pairs), clear errors for empty or unequal inputs."""
+
+import math
+import random
+
+import pytest
+from scipy import stats as sps
+
+from editaudit.contracts.paired import drop_upper_bound
+from editaudit.worker.ml.audit.stats import aggregate_accuracy_delta, paired_accuracy_delta, wilson
+
+
+def test_single_metric_interval_is_tango_and_not_degenerate():
+    d = paired_accuracy_delta([True] * 30, [True] * 30)  # no discordant pair: Wald would give [0, 0]
+    lo, hi = d["ci95"]
+    assert d["value"] == 0 and lo < 0 < hi and hi == pytest.approx(drop_upper_bound(0, 0, 30, 0.025))
+    d = paired_accuracy_delta([True] * 10 + [False] * 5, [False] * 10 + [True] * 5)  # every pair discordant
+    assert -1 <= d["ci95"][0] < d["value"] < d["ci95"][1] <= 1
+    d = paired_accuracy_delta([True], [False])
+    assert d["ci95"][0] == -1.0 and d["ci95"][1] < 1.0 and d["value"] == -1.0
+
+
+def test_empty_and_unequal_inputs_are_errors():
+    with pytest.raises(ValueError, match="n = 0"):
+        paired_accuracy_delta([], [])
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_accuracy_delta([True, False], [True])
+    with pytest.raises(ValueError, match="n = 0"):
+        wilson(0, 0)
+    with pytest.raises(ValueError, match="whole blocks"):
+        aggregate_accuracy_delta([True] * 7, [True] * 7, images=3)
+
+
+def test_aggregate_counts_images_not_conditions():
+    """75 conditions x 40 images where the edit flips whole images (all their conditions together): the naive
+    concatenated test sees 3000 'independent' pairs and a tiny p; per image the evidence is 40 pairs."""
+    rng = random.Random(0)
+    images, k = 40, 75
+    lost = {i for i in range(images) if rng.random() < 0.10}
+    gained = {i for i in range(images) if i not in lost and rng.random() < 0.05}
+    base = [rng.random() < 0.7 or i in lost for _ in range(k) for i in range(images)]
+    cand = [(b and i not in lost) or i in gained for b, i in zip(base, [i for _ in range(k) for i in range(images)])]
+    agg = aggregate_accuracy_delta(base, cand, images)
+    naive = paired_accuracy_delta(base, cand)
+    assert agg["value"] == pytest.approx(naive["value"])
+    assert agg["images"] == images and agg["conditions"] == k
+    width = lambda d: d["ci95"][1] - d["ci95"][0]  # noqa: E731
+    assert width(agg) > 2 * width(naive), (agg["ci95"], naive["ci95"])
+    assert agg["p_value"] > 10 * naive["p_value"]
+    # the reference: a paired t-test over the per-image means, by scipy
+    per_image = [sum(cand[j * images + i] - base[j * images + i] for j in range(k)) / k for i in range(images)]
+    ref = sps.ttest_1samp(per_image, 0.0)
+    assert agg["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    lo, hi = sps.t.interval(0.95, images - 1, loc=sum(per_image) / images, scale=sps.sem(per_image))
+    assert agg["ci95"] == pytest.approx([lo, hi], rel=1e-9)
+
+
+def test_aggregate_without_spread():
+    d = aggregate_accuracy_delta([True] * 6, [True] * 6, images=3)
+    assert d["value"] == 0 and d["ci95"] == [0.0, 0.0] and d["p_value"] == 1.0
+    assert math.isfinite(aggregate_accuracy_delta([True] * 6, [False] * 6, images=3)["p_value"])
