@@ -4,7 +4,11 @@ Names are stable dotted paths that policies use (`<split>.<measure>`):
   <split>.accuracy                                  clean accuracy (edit/generalization: against the edit targets)
   <split>.agreement                                 share of predictions unchanged vs the baseline
   <split>.drawdown                                  accuracy lost by the edit (baseline - candidate)
+  <split>.top_class_share                           share of inputs predicted as the most predicted class (a
+                                                    collapsed model predicts one class for most inputs)
   <split>.adv.<attack id>.accuracy                  robust accuracy under that attack
+  <split>.adv.<attack id>.success_rate              share of the inputs the model got right that the attack flips
+                                                    (robust accuracy alone rises when a model collapses)
   <split>.corruption.<type>.<severity>.accuracy     one corruption cell
   <split>.corruption.<type>.mean.accuracy           a type over its severities
   <split>.corruption.mean.<severity>.accuracy       a severity over the types
@@ -19,12 +23,13 @@ from dataclasses import dataclass
 
 SPLITS = ("test", "edit", "generalization")
 MEAN = "mean"
-LOWER_IS_BETTER_STATS = ("drawdown", "ce")  # accuracy lost, corruption error; everything else: higher is better
+# accuracy lost, corruption error, attack success, one class everywhere; everything else: higher is better
+LOWER_IS_BETTER_STATS = ("drawdown", "ce", "success_rate", "top_class_share")
 
 _GRAMMAR = re.compile(
     r"^(?P<split>test|edit|generalization)\.(?:"
-    r"(?P<simple>accuracy|agreement|drawdown)"
-    r"|adv\.(?P<attack>[A-Za-z0-9_\-]{1,64})\.accuracy"
+    r"(?P<simple>accuracy|agreement|drawdown|top_class_share)"
+    r"|adv\.(?P<attack>[A-Za-z0-9_\-]{1,64})\.(?P<adv_stat>accuracy|success_rate)"
     r"|corruption\.(?P<corruption>[a-z0-9_]+)\.(?:(?P<severity>[1-5]|mean)\.accuracy|(?P<stat>accuracy|ce))"
     r")$")
 
@@ -48,6 +53,14 @@ def adv_key(split: str, attack_id: str) -> str:
 
 def adv_accuracy(split: str, attack_id: str) -> str:
     return f"{adv_key(split, attack_id)}.accuracy"
+
+
+def adv_success_rate(split: str, attack_id: str) -> str:
+    return f"{adv_key(split, attack_id)}.success_rate"
+
+
+def top_class_share(split: str) -> str:
+    return f"{split}.top_class_share"
 
 
 def corruption_accuracy(split: str, corruption: str = MEAN, severity: int | str | None = None) -> str:
@@ -103,7 +116,7 @@ def parse(name: str) -> Metric | None:
     if g["simple"]:
         return Metric(name, g["split"], g["simple"], g["simple"])
     if g["attack"]:
-        return Metric(name, g["split"], "adv", "accuracy", attack=g["attack"])
+        return Metric(name, g["split"], "adv", g["adv_stat"], attack=g["attack"])
     corruption, severity, stat = g["corruption"], g["severity"], g["stat"] or "accuracy"
     if severity is None and stat == "accuracy" and corruption != MEAN:
         return None  # a type's accuracy names a severity or "mean"
@@ -141,8 +154,8 @@ def examples(attack_ids=("pgd",), corruptions=()) -> list[str]:
     """Well-formed names for suggestions: every split's simple measures, the given attacks, corruption summaries."""
     out = []
     for s in SPLITS:
-        out += [accuracy(s), agreement(s), drawdown(s), corruption_accuracy(s), corruption_ce(s)]
-        out += [adv_accuracy(s, a) for a in attack_ids]
+        out += [accuracy(s), agreement(s), drawdown(s), top_class_share(s), corruption_accuracy(s), corruption_ce(s)]
+        out += [adv_accuracy(s, a) for a in attack_ids] + [adv_success_rate(s, a) for a in attack_ids]
         out += [corruption_accuracy(s, MEAN, sev) for sev in range(1, 6)]
         out += [corruption_accuracy(s, c, MEAN) for c in corruptions] + [corruption_ce(s, c) for c in corruptions]
     return out

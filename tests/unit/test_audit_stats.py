@@ -60,3 +60,29 @@ def test_aggregate_without_spread():
     d = aggregate_accuracy_delta([True] * 6, [True] * 6, images=3)
     assert d["value"] == 0 and d["ci95"] == [0.0, 0.0] and d["p_value"] == 1.0
     assert math.isfinite(aggregate_accuracy_delta([True] * 6, [False] * 6, images=3)["p_value"])
+
+
+def test_success_rate_and_collapse_read_robustness_off_a_working_model():
+    """A candidate that predicts class 0 everywhere: robust accuracy rises (nothing left to attack), the success
+    rate says the attack still flips what the model gets right, top_class_share and the note say it collapsed."""
+    from editaudit.worker.ml.audit.runner import Evaluation, collapse_notes, compare
+
+    labels = [i % 10 for i in range(100)]
+    base_pred = labels[:90] + [(y + 1) % 10 for y in labels[90:]]  # 90% right, predictions spread
+    base_adv = [i < 30 for i in range(100)]  # 30 of the 90 right ones survive the attack
+    cand_pred = [0] * 100  # collapsed: right on the 10 zeros only
+    cand_adv = [y == 0 for y in labels]  # the attack cannot move a constant model
+    base = Evaluation({"test.accuracy": [p == y for p, y in zip(base_pred, labels)], "test.adv.pgd.accuracy": base_adv},
+                      {"test": base_pred})
+    cand = Evaluation({"test.accuracy": [p == y for p, y in zip(cand_pred, labels)], "test.adv.pgd.accuracy": cand_adv},
+                      {"test": cand_pred})
+    out = compare(base, cand)
+    m = out["metrics"]
+    assert m["candidate"]["test.top_class_share"] == 1.0 and m["baseline"]["test.top_class_share"] == 0.1
+    assert m["baseline"]["test.adv.pgd.success_rate"] == pytest.approx(60 / 90)
+    assert m["candidate"]["test.adv.pgd.success_rate"] == 0.0
+    d = out["deltas"]["test.adv.pgd.success_rate"]
+    assert d["ci95"][0] < d["value"] < d["ci95"][1] < 0
+    notes = collapse_notes(m, ["test", "edit"])
+    assert len(notes) == 1 and notes[0].startswith("COLLAPSED") and "100%" in notes[0]
+    assert collapse_notes(compare(base, base)["metrics"], ["test"]) == []

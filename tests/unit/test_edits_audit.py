@@ -57,8 +57,8 @@ def test_unchanged_candidate_gives_zero_deltas(setup):
     cfg = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 3}], "max_samples": 100,
            "corruptions": {"names": ["gaussian_noise", "glass_blur", "fog"], "severities": [1, 5]}}
     out = run_audit(model, copy.deepcopy(model), {"test": test, "edit": edit_set}, cfg)
-    for name, d in out["deltas"].items():
-        assert d["value"] == 0.0, name
+    for name, d in out["deltas"].items():  # a success rate is undefined where a model gets nothing right
+        assert d["value"] == 0.0 or (d["value"] is None and name.endswith(".success_rate")), name
         if d["p_value"] is not None:
             assert d["p_value"] == 1.0
     assert out["metrics"]["candidate"]["test.agreement"] == 1.0

@@ -28,11 +28,12 @@ def test_fixed_alpha_changes_only_the_layer(setup):
     assert set(r.changed) == {"fc.weight", "fc.bias"} and r.info["alpha"] == 0.5
 
 
-def test_min_alpha_search_is_monotone_and_uses_at_most_seven_evaluations(setup):
+def test_min_alpha_search_is_monotone_and_uses_at_most_eight_evaluations(setup):
+    """alpha = 0 (the original model), then 7 bisection steps for a 1% resolution."""
     model, es, _ = setup
     r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "min_alpha", "target": 0.9}})
     assert r.info["alpha_curve_monotone"] and r.info["alpha_search"] == "bisection"
-    assert r.info["alpha_evaluations"] <= 7
+    assert r.info["alpha_evaluations"] <= 8 and r.info["alpha_curve"][0]["alpha"] == 0.0
     assert 0 < r.info["alpha"] < 1
     with torch.no_grad():
         acc = float((r.model(es.x).argmax(1) == es.y).float().mean())
@@ -45,8 +46,8 @@ def test_non_monotone_path_falls_back_to_a_grid(setup, monkeypatch):
     from editaudit.worker.ml.edits import interpolate as li
 
     model, es, _ = setup
-    # bisection visits alpha = 0.5, 0.75, 0.875: accuracy 0.1, 0.5, then 0.3 -- lower further along the path
-    wiggle = iter([0.1, 0.5, 0.3] + [0.95] * 100)
+    # alpha = 0, then bisection visits 0.5, 0.75, 0.875: accuracy 0.1, 0.1, 0.5, then 0.3 -- lower further along
+    wiggle = iter([0.1, 0.1, 0.5, 0.3] + [0.95] * 100)
     monkeypatch.setattr(li, "_accuracy", lambda *a: next(wiggle))
     r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"target": 0.9, "grid_points": 11}})
     assert r.info["alpha_search"].startswith("grid") and not r.info["alpha_curve_monotone"]
@@ -60,3 +61,19 @@ def test_best_robust_needs_test_and_records_robust_accuracy(setup):
     assert all("test.adv.pgd.accuracy" in p["metrics"] for p in r.info["alpha_curve"] if p["alpha"] >= r.info["alpha"])
     with pytest.raises(ValueError, match="test set"):
         run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "best_robust"}})
+
+
+def test_a_target_already_met_returns_alpha_zero(setup):
+    model, es, test = setup
+    r = run_edit("interpolate", model, TensorDataset(test.x[:32], test.y[:32]), ["fc"],
+                 {"alpha": {"mode": "min_alpha", "target": 0.5}})
+    assert r.info["alpha"] == 0.0 and r.info["alpha_search"] == "target met at alpha = 0"
+    assert r.info["alpha_evaluations"] == 1 and r.changed == []
+    assert r.audit["mli"]["smaller_alpha_excluded"].startswith("yes")
+
+
+def test_the_mli_check_says_when_bisection_cannot_exclude_a_smaller_window(setup):
+    model, es, _ = setup
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "min_alpha", "target": 0.9}})
+    note = r.audit["mli"]["smaller_alpha_excluded"]
+    assert note.startswith("no: only") and "cannot be excluded" in note

@@ -24,7 +24,7 @@ from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
 from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
 from editaudit.worker.ml.audit.stats import (AGGREGATE_METHOD, SINGLE_METHOD, aggregate_accuracy_delta,
-                                              paired_accuracy_delta, wilson)
+                                              newcombe_difference, paired_accuracy_delta, wilson)
 from editaudit.worker.ml.data import TensorDataset
 
 Progress = Callable[[str, int, int], None]
@@ -179,9 +179,44 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         lo, hi = wilson(agree, len(bp))
         deltas[name] = {"value": agree / len(bp) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
         _corruption_errors(metrics, split)
+        name = M.top_class_share(split)
+        metrics["baseline"][name], metrics["candidate"][name] = _top_share(bp), _top_share(cp)
+        deltas[name] = {"value": _top_share(cp) - _top_share(bp), "ci95": None, "p_value": None}
+    for name in [n for n in base.correct if (m := M.parse(n)) is not None and m.measure == "adv"]:
+        m = M.parse(name)
+        clean = M.accuracy(m.split)
+        rates = [_success_rate(ev.correct[clean], ev.correct[name]) for ev in (base, cand)]
+        rate_name = M.adv_success_rate(m.split, m.attack)
+        metrics["baseline"][rate_name], metrics["candidate"][rate_name] = (r[0] for r in rates)
+        deltas[rate_name] = newcombe_difference(rates[1], rates[0])
     curves = {k: {"eps": v["eps"], "baseline": v["accuracy"], "candidate": cand.curves[k]["accuracy"]}
               for k, v in base.curves.items()}
     return {"metrics": metrics, "intervals": intervals, "deltas": deltas, "curves": curves}
+
+
+def _top_share(preds: list[int]) -> float:
+    """The share of inputs predicted as the most predicted class."""
+    return max(np.bincount(np.asarray(preds, dtype=np.int64))) / len(preds)
+
+
+def _success_rate(clean: list[bool], robust: list[bool]) -> tuple[float | None, int, int]:
+    """(rate, flipped, clean-correct): the share of clean-correct inputs the attack flips."""
+    right = sum(clean)
+    flipped = sum(1 for c, r in zip(clean, robust) if c and not r)
+    return (flipped / right if right else None), flipped, right
+
+
+def collapse_notes(metrics: dict, splits) -> list[str]:
+    """A candidate that predicts one class for most test inputs, where the baseline did not: its robust accuracy
+    can rise (a constant model cannot be attacked), so say so where a reader looks first."""
+    notes = []
+    for split in (s for s in splits if s == "test"):  # edit sets are one class by construction
+        name = M.top_class_share(split)
+        b, c = metrics["baseline"].get(name), metrics["candidate"].get(name)
+        if c is not None and c >= 0.5 and c >= b + 0.25:
+            notes.append(f"COLLAPSED: the candidate predicts one class for {c:.0%} of {split} inputs (baseline "
+                         f"{b:.0%}); read robust accuracy with its success rate ({split}.adv.<id>.success_rate)")
+    return notes
 
 
 def _corruption_errors(metrics: dict, split: str) -> None:
@@ -241,7 +276,7 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
                             **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
                             **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
                baseline_cached=cached)
-    out["notes"] = method_notes(cfg)
+    out["notes"] = collapse_notes(out["metrics"], splits) + method_notes(cfg)
     out["baseline_eval"] = base
     return out
 

@@ -83,6 +83,20 @@ def aggregate_accuracy_delta(base_correct: list[bool], cand_correct: list[bool],
             "method": AGGREGATE_METHOD}
 
 
+def newcombe_difference(cand: tuple[float | None, int, int], base: tuple[float | None, int, int]) -> dict:
+    """candidate - baseline of two proportions (rate, successes, trials) over different subsets of the inputs (an
+    attack's success rate among each model's own clean-correct inputs): Newcombe's hybrid score interval from the
+    two Wilson intervals (method 10 of Newcombe 1998). Treats the subsets as independent; no p-value."""
+    (p1, k1, n1), (p2, k2, n2) = cand, base
+    if p1 is None or p2 is None:
+        return {"value": None, "ci95": None, "p_value": None, "method": "undefined: a model got no input right"}
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    d = p1 - p2
+    ci = [d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)]
+    return {"value": d, "ci95": ci, "p_value": None, "n": [n1, n2],
+            "method": "Newcombe hybrid score (unpaired: each model's own clean-correct inputs)"}
+
+
 def wilson(k: int, n: int) -> list[float]:
     """95% Wilson score interval of a proportion k/n."""
     if n == 0:

@@ -99,11 +99,27 @@ class AlphaSearch:
         vals = [self.points[a][self.target] for a in sorted(self.points)]
         return all(b >= a - tol for a, b in zip(vals, vals[1:]))
 
+    def window_note(self, alpha: float) -> str:
+        """Whether the evaluated points exclude a smaller alpha that also reaches the target. Bisection sees a few
+        points: between them a non-monotone path could hide a success window it cannot rule out."""
+        below = sorted(a for a in self.points if a < alpha)
+        gaps = [b - a for a, b in zip([0.0, *below], [*below, alpha])]
+        widest = max(gaps, default=0.0)
+        if alpha == 0.0:
+            return "yes: alpha = 0 reaches the target"
+        if widest <= self.pol.resolution + 1e-9:
+            return f"yes, to the resolution {self.pol.resolution:g}: every gap below alpha was evaluated"
+        return (f"no: only {len(below)} points below alpha were evaluated (widest gap {widest:.3g}); on a "
+                "non-monotone path a narrower success window there cannot be excluded (mode fixed or a finer "
+                "grid_points would)")
+
     def curve(self) -> list[dict]:
         return [{"alpha": a, "metrics": self.points[a]} for a in sorted(self.points)]
 
     def bisect(self) -> tuple[float, str]:
         """Smallest alpha reaching the target: bisection, or a grid once the path shows non-monotonicity."""
+        if self.score(0.0) >= self.pol.target:  # the original model already meets it: no edit is the smallest
+            return 0.0, "target met at alpha = 0"
         lo, hi = 0.0, 1.0
         steps = math.ceil(math.log2(1.0 / self.pol.resolution))
         for _ in range(steps):
@@ -158,5 +174,6 @@ class Interpolate(EditMethod):
                 "alpha_curve": search.curve(), "alpha_curve_monotone": search.monotone(), "layer": layer}
         audit = {"alpha_curve": info["alpha_curve"],  # the path, and whether it was monotone (an MLI check)
                  "mli": {"monotone": info["alpha_curve_monotone"], "alpha": alpha,
-                         "evaluations": info["alpha_evaluations"], "search": how}}
+                         "evaluations": info["alpha_evaluations"], "search": how,
+                         "smaller_alpha_excluded": search.window_note(alpha)}}
         return EditResult(model, [], info, audit)
