@@ -12,6 +12,7 @@ from editaudit.core.settings import Settings, get_settings
 from editaudit.core.storage import store_from_url
 from editaudit.service import errors
 from editaudit.service.deps import Services, require_token
+from editaudit.service.edge import EdgeChecks
 from editaudit.service.routes import (aliases, audit_profiles, audits, catalog, datasets, edits, gate, health,
                                       models, policies)
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Edit image classifiers and audit the robustness of the edit before deployment.")
     app.state.services = build_services(settings)
     errors.install(app)
+    app.add_middleware(EdgeChecks)
     app.include_router(health.router)
     for r in RESOURCE_ROUTERS:
         app.include_router(r, dependencies=[Depends(require_token)])

@@ -58,7 +58,7 @@ class Dataset(Base):
     object_key: Mapped[str] = mapped_column(String(300))
     n: Mapped[int] = mapped_column(Integer)
     shape: Mapped[list] = mapped_column(JSON)
-    label_max: Mapped[int] = mapped_column(Integer)
+    label_max: Mapped[int] = mapped_column(BigInteger)  # labels are int64
     has_x_orig: Mapped[bool] = mapped_column(default=False)
     has_mask: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -21,9 +21,11 @@ router = APIRouter(tags=["datasets"])
 def upload_dataset(svc: SvcDep, s: SessionDep, response: Response,
                    file: UploadFile = File(description="safetensors or .npz with x, y (optional x_orig, mask)")):
     data = read_upload(file, "file", svc.settings.max_upload_mb)
-    filename = PurePath(file.filename or "upload").name
+    filename = PurePath(file.filename or "upload").name[:200]
+    if "\x00" in filename:
+        raise Problem(422, "the file name holds a NUL byte", field="file")
     try:
-        arrays = parse_dataset(data, filename)
+        arrays = parse_dataset(data, filename, max_expanded=svc.settings.max_upload_mb * 1024 * 1024)
     except FormatError as e:
         raise Problem(415 if e.pickle else 422, e.reason, field=e.field or "file") from None
     digest = sha256(data)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from editaudit.contracts.formats import FormatError, read_safetensors_header
+from editaudit.contracts.formats import FormatError, nonfinite_tensors, read_safetensors_header
 from editaudit.core import arch_manifest
 from editaudit.core import db, repo
 from editaudit.core.storage import content_key, sha256
@@ -52,10 +52,13 @@ def upload_model(svc: SvcDep, s: SessionDep, response: Response,
     try:
         header = read_safetensors_header(data)
     except FormatError as e:
-        raise Problem(415, e.reason, field="weights") from None
+        raise Problem(415 if e.pickle else 422, e.reason, field="weights") from None
     mismatch = arch_manifest.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
     if mismatch:
         raise Problem(422, f"state_dict does not fit {model_spec.arch}: {mismatch}", field="weights")
+    nonfinite = nonfinite_tensors(data, header)
+    if nonfinite:  # a NaN weight poisons every audit number computed from it
+        raise Problem(422, f"weights hold NaN or infinity in {nonfinite[:3]}", field="weights")
     digest = sha256(data)
     key = content_key("models", digest, ".safetensors")
     spec_dict = model_spec.model_dump()
