@@ -10,9 +10,10 @@ Rules compare the candidate with a threshold or with the baseline:
 are. `severity: warn` turns a violation into a warning. A drop rule passes by non-inferiority (the default
 `decision`): only when the one-sided upper (1 - alpha) bound on the paired drop is within the margin (see
 editaudit/contracts/paired.py); `decision: significant_drop` (or the legacy `require_significance: alpha`) lets
-a drop block only when the exact McNemar test rejects, which lets small audits pass: reports mark such rules lenient. `requires` names what the audit
-must have run. Fail-closed: a metric a rule names (or a wildcard that matches nothing) that the audit lacks counts
-as a violation unless the rule says `on_missing: warn | ignore`; so does an unmet requirement.
+a drop block only when the exact McNemar test rejects, which lets small audits pass: reports mark such rules
+lenient. `requires` names what the audit must have run. Fail-closed: a metric a rule names (or a wildcard that
+matches nothing) that the audit lacks counts as a violation unless the rule says `on_missing: warn | ignore`; so
+does an unmet requirement.
 """
 
 from __future__ import annotations
