@@ -61,14 +61,6 @@ class GateResult:
         """From a gate response (`POST /gate`, `GET /edits/{id}/gate`)."""
         return cls(d["verdict"], [RuleOutcome(**r) for r in d["rules"]], list(d.get("notes") or []))
 
-    @property
-    def undecided(self) -> list[RuleOutcome]:
-        return [r for r in self.rules if r.undecided]
-
-    @property
-    def lenient(self) -> list[RuleOutcome]:
-        return [r for r in self.rules if r.lenient]
-
 
 def evaluate(audit: dict, policy: Policy, tenant: str | None = None, typos_are_usage: bool = True) -> GateResult:
     """`tenant`: whose gate this is (a required profile must be that tenant's). `typos_are_usage`: an explicit

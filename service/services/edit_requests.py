@@ -24,7 +24,6 @@ from editaudit.service.services.profiles import resolve_audit
 @dataclass
 class ValidEdit:
     request: EditRequest
-    model: db.Model
     params: EditParams
     audit: AuditConfig  # as requested, or the named profile's
     profile: dict | None  # {tenant, name, version} of the profile the server resolved
@@ -51,7 +50,7 @@ def validate_edit(s: Session, req: EditRequest, tenant: str) -> ValidEdit:
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
-    return ValidEdit(req, model, params, audit, profile)
+    return ValidEdit(req, params, audit, profile)
 
 
 def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from editaudit.contracts import metrics
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import PromotionOutcome, Status, Verdict
 from editaudit.core import db, repo
@@ -75,7 +76,7 @@ def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> d
 def edit_datasets(s: Session, edit: db.Edit) -> dict[str, dict]:
     """split -> {ref, sha256} of the datasets the edit was audited on (what `requires.datasets` checks)."""
     out = {}
-    for split in ("test", "edit", "generalization"):
+    for split in metrics.SPLITS:
         ref = getattr(edit, f"{split}_set")
         if ref:
             row = None if is_builtin(ref) else s.get(db.Dataset, ref)

@@ -24,23 +24,18 @@ from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
 log = logging.getLogger(__name__)
 
 
-def dataset_identity(ref: str, sessions) -> str:
-    if is_builtin(ref):
-        return f"{ref}@{editaudit.__version__}"
-    with sessions() as s:
-        return s.get(db.Dataset, ref).sha256
-
-
 def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
-    """A dataset id or builtin name as tensors, tagged with its identity (what caches key on)."""
+    """A dataset id or builtin name as tensors, tagged with its identity (what caches key on): an upload's sha256,
+    a built-in's name at this editaudit version."""
     if is_builtin(ref):
         ds = load_builtin(ref)
-    else:
-        with sessions() as s:
-            row = s.get(db.Dataset, ref)
-            key, filename = row.object_key, row.filename
-        ds = load_bytes(store.get(key), filename)
-    ds.identity = dataset_identity(ref, sessions)
+        ds.identity = f"{ref}@{editaudit.__version__}"
+        return ds
+    with sessions() as s:
+        row = s.get(db.Dataset, ref)
+        key, filename, digest = row.object_key, row.filename, row.sha256
+    ds = load_bytes(store.get(key), filename)
+    ds.identity = digest
     return ds
 
 

@@ -14,6 +14,7 @@ import time
 import safetensors.torch
 import torch
 
+from editaudit.contracts import metrics
 from editaudit.contracts.edits import parse_hyperparams
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
@@ -55,7 +56,7 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         params = parse_hyperparams(job["method"], job["hyperparams"])  # validated once, here, for this process
         baseline = create_model(spec, safetensors.torch.load(store.get(model_key)))
         splits = {split: load_dataset(job[f"{split}_set"], sessions, store)
-                  for split in ("test", "edit", "generalization") if job[f"{split}_set"]}
+                  for split in metrics.SPLITS if job[f"{split}_set"]}
         progress = ProgressWriter(sessions, edit_id)
         t0 = time.perf_counter()
         torch.manual_seed(params.seed)
