@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.audit import AuditConfig
-from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, max_rank
+from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size, max_rank
 from editaudit.contracts.statuses import Status
 from editaudit.core import arch_manifest
 from editaudit.core import db, repo
@@ -142,6 +142,10 @@ def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditP
         if needs_labels and facts["label_max"] >= spec["num_classes"]:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
+    if params.held_out_roles() and not holdout_size(facts_of["test_set"]["n"]):
+        raise Problem(422, f"{sorted(params.held_out_roles())} default to a held-out part of the test set, and its "
+                           f"{facts_of['test_set']['n']} images are too few; name a locality_set or set "
+                           "locality_weight to 0", field="test_set")
     return facts_of
 
 

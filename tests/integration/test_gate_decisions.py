@@ -14,10 +14,10 @@ from tests.integration.test_gate_api import cli, http_url  # noqa: F401 (fixture
 
 # measured here: this edit costs ~17 points of robust accuracy on 30 audited samples (9 lost, 4 gained: McNemar
 # p = 0.27, so "only significant drops count" lets it through), 10 points of clean accuracy (p = 0.38)
-SMALL_AUDIT_EDIT = {"method": "finetune_layer", "layers": ["fc"], "hyperparams": {"lr": 0.003, "steps": 30},
+SMALL_AUDIT_EDIT = {"method": "finetune_layer", "layers": ["fc"], "hyperparams": {"lr": 0.003, "steps": 30, "stop_when_fixed": False, "locality_weight": 0},
                     "audit": {"attacks": [{"name": "pgd", "eps": 0.05, "steps": 10}], "max_samples": 30, "seed": 3}}
 PGD10 = {"name": "pgd", "norm": "inf", "min_eps": 0.03, "min_steps": 10}
-REQUIRES_PGD10 = {"version": 1, "requires": {"attacks": [PGD10], "min_samples": {"test": 400}},
+REQUIRES_PGD10 = {"version": 1, "requires": {"attacks": [PGD10], "min_samples": {"test": 350}},
                   "rules": [{"attack": PGD10, "max_drop": 0.03}, {"metric": "edit.accuracy", "min": 0.9}]}
 
 
@@ -48,8 +48,9 @@ def test_a_small_audit_cannot_pass_a_real_robustness_drop(edit_factory):
 
 
 def test_an_unchanged_candidate_needs_enough_samples_and_then_passes(edit_factory, digits_model):
-    """Interpolation at alpha = 0 leaves every weight as it was: on the 450-image test set the default policy can
-    show every drop is within its margin; on 30 samples it cannot, and says how many samples would."""
+    """Interpolation at alpha = 0 leaves every weight as it was: on the 360 images the audit scores (90 of the 450
+    are held out for the base edit's locality term) the default policy can show every drop is within its margin; on
+    30 samples it cannot, and says how many samples would."""
     import torch
 
     from editaudit.worker.ml.data import digits_arrays
@@ -68,7 +69,7 @@ def test_an_unchanged_candidate_needs_enough_samples_and_then_passes(edit_factor
     gate = c.get(f"/edits/{full['id']}/gate", params={"policy": "default"}).json()
     assert gate["verdict"] == "pass", gate
     assert {r["metric"]: r["n"] for r in gate["rules"] if r["decision"] == "non_inferiority"} == {
-        "test.accuracy": 450, "test.adv.pgd.accuracy": 450}
+        "test.accuracy": 360, "test.adv.pgd.accuracy": 360}
     small = edit_factory.submit(**body, audit={"attacks": attacks, "max_samples": 30})
     gate = c.get(f"/edits/{small['id']}/gate", params={"policy": "default"}).json()
     assert gate["verdict"] == "fail"
@@ -149,7 +150,7 @@ def test_cli_typos_are_usage_errors_with_suggestions(edit_factory, http_url):  #
     r = cli("gate", job["id"], "--min", "generalization.accuracy=0.5", "--url", http_url)
     assert r.returncode == 1 and "missing" in r.stdout, "well-formed but absent from this audit: blocked"
     r = cli("gate", job["id"], "--max-drop", "test.accuracy=0.01", "--format", "markdown", "--url", http_url)
-    assert "| n | bound | threshold |" in r.stdout and "450" in r.stdout
+    assert "| n | bound | threshold |" in r.stdout and "360" in r.stdout
 
 
 @pytest.mark.parametrize("doc, field", [
@@ -180,3 +181,23 @@ def test_a_file_named_like_a_server_policy_does_not_replace_it(edit_factory, htt
     r = cli("gate", job["id"], "--policy", "default", "--url", http_url, cwd=tmp_path)
     assert r.returncode == 1 and "policy default" in r.stdout, "the server's default (PGD-2 is refused), not the file"
     assert cli("gate", job["id"], "--policy", "./missing.yaml", "--url", http_url).returncode == 4
+
+
+def test_a_default_gradient_edit_never_scores_its_own_locality_images(edit_factory):
+    """The locality term's images come out of the test split and the audit scores only the rest, so an edit cannot
+    flatter its own test numbers; a policy demanding the whole test split sees the hold-out and fails."""
+    c = edit_factory.client
+    job = edit_factory.submit(method="finetune_layer", layers=["fc"], audit={"attacks": []})
+    edit, audit = c.get(f"/edits/{job['id']}").json(), c.get(f"/audits/{job['audit_id']}").json()
+    row = audit["samples"]["test"]
+    held = row["held_out"]
+    assert (row["n"], row["of"], held["n"], held["for"]) == (360, 450, 90, ["locality"]), row
+    assert not set(row["ids"]) & set(held["ids"]) and len(set(row["ids"]) | set(held["ids"])) == 450
+    assert edit["info"]["locality"] == 90 and edit["info"]["edit_set_fixed"], edit["info"]
+    policy = {"version": 1, "requires": {"full_splits": ["test"]}, "rules": [{"metric": "edit.accuracy", "min": 0.9}]}
+    gate = c.post("/gate", json={"edit_id": job["id"], "policy": policy}).json()
+    assert gate.get("verdict") == "fail" and any("360 of 450" in str(r) for r in gate["rules"]), gate
+    named = edit_factory.submit(method="finetune_layer", layers=["fc"], audit={"attacks": []},
+                                hyperparams={"locality_set": "builtin:digits-train"})
+    row = c.get(f"/audits/{named['audit_id']}").json()["samples"]["test"]
+    assert (row["n"], row["of"], "held_out" in row) == (450, 450, False), row

@@ -145,3 +145,28 @@ def test_sweep_table_picks_the_best_layer_per_metric_in_the_right_direction():
     assert t["metrics"] == ["test.accuracy", "test.corruption.mean.ce", "test.drawdown"]
     assert t["best"] == {"test.accuracy": "a", "test.drawdown": "a", "test.corruption.mean.ce": "a"}
     assert sweep_table([{"layer": "c", "status": "failed", "metrics": {}}])["best"] == {}
+
+
+@pytest.mark.parametrize("method,layers,hp", [
+    ("finetune", [], {"lr": 1e-3}), ("finetune_layer", ["fc"], {"lr": 3e-3, "steps": 100}),
+    ("finetune_layer", ["features.7"], {"steps": 100}), ("low_rank", ["fc"], {"lr": 3e-2})])
+def test_gradient_defaults_do_not_collapse_the_model_to_the_edit_class(digits_wrapped, digits_texture, method,
+                                                                        layers, hp):
+    """8 textured digits of one class: without a stop and a locality term, `hp` collapses the model (most of the
+    test set predicted as that class); the method's defaults (both on, the locality set held out of the test split)
+    keep clean accuracy on the rest within a few points."""
+    from editaudit.worker.ml.data import hold_out
+
+    model = digits_wrapped
+    edit_set, test = (TensorDataset.from_arrays(digits_texture[k]) for k in ("edit", "test"))
+    rest, held, _ = hold_out(test, seed=0)
+    runs = {"old": run_edit(method, model, edit_set, layers, {**hp, "stop_when_fixed": False, "locality_weight": 0}),
+            "default": run_edit(method, model, edit_set, layers, {}, reference={"test": rest, "locality": held})}
+    with torch.no_grad():
+        base = float((model(rest.x).argmax(1) == rest.y).float().mean())
+        preds = {k: r.model(rest.x).argmax(1) for k, r in runs.items()}
+    share = {k: float(p.bincount(minlength=10).max()) / len(p) for k, p in preds.items()}
+    acc = {k: float((p == rest.y).float().mean()) for k, p in preds.items()}
+    assert share["old"] > 0.4 and acc["old"] < base - 0.3, (share, acc)  # the failure the defaults prevent
+    assert acc["default"] >= base - 0.03 and share["default"] < 0.2, (share, acc, base)
+    assert runs["default"].info["edit_set_fixed"] and runs["default"].info["locality"] == len(held)

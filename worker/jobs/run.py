@@ -11,6 +11,7 @@ import json
 import logging
 import time
 
+import numpy as np
 import safetensors.torch
 import torch
 
@@ -26,6 +27,7 @@ from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
+from editaudit.worker.ml.data import hold_out
 from editaudit.worker.ml.edits import run_edit
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,27 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # ART places models on the current device: make it this one
     return device
+
+
+def hold_out_for_edit(params, splits: dict) -> tuple | None:
+    """When the edit wants data no field names (a gradient edit's locality set), carve it out of the test split:
+    splits["test"] becomes the rest, which is all the audit scores. (rest indices, held-out set, record) or None."""
+    if not params.held_out_roles():
+        return None
+    if "test" not in splits:
+        raise ValueError(f"{sorted(params.held_out_roles())} default to a part of the test split, and this edit has "
+                         "none: name a locality_set or set locality_weight to 0")
+    test = splits["test"]
+    splits["test"], held, record = hold_out(test, params.seed)
+    return np.setdiff1d(np.arange(len(test)), record["ids"]), held, record
+
+
+def note_held_out(samples: dict, rest_idx, record: dict, roles: set[str]) -> None:
+    """The audit's test `samples` in terms of the whole split: ids into it, `of` its size, what was held out."""
+    row = samples["test"]
+    row["ids"] = (rest_idx[row["ids"]] if row["ids"] is not None else rest_idx).tolist()
+    row["of"] = record["of"]
+    row["held_out"] = {**record, "for": sorted(roles)}
 
 
 def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
@@ -60,9 +83,12 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         progress = ProgressWriter(sessions, edit_id)
         t0 = time.perf_counter()
         torch.manual_seed(params.seed)
+        held_out = hold_out_for_edit(params, splits)  # before `reference`: the audit and the edit see the rest
         reference = {k: v for k, v in splits.items() if k != "edit"}
         for role, (_, ref, _) in params.datasets().items():  # locality / reference sets, nested edits' included
             reference[role] = load_dataset(ref, sessions, store)
+        if held_out:
+            reference.update(dict.fromkeys(params.held_out_roles(), held_out[1]))
         linked = {field: load_edited_model(ref, sessions, store, spec) for field, ref in params.edit_refs().items()}
         memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions()})
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], params, device, progress,
@@ -77,6 +103,8 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         if cached is None:
             cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
         result["durations_s"]["edit"] = edit_seconds
+        if held_out:
+            note_held_out(result["samples"], held_out[0], held_out[2], params.held_out_roles())
         result.update({k: edited.audit[k] for k in params.audit_sections if k in edited.audit})
         state = state_of(edited.model.net)
         weights = safetensors.torch.save(state)

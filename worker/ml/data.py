@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from editaudit.contracts.datasets import BUILTIN_DATASETS
+from editaudit.contracts.edits import holdout_size
 from editaudit.contracts.formats import DatasetArrays, parse_dataset
 
 
@@ -22,10 +23,43 @@ class TensorDataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def take(self, idx: np.ndarray, tag: str) -> "TensorDataset":
+        """The samples at `idx`; the identity (if known) names the selection by `tag`."""
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        pick = lambda v: None if v is None else v[t]  # noqa: E731
+        return TensorDataset(self.x[t], self.y[t], pick(self.x_orig), pick(self.mask),
+                             None if self.identity is None else f"{self.identity}[{tag}]")
+
     @classmethod
     def from_arrays(cls, a: DatasetArrays) -> "TensorDataset":
         opt = lambda v: None if v is None else torch.from_numpy(np.ascontiguousarray(v))  # noqa: E731
         return cls(torch.from_numpy(a.x), torch.from_numpy(a.y), opt(a.x_orig), opt(a.mask))
+
+
+def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded class-stratified subset of `max_samples` (sorted, so batches stay ordered)."""
+    n = len(y)
+    if max_samples is None or max_samples >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / n * max_samples).astype(int)
+    for i in np.argsort(-(counts / n * max_samples - quota))[: max_samples - quota.sum()]:
+        quota[i] += 1
+    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))
+
+
+def hold_out(ds: TensorDataset, seed: int) -> tuple[TensorDataset, TensorDataset, dict]:
+    """(the rest, the held-out part, a record): a seeded, class-stratified part of `ds` (`holdout_size`) for an
+    edit's own use, e.g. its locality term; the audit scores only the rest."""
+    k = holdout_size(len(ds))
+    if not k:
+        raise ValueError(f"the test split has {len(ds)} images: too few to hold out a locality set; name one")
+    held = stratified_indices(ds.y.numpy(), k, seed)
+    rest = np.setdiff1d(np.arange(len(ds)), held)
+    record = {"n": int(k), "of": len(ds), "seed": seed, "ids": held.tolist()}
+    return ds.take(rest, f"rest:{seed}:{k}"), ds.take(held, f"held:{seed}:{k}"), record
 
 
 def digits_arrays(split: str) -> DatasetArrays:

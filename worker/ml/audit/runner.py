@@ -25,23 +25,9 @@ from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
 from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
 from editaudit.worker.ml.audit.stats import (AGGREGATE_METHOD, SINGLE_METHOD, aggregate_accuracy_delta,
                                               newcombe_difference, paired_accuracy_delta, wilson)
-from editaudit.worker.ml.data import TensorDataset
+from editaudit.worker.ml.data import TensorDataset, stratified_indices
 
 Progress = Callable[[str, int, int], None]
-
-
-def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
-    """All indices, or a seeded class-stratified subset of `max_samples` (sorted, so batches stay ordered)."""
-    n = len(y)
-    if max_samples is None or max_samples >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    quota = np.floor(counts / n * max_samples).astype(int)
-    for i in np.argsort(-(counts / n * max_samples - quota))[: max_samples - quota.sum()]:
-        quota[i] += 1
-    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
-    return np.sort(np.concatenate(picked))
 
 
 def _seed(*parts) -> int:

@@ -12,4 +12,4 @@ class ENN(EditMethod):
     def apply(self, ctx: EditContext) -> EditResult:
         params = layer_params(ctx) if ctx.layers else list(ctx.model.net.parameters())
         train_only(ctx, params)
-        return EditResult(ctx.model, [], train_steps(ctx, params, ctx.params.max_steps, stop_when_fixed=True))
+        return EditResult(ctx.model, [], train_steps(ctx, params, ctx.params.max_steps))

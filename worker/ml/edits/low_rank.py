@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from editaudit.contracts.edits import max_rank
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+from editaudit.worker.ml.edits.training import train_steps
 
 
 @register_edit("low_rank")
@@ -32,24 +32,15 @@ class LowRank(EditMethod):
         v = (torch.randn(in_dim, p.rank, generator=gen) / math.sqrt(in_dim)).to(ctx.device).requires_grad_(True)
         for prm in ctx.model.parameters():
             prm.requires_grad_(False)
-        opt = torch.optim.Adam([u, v], lr=p.lr)
-        x, y, n = ctx.edit_set.x, ctx.edit_set.y, len(ctx.edit_set)
-        ctx.model.eval()
-        for step in range(p.steps):
-            idx = torch.randperm(n, generator=gen)[: p.batch_size] if n > p.batch_size else torch.arange(n)
-            w = w0 + (u @ v.T).view_as(w0)
-            loss = F.cross_entropy(functional_call(ctx.model, {key: w}, (x[idx].to(ctx.device),)), y[idx].to(ctx.device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a smaller lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ctx.progress("editing", step + 1, p.steps)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(ctx.model, {key: w0 + (u @ v.T).view_as(w0)}, (x,))
+
+        info = train_steps(ctx, [u, v], p.steps, forward)
         delta = (u @ v.T).detach()
         with torch.no_grad():
             dict(ctx.model.named_parameters())[key].add_(delta.view_as(w0))
         for prm in ctx.model.parameters():
             prm.requires_grad_(True)
         rank = numerical_rank(delta)
-        return EditResult(ctx.model, [], {"layer": layer, "rank": p.rank, "delta_rank": rank,
-                                          "final_loss": float(loss.detach())})
+        return EditResult(ctx.model, [], {"layer": layer, "rank": p.rank, "delta_rank": rank, **info})
