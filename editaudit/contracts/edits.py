@@ -4,7 +4,9 @@ A params class carries the method's traits, so the API (validation), the job (wh
 branch on a method's name:
   layers          "none" (whole model), "optional" (none = whole model) or "required"
   single_layer    edits exactly one layer (a sweep runs it once per layer)
-  ranked          has a `rank` that must fit the layer: rank <= min(out, in * kernel)
+  ranked          has a `rank` that must fit the layer (`rank_limit`, by default min(out, in * kernel))
+  rewrites_layer_map  reads the layer's keys and values, so the layer must be one the architecture manifest marks
+                  rewritable (called once, not behind a residual add it cannot model, not a grouped conv)
   needs_x_orig    the edit set must carry `x_orig`, the untransformed twin of each x
   dataset_fields  fields naming datasets it reads, with the role it gives them and whether labels matter
   layer_fields    fields naming a layer of the model (checked like `layers`)
@@ -44,6 +46,7 @@ class EditParams(Strict):
     layers: ClassVar[LayerUse] = "none"
     single_layer: ClassVar[bool] = False
     ranked: ClassVar[bool] = False
+    rewrites_layer_map: ClassVar[bool] = False
     needs_x_orig: ClassVar[bool] = False
     dataset_fields: ClassVar[dict[str, DatasetField]] = {}
     layer_fields: ClassVar[tuple[str, ...]] = ()
@@ -61,6 +64,10 @@ class EditParams(Strict):
     def required_splits(self) -> dict[str, str]:
         """split -> the field whose setting needs it (e.g. a generalization target needs a generalization_set)."""
         return {}
+
+    def rank_limit(self, weight_shape) -> int:
+        """The largest `rank` this edit can use on a weight of this shape."""
+        return max_rank(weight_shape)
 
     def holdout_roles(self) -> set[str]:
         """Roles this edit wants data for that no field names: the job carves them out of the test split and the
@@ -226,7 +233,9 @@ class RewriteParams(EditParams):
     moment over `reference_set`, cached per model, layer, reference data, sample count and seed), so keys that are
     common in ordinary images move least. `solver`: closed_form = least squares in that subspace; iterative = the
     original code's masked L1 with Adam (on ΔW's coordinates in the subspace, where the original projects a full ΔW
-    onto it). BatchNorm stays in eval mode."""
+    onto it). BatchNorm stays in eval mode. A layer that ends a residual block (conv -> BatchNorm -> + skip -> ReLU,
+    found in the traced graph) is matched at the block's output, where the next layer reads it: the skip branch
+    still carries what the edit removes. `keys: pixel` uses per-pixel channel keys instead of patches."""
 
     layers = "required"
     single_layer = True
@@ -234,9 +243,13 @@ class RewriteParams(EditParams):
     needs_x_orig = True
     interpolation_base = True
     sweep_info = ("delta", "delta_rank")
+    rewrites_layer_map = True
     dataset_fields = {"reference_set": DatasetField("reference", needs_labels=False)}  # C needs images only
 
     rank: int = Field(1, ge=1, le=4096)
+    keys: Literal["patch", "pixel"] = Field("patch", description="conv keys: patch = the unfolded patch (rank bounds "
+                                            "the flattened dW), pixel = the channel vector at each pixel (Santurkar "
+                                            "et al.; rank bounds dW at every kernel position)")
     solver: Literal["closed_form", "iterative"] = "closed_form"
     steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
     lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
@@ -244,6 +257,9 @@ class RewriteParams(EditParams):
     use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
     reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
     reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
+
+    def rank_limit(self, weight_shape) -> int:
+        return weight_shape[1] if self.keys == "pixel" and len(weight_shape) == 4 else max_rank(weight_shape)
 
 
 class AlphaPolicy(Strict):

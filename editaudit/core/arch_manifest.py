@@ -50,6 +50,12 @@ def layer_names(arch: str) -> list[str]:
     return sorted({k.rsplit(".", 1)[0] for k in manifest()["archs"][arch]["keys"] if k.endswith(".weight")})
 
 
+def rewrite_kind(arch: str, layer: str) -> str | None:
+    """What `rewrite` matches at this Linear / Conv2d layer ("layer", "block: ...", "unsupported: why"); None for
+    other modules."""
+    return manifest()["archs"][arch].get("rewrite", {}).get(layer)
+
+
 def closest(name: str, options: list[str], n: int = 5) -> list[str]:
     return difflib.get_close_matches(name, options, n=n, cutoff=0.3)
 

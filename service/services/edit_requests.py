@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.audit import AuditConfig
-from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size, max_rank
+from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size
 from editaudit.contracts.statuses import Status
 from editaudit.core import arch_manifest
 from editaudit.core import db, repo
@@ -79,7 +79,10 @@ def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None
                               closest=arch_manifest.closest(value, valid_layers))
         if p.ranked and one_at_a_time:
             for i, layer in enumerate(req.layers):
-                _check_rank(model, i, layer, p.rank, f"{prefix}.rank")
+                _check_rank(model, i, layer, p, f"{prefix}.rank")
+        if p.rewrites_layer_map:
+            for i, layer in enumerate(req.layers):
+                _check_rewritable(model, i, layer)
 
 
 def _methods_taking_layers() -> list[str]:
@@ -97,14 +100,25 @@ def _check_sweep(req: EditRequest, params: EditParams) -> None:
                            "instead", field=f"hyperparams.{field}")
 
 
-def _check_rank(model: db.Model, index: int, layer: str, rank: int, field: str) -> None:
-    """rank(ΔW) can be at most min(out, in * kernel) of the layer's weight."""
+def _check_rewritable(model: db.Model, index: int, layer: str) -> None:
+    kind = arch_manifest.rewrite_kind(model.arch, layer)
+    if kind is None:
+        raise Problem(422, f"layer {layer!r} is not a Linear or Conv2d layer; a key -> value rewrite needs one",
+                      field=f"layers.{index}")
+    if kind.startswith("unsupported"):
+        raise Problem(422, f"layer {layer!r} of {model.arch} cannot be rewritten: {kind.split(': ', 1)[1]}",
+                      field=f"layers.{index}")
+
+
+def _check_rank(model: db.Model, index: int, layer: str, params: EditParams, field: str) -> None:
+    """rank(ΔW) can be at most what the method allows on the layer's weight (`rank_limit`)."""
+    rank = params.rank
     shape = arch_manifest.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
         f"{layer}.weight", [])
     if len(shape) < 2:
         raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
                            "edits need a linear or conv layer", field=f"layers.{index}")
-    limit = max_rank(shape)
+    limit = params.rank_limit(shape)
     if rank > limit:
         raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
                       field=field)

@@ -156,6 +156,9 @@ def edit_body(model_id, **over):
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"rank": 129}}, 422, "hyperparams.rank"),
     ({"method": "rewrite", "layers": ["features.1"]}, 422, "layers.0"),  # a BatchNorm: no matrix to rewrite
     ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"solver": "sgd"}}, 422, "hyperparams.solver"),
+    ({"method": "rewrite", "layers": ["features.7"], "hyperparams": {"keys": "pixel", "rank": 65}}, 422,
+     "hyperparams.rank"),  # pixel keys: at most the 64 input channels (patch keys: 128)
+    ({"method": "rewrite", "layers": ["fc1"], "hyperparams": {"keys": "voxel"}}, 422, "hyperparams.keys"),
     ({"method": "finetune", "layers": [], "sweep": True}, 422, "sweep"),
     ({"layers": ["fc"], "sweep": True}, 422, "layers"),
     ({"layers": ["fc", "fc"], "sweep": True}, 422, "layers"),
@@ -205,6 +208,25 @@ def test_labels_beyond_num_classes_are_refused(api_client, model_id):
     ds = api_client.post("/datasets", files={"file": ("d.safetensors", data)}).json()["id"]
     body = assert_problem(api_client.post("/edits", json=edit_body(model_id, edit_set=ds)), 422, "edit_set")
     assert "num_classes" in body["detail"] or "classes" in body["detail"]
+
+
+def test_rewrite_refuses_a_layer_its_graph_rules_out(api_client):
+    """Read from the architecture's traced graph (the manifest), not the layer's name: a depthwise conv and a layer
+    that reaches a residual add through a layer scale are 422s naming the layer and why; a block's last conv is
+    accepted."""
+    import safetensors.torch
+
+    from editaudit.worker.ml.archs import build_inner
+
+    spec = {"arch": "torchvision/mobilenet_v2", "num_classes": 10, "input_shape": [3, 32, 32]}
+    state = {k: v.contiguous() for k, v in build_inner(spec["arch"], 10, [3, 32, 32]).state_dict().items()}
+    model = post_model(api_client, safetensors.torch.save(state), spec).json()["id"]
+    body = {"model_id": model, "method": "rewrite", "edit_set": "builtin:digits-train", "test_set": "builtin:digits-test"}
+    r = api_client.post("/edits", json={**body, "layers": ["features.2.conv.1.0"]})
+    assert "grouped" in assert_problem(r, 422, "layers.0")["detail"]
+    r = api_client.post("/edits", json={**body, "layers": ["features.3.conv.2"]})  # ends a residual block: fine here
+    assert all(e["field"] != "layers.0" for e in r.json().get("errors", [])), r.text
+    assert rows(api_client, db.Edit) == 0
 
 
 def test_rewrite_without_x_orig_says_what_it_needs(api_client, model_id):

@@ -1,4 +1,6 @@
-"""Writes `editaudit/data/arch_signatures.json.gz`: every registered architecture's state_dict keys and shapes.
+"""Writes `editaudit/data/arch_signatures.json.gz`: every registered architecture's state_dict keys and shapes, and
+for each Linear / Conv2d layer what `rewrite` matches there (`graph.rewrite_kinds`: its output, the residual block's
+output, or why it cannot).
 
 The API has no torch, yet must refuse a checkpoint that does not fit its architecture (422 naming the first
 mismatching key). It reads this manifest instead. Shapes that follow `num_classes` or the input channel count are
@@ -12,14 +14,16 @@ import gzip
 import json
 import warnings
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from editaudit.worker.ml.archs import ARCHS
+from editaudit.worker.ml.archs.graph import rewrite_kinds
 
-MANIFEST = Path(__file__).resolve().parents[3] / "data" / "arch_signatures.json.gz"
+MANIFEST = Path(str(resources.files("editaudit").joinpath("data/arch_signatures.json.gz")))
 _A = {"num_classes": 1013, "in_channels": 7}
 _B = {"num_classes": 17, "in_channels": 5}
 
@@ -42,7 +46,7 @@ def _params_on_meta():
         nn.Module.register_parameter = original
 
 
-def _shapes(name: str, cfg: dict) -> dict[str, list[int]]:
+def _build(name: str, cfg: dict) -> nn.Module:
     spec = ARCHS[name]
     channels = spec.channels or cfg["in_channels"]
     with warnings.catch_warnings():
@@ -53,7 +57,11 @@ def _shapes(name: str, cfg: dict) -> dict[str, list[int]]:
         except NotImplementedError:
             with _params_on_meta():
                 net = spec.builder(cfg["num_classes"], [channels, 64, 64])
-    return {k: list(v.shape) for k, v in net.state_dict().items()}
+    return net
+
+
+def _shapes(name: str, cfg: dict) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in _build(name, cfg).state_dict().items()}
 
 
 def signature(name: str) -> dict:
@@ -73,7 +81,7 @@ def signature(name: str) -> dict:
                     raise RuntimeError(f"{name}.{key}: dimension {da}/{db} follows no known hyperparameter")
                 dims.append(token)
         keys[key] = dims
-    return {"channels": ARCHS[name].channels, "keys": keys}
+    return {"channels": ARCHS[name].channels, "keys": keys, "rewrite": rewrite_kinds(_build(name, _B))}
 
 
 def build_manifest() -> dict:

@@ -5,6 +5,12 @@ to values (its output). The edit asks the layer to send the keys of the transfor
 produces on their untransformed twins `x_orig`, where `mask` says the transformation is. The change is confined to
 the r directions spanned by C^-1 K (C: the second moment of keys over ordinary images), so keys that ordinary images
 produce move as little as possible: ΔW = Λ·Dᵀ with D the top-r left singular vectors of C^-1 Kᵀ.
+
+Keys: `patch` (default) takes a conv's whole unfolded patch as the key, so "rank r" bounds the rank of the flattened
+ΔW [out, in·kh·kw]. `pixel` (Santurkar et al.'s convention) takes the input's channel vector at each pixel as the key:
+D spans r input-channel directions and ΔW is confined to them at every kernel position, so each ΔW[:, :, i, j] has
+rank <= r (the flattened ΔW up to r·kh·kw). A layer that ends a residual block is matched at the block's output
+(`rewrite_target`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from editaudit.worker.ml.archs.graph import plain_layer_problem, topology, trace
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+from editaudit.worker.ml.edits.rewrite_target import Target, capture, describe, matched_nodes, norm_scale
 
 
 def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch.device,
@@ -41,12 +49,11 @@ def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch
 
 
 def _check_layer(module: nn.Module, name: str) -> None:
-    if isinstance(module, nn.Linear):
-        return
-    if not isinstance(module, nn.Conv2d):
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
         raise ValueError(f"rewrite edits a Linear or Conv2d layer; {name!r} is a {type(module).__name__}")
-    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
-        raise ValueError(f"rewrite needs a plain conv (groups=1, zero padding given as numbers); {name!r} is {module}")
+    problem = plain_layer_problem(module)
+    if problem:
+        raise ValueError(f"rewrite cannot edit {name!r}: it is {problem}")
 
 
 def keys_of(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
@@ -57,6 +64,29 @@ def keys_of(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     return inp.reshape(-1, inp.shape[-1])
 
 
+def pixel_keys(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """[M, C_in] keys of the `pixel` convention: the input's channel vector at each pixel (a linear layer's input
+    rows, as for `patch`)."""
+    if isinstance(module, nn.Conv2d):
+        return inp.permute(0, 2, 3, 1).reshape(-1, inp.shape[1])
+    return keys_of(module, inp)
+
+
+def per_position(d_pix: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Input-channel directions [C_in, r] as patch directions [C_in·kh·kw, r·kh·kw]: the same r directions at every
+    kernel position (unfold orders a patch channel-major, so this is D ⊗ I; orthonormal columns stay orthonormal)."""
+    if not isinstance(module, nn.Conv2d):
+        return d_pix
+    positions = module.kernel_size[0] * module.kernel_size[1]
+    out = d_pix.new_zeros(d_pix.shape[0] * positions, d_pix.shape[1] * positions)
+    for pos in range(positions):  # rows c·P + pos, columns j·P + pos
+        out[pos::positions, pos::positions] = d_pix
+    return out
+
+
+KEY_FUNCTIONS = {"patch": keys_of, "pixel": pixel_keys}
+
+
 def values_of(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
     """[M, out] values, rows in the same order as `keys_of`."""
     if isinstance(module, nn.Conv2d):
@@ -64,22 +94,23 @@ def values_of(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
     return out.reshape(-1, out.shape[-1])
 
 
-def location_weights(module: nn.Module, out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """One weight per key: the mask area-resampled onto the conv's output grid (the share of each output cell the
-    mask covers); 1 without a mask (or for a linear layer, which has no spatial layout)."""
+def location_weights(module: nn.Module, grid: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One weight per location of `grid` (a conv's output for patch keys, its input for pixel keys): the mask
+    area-resampled onto it (the share of each cell the mask covers); 1 without a mask (or for a linear layer, which
+    has no spatial layout)."""
     if mask is None or not isinstance(module, nn.Conv2d):
-        return torch.ones(values_of(module, out).shape[0], device=out.device)
-    small = F.interpolate(mask.to(out.device, torch.float32), size=out.shape[2:], mode="area")
+        return torch.ones(values_of(module, grid).shape[0], device=grid.device)
+    small = F.interpolate(mask.to(grid.device, torch.float32), size=grid.shape[2:], mode="area")
     return small.permute(0, 2, 3, 1).reshape(-1)
 
 
 def second_moment(model: nn.Module, module: nn.Module, images: torch.Tensor, device: torch.device,
-                  batch_size: int = 128) -> torch.Tensor:
+                  batch_size: int = 128, key_fn=keys_of) -> torch.Tensor:
     """C = E[k kᵀ] over every key the images produce (float64, on CPU)."""
     total, count = None, 0
     for i in range(0, len(images), batch_size):
         inp, _ = layer_io(model, module, images[i : i + batch_size], device, batch_size)
-        k = keys_of(module, inp).double()
+        k = key_fn(module, inp).double()
         total = k.T @ k if total is None else total + k.T @ k
         count += k.shape[0]
     return (total / count).cpu()
@@ -110,9 +141,10 @@ def solve_closed_form(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tenso
     return torch.linalg.solve(gram, z.T @ (residual * w[:, None])).T  # [out, r]
 
 
-def solve_iterative(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, d_mat: torch.Tensor, steps: int,
+def solve_iterative(keys: torch.Tensor, target: Target, w: torch.Tensor, d_mat: torch.Tensor, steps: int,
                     lr: float, progress) -> tuple[torch.Tensor, float]:
-    """The original code's variant: Adam against the mask-weighted L1 error, the update confined to span(D).
+    """The original code's variant: Adam against the mask-weighted L1 error of the matched output (through the
+    block's norm, skip and ReLU for a block layer), the update confined to span(D).
 
     The original optimises a full ΔW and projects it onto the subspace; here Adam runs on ΔW's coordinates in that
     subspace (every iterate lies in it), rescaled so that `lr` means the same on every layer: coordinates in units
@@ -120,13 +152,13 @@ def solve_iterative(keys: torch.Tensor, residual: torch.Tensor, w: torch.Tensor,
     Returns ΔW [out, d] and the final loss."""
     z = keys @ d_mat  # [m, r]
     z_scale = z.pow(2).mean().sqrt().clamp_min(1e-12)
-    r_scale = residual.pow(2).mean().sqrt().clamp_min(1e-12)
-    theta = torch.zeros(residual.shape[1], d_mat.shape[1], dtype=keys.dtype, requires_grad=True)
+    r_scale = target.residual().pow(2).mean().sqrt().clamp_min(1e-12)
+    theta = torch.zeros(target.goal.shape[1], d_mat.shape[1], dtype=keys.dtype, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     loss = torch.tensor(0.0)
     for step in range(steps):
-        loss = weighted_l1((z / z_scale) @ theta.T * r_scale - residual, w)
+        loss = weighted_l1(target.output((z / z_scale) @ theta.T * r_scale) - target.goal, w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a smaller lr")
         opt.zero_grad(set_to_none=True)
@@ -161,39 +193,57 @@ class Rewrite(EditMethod):
         ctx.model.eval()  # BatchNorm statistics stay as trained
         ctx.progress("keys", 0, 3)
         clock = _Clock()
-        inp, out_x = layer_io(ctx.model, module, es.x, ctx.device)
-        _, out_orig = layer_io(ctx.model, module, es.x_orig, ctx.device)
+        gm = trace(ctx.model.net)
+        topo = topology(gm, layer)
+        if topo.kind == "unsupported":
+            raise ValueError(f"rewrite cannot edit {layer!r}: {topo.reason}")
+        in_name = next(n for n in gm.graph.nodes if n.name == topo.layer_node).args[0].name
+        pre, out = matched_nodes(topo)
+        on_x = capture(ctx.model, gm, es.x, [in_name, pre], ctx.device)
+        on_orig = capture(ctx.model, gm, es.x_orig, [pre, out], ctx.device)
+        inp = on_x[in_name]
+        rows = lambda t: values_of(module, t).double().cpu()  # noqa: E731 - [M, C], channels last
+        scale = (norm_scale(gm.get_submodule(topo.norm)).double().cpu() if topo.norm
+                 else torch.ones(rows(on_x[pre]).shape[1], dtype=torch.float64))
+        target = Target(rows(on_x[pre]), rows(on_orig[pre]), rows(on_orig[out]), scale, topo.relu is not None)
+        mask = es.mask if p.use_mask else None
         keys = keys_of(module, inp).double().cpu()
-        residual = (values_of(module, out_orig) - values_of(module, out_x)).double().cpu()
-        w = location_weights(module, out_x, es.mask if p.use_mask else None).double().cpu()
+        w = location_weights(module, on_x[pre], mask).double().cpu()
         sel = w > 0
         if not bool(sel.any()):
             raise ValueError("the edit set's mask is empty at this layer's resolution: no key to rewrite")
-        keys, residual, w = keys[sel], residual[sel], w[sel]
+        keys, target, w = keys[sel], target.select(sel), w[sel]
         clock.lap("keys")
 
         ref_name, images, identity = self._reference(ctx, p)
         ctx.progress("second moment", 1, 3)
+        key_fn = KEY_FUNCTIONS[p.keys]
         # the memo key names the reference data by its identity where known (the job sets it), else by its role
-        c = ctx.memo(f"rewrite-second-moment/{layer}/{identity or ref_name}/{len(images)}/seed{p.seed}",
-                     lambda: second_moment(ctx.model, module, images, ctx.device))
+        c = ctx.memo(f"rewrite-second-moment/{layer}/{p.keys}/{identity or ref_name}/{len(images)}/seed{p.seed}",
+                     lambda: second_moment(ctx.model, module, images, ctx.device, key_fn=key_fn))
         clock.lap("second_moment")
-        d_mat = edit_directions(c, keys, w, p.rank, p.ridge)
+        if p.keys == "pixel":
+            pw = location_weights(module, inp, mask).double().cpu()
+            d_mat = per_position(edit_directions(c, pixel_keys(module, inp).double().cpu()[pw > 0], pw[pw > 0],
+                                                 p.rank, p.ridge), module)
+        else:
+            d_mat = edit_directions(c, keys, w, p.rank, p.ridge)
         clock.lap("directions")
         ctx.progress("solve", 2, 3)
         if p.solver == "closed_form":
-            delta = solve_closed_form(keys, residual, w, d_mat, p.ridge) @ d_mat.T
-            loss = float(weighted_l1(keys @ delta.T - residual, w))
+            delta = solve_closed_form(keys, target.residual(), w, d_mat, p.ridge) @ d_mat.T
+            loss = float(weighted_l1(target.output(keys @ delta.T) - target.goal, w))
         else:
-            delta, loss = solve_iterative(keys, residual, w, d_mat, p.steps, p.lr, ctx.progress)
+            delta, loss = solve_iterative(keys, target, w, d_mat, p.steps, p.lr, ctx.progress)
         clock.lap("solve")
-        before = float(weighted_l1(residual, w))
+        before = float(weighted_l1(target.output(torch.zeros_like(target.base)) - target.goal, w))
         weight = module.weight
         with torch.no_grad():
             weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
         ctx.progress("solve", 3, 3)
         return EditResult(ctx.model, [], {
-            "layer": layer, "rank": p.rank, "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
+            "layer": layer, "rank": p.rank, "keys_convention": p.keys, "matched": describe(topo),
+            "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
             "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
             "reference": ref_name, "reference_images": len(images),
             "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})

@@ -1,0 +1,112 @@
+"""What a rewrite matches: the layer's output, or the output of the residual block the layer ends (`archs.graph`).
+
+For a block layer (conv -> BatchNorm -> + skip -> ReLU) a change c of the layer's output moves the block's
+pre-activation by s * c (s: BatchNorm's per-channel scale) and leaves the skip branch as it is. So the closed form
+asks the layer for the corrected target (pre_orig - pre_x) / s — the skip's difference mapped back through the norm —
+and the iterative solver minimises the error of the block's output itself, ReLU included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch import nn
+
+from editaudit.worker.ml.archs.graph import Topology
+
+
+class _Stop(Exception):
+    pass
+
+
+def net_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What `model.net` receives when `model` runs on `x` (the wrapper's normalisation applied), without running
+    the network itself."""
+    seen = []
+
+    def hook(_mod, args):
+        seen.append(args[0])
+        raise _Stop
+
+    handle = model.net.register_forward_pre_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+class _Recorder(torch.fx.Interpreter):
+    def __init__(self, gm: torch.fx.GraphModule, names: set[str]):
+        super().__init__(gm)
+        self.names, self.seen = names, {}
+
+    def run_node(self, n: torch.fx.Node):
+        out = super().run_node(n)
+        if n.name in self.names:  # clone: a later in-place op (ReLU(inplace=True), +=) would overwrite it
+            self.seen[n.name] = out.detach().clone()
+        return out
+
+
+@torch.no_grad()
+def capture(model: nn.Module, gm: torch.fx.GraphModule, x: torch.Tensor, names: list[str], device: torch.device,
+            batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """The values of the named graph nodes when `model` runs on images `x`, concatenated over batches."""
+    names = list(dict.fromkeys(names))
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for i in range(0, len(x), batch_size):
+        rec = _Recorder(gm, set(names))
+        rec.run(net_input(model, x[i : i + batch_size].to(device)))
+        for n in names:
+            parts[n].append(rec.seen[n])
+    return {n: torch.cat(v) for n, v in parts.items()}
+
+
+def norm_scale(norm: nn.Module) -> torch.Tensor:
+    """BatchNorm's per-channel scale in eval mode: weight / sqrt(running_var + eps)."""
+    if norm.running_var is None:
+        raise ValueError(f"{norm} normalises with batch statistics even in eval mode; rewrite cannot map a target "
+                         "back through it")
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    return scale * norm.weight.detach() if norm.weight is not None else scale
+
+
+@dataclass
+class Target:
+    """Per key location ([M, C] rows, channels last): `base` the pre-activation on x, `pre_goal` and `goal` the
+    pre-activation and the output on x_orig, `scale` [C] how a change of the layer's output moves the
+    pre-activation, `relu` whether the output is ReLU(pre-activation)."""
+
+    base: torch.Tensor
+    pre_goal: torch.Tensor
+    goal: torch.Tensor
+    scale: torch.Tensor
+    relu: bool
+
+    def residual(self) -> torch.Tensor:
+        """The change of the layer's output that makes the pre-activation on x equal the one on x_orig."""
+        safe = torch.where(self.scale.abs() < 1e-6, torch.full_like(self.scale, 1e-6).copysign(self.scale),
+                           self.scale)
+        return (self.pre_goal - self.base) / safe
+
+    def output(self, change: torch.Tensor) -> torch.Tensor:
+        """The matched output on x when the layer's output changes by `change`."""
+        pre = self.base + change * self.scale
+        return pre.clamp_min(0) if self.relu else pre
+
+    def select(self, rows: torch.Tensor) -> "Target":
+        return Target(self.base[rows], self.pre_goal[rows], self.goal[rows], self.scale, self.relu)
+
+
+def matched_nodes(topo: Topology) -> tuple[str, str]:
+    """(pre-activation node, output node) the target reads."""
+    pre = topo.add or topo.layer_node
+    return pre, topo.out
+
+
+def describe(topo: Topology) -> str:
+    return "layer output" if topo.kind == "layer" else topo.describe().replace("block: ", "block output: ")
