@@ -56,11 +56,13 @@ def disk_kernel(radius: float, like: torch.Tensor, supersample: int = 8) -> torc
     return cover / cover.sum()
 
 
-def line_kernel(angles: torch.Tensor, length: float, sigma: float) -> torch.Tensor:
+def line_kernel(angles: torch.Tensor, length: float, sigma: float, snap: bool = False) -> torch.Tensor:
     """One kernel per angle [N,k,k]: taps at 0..length px along the angle, weighted by a one-sided Gaussian.
 
     This is ImageMagick's motion blur (a trail behind each pixel); taps fall between pixels and are splatted
-    bilinearly, so fractional lengths and any angle give a smooth kernel.
+    bilinearly, so fractional lengths and any angle give a smooth kernel. With `snap` each tap goes to its nearest
+    pixel instead (halves rounded down), as the reference's numpy motion blur shifts the image by whole pixels:
+    crisp one-pixel trails.
     """
     r = max(1, math.ceil(length))
     t = torch.arange(0, math.floor(length) + 1, device=angles.device, dtype=angles.dtype)
@@ -68,8 +70,11 @@ def line_kernel(angles: torch.Tensor, length: float, sigma: float) -> torch.Tens
     weight = weight / weight.sum()
     rad = torch.deg2rad(angles)[:, None]
     grid = torch.arange(-r, r + 1, device=angles.device, dtype=angles.dtype)
-    tent_u = (1 - (grid - (t * torch.cos(rad))[..., None]).abs()).clamp(min=0)  # [N,T,k]
-    tent_v = (1 - (grid - (t * torch.sin(rad))[..., None]).abs()).clamp(min=0)
+    u, v = (t * torch.cos(rad))[..., None], (t * torch.sin(rad))[..., None]  # [N,T,1]
+    if snap:
+        u, v = torch.ceil(u - 0.5), torch.ceil(v - 0.5)
+    tent_u = (1 - (grid - u).abs()).clamp(min=0)  # [N,T,k]
+    tent_v = (1 - (grid - v).abs()).clamp(min=0)
     return torch.einsum("t,ntu,ntv->nvu", weight, tent_u, tent_v)
 
 
@@ -94,18 +99,45 @@ _MOTION_FLOOR = 0.25  # severity 1's sigma of 3 px never drops below 0.75 px
 _ZOOM = [(0.01, 11), (0.01, 16), (0.02, 11), (0.02, 13), (0.03, 11)]  # np.arange(1, 1.11, 0.01) ... as (step, n)
 
 
-def local_shuffle(x: torch.Tensor, shift: float, gen: torch.Generator) -> torch.Tensor:
-    """Permute pixels locally: sort each row by column + N(0, shift) jitter, then each column likewise.
+def _wavefronts(h: int, w: int, reach: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """The reference's swap positions (rows h-reach..reach+1, columns likewise, each from the bottom right) as flat
+    indices sorted into wavefronts of steps that touch disjoint windows, and the size of each wavefront.
 
-    A vectorised stand-in for the reference's sequential neighbour swaps: a true permutation (no pixel lost or
-    duplicated), with displacements of about `shift` px, and smooth in `shift` so severities stay ordered.
+    Step (i, j) reads or writes rows i-reach..i+reach-1 and the same columns around j; with t = 2*reach*(h-reach-i) +
+    (w-reach-j), two steps of one t are >= 2*reach columns apart and every earlier step that shares a pixel with a
+    step has a smaller t, so running the wavefronts in order of t is exactly the sequential loop.
+    """
+    rows = torch.arange(h - reach, reach, -1, device=device)
+    cols = torch.arange(w - reach, reach, -1, device=device)
+    i, j = torch.meshgrid(rows, cols, indexing="ij")
+    t = (2 * reach * (h - reach - i) + (w - reach - j)).flatten()
+    order = t.argsort(stable=True)
+    return (i * w + j).flatten()[order], torch.unique_consecutive(t[order], return_counts=True)[1].tolist()
+
+
+def sequential_copies(x: torch.Tensor, reach: int, gen: torch.Generator) -> torch.Tensor:
+    """The reference's local shuffle: visit every pixel from the bottom right, row by row, and give it the current
+    value of the pixel at a random offset in [-reach, reach - 1]^2.
+
+    The reference means to swap the two, but its tuple assignment of numpy views copies instead (the second
+    assignment writes back the value just copied), so pixels are duplicated and lost, and values copied into
+    pixels still to be visited travel on. That is what ImageNet-C's glass blur is, so we do the same.
+    Vectorised over the batch and over wavefronts of independent steps (`_wavefronts`); the result is that of the
+    sequential loop for the same offsets.
     """
     n, c, h, w = x.shape
-    for dim, size in ((3, w), (2, h)):
-        pos = torch.arange(size, device=x.device, dtype=x.dtype).view([size if d == dim else 1 for d in range(4)])
-        order = (pos + shift * randn(gen, (n, 1, h, w), x)).argsort(dim=dim)
-        x = x.gather(dim, order.expand(n, c, h, w))
-    return x
+    steps, sizes = _wavefronts(h, w, reach, x.device)
+    if not sizes:
+        return x
+    offsets = (rand(gen, (n, 2, steps.numel()), x) * 2 * reach).floor().long() - reach  # dy, dx per step
+    sources = steps + offsets[:, 0] * w + offsets[:, 1]  # [N, steps]
+    flat = x.reshape(n, c, h * w).clone()
+    start = 0
+    for size in sizes:
+        here = steps[start : start + size].expand(n, c, size)
+        flat.scatter_(2, here, flat.gather(2, sources[:, None, start : start + size].expand(n, c, size)))
+        start += size
+    return flat.view(n, c, h, w)
 
 
 @register_corruption("defocus_blur", "blur")
@@ -117,11 +149,15 @@ def defocus_blur(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.
 
 @register_corruption("glass_blur", "blur")
 def glass_blur(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
+    """Blur, shuffle pixels locally as the reference does (`sequential_copies`), blur again. The swap reach is a
+    whole number of pixels: scaled with the image and rounded, never below 1. The first blur is stored as 8-bit
+    values, truncated, as the reference does: it darkens by half a level on average, which on smooth images is a
+    sizeable part of the reference's effect."""
     sigma, shift, iterations = _GLASS[severity - 1]
     f = size_factor(x, _GLASS_FLOOR)
-    x = gaussian_blur(x, sigma * f)
+    x = torch.floor(gaussian_blur(x, sigma * f).clamp(0, 1) * 255) / 255  # the reference's 8-bit intermediate
     for _ in range(iterations):
-        x = local_shuffle(x, shift * f, gen)
+        x = sequential_copies(x, max(1, round(shift * f)), gen)
     return gaussian_blur(x, sigma * f)
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from editaudit.worker.ml.audit.corruptions.base import rand, register_corruption, size_factor
+from editaudit.worker.ml.audit.corruptions.base import REFERENCE_SIZE, rand, register_corruption, size_factor
 from editaudit.worker.ml.audit.corruptions.blur import filter2d, gaussian_kernel
 
 _BRIGHTNESS = [0.1, 0.2, 0.3, 0.4, 0.5]  # added to the HSV value
@@ -20,11 +20,11 @@ _CONTRAST = [0.4, 0.3, 0.2, 0.1, 0.05]  # factor on the deviation from each chan
 _PIXELATE = [0.6, 0.5, 0.4, 0.3, 0.25]  # block count per pixel (blocks of 1/c px)
 _JPEG = [25, 18, 15, 10, 7]  # IJG quality
 
-# Displacement amplitude and smoothing, as multiples of 244 like the reference. Severities 3-5 are the reference's
-# local field; its severities 1-2 are large random affine warps (see docs/corruptions.md), replaced by the same
-# local field, weaker, so that severities stay ordered.
-_ELASTIC = [(0.03, 0.01), (0.04, 0.01), (0.05, 0.01), (0.07, 0.01), (0.12, 0.01)]
-_ELASTIC_FLOOR = 1 / 2.44  # the 2.44-px smoothing never drops below 1 px
+# The reference's elastic transform (imagecorruptions' version of ImageNet-C's): uniform noise in +-0.005 * size px,
+# Gaussian-smoothed with sigma 0.01 * size px, scaled by 250 * c. All three at 224 px; see elastic_transform.
+_ELASTIC = [0.05, 0.065, 0.085, 0.1, 0.12]  # c
+_ELASTIC_NOISE, _ELASTIC_SIGMA, _ELASTIC_GAIN = 0.005, 0.01, 250
+_ELASTIC_FLOOR = 1 / 2.24  # the 2.24-px smoothing never drops below 1 px
 
 # IJG / JPEG standard Annex K tables (quality 50), row-major 8x8.
 _LUMA_Q = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -55,7 +55,9 @@ def elastic_transform(x: torch.Tensor, severity: int, gen: torch.Generator) -> t
     """Warp by a smooth random displacement field (uniform noise, Gaussian-smoothed, scaled), sampled bilinearly
     with reflected borders. At other sizes the smoothing scales with the image and the amplitude is rescaled so the
     displacement, relative to the image, matches 224 px (smoothing white noise shrinks it by the kernel's norm)."""
-    alpha, sigma = (244 * v for v in _ELASTIC[severity - 1])
+    ref = REFERENCE_SIZE
+    alpha = _ELASTIC_GAIN * _ELASTIC[severity - 1] * _ELASTIC_NOISE * ref  # px at 224, before smoothing
+    sigma = _ELASTIC_SIGMA * ref
     f = size_factor(x, _ELASTIC_FLOOR)
     kernel = gaussian_kernel(sigma * f, x)
     gain = alpha * f * gaussian_kernel(sigma, x).norm() / kernel.norm()
