@@ -66,6 +66,8 @@ def check_audit(res, digits_model):
     from editaudit.worker.ml.data import digits_arrays
 
     te = digits_arrays("test")
+    scored = audit["samples"]["test"]["ids"] or list(range(len(te.y)))  # the rest, where the edit held some out
+    te = type(te)(x=te.x[scored], y=te.y[scored])
     clf = PyTorchClassifier(edited, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
                             clip_values=(0.0, 1.0), device_type="cpu")
     x_adv = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=0.05, eps_step=0.0125, max_iter=10,
