@@ -17,10 +17,16 @@ app = make_celery(get_settings(), include=["editaudit.worker.tasks"])  # importi
 @worker_init.connect
 def _on_start(**_):
     """Folders are made when a worker starts (or an API that sends to them); a worker that could not run every
-    method, attack and corruption the API accepts refuses to start."""
+    method, attack and corruption the API accepts refuses to start; every worker runs the reconciler."""
     from editaudit.worker.ml.parity import check_parity
+
+    from editaudit.core import db
+    from editaudit.core.queue import RUN_EDIT, enqueue
+    from editaudit.worker.jobs.reconcile import start_reconciler
 
     settings = get_settings()
     broker_dirs(settings)
     load_plugins(settings.plugins)
     check_parity()
+    start_reconciler(db.session_factory(settings.resolved_database_url),
+                     lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings)

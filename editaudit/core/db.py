@@ -89,6 +89,12 @@ class Edit(Base):
     delta_object_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     delta_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # exactly-once execution: each attempt takes a lease (a fresh token, renewed by its heartbeat); every write of
+    # the job is conditional on holding it, so an attempt whose lease lapsed can neither overwrite nor duplicate
+    attempt: Mapped[int] = mapped_column(default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Audit(Base):

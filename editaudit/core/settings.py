@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
+    lease_s: float = Field(60, ge=1, description="a running job's lease: renewed by its heartbeat every third of it; "
+                           "once it lapses another worker may take the job over")
+    max_attempts: int = Field(3, ge=1, description="attempts (leases taken) before a job whose worker keeps "
+                              "disappearing is marked failed")
+    reconcile_every_s: float = Field(15, ge=0.2, description="how often each worker looks for lapsed leases and "
+                                     "queued jobs whose message was lost")
+    requeue_after_s: float = Field(120, ge=1, description="a job still queued this long after it was sent is sent "
+                                   "again (a duplicate message finds the job leased and is dropped)")
 
     @field_validator("api_token")
     @classmethod

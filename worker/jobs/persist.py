@@ -13,11 +13,11 @@ import torch
 
 import editaudit
 from editaudit.contracts.datasets import is_builtin
-from editaudit.contracts.statuses import ACTIVE, Status
+from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.core.storage import ObjectStore, content_key, sha256
 from editaudit.worker.jobs.cache import versions
-from editaudit.worker.jobs.progress import Canceled
+from editaudit.worker.jobs.lease import LeaseLost, held
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
 
@@ -46,23 +46,19 @@ def load_edited_model(edit_id: str, sessions, store: ObjectStore, spec: dict):
     return create_model(spec, safetensors.torch.load(store.get(key)))
 
 
-def start(s, edit_id: str) -> bool:
-    """queued/running -> running, as one conditional update: a concurrent cancel wins, a finished edit stays."""
-    started = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status.in_(ACTIVE)).update(
-        {"status": Status.running, "started_at": db.utcnow(), "error": None,
-         "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
-    if not started:
-        log.info("edit %s already %s", edit_id, s.get(db.Edit, edit_id).status)
-    return bool(started)
-
-
-def finish(sessions, edit_id: str, status: Status, error: str, only_if: frozenset | None = None) -> None:
-    """Mark an edit and its audit finished (failed/canceled); with `only_if`, only from those states."""
+def finish(sessions, edit_id: str, status: Status, error: str, only_if: frozenset | None = None,
+           token: str | None = None) -> None:
+    """Mark an edit and its audit finished (failed/canceled); with `only_if`, only from those states; with `token`,
+    only while that attempt holds the lease (a stale attempt must not fail a job another one is running)."""
     with sessions() as s:
         edit = s.get(db.Edit, edit_id)
         if only_if is not None and edit.status not in only_if:
             return
+        if token is not None and (edit.lease_token != token or edit.status != Status.running):
+            log.info("edit %s: attempt %s no longer holds the lease; not marking it %s", edit_id, token, status)
+            return
         repo.finish_edit(s, edit, status, error)
+        edit.lease_token = None
         s.commit()
 
 
@@ -77,7 +73,11 @@ def json_safe(obj):
     return obj
 
 
-def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result) -> None:
+def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result,
+                  token: str) -> None:
+    """Objects first (content-addressed), then every row in one transaction that starts by claiming the edit's
+    `succeeded` under this attempt's lease: if another attempt holds it (or a cancel came), nothing is written and
+    the objects this attempt created are dropped unless a row uses them."""
     digest, delta_digest = sha256(weights), sha256(delta)
     key, delta_key = content_key("models", digest, ".safetensors"), content_key("deltas", delta_digest, ".safetensors")
     created: list[str] = []
@@ -86,24 +86,26 @@ def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, chan
             if store.put(k, data):
                 created.append(k)
         with sessions() as s:
+            claimed = s.query(db.Edit).filter(held(edit_id, token)).update(
+                {"status": Status.succeeded, "lease_token": None}, synchronize_session=False)
+            if not claimed:  # canceled while the last batch ran, or another attempt took over: keep nothing
+                s.rollback()
+                raise LeaseLost(edit_id)
             edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
-            if edit.status == Status.canceled:  # canceled while the last batch ran: keep nothing
-                raise Canceled(edit_id)
             model = db.Model(sha256=digest, arch=spec["arch"], spec=spec, object_key=key, size_bytes=len(weights),
                              parent_model_id=edit.model_id, edit_id=edit_id)
             s.add(model)
             s.flush()
-            edit.status, edit.edited_model_id, edit.finished_at = Status.succeeded, model.id, db.utcnow()
+            edit.edited_model_id, edit.finished_at = model.id, db.utcnow()
             edit.delta_object_key, edit.delta_sha256 = delta_key, delta_digest
             edit.info = {**info, "changed_keys": changed}
             edit.progress = {"stage": "done", "done": 1, "total": 1}
             audit.status, audit.result, audit.finished_at = Status.succeeded, result, db.utcnow()
             audit.versions = versions()
             s.commit()
-    except BaseException as exc:
+    except BaseException:
         drop_unreferenced(sessions, store, created)
-        if not isinstance(exc, Canceled):
-            raise
+        raise
 
 
 def drop_unreferenced(sessions, store: ObjectStore, keys: list[str]) -> None:

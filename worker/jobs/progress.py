@@ -7,6 +7,7 @@ import time
 
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
+from editaudit.worker.jobs.lease import Lease, LeaseLost
 
 
 class Canceled(Exception):
@@ -17,10 +18,13 @@ class ProgressWriter:
     """Writes (stage, done, total) to the edit row at most every `every` seconds and at a stage's end; each write
     also checks whether the edit was canceled, so a cancel takes effect within one batch plus `every` seconds."""
 
-    def __init__(self, sessions, edit_id: str, every: float = 0.5):
+    def __init__(self, sessions, edit_id: str, every: float = 0.5, lease: Lease | None = None):
         self.sessions, self.edit_id, self.every, self._last = sessions, edit_id, every, 0.0
+        self.lease = lease
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.lease is not None and self.lease.lost:
+            raise LeaseLost(self.edit_id)
         now = time.monotonic()
         if done < total and now - self._last < self.every:
             return
@@ -29,5 +33,7 @@ class ProgressWriter:
             edit = s.get(db.Edit, self.edit_id)
             if edit.status == Status.canceled:
                 raise Canceled(self.edit_id)
+            if self.lease is not None and edit.lease_token != self.lease.token:
+                raise LeaseLost(self.edit_id)
             edit.progress = {"stage": stage, "done": done, "total": total}
             s.commit()

@@ -1,6 +1,7 @@
 """One edit and its audit: read the job's rows, run the ML core, store the outcome atomically.
 
-Idempotent under redelivery (acks_late): a finished edit is left alone; a `running` one is redone from scratch.
+Exactly once under redelivery (acks_late, the reconciler): each attempt holds a lease (`lease.py`); a finished edit
+or one leased by a live attempt is left alone, one whose lease lapsed is redone from scratch under a new token.
 Nothing is kept unless everything succeeded. What the method reads (named datasets, earlier edits) and adds to the
 audit comes from its params traits; nothing here branches on a method's name.
 """
@@ -22,8 +23,9 @@ from editaudit.core import db, repo
 from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
+from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
 from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_dataset, load_edited_model,
-                                           make_delta, start, state_of, store_success)
+                                           make_delta, state_of, store_success)
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
@@ -62,10 +64,13 @@ def note_held_out(samples: dict, rest_idx, record: dict, roles: set[str]) -> Non
 
 
 def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
+    """One attempt at the edit, under its lease (`lease.py`): a delivery that finds a live lease is dropped, and an
+    attempt that lost its lease writes nothing."""
     with sessions() as s:
-        edit = s.get(db.Edit, edit_id)
-        if not start(s, edit_id):
+        token = take(s, edit_id, settings.lease_s, settings.max_attempts)
+        if token is None:
             return
+        edit = s.get(db.Edit, edit_id)
         audit = repo.audit_of(s, edit_id)
         audit.status = Status.running
         s.commit()
@@ -74,13 +79,21 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
                                              "test_set")}
         audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
         model_sha = model_row.sha256
+    lease = Lease(sessions, edit_id, token, settings.lease_s)
+    with heartbeat(lease):
+        _attempt(settings, sessions, store, edit_id, lease, job, audit_id, audit_config, spec, model_key, model_sha)
+
+
+def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lease: Lease, job: dict, audit_id: str,
+             audit_config: dict, spec: dict, model_key: str, model_sha: str) -> None:
+    token = lease.token
     try:
         device = pick_device(settings.device)
         params = parse_hyperparams(job["method"], job["hyperparams"])  # validated once, here, for this process
         baseline = create_model(spec, safetensors.torch.load(store.get(model_key)))
         splits = {split: load_dataset(job[f"{split}_set"], sessions, store)
                   for split in metrics.SPLITS if job[f"{split}_set"]}
-        progress = ProgressWriter(sessions, edit_id)
+        progress = ProgressWriter(sessions, edit_id, lease=lease)
         t0 = time.perf_counter()
         torch.manual_seed(params.seed)
         held_out = hold_out_for_edit(params, splits)  # before `reference`: the audit and the edit see the rest
@@ -110,17 +123,23 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         weights = safetensors.torch.save(state)
         delta = make_delta(state, edited.changed, {"parent_sha256": model_sha, "method": job["method"]})
         edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
+    except LeaseLost:
+        log.warning("edit %s: attempt %s lost its lease to another attempt; dropping its work", edit_id, token)
+        return
     except Canceled:
         log.info("edit %s canceled", edit_id)
-        finish(sessions, edit_id, Status.canceled, "canceled by request")
+        finish(sessions, edit_id, Status.canceled, "canceled by request", token=token)
         return
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
         log.exception("edit %s failed", edit_id)
-        finish(sessions, edit_id, Status.failed, f"{type(exc).__name__}: {exc}")
+        finish(sessions, edit_id, Status.failed, f"{type(exc).__name__}: {exc}", token=token)
         return
     try:
         store_success(sessions, store, edit_id, audit_id, spec, weights, delta, edited.changed, edited.info,
-                      json_safe(result))
+                      json_safe(result), token)
+    except LeaseLost:
+        log.warning("edit %s: attempt %s finished after losing its lease (or a cancel); kept nothing", edit_id, token)
     except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
         log.exception("edit %s: storing the result failed", edit_id)
-        finish(sessions, edit_id, Status.failed, f"storing the result failed: {type(exc).__name__}: {exc}")
+        finish(sessions, edit_id, Status.failed, f"storing the result failed: {type(exc).__name__}: {exc}",
+               token=token)

@@ -12,7 +12,8 @@ from editaudit.core import db, repo
 from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import versions
-from editaudit.worker.jobs.persist import finish, json_safe, start
+from editaudit.worker.jobs.lease import Lease, heartbeat, held, take
+from editaudit.worker.jobs.persist import finish, json_safe
 from editaudit.worker.jobs.run import run_single_edit
 
 log = logging.getLogger(__name__)
@@ -21,20 +22,29 @@ log = logging.getLogger(__name__)
 def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -> None:
     """Sub-edits in the order the request named the layers, sharing the cached baseline evaluation. The sweep's
     audit holds the comparison table. Under redelivery finished sub-edits are skipped, a `running` one is redone;
-    whatever goes wrong, the sweep ends failed with a reason, never `running`."""
+    whatever goes wrong, the sweep ends failed with a reason, never `running`. The sweep holds its own lease while
+    each sub-edit holds one of its own."""
     with sessions() as s:
-        if not start(s, sweep_id):
+        token = take(s, sweep_id, settings.lease_s, settings.max_attempts)
+        if token is None:
             return
         parent = s.get(db.Edit, sweep_id)
         plan = [(c.id, c.layers[0]) for c in repo.sub_edits(s, parent)]
         audit = repo.audit_of(s, sweep_id)
         audit.status, audit_id = Status.running, audit.id
         s.commit()
+    lease = Lease(sessions, sweep_id, token, settings.lease_s)
+    with heartbeat(lease):
+        _sweep(settings, sessions, store, sweep_id, plan, audit_id, lease)
+
+
+def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan: list, audit_id: str,
+           lease: Lease) -> None:
     try:
         for i, (child_id, layer) in enumerate(plan):
             with sessions() as s:
                 parent = s.get(db.Edit, sweep_id)
-                if parent.status == Status.canceled:
+                if parent.status == Status.canceled or parent.lease_token != lease.token:
                     return
                 parent.progress = {"stage": "sweep", "done": i, "total": len(plan), "layer": layer}
                 s.commit()
@@ -50,18 +60,18 @@ def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -
             info = {"sweep": {"sub_edits": [{"layer": r["layer"], "edit_id": r["edit_id"]} for r in rows],
                               "best": table["best"]}}
             status = Status.failed if bad else Status.succeeded
-            done = s.query(db.Edit).filter(db.Edit.id == sweep_id, db.Edit.status == Status.running).update(
-                {"status": status, "info": info, "finished_at": db.utcnow(),
+            done = s.query(db.Edit).filter(held(sweep_id, lease.token)).update(
+                {"status": status, "info": info, "finished_at": db.utcnow(), "lease_token": None,
                  "error": f"sub-edits did not succeed: {bad}; see the sweep table" if bad else None,
                  "progress": {"stage": "done", "done": len(plan), "total": len(plan)}}, synchronize_session=False)
-            if done:  # not canceled meanwhile
+            if done:  # not canceled meanwhile, and no other attempt took over
                 audit = s.get(db.Audit, audit_id)
                 audit.status, audit.finished_at, audit.versions = status, db.utcnow(), versions()
                 audit.result = json_safe({"sweep": table})
             s.commit()
     except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
         log.exception("sweep %s failed", sweep_id)
-        finish(sessions, sweep_id, Status.failed, f"the sweep failed: {type(exc).__name__}: {exc}", only_if=ACTIVE)
+        finish(sessions, sweep_id, Status.failed, f"the sweep failed: {type(exc).__name__}: {exc}", token=lease.token)
 
 
 def sweep_row(s, edit_id: str, layer: str) -> dict:

@@ -1,0 +1,118 @@
+"""Process-level faults against the production parts (Postgres, Redis, real `celery worker` processes on
+loopback): a worker SIGKILLed mid-edit, and a second delivery of a running job to a second worker. Each edit must
+finish exactly once: one succeeded status, one edited model row, one audit, no object without a row."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from editaudit.cli.embedded import start_worker
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+from editaudit.core.migrate import upgrade
+from editaudit.core.queue import RUN_EDIT
+from editaudit.service.app import create_app
+from tests.conftest import SPEC, make_settings
+
+pytestmark = pytest.mark.slow
+
+# long enough that the worker is surely mid-audit when the fault comes (seconds on this machine), short to wait for
+SLOW_AUDIT = {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 40, "seed": 0}],
+              "max_samples": 200}
+WAIT_S = 300  # generous: every wait here ends as soon as its condition holds
+
+
+@pytest.fixture()
+def stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
+    """An API (in-process) and a function to start workers, on Postgres + Redis; short leases and a fast
+    reconciler so that recovery happens within seconds."""
+    settings = make_settings(tmp_path, database_url=postgres_url, broker_url=redis_url, lease_s=3,
+                             reconcile_every_s=0.5, requeue_after_s=30)
+    upgrade(settings.resolved_database_url)
+    workers = []
+
+    def worker(name: str):
+        proc = start_worker(settings, tmp_path / f"{name}.log")
+        workers.append(proc)
+        return proc
+
+    with TestClient(create_app(settings)) as c:
+        model = c.post("/models", files={"weights": ("m.safetensors", digits_model[0])},
+                       data={"spec": json.dumps(SPEC)}).json()
+        ds = c.post("/datasets", files={"file": ("f.npz", failures_npz)}).json()
+        c.body = {"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"], "edit_set": ds["id"],
+                  "test_set": "builtin:digits-test", "audit": SLOW_AUDIT}
+        c.settings, c.worker, c.logs = settings, worker, tmp_path
+        yield c
+    for proc in workers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _wait(c, edit_id: str, until, what: str) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        edit = c.get(f"/edits/{edit_id}").json()
+        if until(edit):
+            return edit
+        time.sleep(0.2)
+    raise AssertionError(f"edit {edit_id} never {what}: {edit}")
+
+
+def _mid_audit(edit: dict) -> bool:
+    p = edit.get("progress") or {}
+    return edit["status"] == Status.running and p.get("stage") not in (None, "loading") and p.get("done", 0) > 0
+
+
+def _exactly_once(c, edit_id: str) -> db.Edit:
+    sessions = db.session_factory(c.settings.resolved_database_url)
+    with sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        models = s.scalars(select(db.Model).where(db.Model.edit_id == edit_id)).all()
+        audits = s.scalar(select(func.count()).select_from(db.Audit).where(db.Audit.edit_id == edit_id))
+        all_keys = set(s.scalars(select(db.Model.object_key)))
+        s.expunge(edit)
+    assert edit.status == Status.succeeded and len(models) == 1 and audits == 1, (edit.status, models, audits)
+    assert edit.edited_model_id == models[0].id and edit.lease_token is None
+    stored = {str(p.relative_to(c.settings.data_dir / "objects")) for p in
+              (c.settings.data_dir / "objects" / "models").rglob("*") if p.is_file()}
+    assert stored == all_keys, "every weights object has its model row, and no row lacks its object"
+    return edit
+
+
+def test_a_worker_killed_mid_edit_is_replaced_and_the_edit_finishes_once(stack):
+    c = stack
+    first = c.worker("first")
+    job = c.post("/edits", json=c.body).json()
+    _wait(c, job["id"], _mid_audit, "reached the audit")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    c.worker("second")  # its reconciler finds the lapsed lease and sends the job again
+    _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
+    edit = _exactly_once(c, job["id"])
+    assert edit.attempt == 2, "the second attempt took over the lapsed lease"
+    assert c.get(f"/audits/{job['audit_id']}").json()["status"] == Status.succeeded
+
+
+def test_a_second_delivery_to_a_second_worker_runs_nothing(stack):
+    """What a broker's redelivery after its visibility timeout does: the same message, again, while the first
+    worker is still working. The second worker finds a live lease and drops it."""
+    c = stack
+    c.worker("first")
+    c.worker("second")
+    job = c.post("/edits", json=c.body).json()
+    _wait(c, job["id"], _mid_audit, "reached the audit")
+    c.app.state.services.enqueue(RUN_EDIT, job["id"])  # the duplicate
+    _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
+    edit = _exactly_once(c, job["id"])
+    assert edit.attempt == 1, "only one attempt ever took the lease"
+    logs = "".join((c.logs / f"{n}.log").read_text() for n in ("first", "second"))
+    assert logs.count(f"edit {job['id']}: not taken") == 1, "the duplicate was delivered and dropped"

@@ -1,0 +1,116 @@
+"""Exactly-once jobs, attacked in-process with the real job code (SQLite here; the process-level faults against
+Postgres, Redis and real workers are in test_faults.py): a duplicate delivery of a leased job is dropped, an attempt
+whose lease lapsed can neither overwrite nor duplicate nor orphan an object, a lost lease stops an attempt at its
+next batch, and the reconciler sends lapsed and lost jobs again and gives up after `max_attempts`."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+from editaudit.core.storage import content_key, sha256
+from editaudit.worker.jobs import run_edit_job
+from editaudit.worker.jobs.lease import Lease, LeaseLost, take
+from editaudit.worker.jobs.persist import store_success
+from editaudit.worker.jobs.progress import ProgressWriter
+from editaudit.worker.jobs.reconcile import reconcile
+
+FAST = {"audit": {"attacks": []}}
+
+
+def _edit(c, edit_id) -> db.Edit:
+    with c.services.sessions() as s:
+        edit = s.get(db.Edit, edit_id)
+        s.expunge(edit)
+        return edit
+
+
+def _lapse(c, edit_id) -> None:
+    with c.services.sessions() as s:
+        s.get(db.Edit, edit_id).lease_expires_at = db.utcnow() - timedelta(seconds=1)
+        s.commit()
+
+
+def _models_of(c, edit_id) -> int:
+    with c.services.sessions() as s:
+        return s.scalar(select(func.count()).select_from(db.Model).where(db.Model.edit_id == edit_id))
+
+
+def test_a_second_delivery_while_a_live_attempt_holds_the_lease_is_dropped(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, **FAST)
+    with c.services.sessions() as s:
+        token = take(s, job["id"], lease_s=60, max_attempts=3)
+    assert token
+    run_edit_job(c.settings, job["id"])  # the duplicate message
+    edit = _edit(c, job["id"])
+    assert (edit.status, edit.attempt, edit.lease_token, _models_of(c, job["id"])) == (Status.running, 1, token, 0)
+
+
+def test_an_attempt_whose_lease_lapsed_cannot_overwrite_duplicate_or_orphan(edit_factory):
+    """Attempt A stalls past its lease; attempt B takes over and finishes. A's late result writes nothing: one
+    model row, the edit's result unchanged, and A's (different) weights object removed again."""
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, **FAST)
+    with c.services.sessions() as s:
+        stale = take(s, job["id"], lease_s=60, max_attempts=3)
+    _lapse(c, job["id"])
+    run_edit_job(c.settings, job["id"])  # attempt B
+    done = _edit(c, job["id"])
+    assert (done.status, done.attempt, _models_of(c, job["id"])) == (Status.succeeded, 2, 1)
+    store = c.services.store
+    late = {("models", b"late weights of attempt A"), ("deltas", b"late delta of attempt A")}
+    with pytest.raises(LeaseLost):
+        store_success(c.services.sessions, store, job["id"], job["audit_id"], edit_factory.model["spec"],
+                      b"late weights of attempt A", b"late delta of attempt A", [], {}, {}, stale)
+    after = _edit(c, job["id"])
+    assert (after.status, after.edited_model_id, after.finished_at) == (Status.succeeded, done.edited_model_id,
+                                                                       done.finished_at)
+    assert _models_of(c, job["id"]) == 1
+    assert not any(store.exists(content_key(kind, sha256(data), ".safetensors")) for kind, data in late), \
+        "A's objects were dropped"
+
+
+def test_a_lost_lease_stops_the_attempt_at_its_next_batch(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, **FAST)
+    with c.services.sessions() as s:
+        token = take(s, job["id"], lease_s=60, max_attempts=3)
+    lease = Lease(c.services.sessions, job["id"], token, 60)
+    progress = ProgressWriter(c.services.sessions, job["id"], every=0, lease=lease)
+    progress("editing", 1, 10)
+    _lapse(c, job["id"])
+    with c.services.sessions() as s:
+        assert take(s, job["id"], lease_s=60, max_attempts=3)  # another attempt takes over
+    with pytest.raises(LeaseLost):
+        progress("editing", 2, 10)
+    assert not lease.renew() and lease.lost
+
+
+def test_the_reconciler_sends_lapsed_and_lost_jobs_again_and_gives_up(edit_factory):
+    c = edit_factory.client
+    settings = c.settings.model_copy(update={"max_attempts": 2, "requeue_after_s": 60})
+    lapsed_job, lost_job, fresh_job = (edit_factory.submit(run=False, **FAST) for _ in range(3))
+    with c.services.sessions() as s:
+        take(s, lapsed_job["id"], lease_s=60, max_attempts=2)
+        s.get(db.Edit, lost_job["id"]).created_at = db.utcnow() - timedelta(seconds=600)  # its message is gone
+        s.commit()
+    _lapse(c, lapsed_job["id"])
+    sent = []
+    report = reconcile(c.services.sessions, sent.append, settings)
+    assert report == {"requeued": [lapsed_job["id"]], "resent": [lost_job["id"]], "failed": []}
+    assert sorted(sent) == sorted([lapsed_job["id"], lost_job["id"]])
+    assert _edit(c, lapsed_job["id"]).status == Status.queued and _edit(c, fresh_job["id"]).status == Status.queued
+    assert reconcile(c.services.sessions, sent.append, settings) == {"requeued": [], "resent": [], "failed": []}
+    # the second attempt dies too: with max_attempts = 2 the job ends failed, saying why
+    with c.services.sessions() as s:
+        assert take(s, lapsed_job["id"], lease_s=60, max_attempts=2)
+    _lapse(c, lapsed_job["id"])
+    assert reconcile(c.services.sessions, sent.append, settings)["failed"] == [lapsed_job["id"]]
+    edit = _edit(c, lapsed_job["id"])
+    assert edit.status == Status.failed and "gave up after 2 attempts" in edit.error
+    assert c.get(f"/audits/{lapsed_job['audit_id']}").json()["status"] == Status.failed
+    run_edit_job(settings, lapsed_job["id"])  # a message still in flight changes nothing
+    assert _edit(c, lapsed_job["id"]).status == Status.failed

@@ -1,0 +1,85 @@
+"""The reconciler: jobs never stay `running` or `queued` because a worker or a message was lost.
+
+Each worker runs a pass every `reconcile_every_s` (a thread; several workers reconciling at once is safe, every
+change is a conditional update and a duplicate message is dropped by the lease). A pass
+  - sends again every top-level job whose lease lapsed (its worker was killed, ran out of memory or hung), back to
+    `queued`, or marks it failed once it has used `max_attempts`;
+  - sends again every job still `queued` `requeue_after_s` after it was last sent (a broker that lost its messages,
+    e.g. Redis without persistence restarted).
+Sub-edits of a layer sweep are run by their sweep's job, so only the sweep is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import func, select
+
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+from editaudit.core.settings import Settings
+from editaudit.worker.jobs.lease import give_up, lapsed
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: datetime | None = None) -> dict:
+    """One pass; returns the ids it requeued, sent again and gave up on."""
+    now = now or db.utcnow()
+    report: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": []}
+    with sessions() as s:
+        for edit in s.scalars(select(db.Edit).where(lapsed(now), db.Edit.sweep_id.is_(None))).all():
+            if edit.attempt >= settings.max_attempts:
+                give_up(s, edit, settings.max_attempts)
+                report["failed"].append(edit.id)
+                continue
+            same_attempt = (db.Edit.lease_token.is_(None) if edit.lease_token is None
+                            else db.Edit.lease_token == edit.lease_token)
+            moved = s.query(db.Edit).filter(db.Edit.id == edit.id, same_attempt, lapsed(now)).update(
+                {"status": Status.queued, "lease_token": None, "enqueued_at": now,
+                 "error": f"attempt {edit.attempt} stopped renewing its lease; sent again"}, synchronize_session=False)
+            s.commit()
+            if moved and _send(send, edit.id):
+                report["requeued"].append(edit.id)
+        sent_at = func.coalesce(db.Edit.enqueued_at, db.Edit.created_at)
+        stale = select(db.Edit.id, db.Edit.enqueued_at).where(
+            db.Edit.status == Status.queued, db.Edit.sweep_id.is_(None),
+            sent_at < now - timedelta(seconds=settings.requeue_after_s))
+        for edit_id, was in s.execute(stale).all():
+            claimed = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status == Status.queued,
+                                              db.Edit.enqueued_at.is_(None) if was is None
+                                              else db.Edit.enqueued_at == was).update(
+                {"enqueued_at": now}, synchronize_session=False)
+            s.commit()
+            if claimed and _send(send, edit_id):
+                report["resent"].append(edit_id)
+    if any(report.values()):
+        log.warning("reconciler: %s", report)
+    return report
+
+
+def _send(send: Callable[[str], None], edit_id: str) -> bool:
+    try:
+        send(edit_id)
+        return True
+    except Exception:  # noqa: BLE001 - broker down: the row stays queued and a later pass sends it again
+        log.exception("reconciler: could not send edit %s; a later pass retries", edit_id)
+        return False
+
+
+def start_reconciler(sessions, send: Callable[[str], None], settings: Settings) -> threading.Event:
+    """Run `reconcile` every `reconcile_every_s` on a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(settings.reconcile_every_s):
+            try:
+                reconcile(sessions, send, settings)
+            except Exception:  # noqa: BLE001 - a database outage must not end the loop
+                log.exception("reconciler pass failed; retrying")
+
+    threading.Thread(target=loop, name="editaudit-reconciler", daemon=True).start()
+    return stop
