@@ -185,7 +185,9 @@ def engine_for(url: str):
             cur.close()
 
         return eng
-    return create_engine(url, pool_pre_ping=True)
+    # a request waits at most 10 s for a pooled connection and 5 s to connect, then answers 503 (not a hang)
+    return create_engine(url, pool_pre_ping=True, pool_timeout=10,
+                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
 def session_factory(url: str) -> sessionmaker:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +21,7 @@ from editaudit.core.migrate import upgrade
 from editaudit.core.queue import RUN_EDIT
 from editaudit.service.app import create_app
 from tests.conftest import SPEC, make_settings
+from tests.tools.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +31,11 @@ SLOW_AUDIT = {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.0
 WAIT_S = 300  # generous: every wait here ends as soon as its condition holds
 
 
-@pytest.fixture()
-def stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
+@contextmanager
+def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz):
     """An API (in-process) and a function to start workers, on Postgres + Redis; short leases and a fast
     reconciler so that recovery happens within seconds."""
-    settings = make_settings(tmp_path, database_url=postgres_url, broker_url=redis_url, lease_s=3,
+    settings = make_settings(tmp_path, database_url=database_url, broker_url=redis_url, lease_s=3,
                              reconcile_every_s=0.5, requeue_after_s=30)
     upgrade(settings.resolved_database_url)
     workers = []
@@ -50,11 +52,30 @@ def stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
         c.body = {"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"], "edit_set": ds["id"],
                   "test_set": "builtin:digits-test", "audit": SLOW_AUDIT}
         c.settings, c.worker, c.logs = settings, worker, tmp_path
+        try:
+            yield c
+        finally:
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
+    with _stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz) as c:
         yield c
-    for proc in workers:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def cuttable_stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
+    """The same, with the API and the workers reaching Postgres through a proxy the test can cut."""
+    proxy = TcpProxy(5432).start()
+    with _stack(tmp_path, postgres_url.replace(":5432/", f":{proxy.port}/"), redis_url, digits_model,
+                failures_npz) as c:
+        c.postgres = proxy
+        yield c
+    proxy.cut()
 
 
 def _wait(c, edit_id: str, until, what: str) -> dict:
@@ -116,3 +137,43 @@ def test_a_second_delivery_to_a_second_worker_runs_nothing(stack):
     assert edit.attempt == 1, "only one attempt ever took the lease"
     logs = "".join((c.logs / f"{n}.log").read_text() for n in ("first", "second"))
     assert logs.count(f"edit {job['id']}: not taken") == 1, "the duplicate was delivered and dropped"
+
+
+def test_queued_jobs_whose_messages_the_broker_lost_all_complete(stack, redis_url):
+    """Redis without persistence restarted: its queue is empty, the rows still say `queued`. The reconciler sends
+    them again once they have waited `requeue_after_s`, and each runs once."""
+    import redis
+
+    c = stack
+    c.settings.requeue_after_s = 2  # the workers read it from the environment below
+    jobs = [c.post("/edits", json={**c.body, "audit": {"attacks": []}}).json() for _ in range(3)]
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.llen(c.settings.queue) == 3
+    broker.delete(c.settings.queue)  # the messages are gone, as after a restart without persistence
+    c.worker("after-restart")
+    for job in jobs:
+        _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
+        assert _exactly_once(c, job["id"]).attempt == 1
+
+
+def test_a_database_outage_answers_503_and_leaves_no_stuck_edit(cuttable_stack):
+    """Postgres unreachable for ~8 s in the middle of an edit: the API answers 503 problem+json with Retry-After
+    (not a 500, not a hang), and afterwards, without a restart, the API answers again and the edit finishes once
+    (its attempt died with the connection; the reconciler sends it again when its lease has lapsed)."""
+    c = cuttable_stack
+    c.worker("worker")
+    job = c.post("/edits", json=c.body).json()
+    _wait(c, job["id"], _mid_audit, "reached the audit")
+    c.postgres.cut()
+    outage_ends = time.monotonic() + 8
+    answers = []
+    while time.monotonic() < outage_ends:
+        r = c.get(f"/edits/{job['id']}")
+        answers.append(r.status_code)
+        if r.status_code == 503:
+            assert r.headers["content-type"].startswith("application/problem+json") and r.headers["retry-after"]
+        time.sleep(0.5)
+    c.postgres.restore()
+    assert set(answers) == {503}, answers
+    _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
+    assert _exactly_once(c, job["id"]).attempt == 2, "the attempt that lost the database ended; a second one finished"
