@@ -45,6 +45,14 @@ class AttackParams(Strict):
         """A sentence for the audit's notes when how the number is produced needs saying; None when it does not."""
         return None
 
+    def passes_per_image(self) -> int:
+        """Forward+backward passes this attack costs per image (its budget share): iterations x restarts x radii,
+        from whichever of `steps`, `queries`, `square_queries`, `binary_search_steps`, `restarts` it has."""
+        iterations = 1
+        for name in ("steps", "queries", "square_queries", "binary_search_steps"):
+            iterations *= getattr(self, name, None) or 1
+        return iterations * (getattr(self, "restarts", None) or 1) * max(1, len(self.radii()))
+
 
 ATTACK_PARAMS: Registry[AttackParams] = Registry("attack", "name")
 

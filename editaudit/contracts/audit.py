@@ -44,7 +44,7 @@ class CorruptionConfig(Strict):
 
 
 class AuditConfig(Strict):
-    attacks: list[AttackSpec] = Field(default_factory=list)
+    attacks: list[AttackSpec] = Field(default_factory=list, max_length=16)
     corruptions: CorruptionConfig | None = None
     max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
     seed: int = 0

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
+    max_job_passes: int = Field(200_000_000, ge=1, description="cost budget of one edit request, in model passes "
+                                "over one image (editaudit.contracts.cost); larger requests are refused with 422")
     lease_s: float = Field(60, ge=1, description="a running job's lease: renewed by its heartbeat every third of it; "
                            "once it lapses another worker may take the job over")
     max_attempts: int = Field(3, ge=1, description="attempts (leases taken) before a job whose worker keeps "

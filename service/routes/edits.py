@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @router.post("/edits", status_code=202, response_model=EditAccepted)
 def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, tenant: TenantDep, response: Response):
-    edit, audit, subs = add_edit_rows(s, validate_edit(s, req, tenant))
+    edit, audit, subs = add_edit_rows(s, validate_edit(s, req, tenant, svc.settings.max_job_passes))
     s.commit()  # the rows exist before any worker can see the message
     try:
         svc.enqueue(RUN_EDIT, edit.id)

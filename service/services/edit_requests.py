@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.audit import AuditConfig
+from editaudit.contracts.cost import estimate
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size
 from editaudit.contracts.statuses import Status
 from editaudit.core import arch_manifest
@@ -29,7 +30,7 @@ class ValidEdit:
     profile: dict | None  # {tenant, name, version} of the profile the server resolved
 
 
-def validate_edit(s: Session, req: EditRequest, tenant: str) -> ValidEdit:
+def validate_edit(s: Session, req: EditRequest, tenant: str, max_passes: int | None = None) -> ValidEdit:
     model = repo.get_or_404(s, db.Model, req.model_id)
     audit, profile = resolve_audit(s, tenant, req.audit_profile) if req.audit_profile else (req.audit, None)
     if req.method not in EDIT_PARAMS:
@@ -50,7 +51,20 @@ def validate_edit(s: Session, req: EditRequest, tenant: str) -> ValidEdit:
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
                            "each edited image x (the layer learns to map x's keys to the values it produces on "
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
+    if max_passes is not None:
+        _check_cost(req, params, audit, facts, max_passes)
     return ValidEdit(req, params, audit, profile)
+
+
+def _check_cost(req: EditRequest, params: EditParams, audit: AuditConfig, facts: dict, max_passes: int) -> None:
+    sizes = {field.removesuffix("_set"): facts[field]["n"] for field in ("edit_set", "generalization_set", "test_set")
+             if field in facts}
+    cost = estimate(params, audit, sizes, layers=len(req.layers) if req.sweep else 1)
+    if cost["total"] > max_passes:
+        raise Problem(422, f"this request costs about {cost['total']:,} model passes over one image (audit "
+                           f"{cost['audit']:,}, edit {cost['edit']:,}); the budget is {max_passes:,}: fewer "
+                           "attacks, steps, restarts, radii, corruption cells or samples (audit.max_samples)",
+                      field="audit", cost=cost, limit=max_passes)
 
 
 def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:

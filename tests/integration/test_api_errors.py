@@ -210,6 +210,20 @@ def test_labels_beyond_num_classes_are_refused(api_client, model_id):
     assert "num_classes" in body["detail"] or "classes" in body["detail"]
 
 
+def test_a_request_over_the_cost_budget_is_refused_naming_the_cost(api_client, model_id):
+    """Months of work in one accepted spec was possible: now the API counts the passes first."""
+    monster = {"attacks": [{"name": "pgd", "eps": 0.03, "steps": 10_000, "restarts": 100}]}
+    body = assert_problem(api_client.post("/edits", json=edit_body(model_id, audit=monster)), 422, "audit")
+    assert body["cost"]["total"] > body["limit"] == api_client.settings.max_job_passes and "budget" in body["detail"]
+    many = {"attacks": [{"id": f"a{i}", "name": "fgsm", "eps": 0.03} for i in range(17)]}
+    assert_problem(api_client.post("/edits", json=edit_body(model_id, audit=many)), 422, "audit.attacks")
+    assert rows(api_client, db.Edit) == 0
+    ordinary = {"attacks": [{"name": "pgd", "eps": 0.03, "steps": 10}, {"id": "l2", "name": "pgd", "norm": "2",
+                                                                      "eps": 0.5, "eps_sweep": [0.25, 1.0]}],
+                "corruptions": {"names": "all", "severities": [1, 2, 3, 4, 5]}}
+    assert api_client.post("/edits", json=edit_body(model_id, audit=ordinary)).status_code == 202
+
+
 def test_rewrite_refuses_a_layer_its_graph_rules_out(api_client):
     """Read from the architecture's traced graph (the manifest), not the layer's name: a depthwise conv and a layer
     that reaches a residual add through a layer scale are 422s naming the layer and why; a block's last conv is
