@@ -196,13 +196,13 @@ class DatasetArrays:
 
 def _npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     """A member must be a plain .npy array: its header read without loading, object dtypes (pickles) refused."""
-    with zf.open(info) as f:
-        try:
+    try:  # opening a member can fail too (a corrupt local header): also the user's file
+        with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(f)
-        except Exception as e:  # noqa: BLE001 - anything unreadable is the user's file
-            raise FormatError(f"{info.filename}: not a .npy array ({e})", field="file") from None
+    except Exception as e:  # noqa: BLE001 - anything unreadable is the user's file
+        raise FormatError(f"{info.filename}: not a .npy array ({e})", field="file") from None
     if dtype.hasobject:
         raise FormatError(f"{info.filename}: an object array would need unpickling: refused, never loaded",
                           field="file", pickle=True)
