@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from editaudit.worker.ml.audit.corruptions.base import rand, randn, register_corruption, size_factor
+from editaudit.worker.ml.audit.corruptions.base import rand, register_corruption, size_factor
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
