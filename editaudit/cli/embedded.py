@@ -40,27 +40,52 @@ def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
 
 
-class EmbeddedServer:
-    """Context manager: migrate, start the worker and serve the API on a background thread."""
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None, quiet: bool = True):
+
+class EmbeddedServer:
+    """Context manager: migrate, start the worker and serve the API on a background thread. A supervisor thread
+    restarts the worker when it dies (reported by /healthz); leaving the context, or failing to start, stops both."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None, quiet: bool = True,
+                 supervise_every_s: float = 1.0):
         self.settings, self.host, self.port = settings, host, port or free_port()
-        self.quiet = quiet
+        self.quiet, self.supervise_every_s = quiet, supervise_every_s
         self.worker: subprocess.Popen | None = None
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> "EmbeddedServer":
+        if not port_is_free(self.host, self.port):  # before anything starts, so nothing is left behind
+            raise RuntimeError(f"{self.host}:{self.port} is already in use; pick another --port")
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.settings.resolved_database_url)
-        log = self.settings.data_dir / "worker.log" if self.quiet else None
-        self.worker = start_worker(self.settings, log)
-        config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.port,
-                                log_level="warning" if self.quiet else "info")
+        self.worker = self._start_worker()
+        app = create_app(self.settings)
+        app.state.worker_health = lambda: {"alive": self.worker is not None and self.worker.poll() is None,
+                                           "restarts": self.restarts}
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning" if self.quiet else "info")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -69,9 +94,30 @@ class EmbeddedServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError(f"the API did not start on {self.url}")
             time.sleep(0.05)
-        return self
+        self.supervisor = threading.Thread(target=self._supervise, name="editaudit-supervisor", daemon=True)
+        self.supervisor.start()
+
+    def _start_worker(self) -> subprocess.Popen:
+        return start_worker(self.settings, self.settings.data_dir / "worker.log" if self.quiet else None)
+
+    def _supervise(self) -> None:
+        """Restart the worker when it exits (killed, out of memory); its jobs are picked up again through their
+        leases and the reconciler."""
+        while not self._stopping.wait(self.supervise_every_s):
+            if self.worker is not None and self.worker.poll() is not None and not self._stopping.is_set():
+                print(f"editaudit: the local worker exited ({self.worker.returncode}); restarting it", flush=True)
+                self.restarts += 1
+                self.worker = self._start_worker()
+
+    def stop(self) -> None:
+        """Ask the API to stop (from a signal handler): `__exit__` then stops the worker."""
+        if self.server:
+            self.server.should_exit = True
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
+        if self.supervisor is not None:  # no restart can race the shutdown below
+            self.supervisor.join(timeout=10)
         if self.server:
             self.server.should_exit = True
             self.thread.join(timeout=10)
