@@ -67,8 +67,11 @@ def run_one(model, splits: dict, method: str, layers: list[str], hp: dict, seed:
         reference.update(dict.fromkeys(params.held_out_roles(), held[1]))
     edited = run_edit(method, copy.deepcopy(model), splits["edit"], layers, params, device, reference=reference)
     audit = run_audit(model, edited.model, splits, {**AUDIT, "seed": seed}, device)
+    base = audit["metrics"]["baseline"]
     row = {"n test": audit["samples"]["test"]["n"], "edit acc": audit["metrics"]["candidate"]["edit.accuracy"],
-           "top class": audit["metrics"]["candidate"].get(M.top_class_share("test"))}
+           "top class": audit["metrics"]["candidate"].get(M.top_class_share("test")),
+           "before": f"{base['test.accuracy']:.2f}/{base['test.adv.pgd.accuracy']:.2f}/"
+                     f"{base[M.corruption_accuracy('test')]:.2f}"}
     for col, name in COLUMNS.items():
         if col != "edit acc":
             row[col] = audit["deltas"][name]["value"]
@@ -89,15 +92,16 @@ def main() -> None:
         for label, method, layers, hp in methods(args.layer):
             r = run_one(model, splits, method, layers, hp, seed, device)
             by_method.setdefault(label, []).append(r)
-            rows.append([label, str(seed), str(r["n test"]), *(f"{r[k]:+.3f}" if "Δ" in k else f"{r[k]:.3f}"
-                                                                for k in keys)])
+            rows.append([label, str(seed), str(r["n test"]), r["before"],
+                         *(f"{r[k]:+.3f}" if "Δ" in k else f"{r[k]:.3f}" for k in keys)])
             print(" | ".join(rows[-1]), flush=True)
     for label, rs in by_method.items():
         mean = {k: sum(r[k] for r in rs) / len(rs) for k in keys}
-        rows.append([label, "mean", "", *(f"{mean[k]:+.3f}" if "Δ" in k else f"{mean[k]:.3f}" for k in keys)])
+        rows.append([label, "mean", "", "", *(f"{mean[k]:+.3f}" if "Δ" in k else f"{mean[k]:.3f}" for k in keys)])
     print(f"\nedit methods with default hyperparameters on the digits texture scenario (layer {args.layer}), "
           f"seeds {args.seeds}, device {device}, torch {torch.__version__}")
-    print(render(["method", "seed", "n test", *keys], rows, align_right=set(range(2, 3 + len(keys)))))
+    print(render(["method", "seed", "n test", "before: clean/PGD/corr.", *keys], rows,
+                 align_right=set(range(2, 4 + len(keys)))))
 
 
 if __name__ == "__main__":
