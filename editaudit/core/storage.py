@@ -70,11 +70,17 @@ class LocalStore:
 
 
 class S3Store:
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1"):
+    """S3 or an S3-compatible server. Transient errors (connection refused or reset, throttling, 5xx) are retried
+    by botocore's standard mode with jittered exponential backoff, `attempts` tries in all; then they raise."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1",
+                 attempts: int = 6):
         import boto3
+        from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        config = Config(retries={"mode": "standard", "max_attempts": attempts}, connect_timeout=5, read_timeout=60)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -32,11 +32,11 @@ WAIT_S = 300  # generous: every wait here ends as soon as its condition holds
 
 
 @contextmanager
-def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz):
+def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz, **extra):
     """An API (in-process) and a function to start workers, on Postgres + Redis; short leases and a fast
     reconciler so that recovery happens within seconds."""
     settings = make_settings(tmp_path, database_url=database_url, broker_url=redis_url, lease_s=3,
-                             reconcile_every_s=0.5, requeue_after_s=30)
+                             reconcile_every_s=0.5, requeue_after_s=30, **extra)
     upgrade(settings.resolved_database_url)
     workers = []
 

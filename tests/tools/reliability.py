@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = {
     "Process faults: Postgres, Redis and real `celery worker` processes": "tests/integration/test_faults.py",
+    "Object store faults: S3 (moto over HTTP) behind a cuttable proxy": "tests/integration/test_store_faults.py",
+    "Embedded supervision: the local worker, signals, a busy port": "tests/integration/test_embedded_supervision.py",
     "Leases and the reconciler (the real job code, in process)": "tests/integration/test_leases.py",
     "Hostile uploads": "tests/integration/test_hostile_files.py",
     "Properties of the parsers and the gate (hypothesis)": "tests/unit/test_properties.py",

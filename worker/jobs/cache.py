@@ -42,14 +42,23 @@ def baseline_cache_key(model_sha: str, spec: dict, datasets: dict[str, str], con
 
 
 def cache_get(store: ObjectStore, key: str, decode):
-    """A cache entry decoded, or None when absent; an unreadable entry is deleted (to be recomputed), never fatal."""
+    """A cache entry decoded, or None when absent or the store cannot be read (a cache is an optimisation: never
+    fatal); an undecodable entry is deleted, to be recomputed."""
     try:
-        return decode(store.get(key))
+        data = store.get(key)
     except KeyError:
         return None
+    except Exception:  # noqa: BLE001 - the store is down: compute instead
+        log.warning("could not read the cache entry %s; computing it", key, exc_info=True)
+        return None
+    try:
+        return decode(data)
     except Exception:  # noqa: BLE001 - a bad entry is recomputed and overwritten
         log.warning("ignoring unreadable cache entry %s", key, exc_info=True)
-        store.delete(key)
+        try:
+            store.delete(key)
+        except Exception:  # noqa: BLE001
+            log.warning("could not delete the cache entry %s", key, exc_info=True)
         return None
 
 
