@@ -19,7 +19,7 @@ import torch
 
 from editaudit.core.tables import render
 from editaudit.worker.ml.archs import build_inner, create_model
-from editaudit.worker.ml.data import TensorDataset, digits_arrays
+from editaudit.worker.ml.data import TensorDataset, digits_arrays, hold_out
 from editaudit.worker.ml.edits import run_edit
 from editaudit.worker.ml.scenarios import synthetic_arrays, synthetic_texture_scenario, texture_scenario
 from editaudit.worker.ml.train import train_classifier
@@ -65,7 +65,10 @@ def _scenario(model, build) -> tuple:
 
     sc = build(predict)
     sets = {k: TensorDataset.from_arrays(sc[k]) for k in ("edit", "generalization", "test")}
-    return model, sets["edit"], {"test": sets["test"], "generalization": sets["generalization"]}
+    # as the job does by default: the gradient methods' locality set is held out of the test split, and every row
+    # is measured on the rest
+    rest, held, _ = hold_out(sets["test"], seed=0)
+    return model, sets["edit"], {"test": rest, "generalization": sets["generalization"], "locality": held}
 
 
 def digits_case():
