@@ -25,7 +25,7 @@ PGD_L2 = {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "
 def run_path(url: str, digits_model, failures_npz) -> dict:
     weights, spec, _ = digits_model
     c = Client(url)
-    assert c.get("/healthz") == {"status": "ok"}
+    assert c.get("/healthz") == {"status": "ok", "worker": {"alive": True, "restarts": 0}}  # the embedded server's own worker
     model = c.upload_model(weights, spec)
     ds = c.upload_dataset(failures_npz, "failures.npz")
     job = c.create_edit({"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
