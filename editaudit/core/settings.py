@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
+    job_time_limit_s: float = Field(5 * 3600, ge=1, description="an attempt running longer fails (checked between "
+                                    "batches), and its heartbeat stops, so a hung one loses its lease; must be "
+                                    "below visibility_timeout_s")
     max_job_passes: int = Field(200_000_000, ge=1, description="cost budget of one edit request, in model passes "
                                 "over one image (editaudit.contracts.cost); larger requests are refused with 422")
     lease_s: float = Field(60, ge=1, description="a running job's lease: renewed by its heartbeat every third of it; "
@@ -38,6 +41,13 @@ class Settings(BaseSettings):
                                      "queued jobs whose message was lost")
     requeue_after_s: float = Field(120, ge=1, description="a job still queued this long after it was sent is sent "
                                    "again (a duplicate message finds the job leased and is dropped)")
+
+    @model_validator(mode="after")
+    def _limit_below_visibility(self):
+        if self.job_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(f"job_time_limit_s ({self.job_time_limit_s}) must be below visibility_timeout_s "
+                             f"({self.visibility_timeout_s}): the broker would redeliver a job still running")
+        return self
 
     @field_validator("api_token")
     @classmethod

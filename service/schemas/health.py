@@ -12,3 +12,8 @@ class HealthOut(BaseModel):
     status: str
     worker: WorkerHealth | None = Field(None, description="the embedded mode's local worker; absent when workers "
                                         "run elsewhere (production)")
+
+
+class ReadyOut(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(description="database, migrations, broker, store, worker: ok or why not")

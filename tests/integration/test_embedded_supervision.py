@@ -86,3 +86,24 @@ def test_a_busy_port_starts_nothing(tmp_path):
         with pytest.raises(RuntimeError, match="already in use"):
             EmbeddedServer(make_settings(tmp_path), port=port).__enter__()
     assert not (tmp_path / "worker.log").exists(), "no worker was started"
+
+
+def test_readyz_checks_every_dependency(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from alembic import command
+
+    from editaudit.core.migrate import alembic_config
+    from editaudit.service.app import create_app
+
+    settings = make_settings(tmp_path)
+    with EmbeddedServer(settings) as server:
+        ready = _until(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=10)).status_code == 200 and r.json(),
+                       "ready")
+        assert ready["checks"] == dict.fromkeys(["database", "migrations", "broker", "store", "worker"], "ok")
+    command.downgrade(alembic_config(settings.resolved_database_url), "0005")  # older database, newer code, no worker
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.headers["retry-after"]
+        checks = r.json()["checks"]
+        assert "run migrate" in checks["migrations"] and checks["worker"] != "ok" and checks["store"] == "ok"

@@ -173,7 +173,10 @@ def test_a_database_outage_answers_503_and_leaves_no_stuck_edit(cuttable_stack):
         if r.status_code == 503:
             assert r.headers["content-type"].startswith("application/problem+json") and r.headers["retry-after"]
         time.sleep(0.5)
+    ready = c.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("unreachable"), ready.text
     c.postgres.restore()
     assert set(answers) == {503}, answers
     _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
+    assert c.get("/readyz").json()["status"] == "ready", "recovered without a restart"
     assert _exactly_once(c, job["id"]).attempt == 2, "the attempt that lost the database ended; a second one finished"

@@ -114,3 +114,20 @@ def test_the_reconciler_sends_lapsed_and_lost_jobs_again_and_gives_up(edit_facto
     assert c.get(f"/audits/{lapsed_job['audit_id']}").json()["status"] == Status.failed
     run_edit_job(settings, lapsed_job["id"])  # a message still in flight changes nothing
     assert _edit(c, lapsed_job["id"]).status == Status.failed
+
+
+def test_an_attempt_past_its_time_limit_fails_with_the_reason_and_stores_nothing(edit_factory):
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, audit={"attacks": [{"name": "pgd", "eps": 0.05, "steps": 20}]})
+    run_edit_job(c.settings.model_copy(update={"job_time_limit_s": 0.05}), job["id"])
+    edit = _edit(c, job["id"])
+    assert edit.status == Status.failed and "time limit" in edit.error and _models_of(c, job["id"]) == 0
+
+
+def test_the_time_limit_must_stay_below_the_brokers_visibility_timeout():
+    from pydantic import ValidationError
+
+    from editaudit.core.settings import Settings
+
+    with pytest.raises(ValidationError, match="below visibility_timeout_s"):
+        Settings(job_time_limit_s=7200, visibility_timeout_s=3600)

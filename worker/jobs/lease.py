@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterator
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class LeaseLost(Exception):
     """Another attempt holds the job now (this one's lease lapsed): stop, write nothing."""
+
+
+class TimeLimitExceeded(Exception):
+    """The attempt ran past `job_time_limit_s`."""
 
 
 def lapsed(now):
@@ -71,9 +76,15 @@ class Lease:
     """One attempt's hold on an edit: `renew()` extends it, `lost` says another attempt took over (or the edit left
     `running`, e.g. canceled)."""
 
-    def __init__(self, sessions, edit_id: str, token: str, seconds: float):
+    def __init__(self, sessions, edit_id: str, token: str, seconds: float, time_limit_s: float | None = None):
         self.sessions, self.edit_id, self.token, self.seconds = sessions, edit_id, token, seconds
         self.lost = False
+        self.time_limit_s = time_limit_s
+        self._deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+
+    def overdue(self) -> bool:
+        """Past the attempt's time limit: the heartbeat stops renewing, the next batch raises TimeLimitExceeded."""
+        return self._deadline is not None and time.monotonic() > self._deadline
 
     def renew(self) -> bool:
         with self.sessions() as s:
@@ -96,6 +107,9 @@ def heartbeat(*leases: Lease) -> Iterator[None]:
         while not stop.wait(every):
             for lease in leases:
                 if lease.lost:
+                    continue
+                if lease.overdue():  # a hung attempt (no batches, so no check) must lose its lease
+                    log.warning("edit %s: past its time limit; no longer renewing the lease", lease.edit_id)
                     continue
                 try:
                     if not lease.renew():

@@ -7,7 +7,7 @@ import time
 
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
-from editaudit.worker.jobs.lease import Lease, LeaseLost
+from editaudit.worker.jobs.lease import Lease, LeaseLost, TimeLimitExceeded
 
 
 class Canceled(Exception):
@@ -25,6 +25,9 @@ class ProgressWriter:
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.lease is not None and self.lease.lost:
             raise LeaseLost(self.edit_id)
+        if self.lease is not None and self.lease.overdue():
+            raise TimeLimitExceeded(f"the attempt ran past its time limit of {self.lease.time_limit_s:g} s "
+                                    "(job_time_limit_s); ask for less work (fewer attacks, steps, samples)")
         now = time.monotonic()
         if done < total and now - self._last < self.every:
             return

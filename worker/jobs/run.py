@@ -79,7 +79,7 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
                                              "test_set")}
         audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
         model_sha = model_row.sha256
-    lease = Lease(sessions, edit_id, token, settings.lease_s)
+    lease = Lease(sessions, edit_id, token, settings.lease_s, settings.job_time_limit_s)
     with heartbeat(lease):
         _attempt(settings, sessions, store, edit_id, lease, job, audit_id, audit_config, spec, model_key, model_sha)
 

@@ -33,7 +33,7 @@ def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -
         audit = repo.audit_of(s, sweep_id)
         audit.status, audit_id = Status.running, audit.id
         s.commit()
-    lease = Lease(sessions, sweep_id, token, settings.lease_s)
+    lease = Lease(sessions, sweep_id, token, settings.lease_s, settings.job_time_limit_s)
     with heartbeat(lease):
         _sweep(settings, sessions, store, sweep_id, plan, audit_id, lease)
 
