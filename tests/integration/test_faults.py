@@ -99,7 +99,8 @@ def _exactly_once(c, edit_id: str) -> db.Edit:
         edit = s.get(db.Edit, edit_id)
         models = s.scalars(select(db.Model).where(db.Model.edit_id == edit_id)).all()
         audits = s.scalar(select(func.count()).select_from(db.Audit).where(db.Audit.edit_id == edit_id))
-        all_keys = set(s.scalars(select(db.Model.object_key)))
+        family = (db.Model.id == edit.model_id) | (db.Model.parent_model_id == edit.model_id)  # the DB is shared
+        all_keys = set(s.scalars(select(db.Model.object_key).where(family)))
         s.expunge(edit)
     assert edit.status == Status.succeeded and len(models) == 1 and audits == 1, (edit.status, models, audits)
     assert edit.edited_model_id == models[0].id and edit.lease_token is None
