@@ -24,8 +24,9 @@ SUITES = {
     "Hostile uploads": "tests/integration/test_hostile_files.py",
     "Properties of the parsers and the gate (hypothesis)": "tests/unit/test_properties.py",
 }
-LOSS_CHECK = ("each edit ends `succeeded` exactly once: one edited-model row, one audit, the lease released, every "
-              "weights object with its row and no row without its object")
+LOSS_CHECK = ("each edit ends `succeeded` exactly once — one edited-model row, one audit, the lease released, every "
+              "weights object with its row and no row without its object — or, when the object store stays down, "
+              "`failed` with the reason and nothing stored")
 
 
 @dataclass
