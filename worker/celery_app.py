@@ -21,7 +21,7 @@ def _on_start(**_):
     from editaudit.worker.ml.parity import check_parity
 
     from editaudit.core import db
-    from editaudit.core.queue import RUN_EDIT, enqueue
+    from editaudit.core.queue import RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
 
     settings = get_settings()
@@ -29,4 +29,5 @@ def _on_start(**_):
     load_plugins(settings.plugins)
     check_parity()
     start_reconciler(db.session_factory(settings.resolved_database_url),
-                     lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings)
+                     lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings,
+                     queue_depth=lambda: queue_depth(app, settings))

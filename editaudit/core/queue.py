@@ -44,3 +44,16 @@ def make_celery(settings: Settings, include: list[str] | None = None) -> Celery:
 def enqueue(celery: Celery, settings: Settings, task: str, *args) -> None:
     """Send a task by name (the sender needs none of the task's code)."""
     celery.send_task(task, args=list(args), queue=settings.queue)
+
+
+def queue_depth(celery: Celery, settings: Settings) -> int:
+    """Messages waiting in the job queue (a passive declare: works on Redis, AMQP and the filesystem broker)."""
+    from amqp.exceptions import ChannelError
+
+    with celery.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=settings.queue, passive=True).message_count)
+        except ChannelError as e:  # 404: no such queue (Redis drops an empty list): nothing waits in it
+            if "NOT_FOUND" in str(e):
+                return 0
+            raise

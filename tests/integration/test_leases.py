@@ -99,6 +99,13 @@ def test_the_reconciler_sends_lapsed_and_lost_jobs_again_and_gives_up(edit_facto
         s.commit()
     _lapse(c, lapsed_job["id"])
     sent = []
+    waiting = reconcile(c.services.sessions, sent.append, settings, queue_depth=lambda: 5)
+    assert waiting["resent"] == [], "messages wait in the queue: the queued job is behind them, not lost"
+    with c.services.sessions() as s:  # that pass sent the lapsed job; undo it to see both in one pass below
+        edit = s.get(db.Edit, lapsed_job["id"])
+        edit.status, edit.lease_expires_at = Status.running, db.utcnow() - timedelta(seconds=1)
+        s.commit()
+    sent.clear()
     report = reconcile(c.services.sessions, sent.append, settings)
     assert report == {"requeued": [lapsed_job["id"]], "resent": [lost_job["id"]], "failed": []}
     assert sorted(sent) == sorted([lapsed_job["id"], lost_job["id"]])

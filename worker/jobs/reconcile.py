@@ -4,8 +4,9 @@ Each worker runs a pass every `reconcile_every_s` (a thread; several workers rec
 change is a conditional update and a duplicate message is dropped by the lease). A pass
   - sends again every top-level job whose lease lapsed (its worker was killed, ran out of memory or hung), back to
     `queued`, or marks it failed once it has used `max_attempts`;
-  - sends again every job still `queued` `requeue_after_s` after it was last sent (a broker that lost its messages,
-    e.g. Redis without persistence restarted).
+  - sends again every job still `queued` `requeue_after_s` after it was last sent, when the broker's queue is empty
+    (a broker that lost its messages, e.g. Redis without persistence restarted; while messages wait in the queue,
+    queued jobs are behind them, not lost, and are left alone).
 Sub-edits of a layer sweep are run by their sweep's job, so only the sweep is sent again.
 """
 
@@ -26,8 +27,10 @@ from editaudit.worker.jobs.lease import give_up, lapsed
 log = logging.getLogger(__name__)
 
 
-def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: datetime | None = None) -> dict:
-    """One pass; returns the ids it requeued, sent again and gave up on."""
+def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: datetime | None = None,
+              queue_depth: Callable[[], int] = lambda: 0) -> dict:
+    """One pass; returns the ids it requeued, sent again and gave up on. `queue_depth`: messages waiting in the
+    broker's queue (stale queued jobs are sent again only when it is 0)."""
     now = now or db.utcnow()
     report: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": []}
     with sessions() as s:
@@ -44,6 +47,8 @@ def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: da
             s.commit()
             if moved and _send(send, edit.id):
                 report["requeued"].append(edit.id)
+        if _depth(queue_depth):
+            return _reported(report)
         sent_at = func.coalesce(db.Edit.enqueued_at, db.Edit.created_at)
         stale = select(db.Edit.id, db.Edit.enqueued_at).where(
             db.Edit.status == Status.queued, db.Edit.sweep_id.is_(None),
@@ -56,9 +61,21 @@ def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: da
             s.commit()
             if claimed and _send(send, edit_id):
                 report["resent"].append(edit_id)
+    return _reported(report)
+
+
+def _reported(report: dict) -> dict:
     if any(report.values()):
         log.warning("reconciler: %s", report)
     return report
+
+
+def _depth(queue_depth: Callable[[], int]) -> int:
+    try:
+        return queue_depth()
+    except Exception:  # noqa: BLE001 - the broker is down: nothing can be sent anyway
+        log.warning("reconciler: could not read the queue depth; not resending this pass", exc_info=True)
+        return 1
 
 
 def _send(send: Callable[[str], None], edit_id: str) -> bool:
@@ -70,14 +87,15 @@ def _send(send: Callable[[str], None], edit_id: str) -> bool:
         return False
 
 
-def start_reconciler(sessions, send: Callable[[str], None], settings: Settings) -> threading.Event:
+def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
+                     queue_depth: Callable[[], int] = lambda: 0) -> threading.Event:
     """Run `reconcile` every `reconcile_every_s` on a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
 
     def loop():
         while not stop.wait(settings.reconcile_every_s):
             try:
-                reconcile(sessions, send, settings)
+                reconcile(sessions, send, settings, queue_depth=queue_depth)
             except Exception:  # noqa: BLE001 - a database outage must not end the loop
                 log.exception("reconciler pass failed; retrying")
 
