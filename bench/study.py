@@ -64,7 +64,7 @@ def run_one(model, splits: dict, method: str, layers: list[str], hp: dict, seed:
     held = hold_out_for_edit(params, splits)
     reference = {k: v for k, v in splits.items() if k != "edit"}
     if held:
-        reference.update(dict.fromkeys(params.held_out_roles(), held[1]))
+        reference.update(dict.fromkeys(params.held_out_roles(), held[0]))
     edited = run_edit(method, copy.deepcopy(model), splits["edit"], layers, params, device, reference=reference)
     audit = run_audit(model, edited.model, splits, {**AUDIT, "seed": seed}, device)
     base = audit["metrics"]["baseline"]

@@ -48,6 +48,13 @@ def problem_response(status: int, detail: str, errors: list[dict] | None = None,
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def unavailable_response(detail: str, instance: str, errors: list[dict] | None = None, **extra) -> JSONResponse:
+    """503 problem+json with Retry-After: a dependency is down, the client should come back shortly."""
+    response = problem_response(503, detail, errors, instance, **extra)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 def _loc(loc) -> str:
     """`("body", "audit", "corruptions", "names", "list[literal[...]]", 0)` -> `audit.corruptions.names.0`:
     pydantic's union-member labels (they contain brackets) say nothing to a user."""
@@ -77,9 +84,7 @@ def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception):
         """The database is down or saturated: a transient condition a client should retry, not a bug (500)."""
         log.warning("database unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
-        response = problem_response(503, "the database is unavailable; retry shortly", None, request.url.path)
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
+        return unavailable_response("the database is unavailable; retry shortly", request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -54,18 +54,15 @@ def serve(host: str, port: int, data_dir: str | None):
     settings = _settings(data_dir)
     click.echo(f"editaudit {__version__}: data in {settings.data_dir.resolve()}; serving on http://{host}:{port}")
     try:
-        server = EmbeddedServer(settings, host, port, quiet=False).__enter__()
-    except RuntimeError as e:
+        with EmbeddedServer(settings, host, port, quiet=False) as server:
+            # uvicorn runs on a thread, which cannot own signal handlers: SIGTERM / SIGINT stop it from here, and
+            # leaving the context stops the worker too (nothing is left running)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: server.stop())
+            while server.thread.is_alive():
+                server.thread.join(timeout=0.5)
+    except RuntimeError as e:  # a busy port, or an API that did not start: nothing was left running
         raise click.ClickException(str(e)) from None
-    # uvicorn runs on a thread, which cannot own signal handlers: SIGTERM / SIGINT stop it from here, and leaving
-    # the server stops the worker too (nothing is left running)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.stop())
-    try:
-        while server.thread.is_alive():
-            server.thread.join(timeout=0.5)
-    finally:
-        server.__exit__(None, None, None)
 
 
 @cli.command()

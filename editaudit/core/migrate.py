@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 
 from alembic import command
@@ -19,8 +20,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@lru_cache(maxsize=None)
 def head_revision(url: str) -> str:
-    """The newest migration this code ships."""
+    """The newest migration this code ships (read from the scripts once per URL)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()

@@ -40,9 +40,9 @@ def audit_of(s: Session, edit_id: str) -> db.Audit:
 
 
 def finish_edit(s: Session, edit: db.Edit, status: Status, error: str | None) -> None:
-    """Mark an edit and its audit finished (failed / canceled)."""
+    """Mark an edit and its audit finished (failed / canceled), releasing the edit's lease."""
     now = db.utcnow()
-    edit.status, edit.error, edit.finished_at = status, error, now
+    edit.status, edit.error, edit.finished_at, edit.lease_token = status, error, now, None
     for audit in s.scalars(select(db.Audit).filter_by(edit_id=edit.id)):
         audit.status, audit.finished_at = status, now
 

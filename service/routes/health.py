@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
 from editaudit.service.deps import SessionDep
 from editaudit.core.migrate import current_revision, head_revision
-from editaudit.service.errors import RETRY_AFTER_S, problem_response
+from editaudit.service.errors import unavailable_response
 from editaudit.service.schemas.health import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -21,29 +23,38 @@ def healthz(s: SessionDep, request: Request):
     return HealthOut(status="ok", worker=worker() if worker else None)
 
 
+def _probe(check: Callable[[], object]) -> str:
+    """ "ok", or why the dependency `check` touches is not reachable (readiness reports failures, never raises)."""
+    try:
+        check()
+        return "ok"
+    except Exception as e:  # noqa: BLE001
+        return f"unreachable: {type(e).__name__}"
+
+
+def _migration_state(svc) -> str:
+    with svc.sessions() as s:
+        at = current_revision(s.connection())
+    head = head_revision(svc.settings.resolved_database_url)
+    return "ok" if at == head else f"the database is at {at}, the code expects {head}: run migrate"
+
+
+def _ping_broker(svc) -> None:
+    with svc.celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+
+
 def _checks(request: Request) -> dict[str, str]:
-    """Each dependency: "ok" or why not. Failures never raise: readiness reports them."""
+    """Each dependency: "ok" or why not."""
     svc = request.app.state.services
     out = {}
     try:
-        with svc.sessions() as s:
-            at = current_revision(s.connection())
-        head = head_revision(svc.settings.resolved_database_url)
+        out["migrations"] = _migration_state(svc)
         out["database"] = "ok"
-        out["migrations"] = "ok" if at == head else f"the database is at {at}, the code expects {head}: run migrate"
     except Exception as e:  # noqa: BLE001
         out["database"] = f"unreachable: {type(e).__name__}"
-    try:
-        with svc.celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
-        out["broker"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        out["broker"] = f"unreachable: {type(e).__name__}"
-    try:
-        svc.store.exists("readyz-probe")
-        out["store"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        out["store"] = f"unreachable: {type(e).__name__}"
+    out["broker"] = _probe(lambda: _ping_broker(svc))
+    out["store"] = _probe(lambda: svc.store.exists("readyz-probe"))
     embedded = getattr(request.app.state, "worker_health", None)
     if embedded is not None:
         out["worker"] = "ok" if embedded()["alive"] else "the local worker is not running (restarting)"
@@ -62,9 +73,6 @@ def readyz(request: Request):
     checks = _checks(request)
     bad = {k: v for k, v in checks.items() if v != "ok"}
     if bad:
-        response = problem_response(503, "not ready: " + "; ".join(f"{k}: {v}" for k, v in bad.items()),
-                                    [{"field": k, "reason": v} for k, v in bad.items()], request.url.path,
-                                    checks=checks)
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
+        return unavailable_response("not ready: " + "; ".join(f"{k}: {v}" for k, v in bad.items()), request.url.path,
+                                    [{"field": k, "reason": v} for k, v in bad.items()], checks=checks)
     return ReadyOut(status="ready", checks=checks)

@@ -63,7 +63,6 @@ def take(s, edit_id: str, lease_s: float, max_attempts: int) -> str | None:
 def give_up(s, edit: db.Edit, max_attempts: int) -> None:
     repo.finish_edit(s, edit, Status.failed, f"gave up after {max_attempts} attempts: each one's worker stopped "
                                              "renewing its lease (killed, out of memory, or hung)")
-    edit.lease_token = None
     s.commit()
 
 

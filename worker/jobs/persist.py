@@ -58,7 +58,6 @@ def finish(sessions, edit_id: str, status: Status, error: str, only_if: frozense
             log.info("edit %s: attempt %s no longer holds the lease; not marking it %s", edit_id, token, status)
             return
         repo.finish_edit(s, edit, status, error)
-        edit.lease_token = None
         s.commit()
 
 

@@ -39,8 +39,7 @@ def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: da
                 give_up(s, edit, settings.max_attempts)
                 report["failed"].append(edit.id)
                 continue
-            same_attempt = (db.Edit.lease_token.is_(None) if edit.lease_token is None
-                            else db.Edit.lease_token == edit.lease_token)
+            same_attempt = db.Edit.lease_token.is_not_distinct_from(edit.lease_token)  # NULL-safe
             moved = s.query(db.Edit).filter(db.Edit.id == edit.id, same_attempt, lapsed(now)).update(
                 {"status": Status.queued, "lease_token": None, "enqueued_at": now,
                  "error": f"attempt {edit.attempt} stopped renewing its lease; sent again"}, synchronize_session=False)
@@ -55,8 +54,7 @@ def reconcile(sessions, send: Callable[[str], None], settings: Settings, now: da
             sent_at < now - timedelta(seconds=settings.requeue_after_s))
         for edit_id, was in s.execute(stale).all():
             claimed = s.query(db.Edit).filter(db.Edit.id == edit_id, db.Edit.status == Status.queued,
-                                              db.Edit.enqueued_at.is_(None) if was is None
-                                              else db.Edit.enqueued_at == was).update(
+                                              db.Edit.enqueued_at.is_not_distinct_from(was)).update(
                 {"enqueued_at": now}, synchronize_session=False)
             s.commit()
             if claimed and _send(send, edit_id):

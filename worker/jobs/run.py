@@ -44,19 +44,19 @@ def pick_device(name: str) -> torch.device:
 
 def hold_out_for_edit(params, splits: dict) -> tuple | None:
     """When the edit wants data no field names (a gradient edit's locality set), carve it out of the test split:
-    splits["test"] becomes the rest, which is all the audit scores. (rest indices, held-out set, record) or None."""
+    splits["test"] becomes the rest, which is all the audit scores. (held-out set, record) or None."""
     if not params.held_out_roles():
         return None
     if "test" not in splits:
         raise ValueError(f"{sorted(params.held_out_roles())} default to a part of the test split, and this edit has "
                          "none: name a locality_set or set locality_weight to 0")
-    test = splits["test"]
-    splits["test"], held, record = hold_out(test, params.seed)
-    return np.setdiff1d(np.arange(len(test)), record["ids"]), held, record
+    splits["test"], held, record = hold_out(splits["test"], params.seed)
+    return held, record
 
 
-def note_held_out(samples: dict, rest_idx, record: dict, roles: set[str]) -> None:
+def note_held_out(samples: dict, record: dict, roles: set[str]) -> None:
     """The audit's test `samples` in terms of the whole split: ids into it, `of` its size, what was held out."""
+    rest_idx = np.setdiff1d(np.arange(record["of"]), record["ids"])
     row = samples["test"]
     row["ids"] = (rest_idx[row["ids"]] if row["ids"] is not None else rest_idx).tolist()
     row["of"] = record["of"]
@@ -101,7 +101,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         for role, (_, ref, _) in params.datasets().items():  # locality / reference sets, nested edits' included
             reference[role] = load_dataset(ref, sessions, store)
         if held_out:
-            reference.update(dict.fromkeys(params.held_out_roles(), held_out[1]))
+            reference.update(dict.fromkeys(params.held_out_roles(), held_out[0]))
         linked = {field: load_edited_model(ref, sessions, store, spec) for field, ref in params.edit_refs().items()}
         memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions()})
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], params, device, progress,
@@ -117,7 +117,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
             cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
         result["durations_s"]["edit"] = edit_seconds
         if held_out:
-            note_held_out(result["samples"], held_out[0], held_out[2], params.held_out_roles())
+            note_held_out(result["samples"], held_out[1], params.held_out_roles())
         result.update({k: edited.audit[k] for k in params.audit_sections if k in edited.audit})
         state = state_of(edited.model.net)
         weights = safetensors.torch.save(state)

@@ -203,9 +203,10 @@ class Rewrite(EditMethod):
         on_orig = capture(ctx.model, gm, es.x_orig, [pre, out], ctx.device)
         inp = on_x[in_name]
         rows = lambda t: values_of(module, t).double().cpu()  # noqa: E731 - [M, C], channels last
+        base = rows(on_x[pre])
         scale = (norm_scale(gm.get_submodule(topo.norm)).double().cpu() if topo.norm
-                 else torch.ones(rows(on_x[pre]).shape[1], dtype=torch.float64))
-        target = Target(rows(on_x[pre]), rows(on_orig[pre]), rows(on_orig[out]), scale, topo.relu is not None)
+                 else torch.ones(base.shape[1], dtype=torch.float64))
+        target = Target(base, rows(on_orig[pre]), rows(on_orig[out]), scale, topo.relu is not None)
         mask = es.mask if p.use_mask else None
         keys = keys_of(module, inp).double().cpu()
         w = location_weights(module, on_x[pre], mask).double().cpu()
