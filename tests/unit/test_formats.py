@@ -91,13 +91,5 @@ def test_npz_members_must_be_arrays_and_not_explode():
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         info = zipfile.ZipInfo("x.npy")
         zf.writestr(info, b"")
-    data = bytearray(buf.getvalue())
-    import editaudit.contracts.formats as f
-
-    old = f.MAX_NPZ_EXPANDED_BYTES
-    f.MAX_NPZ_EXPANDED_BYTES = -1
-    try:
-        with pytest.raises(FormatError, match="expands"):
-            parse_dataset(bytes(data), "d.npz")
-    finally:
-        f.MAX_NPZ_EXPANDED_BYTES = old
+    with pytest.raises(FormatError, match="expands"):
+        parse_dataset(buf.getvalue(), "d.npz", max_expanded=-1)
