@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from editaudit.contracts.formats import DatasetArrays, FormatError, dataset_to_npz, parse_dataset, \
-    read_safetensors_header
+    read_safetensors_header, scan_dataset
 from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, builtin_policy
 
@@ -74,9 +74,16 @@ NPZ = dataset_to_npz(DatasetArrays(x=np.zeros((2, 1, 4, 4), np.float32), y=np.ar
 def test_a_mutated_dataset_is_parsed_or_a_format_error(at, patch, name):
     data = NPZ[:at] + patch + NPZ[at + len(patch) :]
     try:
-        parse_dataset(data, name, max_expanded=1 << 20)
+        parsed = parse_dataset(data, name, max_expanded=1 << 20)
     except FormatError:
-        pass
+        parsed = None
+    try:  # the API's streaming scan accepts exactly what the worker's loader accepts, with the same figures
+        scanned = scan_dataset(data, name, max_expanded=1 << 20)
+    except FormatError:
+        scanned = None
+    assert (parsed is None) == (scanned is None)
+    if parsed is not None:
+        assert (scanned.n, scanned.shape, scanned.label_max) == (parsed.n, parsed.shape, int(parsed.y.max()))
 
 
 METRICS = ["test.accuracy", "test.adv.pgd.accuracy", "edit.accuracy", "test.corruption.mean.accuracy"]
