@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Iterator, Protocol, Union
 from urllib.parse import unquote, urlparse
+
+
+FileSource = Union[str, os.PathLike, BinaryIO]
+HASH_CHUNK = 4 * 1024 * 1024
 
 
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> bool:
         """Store `data` under `key`; returns True when this call created the object (False: it already existed)."""
+
+    def put_file(self, key: str, src: FileSource) -> bool:
+        """Like put, streamed from a path or a binary file (read from its start): large objects never sit in memory
+        whole."""
 
     def get(self, key: str) -> bytes: ...
 
@@ -23,6 +33,29 @@ class ObjectStore(Protocol):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def _reading(src: FileSource) -> Iterator[BinaryIO]:
+    """A binary file at its start: a path is opened (and closed), a file object is rewound (and left open)."""
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as f:
+            yield f
+    else:
+        src.seek(0)
+        yield src
+
+
+def sha256_file(src: FileSource, chunk: int = HASH_CHUNK) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a file, read in `chunk`-byte pieces into one reused buffer."""
+    h, size = hashlib.sha256(), 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with _reading(src) as f:
+        while k := f.readinto(buf):
+            h.update(view[:k])
+            size += k
+    return h.hexdigest(), size
 
 
 def content_key(kind: str, digest: str, suffix: str) -> str:
@@ -42,6 +75,18 @@ class LocalStore:
         return p
 
     def put(self, key: str, data: bytes) -> bool:
+        return self._write(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, src: FileSource) -> bool:
+        def copy(dst: BinaryIO) -> None:
+            with _reading(src) as f:
+                shutil.copyfileobj(f, dst, HASH_CHUNK)
+
+        return self._write(key, copy)
+
+    def _write(self, key: str, fill) -> bool:
+        """Write a temporary file beside the object, then publish it atomically: readers never see half an object,
+        and of two writers of one key exactly one creates it (a hard link fails when the name exists)."""
         path = self._path(key)
         if path.exists():
             return False
@@ -49,12 +94,16 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: readers never see half an object
-        except BaseException:
+                fill(f)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: the atomic rename still holds readers safe
+                os.replace(tmp, path)
+            return True
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
-        return True
 
     def get(self, key: str) -> bytes:
         try:
@@ -74,13 +123,19 @@ class S3Store:
     by botocore's standard mode with jittered exponential backoff, `attempts` tries in all; then they raise."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1",
-                 attempts: int = 6):
+                 attempts: int = 6, multipart_threshold: int = 64 * 1024 * 1024, part_size: int = 8 * 1024 * 1024):
         import boto3
+        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         config = Config(retries={"mode": "standard", "max_attempts": attempts}, connect_timeout=5, read_timeout=60)
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        # above the threshold an object goes up in parts; a file object's parts are read into memory, at most
+        # `max_in_memory_upload_chunks` of them at once: 4 x 8 MiB bounds the API's memory whatever the object's size
+        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size,
+                                       max_concurrency=4)
+        self.transfer.max_in_memory_upload_chunks = 4  # s3transfer's setting; boto3's constructor does not take it
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -101,6 +156,17 @@ class S3Store:
             return False
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
                                ChecksumAlgorithm="SHA256")
+        return True
+
+    def put_file(self, key: str, src: FileSource) -> bool:
+        if self.exists(key):
+            return False
+        extra = {"ChecksumAlgorithm": "SHA256"}
+        if isinstance(src, (str, os.PathLike)):  # parts read lazily from the file
+            self.client.upload_file(os.fspath(src), self.bucket, self._key(key), Config=self.transfer, ExtraArgs=extra)
+            return True
+        with _reading(src) as f:
+            self.client.upload_fileobj(f, self.bucket, self._key(key), Config=self.transfer, ExtraArgs=extra)
         return True
 
     def get(self, key: str) -> bytes:
