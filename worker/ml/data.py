@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -12,28 +10,50 @@ from editaudit.contracts.edits import holdout_size
 from editaudit.contracts.formats import DatasetArrays, parse_dataset
 
 
-@dataclass
+def as_images(t: torch.Tensor) -> torch.Tensor:
+    """float32 [B,C,H,W] in [0,1] from images as stored: float32 as is, uint8 [B,H,W,C] converted (/255)."""
+    if t.dtype == torch.uint8:
+        return t.permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255)
+    return t
+
+
 class TensorDataset:
-    x: torch.Tensor  # float32 [N,C,H,W] in [0,1]
-    y: torch.Tensor  # int64 [N]
-    x_orig: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-    identity: str | None = None  # what the data is (sha256, builtin@version) where known: caches key on it
+    """Images and labels (with x_orig and mask for rewrite-style edits). Images are kept as they came: float32
+    [N,C,H,W] in [0,1], or uint8 [N,H,W,C] as uploaded, a quarter of the memory. Code that walks a set in batches
+    takes `images(sel)` (float32 [B,C,H,W], converted per batch); `x` converts the whole set, for small sets."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, x_orig: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None, identity: str | None = None):
+        self.pixels, self.y, self.orig_pixels, self.mask = x, y, x_orig, mask
+        self.identity = identity  # what the data is (sha256, builtin@version) where known: caches key on it
+
+    @property
+    def x(self) -> torch.Tensor:
+        return as_images(self.pixels)
+
+    @property
+    def x_orig(self) -> torch.Tensor | None:
+        return None if self.orig_pixels is None else as_images(self.orig_pixels)
+
+    def images(self, sel, device: torch.device | None = None) -> torch.Tensor:
+        """The images at `sel` (a slice or indices) as float32 [B,C,H,W]; moved to `device` before converting."""
+        batch = self.pixels[sel]
+        return as_images(batch if device is None else batch.to(device, non_blocking=True))
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.pixels.shape[0])
 
     def take(self, idx: np.ndarray, tag: str) -> "TensorDataset":
-        """The samples at `idx`; the identity (if known) names the selection by `tag`."""
+        """The samples at `idx`, stored as they are; the identity (if known) names the selection by `tag`."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         pick = lambda v: None if v is None else v[t]  # noqa: E731
-        return TensorDataset(self.x[t], self.y[t], pick(self.x_orig), pick(self.mask),
+        return TensorDataset(self.pixels[t], self.y[t], pick(self.orig_pixels), pick(self.mask),
                              None if self.identity is None else f"{self.identity}[{tag}]")
 
     @classmethod
     def from_arrays(cls, a: DatasetArrays) -> "TensorDataset":
         opt = lambda v: None if v is None else torch.from_numpy(np.ascontiguousarray(v))  # noqa: E731
-        return cls(torch.from_numpy(a.x), torch.from_numpy(a.y), opt(a.x_orig), opt(a.mask))
+        return cls(torch.from_numpy(np.ascontiguousarray(a.x)), torch.from_numpy(a.y), opt(a.x_orig), opt(a.mask))
 
 
 def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
@@ -83,4 +103,5 @@ def load_builtin(name: str) -> TensorDataset:
 
 
 def load_bytes(data: bytes, filename: str = "") -> TensorDataset:
-    return TensorDataset.from_arrays(parse_dataset(data, filename))
+    """An uploaded dataset, checked as the API checked it; uint8 images stay uint8 until a batch is built."""
+    return TensorDataset.from_arrays(parse_dataset(data, filename, keep_uint8=True))

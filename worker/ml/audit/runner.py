@@ -60,9 +60,10 @@ def plan_units(splits: dict[str, TensorDataset], cfg: AuditConfig) -> int:
     return sum(-(-min(len(ds), cfg.max_samples or len(ds)) // cfg.batch_size) for ds in splits.values()) * per_batch
 
 
-def _batches(x, y, batch_size):
-    for b, i in enumerate(range(0, len(x), batch_size)):
-        yield b, x[i : i + batch_size], y[i : i + batch_size]
+def _batches(ds: TensorDataset, batch_size: int, device: torch.device):
+    """(index, images on `device` as float32, labels): uint8 images are converted here, one batch at a time."""
+    for b, i in enumerate(range(0, len(ds), batch_size)):
+        yield b, ds.images(slice(i, i + batch_size), device), ds.y[i : i + batch_size]
 
 
 def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: AuditConfig, device: torch.device,
@@ -70,11 +71,11 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
     eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()))
     ev = Evaluation()
     for split, ds in splits.items():
-        x, y = ds.x, ds.y
+        y = ds.y
         t0 = time.perf_counter()
         preds = []
         with torch.no_grad():
-            for _, xb, _ in _batches(x, y, cfg.batch_size):
+            for _, xb, _ in _batches(ds, cfg.batch_size, device):
                 preds.append(fast(to_device(xb, device)).argmax(1).cpu())
                 tick()
         pred = torch.cat(preds)
@@ -90,7 +91,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
             for k, eps in enumerate(radii):
                 p = params if k == 0 else params.at_eps(eps)
                 attack, outcome = Attack(p, ATTACKS[p.name]), []
-                for b, xb, yb in _batches(x, y, cfg.batch_size):
+                for b, xb, yb in _batches(ds, cfg.batch_size, device):
                     xb, yb = to_device(xb, device), yb.to(device)
                     gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p.seed, split, p.id, k, b))
                     x_adv = attack.perturb(net, xb, yb, gen)
@@ -114,7 +115,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
             for name in cfg.corruptions.resolved_names:
                 for sev in cfg.corruptions.severities:
                     outcome = []
-                    for b, xb, yb in _batches(x, y, cfg.batch_size):
+                    for b, xb, yb in _batches(ds, cfg.batch_size, device):
                         xb = to_device(xb, device)
                         gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, name, sev, b))
                         with torch.no_grad():
@@ -232,7 +233,7 @@ def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str
     for name, ds in splits.items():
         idx = stratified_indices(ds.y.numpy(), cfg.max_samples, _seed(cfg.seed, name) % 2**32)
         t = torch.from_numpy(idx)
-        out[name] = TensorDataset(ds.x[t], ds.y[t])
+        out[name] = TensorDataset(ds.pixels[t], ds.y[t])
         samples[name] = {"n": len(idx), "of": len(ds), "ids": idx.tolist() if len(idx) < len(ds) else None}
     return out, samples
 

@@ -44,7 +44,7 @@ def interpolated(model0: nn.Module, model1: nn.Module, layer: str, alpha: float)
 def _accuracy(model, ds, device) -> float:
     correct = 0
     for i in range(0, len(ds), 512):
-        correct += int((model(ds.x[i : i + 512].to(device)).argmax(1).cpu() == ds.y[i : i + 512]).sum())
+        correct += int((model(ds.images(slice(i, i + 512), device)).argmax(1).cpu() == ds.y[i : i + 512]).sum())
     return correct / len(ds)
 
 
@@ -78,7 +78,7 @@ class AlphaSearch:
                 raise ValueError("alpha.mode = best_robust needs the test set")
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(test), generator=g)[: pol.robust_samples]
-            self.robust_ds = TensorDataset(test.x[idx], test.y[idx])
+            self.robust_ds = TensorDataset(test.pixels[idx], test.y[idx])
 
     def score(self, alpha: float) -> float:
         alpha = round(alpha, 6)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editaudit.worker.ml.archs.graph import plain_layer_problem, topology, trace
+from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
 from editaudit.worker.ml.edits.rewrite_target import Target, capture, describe, matched_nodes, norm_scale
 
@@ -187,7 +188,7 @@ class Rewrite(EditMethod):
         module = dict(ctx.model.net.named_modules())[layer]
         _check_layer(module, layer)
         es = ctx.edit_set
-        if es.x_orig is None:
+        if es.orig_pixels is None:
             raise ValueError("rewrite needs the edit set's x_orig (the untransformed twin of each x): the values are "
                              "the layer's outputs on x_orig")
         ctx.model.eval()  # BatchNorm statistics stay as trained
@@ -255,11 +256,13 @@ class Rewrite(EditMethod):
         edit set's untransformed twins. A seeded subset of `reference_samples` images; with the data's identity."""
         for name in ("reference", "test"):
             if name in ctx.reference:
-                x, identity = ctx.reference[name].x, ctx.reference[name].identity
+                ds, identity = ctx.reference[name], ctx.reference[name].identity
                 break
         else:
-            name, x, identity = "edit.x_orig", ctx.edit_set.x_orig, None
-        if len(x) > p.reference_samples:
+            es = ctx.edit_set
+            name, ds, identity = "edit.x_orig", TensorDataset(es.orig_pixels, es.y), None
+        if len(ds) > p.reference_samples:  # only the subset is converted to float (uploads may be uint8)
             gen = torch.Generator().manual_seed(p.seed)
-            x = x[torch.randperm(len(x), generator=gen)[: p.reference_samples].sort().values]
-        return name, x, identity
+            pick = torch.randperm(len(ds), generator=gen)[: p.reference_samples].sort().values
+            return name, ds.images(pick), identity
+        return name, ds.x, identity

@@ -28,7 +28,7 @@ def train_steps(ctx: EditContext, params: list[torch.nn.Parameter], steps: int,
     locality = ctx.reference.get("locality") if p.locality_weight > 0 else None
     if locality is not None:
         with torch.no_grad():  # the original predictions the edit must keep
-            ref = torch.cat([forward(locality.x[i : i + 512].to(ctx.device)).log_softmax(1)
+            ref = torch.cat([forward(locality.images(slice(i, i + 512), ctx.device)).log_softmax(1)
                              for i in range(0, len(locality), 512)])
     losses, fixed_at = [], None
     for step in range(steps):
@@ -41,7 +41,7 @@ def train_steps(ctx: EditContext, params: list[torch.nn.Parameter], steps: int,
         loss = F.cross_entropy(forward(x[idx].to(ctx.device)), y[idx].to(ctx.device))
         if locality is not None:
             j = torch.randint(len(locality), (min(p.batch_size, len(locality)),), generator=gen)
-            new = forward(locality.x[j].to(ctx.device)).log_softmax(1)
+            new = forward(locality.images(j, ctx.device)).log_softmax(1)
             loss = loss + p.locality_weight * F.kl_div(new, ref[j], log_target=True, reduction="batchmean")
         losses.append(float(loss.detach()))
         if not torch.isfinite(loss):
