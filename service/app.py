@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
 
 import editaudit
 from editaudit.core import db
+from editaudit.core.keys import any_active_key
 from editaudit.core.plugins import load_plugins
 from editaudit.core.queue import broker_dirs, make_celery
 from editaudit.core.settings import Settings, get_settings
 from editaudit.core.storage import store_from_url
-from editaudit.service import errors
-from editaudit.service.deps import Services, require_token
+from editaudit.service import errors, observability, openapi
+from editaudit.service.admission import Admission
+from editaudit.service.deps import Services
 from editaudit.service.edge import EdgeChecks
 from editaudit.service.routes import (aliases, audit_profiles, audits, catalog, datasets, edits, gate, health,
                                       models, policies)
 
+log = logging.getLogger(__name__)
 RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router,
                     audit_profiles.router, policies.router, gate.router, aliases.router)
+
+
+def api_routes() -> list:
+    """Every operation of the API (the edge layer matches requests against them; the cross-tenant test walks them)."""
+    return [r for router in (health.router, *RESOURCE_ROUTERS) for r in router.routes]
 
 
 def build_services(settings: Settings) -> Services:
@@ -31,17 +42,42 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def check_credentials(svc: Services) -> None:
+    """Refuse to serve a network without keys: anonymous access is the embedded default's, on loopback only."""
+    if svc.settings.allow_anonymous:
+        log.warning("no API key required: requests without one act as tenant 'default' with every scope "
+                    "(loopback only; create a key with `editaudit keys create` to require keys)")
+        return
+    if svc.settings.api_token:
+        return
+    with svc.sessions() as s:
+        if not any_active_key(s):
+            raise RuntimeError("no API key exists and EDITAUDIT_API_TOKEN is not set: refusing to serve without "
+                               "authentication; run `editaudit keys create --tenant NAME --scope admin` first")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     load_plugins(settings.plugins)  # their params are valid in requests from now on
-    app = FastAPI(title="editaudit", version=editaudit.__version__,
-                  description="Edit image classifiers and audit the robustness of the edit before deployment.")
-    app.state.services = build_services(settings)
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        check_credentials(services)
+        yield
+
+    app = FastAPI(title="editaudit", version=editaudit.__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Edit image classifiers and audit the robustness of the edit before deployment. "
+                              "Every route but /healthz, /readyz and /metrics takes an API key as a bearer token.")
+    app.state.services = services
     errors.install(app)
-    app.add_middleware(EdgeChecks)
+    app.add_middleware(EdgeChecks, routes=api_routes(), services=services)
     app.include_router(health.router)
     for r in RESOURCE_ROUTERS:
-        app.include_router(r, dependencies=[Depends(require_token)])
+        app.include_router(r)
+    openapi.install(app)
+    app.add_middleware(Admission)  # at most api_threads requests inside, so a database connection is free for each
+    observability.install(app)  # last: its middleware is the outermost, so it times and ids every request
     return app
 
 

@@ -1,14 +1,15 @@
-"""What routes share: settings, database sessions, the object store and the queue producer (built once per app)."""
+"""What routes share: settings, database sessions, the object store, the queue producer (built once per app) and
+the caller (the principal the edge layer authenticated)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Iterator
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from editaudit.core.keys import Principal
 from editaudit.core.queue import enqueue
 from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
@@ -35,21 +36,20 @@ def session(svc: Annotated[Services, Depends(services)]) -> Iterator[Session]:
         yield s
 
 
-def require_token(request: Request, svc: Annotated[Services, Depends(services)]) -> None:
-    token = svc.settings.api_token
-    if token and request.headers.get("authorization", "") != f"Bearer {token}":
-        raise Problem(401, "missing or wrong bearer token", field="Authorization")
+def principal(request: Request) -> Principal:
+    """Set by editaudit.service.edge from the API key; a route reached without one is a wiring bug, refused."""
+    found = request.scope.get("state", {}).get("principal")
+    if found is None:
+        raise Problem(401, "a valid API key is required", field="Authorization")
+    return found
 
 
-def tenant(request: Request) -> str:
-    """The tenant that owns named policies and aliases: the `X-Editaudit-Tenant` header (set by the gateway in a
-    shared deployment), else `default`."""
-    value = request.headers.get("x-editaudit-tenant", "default")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", value):
-        raise Problem(422, "tenant names are 1-100 letters, digits, '.', '_' or '-'", field="X-Editaudit-Tenant")
-    return value
+def tenant(caller: Annotated[Principal, Depends(principal)]) -> str:
+    """The tenant that owns everything the request reads or creates: the key's, never a client header."""
+    return caller.tenant
 
 
 SvcDep = Annotated[Services, Depends(services)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
 TenantDep = Annotated[str, Depends(tenant)]
 SessionDep = Annotated[Session, Depends(session)]

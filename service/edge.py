@@ -1,29 +1,124 @@
-"""The API's edge, as a pure ASGI layer in front of every route: NUL bytes are refused before anything reaches
-the database (Postgres refuses them in text, which would surface as a 500), in the path, the query and JSON bodies.
-JSON bodies are small: they are read here (at most MAX_JSON_BYTES) and replayed to the app."""
+"""The API's edge, as a pure ASGI layer in front of every route, so nothing is read before it is allowed:
+
+1. NUL bytes in the URL are refused (Postgres refuses them in text, which would surface as a 500).
+2. The credential: `Authorization: Bearer <key>` names the tenant, the actor and the scopes (editaudit.core.keys);
+   the matched route names the scope it needs (`x-required-scope`, set by editaudit.service.openapi.op). 401 / 403
+   are answered from the headers alone. Only /healthz, /readyz and /metrics are public.
+3. The body limit: `Content-Length` over the route's limit is a 413 before a byte is read; a chunked body is
+   counted as it streams and cut off with a 413 at the limit. JSON bodies (at most MAX_JSON_BYTES) are read here,
+   checked for NUL characters and replayed to the app.
+
+Key lookups are cached for `key_cache_s` (a revoked key stops working within that time)."""
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 from urllib.parse import unquote_to_bytes
 
-from editaudit.service.errors import problem_response
+import anyio
+from starlette.routing import Match
+
+from editaudit.contracts.scopes import grants
+from editaudit.core import keys
+from editaudit.service.errors import problem_response, unavailable_response
 
 MAX_JSON_BYTES = 1024 * 1024
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PREFIX = "/docs-assets/"  # swagger-ui's own scripts; /docs and /openapi.json need a key like any route
+DATABASE_DOWN = "the database is unavailable; retry shortly"
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class EdgeChecks:
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, routes, services):
+        self.app, self.routes, self.svc = app, routes, services
+        self._cache: dict[str, tuple[float, keys.Principal | None]] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        if b"\x00" in unquote_to_bytes(raw_path) or b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
-            return await self._refuse(scope, receive, send, 422, "the URL holds a NUL byte", "url")
+        if b"\x00" in unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()) or \
+                b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+            return await _refuse(scope, receive, send, 422, "the URL holds a NUL byte", "url")
         headers = dict(scope.get("headers") or [])
-        if not headers.get(b"content-type", b"").startswith(b"application/json"):
-            return await self.app(scope, receive, send)
+        route = self._route(scope)
+        if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIX):
+            try:
+                principal = await self._principal(headers.get(b"authorization", b""))
+            except Exception:  # noqa: BLE001 - the key store is the database: down is a 503, not a 500
+                response = unavailable_response(DATABASE_DOWN, scope["path"], [{"field": "database",
+                                                                              "reason": DATABASE_DOWN}])
+                return await response(scope, receive, send)
+            if principal is None:
+                return await _refuse(scope, receive, send, 401, "a valid API key is required: "
+                                     "'Authorization: Bearer <key>' (editaudit keys create)", "Authorization",
+                                     {"WWW-Authenticate": 'Bearer realm="editaudit"'})
+            needed = (getattr(route, "openapi_extra", None) or {}).get("x-required-scope")
+            if not grants(principal.scopes, needed):
+                return await _refuse(scope, receive, send, 403, f"this key lacks the scope {needed!r}", "Authorization",
+                                     scopes=sorted(principal.scopes), required_scope=needed)
+            scope.setdefault("state", {})["principal"] = principal
+        limit = self._limit(route)
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await _refuse(scope, receive, send, 400, "Content-Length is not a number", "Content-Length")
+            if int(declared) > limit:
+                return await _refuse(scope, receive, send, 413, f"the body is larger than {limit} bytes", "body",
+                                     limit_bytes=limit)
+        if headers.get(b"content-type", b"").startswith(b"application/json"):
+            return await self._json(scope, receive, send, min(limit, MAX_JSON_BYTES))
+        return await self._counted(scope, receive, send, limit)
+
+    def _route(self, scope):
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return route
+        return None
+
+    def _limit(self, route) -> int:
+        upload = (getattr(route, "openapi_extra", None) or {}).get("x-upload", False)
+        return (self.svc.settings.max_upload_mb + 1) * 1024 * 1024 if upload else MAX_JSON_BYTES  # + the form's other parts
+
+    async def _principal(self, authorization: bytes) -> keys.Principal | None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        if not authorization:
+            settings = self.svc.settings
+            anonymous = settings.allow_anonymous and not settings.api_token and \
+                not await self._cached("", self._any_key)
+            return keys.ANONYMOUS if anonymous else None
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        token = token.strip()
+        return keys.bootstrap_principal(self.svc.settings.api_token, token) or \
+            await self._cached(hashlib.sha256(token.encode("latin-1")).hexdigest(), lambda: self._lookup(token))
+
+    async def _cached(self, slot: str, fetch):
+        now = time.monotonic()
+        hit = self._cache.get(slot)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await anyio.to_thread.run_sync(fetch)
+        if len(self._cache) > 4096:  # bounded: a flood of random tokens cannot grow it
+            self._cache.clear()
+        self._cache[slot] = (now + self.svc.settings.key_cache_s, value)
+        return value
+
+    def _lookup(self, token: str) -> keys.Principal | None:
+        with self.svc.sessions() as s:
+            return keys.principal_for(s, token)
+
+    def _any_key(self):
+        with self.svc.sessions() as s:
+            return keys.any_active_key(s)
+
+    async def _json(self, scope, receive, send, limit: int):
         body, more = b"", True
         while more:
             message = await receive()
@@ -31,11 +126,11 @@ class EdgeChecks:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > MAX_JSON_BYTES:
-                return await self._refuse(scope, receive, send, 413,
-                                          f"a JSON body is at most {MAX_JSON_BYTES} bytes", "body")
+            if len(body) > limit:
+                return await _refuse(scope, receive, send, 413, f"a JSON body is at most {limit} bytes", "body",
+                                     limit_bytes=limit)
         if b"\x00" in body or b"\\u0000" in body:
-            return await self._refuse(scope, receive, send, 422, "the JSON body holds a NUL character", "body")
+            return await _refuse(scope, receive, send, 422, "the JSON body holds a NUL character", "body")
         replayed = False
 
         async def replay():
@@ -47,7 +142,38 @@ class EdgeChecks:
 
         return await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(scope, receive, send, status: int, detail: str, field: str):
-        response = problem_response(status, detail, [{"field": field, "reason": detail}], scope.get("path"))
-        await response(scope, receive, send)
+    async def _counted(self, scope, receive, send, limit: int):
+        """Stream the body to the app, counting: past the limit the app's reading fails and its response is
+        replaced by a 413 (unless it already started answering)."""
+        seen, tripped, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal seen, tripped
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    tripped = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if tripped and not started:
+                return  # the app's answer to a body it could not finish reading: replaced below
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except BodyTooLarge:
+            pass
+        if tripped and not started:
+            await _refuse(scope, receive, send, 413, f"the body is larger than {limit} bytes", "body",
+                          limit_bytes=limit)
+
+
+async def _refuse(scope, receive, send, status: int, detail: str, field: str, headers: dict | None = None, **extra):
+    response = problem_response(status, detail, [{"field": field, "reason": detail}], scope.get("path"), **extra)
+    response.headers.update(headers or {})
+    await response(scope, receive, send)

@@ -140,7 +140,19 @@ def s3_server():
 def make_settings(tmp: Path, **urls):
     from editaudit.core.settings import Settings
 
+    urls.setdefault("allow_anonymous", True)  # as `editaudit serve` on loopback: no key needed until one exists
+    urls.setdefault("key_cache_s", 0)  # a key created or revoked in a test counts at once
     return Settings(data_dir=tmp, queue=f"editaudit-test-{uuid.uuid4().hex[:8]}", device="cpu", **urls)
+
+
+def key_headers(settings, tenant: str, scopes=("admin",), name: str | None = None) -> dict:
+    """A new API key of `tenant` (created in the settings' database, as `editaudit keys create` does), as request
+    headers. Once any key exists, requests without one are refused."""
+    from editaudit.core import db, keys
+
+    with db.session_factory(settings.resolved_database_url)() as s:
+        _, token = keys.create_key(s, tenant, name or f"{tenant}-key", list(scopes))
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture()
@@ -190,4 +202,4 @@ def edit_factory(api_client, digits_model, failures_npz):
         return job
 
     c.submit, c.model = submit, model
-    return SimpleNamespace(client=c, submit=submit, model=model, dataset=ds)
+    return SimpleNamespace(client=c, submit=submit, model=model, dataset=ds, dataset_bytes=failures_npz)

@@ -27,7 +27,7 @@ class ApiError(Exception):
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
-        token = token or os.environ.get("EDITAUDIT_API_TOKEN")
+        token = token or os.environ.get("EDITAUDIT_API_KEY") or os.environ.get("EDITAUDIT_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url or default_url(), headers=headers, timeout=timeout)
 

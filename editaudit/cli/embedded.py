@@ -5,6 +5,7 @@ It runs exactly the production task code; only the URLs differ (see Settings).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -17,6 +18,8 @@ from pathlib import Path
 import uvicorn
 
 from editaudit.service.app import create_app
+from editaudit.core import db
+from editaudit.core.keys import any_active_key
 from editaudit.core.migrate import upgrade
 from editaudit.core.settings import Settings
 
@@ -38,6 +41,13 @@ def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess
            "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"embedded-{os.getpid()}@%h"]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -81,6 +91,7 @@ class EmbeddedServer:
     def _start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.settings.resolved_database_url)
+        self.settings = self._with_access_rule(self.settings)
         self.worker = self._start_worker()
         app = create_app(self.settings)
         app.state.worker_health = lambda: {"alive": self.worker is not None and self.worker.poll() is None,
@@ -96,6 +107,22 @@ class EmbeddedServer:
             time.sleep(0.05)
         self.supervisor = threading.Thread(target=self._supervise, name="editaudit-supervisor", daemon=True)
         self.supervisor.start()
+
+    def _with_access_rule(self, settings: Settings) -> Settings:
+        """Without any key, only a loopback bind may serve (anonymous, as tenant `default`); any other bind
+        refuses to start. Once a key exists (or EDITAUDIT_API_TOKEN is set) every request needs one."""
+        if settings.api_token:
+            return settings
+        with db.session_factory(settings.resolved_database_url)() as s:
+            if any_active_key(s):
+                return settings.model_copy(update={"allow_anonymous": False})
+        if not is_loopback(self.host):
+            raise RuntimeError(f"refusing to serve on {self.host} without API keys: anyone who can reach it could "
+                               "read and change every model; create one with `editaudit keys create --tenant NAME "
+                               "--scope admin` or bind 127.0.0.1")
+        print(f"editaudit: no API keys yet: anyone on this machine may call {self.url} as tenant 'default' "
+              "(loopback only; `editaudit keys create` to require keys)", flush=True)
+        return settings.model_copy(update={"allow_anonymous": True})
 
     def _start_worker(self) -> subprocess.Popen:
         return start_worker(self.settings, self.settings.data_dir / "worker.log" if self.quiet else None)

@@ -221,14 +221,14 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
 @click.option("--alias", default="production", show_default=True, help="Alias of the model family to move.")
 @click.option("--policy", default="default", show_default=True, metavar="NAME", help="Server policy to gate with.")
 @click.option("--override-reason", default=None, help="Promote despite a failing gate; recorded in the audit trail.")
-@click.option("--actor", default=lambda: os.environ.get("USER"), help="Who promotes (recorded).")
 @url_option
-def promote(edit_id, alias, policy, override_reason, actor, url):
+def promote(edit_id, alias, policy, override_reason, url):
     """Point ALIAS of the model family at EDIT_ID's model, only if the gate passes (or with --override-reason).
 
     Exit codes as for `gate`: 0 promoted, 1 refused by the gate, 2 error, 3 audit missing or not finished.
+    The actor recorded is the name of the API key (EDITAUDIT_API_KEY).
     """
-    body = {"alias": alias, "policy": policy, "override_reason": override_reason, "actor": actor}
+    body = {"alias": alias, "policy": policy, "override_reason": override_reason}
     out = _post_or_exit(url, f"/edits/{edit_id}/promote", body)
     click.echo(f"{out['outcome']}: {alias} -> model {out['model_id']} (was {out['previous_model_id']}); "
                f"gate {out['gate']['verdict']}")
@@ -237,15 +237,14 @@ def promote(edit_id, alias, policy, override_reason, actor, url):
 @cli.command()
 @click.argument("edit_id")
 @click.option("--reason", default=None, help="Why (recorded in the alias history).")
-@click.option("--actor", default=lambda: os.environ.get("USER"), help="Who reverts (recorded).")
 @url_option
-def revert(edit_id, reason, actor, url):
+def revert(edit_id, reason, url):
     """Undo EDIT_ID: every alias pointing at its edited model goes back to what it held before EDIT_ID was
     promoted (the model EDIT_ID was applied to, when there is no record).
 
     Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
     """
-    out = _post_or_exit(url, f"/edits/{edit_id}/revert", {"reason": reason, "actor": actor})
+    out = _post_or_exit(url, f"/edits/{edit_id}/revert", {"reason": reason})
     moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
     click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
 

@@ -12,6 +12,7 @@ from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from editaudit.contracts.statuses import Status
+from editaudit.core.settings import get_settings
 
 
 def new_id() -> str:
@@ -37,7 +38,13 @@ class Base(DeclarativeBase):
     pass
 
 
-class Model(Base):
+class TenantOwned:
+    """Every resource belongs to the tenant of the key that created it; another tenant's id reads as absent."""
+
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default="default")
+
+
+class Model(TenantOwned, Base):
     __tablename__ = "models"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -50,7 +57,7 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Dataset(Base):
+class Dataset(TenantOwned, Base):
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -64,7 +71,7 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Edit(Base):
+class Edit(TenantOwned, Base):
     __tablename__ = "edits"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
@@ -97,7 +104,7 @@ class Edit(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class Audit(Base):
+class Audit(TenantOwned, Base):
     __tablename__ = "audits"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"), index=True)
@@ -172,6 +179,38 @@ class Promotion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class ApiKey(Base):
+    """An API key: the tenant and actor of every request made with it. Only a hash of the secret is kept; the
+    prefix (the token's first characters) lets an operator tell keys apart without holding them."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str] = mapped_column(String(100))  # the actor recorded on what the key does
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a create request carrying `Idempotency-Key`: a retry with the same key and payload
+    gets it back instead of creating again. `status` is NULL while the first request is still in flight."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant", "key", "route"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    headers: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str):
     if url.startswith("sqlite"):
@@ -185,8 +224,12 @@ def engine_for(url: str):
             cur.close()
 
         return eng
-    # a request waits at most 10 s for a pooled connection and 5 s to connect, then answers 503 (not a hang)
-    return create_engine(url, pool_pre_ping=True, pool_timeout=10,
+    # sized to the API's threadpool (each sync request may hold a connection: pool_size + max_overflow >=
+    # api_threads, checked by Settings), so a burst waits for a thread, not a connection; a saturated pool answers
+    # 503 with Retry-After after db_pool_timeout_s, and a connect attempt gives up after 5 s (not a hang)
+    cfg = get_settings()
+    return create_engine(url, pool_pre_ping=True, pool_size=cfg.db_pool_size, max_overflow=cfg.db_max_overflow,
+                         pool_timeout=cfg.db_pool_timeout_s,
                          connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 

@@ -26,10 +26,11 @@ class NotFound(LookupError):
 KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit"}
 
 
-def get_or_404(s: Session, table: type[Row], id_: str, field: str | None = None) -> Row:
-    """The row with this id, or NotFound naming `field` (default `<kind>_id`)."""
+def get_or_404(s: Session, table: type[Row], id_: str, tenant: str, field: str | None = None) -> Row:
+    """The tenant's row with this id, or NotFound naming `field` (default `<kind>_id`). Another tenant's row is
+    answered exactly like a missing one, so ids leak nothing across tenants."""
     row = s.get(table, id_)
-    if row is None:
+    if row is None or row.tenant != tenant:
         kind = KIND_OF[table]
         raise NotFound(f"no {kind} with id {id_!r}", field or ("id" if kind == "audit" else f"{kind}_id"))
     return row
@@ -67,16 +68,16 @@ def family_of(s: Session, model_id: str) -> str:
     return model_id
 
 
-def dataset_facts(s: Session, ref: str, field: str) -> dict:
-    """n, shape, largest label and whether it carries x_orig, of a dataset id or builtin name; NotFound naming
-    `field` when unknown."""
+def dataset_facts(s: Session, ref: str, field: str, tenant: str) -> dict:
+    """n, shape, largest label and whether it carries x_orig, of a dataset id (the tenant's) or builtin name;
+    NotFound naming `field` when unknown."""
     if is_builtin(ref):
         if ref not in BUILTIN_DATASETS:
             raise NotFound(f"unknown built-in dataset {ref!r}; valid: {sorted(BUILTIN_DATASETS)}", field)
         b = BUILTIN_DATASETS[ref]
         return {"n": b["n"], "shape": b["shape"], "label_max": b["num_classes"] - 1, "has_x_orig": False}
     row = s.get(db.Dataset, ref)
-    if row is None:
+    if row is None or row.tenant != tenant:
         raise NotFound(f"no dataset with id {ref!r}", field)
     return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}
 

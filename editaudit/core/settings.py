@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,12 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="file:///path or s3://bucket[/prefix]")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO), e.g. http://minio:9000")
     s3_region: str = "us-east-1"
-    api_token: str | None = Field(None, description="when set, every route but /healthz needs 'Authorization: Bearer'")
+    api_token: str | None = Field(None, description="a bootstrap admin key of tenant `default` (the compose file "
+                                  "sets it from .env); further keys: `editaudit keys create`")
+    allow_anonymous: bool = Field(False, description="requests without a key act as tenant `default` with every "
+                                  "scope while no key exists; `editaudit serve` sets it only when bound to loopback")
+    key_cache_s: float = Field(5, ge=0, description="how long a key lookup is cached (a revoked key stops working "
+                               "within this time)")
     max_upload_mb: int = Field(2048, ge=1)
     queue: str = "editaudit"
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
@@ -41,12 +47,28 @@ class Settings(BaseSettings):
                                      "queued jobs whose message was lost")
     requeue_after_s: float = Field(120, ge=1, description="a job still queued this long after it was sent is sent "
                                    "again (a duplicate message finds the job leased and is dropped)")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line with its "
+                                                "request_id / edit_id (editaudit.core.logs); text: uvicorn's and "
+                                                "Celery's own formats")
+    api_threads: int = Field(40, ge=1, description="the API's threadpool (anyio tokens) and how many requests are "
+                             "inside the app at once (editaudit.service.admission); each may hold a connection")
+    db_pool_size: int = Field(10, ge=1, description="Postgres connections kept open per process")
+    db_max_overflow: int = Field(30, ge=0, description="connections opened beyond db_pool_size under load")
+    db_pool_timeout_s: float = Field(3, gt=0, description="a request waits this long for its turn, or for a free "
+                                     "connection, then answers 503 with Retry-After")
 
     @model_validator(mode="after")
     def _limit_below_visibility(self):
         if self.job_time_limit_s >= self.visibility_timeout_s:
             raise ValueError(f"job_time_limit_s ({self.job_time_limit_s}) must be below visibility_timeout_s "
                              f"({self.visibility_timeout_s}): the broker would redeliver a job still running")
+        return self
+
+    @model_validator(mode="after")
+    def _pool_covers_threads(self):
+        if self.db_pool_size + self.db_max_overflow < self.api_threads:
+            raise ValueError(f"db_pool_size + db_max_overflow ({self.db_pool_size} + {self.db_max_overflow}) must "
+                             f"be at least api_threads ({self.api_threads}): requests would wait for a connection")
         return self
 
     @field_validator("api_token")

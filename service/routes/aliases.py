@@ -7,8 +7,10 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from editaudit.core import db
-from editaudit.service.deps import SessionDep, TenantDep
+from editaudit.contracts.scopes import Scope
+from editaudit.service.deps import PrincipalDep, SessionDep, TenantDep
 from editaudit.service.errors import Problem
+from editaudit.service.openapi import op
 from editaudit.service.schemas.aliases import (AliasEvent, AliasOut, PromoteOut, PromoteRequest, PromotionOut,
                                                PromotionsOut, RevertOut, RevertRequest)
 from editaudit.service.services import gating
@@ -16,19 +18,21 @@ from editaudit.service.services import gating
 router = APIRouter(tags=["aliases"])
 
 
-@router.post("/edits/{edit_id}/promote", response_model=PromoteOut)
-def promote(edit_id: str, body: PromoteRequest, s: SessionDep, tenant: TenantDep):
-    """Move the alias of the model family only when the gate passes, or with a recorded override reason."""
-    return gating.promote(s, tenant, edit_id, body.alias, body.policy, body.override_reason, body.actor)
+@router.post("/edits/{edit_id}/promote", response_model=PromoteOut,
+             **op("promote_edit", Scope.promote, 404, 409))
+def promote(edit_id: str, body: PromoteRequest, s: SessionDep, caller: PrincipalDep):
+    """Move the alias of the model family only when the gate passes, or with a recorded override reason; the
+    actor recorded is the key's name."""
+    return gating.promote(s, caller.tenant, edit_id, body.alias, body.policy, body.override_reason, caller.actor)
 
 
-@router.post("/edits/{edit_id}/revert", response_model=RevertOut)
-def revert(edit_id: str, s: SessionDep, tenant: TenantDep, body: RevertRequest | None = None):
+@router.post("/edits/{edit_id}/revert", response_model=RevertOut, **op("revert_edit", Scope.promote, 404, 409))
+def revert(edit_id: str, s: SessionDep, caller: PrincipalDep, body: RevertRequest | None = None):
     body = body or RevertRequest()
-    return gating.revert(s, tenant, edit_id, body.reason, body.actor)
+    return gating.revert(s, caller.tenant, edit_id, body.reason, caller.actor)
 
 
-@router.get("/aliases/{name}", response_model=AliasOut)
+@router.get("/aliases/{name}", response_model=AliasOut, **op("get_alias", Scope.audits_read, 404, 409))
 def get_alias(name: str, s: SessionDep, tenant: TenantDep, family: str | None = None):
     q = select(db.Alias).filter_by(tenant=tenant, name=name)
     rows = s.scalars(q.filter_by(family=family) if family else q).all()
@@ -46,7 +50,7 @@ def get_alias(name: str, s: SessionDep, tenant: TenantDep, family: str | None = 
                    at=p.created_at) for p in history])
 
 
-@router.get("/promotions", response_model=PromotionsOut)
+@router.get("/promotions", response_model=PromotionsOut, **op("list_promotions", Scope.audits_read))
 def list_promotions(s: SessionDep, tenant: TenantDep, edit_id: str | None = None):
     q = select(db.Promotion).filter_by(tenant=tenant).order_by(db.Promotion.id.desc())
     rows = s.scalars(q.filter_by(edit_id=edit_id) if edit_id else q).all()

@@ -4,29 +4,41 @@ attacked, not its submitter."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
+from editaudit.contracts.scopes import Scope
 from editaudit.core import db, repo
-from editaudit.service.deps import SessionDep, TenantDep
+from editaudit.service.deps import SessionDep, SvcDep, TenantDep
 from editaudit.service.errors import Problem
+from editaudit.service.openapi import op
+from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.schemas.audit_profiles import AuditProfileIn, AuditProfileList, AuditProfileOut
 
 router = APIRouter(tags=["audit profiles"])
 
 
-@router.post("/audit-profiles", status_code=201, response_model=AuditProfileOut)
-def put_audit_profile(body: AuditProfileIn, s: SessionDep, tenant: TenantDep, response: Response):
-    row = repo.add_version(s, db.AuditProfile, tenant, body.name, config=body.audit.model_dump(mode="json"))
-    response.headers["Location"] = f"/audit-profiles/{body.name}?version={row.version}"
-    return AuditProfileOut.model_validate(row, from_attributes=True)
+@router.post("/audit-profiles", status_code=201, response_model=AuditProfileOut,
+             **op("create_audit_profile", Scope.admin, 409))
+def put_audit_profile(body: AuditProfileIn, s: SessionDep, svc: SvcDep, tenant: TenantDep, request: Request):
+    """A new version of the named profile (admin: the platform team decides how hard edits are attacked)."""
+    def create() -> JSONResponse:
+        row = repo.add_version(s, db.AuditProfile, tenant, body.name, config=body.audit.model_dump(mode="json"))
+        out = AuditProfileOut.model_validate(row, from_attributes=True)
+        return JSONResponse(jsonable_encoder(out), status_code=201,
+                            headers={"Location": f"/audit-profiles/{body.name}?version={row.version}"})
+
+    return idempotent(request, svc.sessions, tenant, payload_hash(body.model_dump(mode="json")), create)
 
 
-@router.get("/audit-profiles", response_model=AuditProfileList)
+@router.get("/audit-profiles", response_model=AuditProfileList, **op("list_audit_profiles", Scope.gate_read))
 def list_audit_profiles(s: SessionDep, tenant: TenantDep):
     return AuditProfileList(tenant=tenant, profiles=repo.version_names(s, db.AuditProfile, tenant))
 
 
-@router.get("/audit-profiles/{name}", response_model=AuditProfileOut)
+@router.get("/audit-profiles/{name}", response_model=AuditProfileOut,
+            **op("get_audit_profile", Scope.gate_read, 404))
 def get_audit_profile(name: str, s: SessionDep, tenant: TenantDep, version: int | None = None):
     row = repo.latest_version(s, db.AuditProfile, tenant, name, version)
     if row is None:

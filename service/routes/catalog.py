@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.core import arch_manifest
+from editaudit.service.openapi import op
 from editaudit.service.schemas.edits import MethodOut, MethodsOut
 from editaudit.service.schemas.models import ArchsOut
 
@@ -14,12 +15,12 @@ TRAITS = ("layers", "single_layer", "ranked", "needs_x_orig", "layer_fields", "e
           "interpolation_base", "audit_sections", "sweep_info")
 
 
-@router.get("/archs", response_model=ArchsOut)
+@router.get("/archs", response_model=ArchsOut, **op("list_archs", None))
 def list_archs():
     return ArchsOut(archs=arch_manifest.arch_names())
 
 
-@router.get("/methods", response_model=MethodsOut)
+@router.get("/methods", response_model=MethodsOut, **op("list_methods", None))
 def list_methods():
     """Every registered edit method with its traits and the JSON schema of its `hyperparams`."""
     return MethodsOut(methods=[

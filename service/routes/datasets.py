@@ -2,42 +2,71 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import PurePath
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
-from editaudit.contracts.formats import FormatError, parse_dataset
+from editaudit.contracts.formats import FormatError, scan_dataset
+from editaudit.contracts.scopes import Scope
 from editaudit.core import db, repo
-from editaudit.core.storage import content_key, sha256
-from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.core.storage import content_key, sha256_file
+from editaudit.service.deps import SessionDep, SvcDep, TenantDep
 from editaudit.service.errors import Problem
+from editaudit.service.openapi import op
 from editaudit.service.schemas.datasets import DatasetOut
-from editaudit.service.services.uploads import read_upload, store_and_insert
+from editaudit.service.schemas.listing import Page
+from editaudit.service.services.idempotency import idempotent, payload_hash
+from editaudit.service.services.listing import MAX_PAGE, page
+from editaudit.service.services.uploads import created_response, spooled_upload, store_and_insert
 
 router = APIRouter(tags=["datasets"])
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut)
-def upload_dataset(svc: SvcDep, s: SessionDep, response: Response,
+def dataset_out(row: db.Dataset) -> DatasetOut:
+    return DatasetOut.model_validate(row, from_attributes=True)
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut,
+             **op("upload_dataset", Scope.models_write, 409, 415, upload=True,
+                  responses={200: {"model": DatasetOut, "description": "the same file exists: that dataset"}}))
+def upload_dataset(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request,
                    file: UploadFile = File(description="safetensors or .npz with x, y (optional x_orig, mask)")):
-    data = read_upload(file, "file", svc.settings.max_upload_mb)
+    """Identical content in the same tenant returns the existing dataset (200, not a second row)."""
+    spooled, _ = spooled_upload(file, "file", svc.settings.max_upload_mb)
     filename = PurePath(file.filename or "upload").name[:200]
     if "\x00" in filename:
         raise Problem(422, "the file name holds a NUL byte", field="file")
     try:
-        arrays = parse_dataset(data, filename, max_expanded=svc.settings.max_upload_mb * 1024 * 1024)
+        summary = scan_dataset(spooled, filename, max_expanded=svc.settings.max_upload_mb * 1024 * 1024)
     except FormatError as e:
         raise Problem(415 if e.pickle else 422, e.reason, field=e.field or "file") from None
-    digest = sha256(data)
-    suffix = ".npz" if data[:4] == b"PK\x03\x04" else ".safetensors"
-    key = content_key("datasets", digest, suffix)
-    row = store_and_insert(s, svc.store, key, data, lambda: db.Dataset(
-        sha256=digest, filename=filename, object_key=key, n=arrays.n, shape=arrays.shape,
-        label_max=int(arrays.y.max()), has_x_orig=arrays.x_orig is not None, has_mask=arrays.mask is not None))
-    response.headers["Location"] = f"/datasets/{row.id}"
-    return DatasetOut.model_validate(row, from_attributes=True)
+    digest, _ = sha256_file(spooled)
+
+    def create() -> JSONResponse:
+        same = s.scalars(select(db.Dataset).filter_by(tenant=tenant, sha256=digest).order_by(db.Dataset.created_at)
+                         .limit(1)).first()
+        if same is not None:
+            return created_response(dataset_out(same), f"/datasets/{same.id}", created=False)
+        key = content_key("datasets", digest, summary.suffix)
+        row = store_and_insert(s, svc.store, key, spooled, lambda: db.Dataset(
+            tenant=tenant, sha256=digest, filename=filename, object_key=key, n=summary.n, shape=summary.shape,
+            label_max=summary.label_max, has_x_orig=summary.has_x_orig, has_mask=summary.has_mask))
+        return created_response(dataset_out(row), f"/datasets/{row.id}")
+
+    return idempotent(request, svc.sessions, tenant, payload_hash(digest), create)
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, s: SessionDep):
-    return DatasetOut.model_validate(repo.get_or_404(s, db.Dataset, dataset_id), from_attributes=True)
+@router.get("/datasets", response_model=Page[DatasetOut], **op("list_datasets", Scope.audits_read))
+def list_datasets(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
+                  cursor: str | None = None, created_after: datetime | None = None):
+    """The tenant's uploaded datasets, newest first (built-in ones are named `builtin:...`, see README)."""
+    rows, nxt = page(s, db.Dataset, tenant, limit, cursor, created_after)
+    return Page[DatasetOut](items=[dataset_out(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut, **op("get_dataset", Scope.audits_read, 404))
+def get_dataset(dataset_id: str, s: SessionDep, tenant: TenantDep):
+    return dataset_out(repo.get_or_404(s, db.Dataset, dataset_id, tenant))

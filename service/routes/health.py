@@ -11,12 +11,13 @@ from sqlalchemy import text
 from editaudit.service.deps import SessionDep
 from editaudit.core.migrate import current_revision, head_revision
 from editaudit.service.errors import unavailable_response
+from editaudit.service.openapi import op
 from editaudit.service.schemas.health import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut)
+@router.get("/healthz", response_model=HealthOut, **op("healthz", None, public=True))
 def healthz(s: SessionDep, request: Request):
     s.execute(text("SELECT 1"))
     worker = getattr(request.app.state, "worker_health", None)  # set by the embedded server's supervisor
@@ -66,7 +67,7 @@ def _checks(request: Request) -> dict[str, str]:
     return out
 
 
-@router.get("/readyz", response_model=ReadyOut, responses={503: {"description": "a dependency is not ready"}})
+@router.get("/readyz", response_model=ReadyOut, **op("readyz", None, public=True))
 def readyz(request: Request):
     """Ready to take work: database reachable and migrated to this code's head, broker, object store, and a live
     worker. 503 problem+json naming what is not ready (with Retry-After) otherwise."""

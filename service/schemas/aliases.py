@@ -14,8 +14,8 @@ class PromoteRequest(BaseModel):
     alias: str = Field("production", pattern=NAME)
     policy: str = Field("default", pattern=NAME, description="a named policy of the tenant or a built-in one: "
                         "an inline document is refused, so whoever promotes cannot write the rules they are held to")
-    override_reason: str | None = Field(None, min_length=10, description="ship despite a failing gate, and say why")
-    actor: str | None = Field(None, max_length=200)
+    override_reason: str | None = Field(None, min_length=10, description="ship despite a failing gate, and say why "
+                                        "(recorded with the key's name as the actor)")
 
 
 class PromoteOut(BaseModel):
@@ -30,7 +30,6 @@ class PromoteOut(BaseModel):
 class RevertRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, max_length=2000)
-    actor: str | None = Field(None, max_length=200)
 
 
 class RevertOut(BaseModel):

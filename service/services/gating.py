@@ -38,10 +38,10 @@ def resolve_policy(s: Session, tenant: str, ref: str | dict) -> tuple[Policy, di
     raise Problem(404, f"no policy named {ref!r} for tenant {tenant!r} (built-in: default)", field="policy")
 
 
-def get_single_edit(s: Session, edit_id: str) -> db.Edit:
+def get_single_edit(s: Session, edit_id: str, tenant: str) -> db.Edit:
     """An edit that is not a layer sweep: a sweep has one edited model per layer, so weights, deltas, gates and
     promotions belong to its sub-edits (409 listing them)."""
-    edit = repo.get_or_404(s, db.Edit, edit_id)
+    edit = repo.get_or_404(s, db.Edit, edit_id, tenant)
     if edit.sweep:
         subs = repo.sub_edits(s, edit)
         raise Problem(409, f"edit {edit.id} is a layer sweep: use one of its sub-edits {[e.id for e in subs]}",
@@ -49,9 +49,9 @@ def get_single_edit(s: Session, edit_id: str) -> db.Edit:
     return edit
 
 
-def get_succeeded_edit(s: Session, edit_id: str, what: str) -> db.Edit:
+def get_succeeded_edit(s: Session, edit_id: str, tenant: str, what: str) -> db.Edit:
     """`what` (weights, delta, revert) needs a single edit that has succeeded: else 409."""
-    edit = get_single_edit(s, edit_id)
+    edit = get_single_edit(s, edit_id, tenant)
     if edit.status != Status.succeeded:
         raise Problem(409, f"edit {edit.id} is {edit.status}: {what} needs an edit that has succeeded",
                       field="edit_id")
@@ -59,7 +59,7 @@ def get_succeeded_edit(s: Session, edit_id: str, what: str) -> db.Edit:
 
 
 def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> dict:
-    edit = get_single_edit(s, edit_id)
+    edit = get_single_edit(s, edit_id, tenant)
     policy, ref = resolve_policy(s, tenant, policy_ref)
     audit = repo.audit_of(s, edit_id)
     if audit.status != Status.succeeded:
@@ -89,7 +89,7 @@ def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: 
     """Move the family's alias to the edit's model when the gate passes, or with a recorded override; a refusal is
     recorded too (then 409 with the gate's result)."""
     result = gate_for(s, tenant, edit_id, policy_ref)
-    edit = repo.get_or_404(s, db.Edit, edit_id)
+    edit = repo.get_or_404(s, db.Edit, edit_id, tenant)
     family = repo.family_of(s, edit.model_id)
     alias = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, name=alias_name)).first()
     previous = alias.model_id if alias else None
@@ -123,7 +123,7 @@ def revert(s: Session, tenant: str, edit_id: str, reason: str | None, actor: str
     """Undo an edit: every alias of this tenant that points at the edited model goes back to the model it pointed at
     before this edit was promoted to it (the edit's parent when there is no such record), each move recorded as a
     promotion with outcome `reverted`. Idempotent."""
-    edit = get_succeeded_edit(s, edit_id, "revert")
+    edit = get_succeeded_edit(s, edit_id, tenant, "revert")
     family = repo.family_of(s, edit.model_id)
     moved = s.scalars(select(db.Alias).filter_by(tenant=tenant, family=family, model_id=edit.edited_model_id)).all()
     targets = {}

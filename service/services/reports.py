@@ -7,6 +7,8 @@ import base64
 import html
 import io
 import json
+import threading
+from collections import OrderedDict
 
 from editaudit.contracts import metrics
 from editaudit.core.tables import fmt
@@ -170,3 +172,27 @@ figure{{display:inline-block;margin:1em}}pre{{background:#f6f6f6;padding:1em;ove
 status <b>{esc(audit['status'])}</b></p>{notes}{figs}
 <h2>All metrics</h2><table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>Δ</th><th>95% CI</th><th>p</th></tr>
 {rows}</table><h2>Run</h2><pre>{esc(json.dumps(meta, indent=2, default=str))}</pre></body></html>"""
+
+
+RENDERERS = {"json": as_json, "md": as_markdown, "html": as_html}
+_rendered: OrderedDict[tuple, str] = OrderedDict()
+_rendered_lock = threading.Lock()
+CACHED_REPORTS = 128
+
+
+def rendered(audit: dict, fmt: str) -> str:
+    """A report of a finished audit, rendered once (the HTML one draws its plots: ~1 s) and kept in a small LRU
+    keyed by the audit and its finish time; an unfinished audit is rendered each time (its numbers still move)."""
+    if audit["finished_at"] is None:
+        return RENDERERS[fmt](audit)
+    key = (audit["id"], fmt, str(audit["finished_at"]), audit["status"])
+    with _rendered_lock:
+        if key in _rendered:
+            _rendered.move_to_end(key)
+            return _rendered[key]
+    body = RENDERERS[fmt](audit)
+    with _rendered_lock:
+        _rendered[key] = body
+        while len(_rendered) > CACHED_REPORTS:
+            _rendered.popitem(last=False)
+    return body

@@ -1,29 +1,39 @@
-"""Upload and download plumbing: bounded reads, the store-then-row write that leaves nothing behind on failure,
-objects as downloads."""
+"""Upload and download plumbing: uploads checked where starlette spooled them (never read into memory whole), the
+store-then-row write that leaves nothing behind on failure, objects as downloads."""
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import BinaryIO, Callable
 
 from fastapi import Response, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from editaudit.service.errors import Problem
 from editaudit.core.storage import ObjectStore
 
 
-def read_upload(upload: UploadFile, field: str, max_mb: int) -> bytes:
-    data = upload.file.read(max_mb * 1024 * 1024 + 1)
-    if len(data) > max_mb * 1024 * 1024:
+def spooled_upload(upload: UploadFile, field: str, max_mb: int) -> tuple[BinaryIO, int]:
+    """(the file starlette spooled the part to, its size): checked against the limit without reading it. Parsers,
+    the hash and the store then read it in bounded chunks, so the API's memory does not grow with the upload."""
+    f = upload.file
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    if size > max_mb * 1024 * 1024:
         raise Problem(413, f"{field} is larger than {max_mb} MiB", field=field)
-    if not data:
+    if not size:
         raise Problem(422, f"{field} is empty", field=field)
-    return data
+    return f, size
 
 
-def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes, make_row: Callable[[], object]):
-    """Put the object, then commit the row; if the commit fails, remove the object this call created."""
-    created = store.put(key, data)
+def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes | BinaryIO,
+                     make_row: Callable[[], object]):
+    """Put the object (bytes, or streamed from a file), then commit the row; if the commit fails, remove the object
+    this call created."""
+    created = store.put(key, data) if isinstance(data, (bytes, bytearray)) else store.put_file(key, data)
     try:
         row = make_row()
         s.add(row)
@@ -40,3 +50,8 @@ def object_response(store: ObjectStore, key: str, filename: str, digest: str) ->
     """An object as a download, with its sha256 in `X-Content-SHA256`."""
     return Response(store.get(key), media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Content-SHA256": digest})
+
+
+def created_response(out: BaseModel, location: str, created: bool = True) -> JSONResponse:
+    """201 with Location for a new resource; 200 with the existing one's Location when the upload is a duplicate."""
+    return JSONResponse(jsonable_encoder(out), status_code=201 if created else 200, headers={"Location": location})

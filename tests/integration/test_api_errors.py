@@ -274,6 +274,7 @@ def test_bearer_token_when_configured(tmp_path):
         assert c.get("/healthz").status_code == 200
         assert_problem(c.get("/archs"), 401)
         assert c.get("/archs", headers={"Authorization": "Bearer s3cr3t-value"}).status_code == 200
+        assert_problem(c.get("/archs", headers={"Authorization": "Bearer s3cr3t-valuf"}), 401)
 
 
 def test_malformed_json_body_names_the_body(api_client):

@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from editaudit.worker.jobs import run_edit_job
+from tests.conftest import key_headers
 from tests.integration.test_api_errors import assert_problem
 
 PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
@@ -48,9 +49,10 @@ def test_named_policies_are_versioned_per_tenant(edited):
     assert c.post("/policies", json={"name": "strict", "policy": PASSING}).json()["version"] == 2
     assert c.get("/policies/strict").json()["policy"]["rules"][0]["metric"] == "edit.accuracy"
     assert c.get(f"/edits/{job['id']}/gate", params={"policy": "strict"}).json()["policy"]["version"] == 2
-    other = {"X-Editaudit-Tenant": "team-b"}
+    c.headers.update(key_headers(c.settings, "default"))
+    other = key_headers(c.settings, "team-b")
     assert_problem(c.get("/policies/strict", headers=other), 404)
-    assert_problem(c.post("/gate", json={"edit_id": job["id"], "policy": "strict"}, headers=other), 404, "policy")
+    assert_problem(c.post("/gate", json={"edit_id": job["id"], "policy": "strict"}, headers=other), 404, "edit_id")
     assert "strict" in c.get("/policies").json()["policies"]
 
 
@@ -76,8 +78,12 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     body = assert_problem(r, 409, "edit_id")
     assert body["gate"]["verdict"] == "fail"
     assert_problem(c.get("/aliases/production"), 404)
-    r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": "fail-all", "actor": "alice",
-                                                    "override_reason": "hotfix for incident 42, re-audit tomorrow"})
+    forged = {"alias": "production", "policy": "fail-all", "actor": "alice",
+              "override_reason": "hotfix for incident 42, re-audit tomorrow"}
+    assert_problem(c.post(f"/edits/{job['id']}/promote", json=forged), 422, "actor")  # the actor is the key's
+    c.headers.update(key_headers(c.settings, "default"))  # once a key exists, every request needs one
+    alice = key_headers(c.settings, "default", ["promote"], name="alice")
+    r = c.post(f"/edits/{job['id']}/promote", json={k: v for k, v in forged.items() if k != "actor"}, headers=alice)
     assert r.status_code == 200 and r.json()["outcome"] == "overridden"
     alias = c.get("/aliases/production").json()
     assert alias["model_id"] == edit["edited_model_id"] and alias["family"] == c.model["id"]

@@ -9,6 +9,7 @@ import pytest
 
 from editaudit.contracts.formats import DatasetArrays, dataset_to_npz
 from editaudit.gate.policy import builtin_policy
+from tests.conftest import key_headers
 from tests.integration.test_api_errors import assert_problem
 from tests.integration.test_gate_api import cli, http_url  # noqa: F401 (fixture)
 
@@ -116,7 +117,9 @@ def test_audit_profiles_are_the_servers_not_the_submitters(edit_factory):
                   ).json()["version"] == 2
     assert c.get("/audit-profiles/release", params={"version": 1}).json()["audit"]["max_samples"] == 64
     assert c.get("/audit-profiles").json()["profiles"] == ["release"]
-    assert_problem(c.get("/audit-profiles/release", headers={"X-Editaudit-Tenant": "team-b"}), 404)
+    c.headers.update(key_headers(c.settings, "default"))
+    team_b = key_headers(c.settings, "team-b")
+    assert_problem(c.get("/audit-profiles/release", headers=team_b), 404)
     policy = {"version": 1, "requires": {"profile": {"name": "release", "min_version": 2}},
               "rules": [{"metric": "edit.accuracy", "min": 0.5}]}
 
@@ -138,7 +141,7 @@ def test_audit_profiles_are_the_servers_not_the_submitters(edit_factory):
     assert_problem(c.post("/edits", json={**body, "audit": {"profile": "release", "attacks": []}}), 422,
                    "audit.attacks")
     assert_problem(c.post("/edits", json={**body, "audit": {"profile": "release"}},
-                          headers={"X-Editaudit-Tenant": "team-b"}), 404, "audit.profile")
+                          headers=team_b), 404, "model_id")  # its model is not team-b's either
 
 
 def test_cli_typos_are_usage_errors_with_suggestions(edit_factory, http_url):  # noqa: F811

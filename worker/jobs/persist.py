@@ -91,8 +91,8 @@ def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, chan
                 s.rollback()
                 raise LeaseLost(edit_id)
             edit, audit = s.get(db.Edit, edit_id), s.get(db.Audit, audit_id)
-            model = db.Model(sha256=digest, arch=spec["arch"], spec=spec, object_key=key, size_bytes=len(weights),
-                             parent_model_id=edit.model_id, edit_id=edit_id)
+            model = db.Model(tenant=edit.tenant, sha256=digest, arch=spec["arch"], spec=spec, object_key=key,
+                             size_bytes=len(weights), parent_model_id=edit.model_id, edit_id=edit_id)
             s.add(model)
             s.flush()
             edit.edited_model_id, edit.finished_at = model.id, db.utcnow()

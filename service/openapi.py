@@ -1,0 +1,91 @@
+"""The OpenAPI contract: every operation's stable id, the scope it needs and the errors it may answer, declared
+once per route with `op(...)`; `install` publishes the problem schema for every error status, the bearer scheme
+and serves /docs from local assets (no CDN: it works offline)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from editaudit.contracts.scopes import Scope
+from editaudit.service.errors import PROBLEM, TITLES
+
+# what any authenticated route may answer besides its own errors: no or a bad key, a missing scope, a body over
+# the limit, NUL bytes or invalid parameters, the database down
+COMMON_ERRORS = (401, 403, 413, 422, 503)
+PUBLIC_ERRORS = (422, 503)
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `errors` names each offending field. Routes add context members (e.g. `gate`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+def op(operation_id: str, scope: Scope | None, *errors: int, upload: bool = False, public: bool = False,
+       responses: dict | None = None) -> dict:
+    """Route keyword arguments: `@router.get(path, **op("get_edit", Scope.audits_read, 404))`. `scope` None: any
+    valid key; `public`: no key at all (health and metrics); `responses`: the route's other documented answers."""
+    statuses = sorted(set(errors) | set(PUBLIC_ERRORS if public else COMMON_ERRORS))
+    extra = {"x-required-scope": scope.value if scope else None, "x-public": public, "x-upload": upload}
+    return {"operation_id": operation_id, "openapi_extra": extra,
+            "responses": {**{s: {"description": TITLES.get(s, "Error")} for s in statuses}, **(responses or {})}}
+
+
+def _schema(app: FastAPI) -> dict:
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["schemas"].update(Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+                                 .pop("$defs", {}))
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                "description": "an API key: editaudit keys create"}}
+    problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for item in schema["paths"].values():
+        for operation in item.values():
+            public = operation.pop("x-public", False)
+            operation.pop("x-upload", None)
+            if operation.get("x-required-scope") is None:
+                operation.pop("x-required-scope", None)
+            operation["security"] = [] if public else [{"bearer": []}]
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    response["content"] = problem
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict:
+        if app.openapi_schema is None:  # built once, after every route is registered
+            app.openapi_schema = _schema(app)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    try:
+        import swagger_ui_bundle
+    except ImportError:  # the docs page needs the bundled assets; the schema itself does not
+        return
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")

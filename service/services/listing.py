@@ -1,0 +1,50 @@
+"""Cursor pagination over a tenant's rows, newest first. The cursor is the (created_at, id) of the last row seen,
+so pages stay stable while rows are added (no offsets that shift)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime, timezone
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from editaudit.service.errors import Problem
+
+MAX_PAGE = 200
+
+
+def encode_cursor(created_at: datetime, id_: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), id_]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, id_ = json.loads(raw)
+        return datetime.fromisoformat(at), str(id_)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise Problem(422, "cursor is not one this API returned", field="cursor") from None
+
+
+def as_utc(at: datetime) -> datetime:
+    """A naive timestamp is UTC (what the API prints); SQLite compares stored UTC text, so offsets are removed."""
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+def page(s: Session, table, tenant: str, limit: int, cursor: str | None, created_after: datetime | None,
+         query: Select | None = None) -> tuple[list, str | None]:
+    """One page of the tenant's rows of `table` (optionally narrowed by `query`, a select of `table`)."""
+    q = (query if query is not None else select(table)).where(table.tenant == tenant)
+    if created_after is not None:
+        q = q.where(table.created_at > as_utc(created_after))
+    if cursor:
+        at, id_ = decode_cursor(cursor)
+        at = as_utc(at)
+        q = q.where(or_(table.created_at < at, and_(table.created_at == at, table.id < id_)))
+    rows = list(s.scalars(q.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
