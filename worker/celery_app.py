@@ -5,13 +5,28 @@ Run a worker with:  celery -A editaudit.worker.celery_app worker --pool=solo --c
 
 from __future__ import annotations
 
-from celery.signals import worker_init
+import logging
 
+from celery.signals import setup_logging, worker_init
+
+from editaudit.core.logs import configure_json_logs
 from editaudit.core.plugins import load_plugins
 from editaudit.core.queue import broker_dirs, make_celery
 from editaudit.core.settings import get_settings
 
 app = make_celery(get_settings(), include=["editaudit.worker.tasks"])  # importing creates nothing on disk ...
+
+
+def _json_logs(loglevel=None, **_):
+    """EDITAUDIT_LOG_FORMAT=json: every line as JSON, with the id of the edit being run (editaudit.core.logs); prints
+    become log lines too, as under Celery's own logging (its startup banner does not: `--quiet` drops it)."""
+    configure_json_logs(loglevel or logging.INFO)
+    if app.conf.worker_redirect_stdouts:
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
+
+
+if get_settings().log_format == "json":  # text: Celery sets up its own logging, as before
+    setup_logging.connect(_json_logs)
 
 
 @worker_init.connect

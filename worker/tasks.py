@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from editaudit.core.logs import log_context
 from editaudit.core.queue import RUN_EDIT
 from editaudit.core.settings import get_settings
 from editaudit.worker.celery_app import app
@@ -11,4 +12,5 @@ from editaudit.worker.celery_app import app
 def run_edit_task(edit_id: str) -> None:
     from editaudit.worker.jobs import run_edit_job
 
-    run_edit_job(get_settings(), edit_id)
+    with log_context(edit_id=edit_id):  # every line the job logs names its edit
+        run_edit_job(get_settings(), edit_id)

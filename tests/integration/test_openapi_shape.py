@@ -2,7 +2,7 @@
 schema the API serves; the schema lists the registered attacks."""
 
 RAW_BODIES = {"/models/{model_id}/weights", "/edits/{edit_id}/weights", "/edits/{edit_id}/delta",
-              "/audits/{audit_id}/report.{fmt}"}
+              "/audits/{audit_id}/report.{fmt}", "/metrics"}
 
 
 def test_every_json_route_has_a_response_model(api_client):
