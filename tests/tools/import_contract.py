@@ -1,6 +1,6 @@
 """The import contract of the layout, read from the source (every import, function-level ones included):
 
-    contracts  <-  core  <-  gate, service, worker, cli
+    contracts  <-  core  <-  gate, service, worker, cli;  client (the typed API client: itself only)  <-  cli
     service never imports the worker or torch; the worker never imports the service; the ML core (worker.ml)
     imports only the contracts and itself; nothing torch-free (contracts, core, gate, cli, service) imports torch.
 
@@ -23,7 +23,10 @@ ALLOWED = {
     "editaudit.core": {"editaudit.contracts", "editaudit.core"},
     "editaudit.gate": {"editaudit.contracts", "editaudit.core", "editaudit.gate"},
     # the CLI talks HTTP; `serve` and `demo` run the API in-process (embedded mode), never the worker's code
-    "editaudit.cli": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service"},
+    "editaudit.cli": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service",
+                      "editaudit.client"},
+    # the typed API client stands alone (httpx only): it can be vendored or split out without the rest
+    "editaudit.client": {"editaudit.client"},
     "editaudit.service": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.service"},
     "editaudit.worker": {"editaudit.contracts", "editaudit.core", "editaudit.worker"},
     "editaudit.worker.ml": {"editaudit.contracts", "editaudit.worker.ml"},
@@ -31,7 +34,8 @@ ALLOWED = {
     "editaudit": {"editaudit"},  # editaudit/__init__.py
 }
 TORCH = ("torch", "torchvision", "art", "safetensors.torch")
-TORCH_FREE = ("editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service")
+TORCH_FREE = ("editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service",
+              "editaudit.client")
 
 
 def module_name(path: Path, root: Path) -> str | None:

@@ -1,0 +1,319 @@
+"""`Client`: one method per operation of the editaudit API, named after its operationId, plus helpers that follow
+pagination cursors (`iter_edits`, ...) and wait for a job (`wait_for_edit`).
+
+Every method raises `ApiError` for an error answer (its `status`, `detail` and `errors` come from the problem
+body) and lets httpx's `TransportError` through when the server cannot be reached."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Mapping, TypeVar
+
+import httpx
+
+from editaudit.client.http import Transport, operation
+from editaudit.client.types import (TERMINAL_STATUSES, Alias, Archs, Audit, AuditProfile, AuditProfileList,
+                                    AuditSummary, Dataset, Download, Edit, EditAccepted, EditRequest, EditSummary,
+                                    Gate, Health, Layers, Lineage, Methods, Model, ModelSpec, Page, Policy,
+                                    PolicyList, Promotion, Promotions, Ready, ReportFormat, Revert, Status)
+
+Upload = str | os.PathLike[str] | bytes | IO[bytes]  # a path, the bytes, or an open binary file (streamed)
+Dest = str | os.PathLike[str] | IO[bytes]
+T = TypeVar("T")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@contextlib.contextmanager
+def _file_part(data: Upload, default_name: str) -> Iterator[tuple[str, Any]]:
+    """(filename, content) for a multipart field; a path is opened here and streamed, not read into memory."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        with open(path, "rb") as f:
+            yield path.name, f
+    elif isinstance(data, bytes):
+        yield default_name, data
+    else:
+        yield Path(getattr(data, "name", None) or default_name).name, data
+
+
+class Client:
+    """A typed client of the editaudit API.
+
+    `url` defaults to $EDITAUDIT_URL (else http://127.0.0.1:8000), `key` to $EDITAUDIT_API_KEY (else
+    $EDITAUDIT_API_TOKEN); without a key no Authorization header is sent (the embedded server on loopback accepts
+    that while no key exists). Use it as a context manager, or call `close()`."""
+
+    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0,
+                 http: httpx.Client | None = None):
+        self._t = Transport(url, key, timeout, http)
+        self.url = self._t.url
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._t.close()
+
+    def _json(self, method: Callable[..., Any], params: dict[str, Any] | None = None, **content: Any) -> Any:
+        return self._t.send(method.operation, params or {}, **content).json()  # type: ignore[attr-defined]
+
+    def _text(self, method: Callable[..., Any], params: dict[str, Any] | None = None) -> str:
+        return self._t.send(method.operation, params or {}).text  # type: ignore[attr-defined]
+
+    # --- health and catalog -----------------------------------------------------------------------------------------
+
+    @operation("GET", "/healthz")
+    def healthz(self) -> Health:
+        """200 once the API serves and its database answers (no key needed)."""
+        return self._json(self.healthz)
+
+    @operation("GET", "/readyz")
+    def readyz(self) -> Ready:
+        """Every dependency is ready; otherwise ApiError 503 whose `body["checks"]` says what is not."""
+        return self._json(self.readyz)
+
+    @operation("GET", "/metrics")
+    def get_metrics(self) -> str:
+        """Prometheus text exposition."""
+        return self._text(self.get_metrics)
+
+    @operation("GET", "/archs")
+    def list_archs(self) -> Archs:
+        return self._json(self.list_archs)
+
+    @operation("GET", "/methods")
+    def list_methods(self) -> Methods:
+        """Edit methods with their traits and the JSON schema of their `hyperparams`."""
+        return self._json(self.list_methods)
+
+    # --- models -----------------------------------------------------------------------------------------------------
+
+    @operation("POST", "/models")
+    def upload_model(self, weights: Upload, spec: ModelSpec | Mapping[str, Any], *,
+                     idempotency_key: str | None = None) -> Model:
+        """Upload a safetensors state_dict with its spec. The same weights and spec again return the existing
+        model (not a second one)."""
+        with _file_part(weights, "model.safetensors") as (name, f):
+            return self._json(self.upload_model, files={"weights": (name, f, "application/octet-stream")},
+                              data={"spec": json.dumps(dict(spec))}, headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/models", query=("limit", "cursor", "created_after"))
+    def list_models(self, *, limit: int | None = None, cursor: str | None = None,
+                    created_after: datetime | str | None = None) -> Page[Model]:
+        return self._json(self.list_models, {"limit": limit, "cursor": cursor, "created_after": created_after})
+
+    def iter_models(self, *, page_size: int | None = None, created_after: datetime | str | None = None
+                    ) -> Iterator[Model]:
+        """Every model, newest first, fetching pages as the iteration goes."""
+        return _pages(self.list_models, page_size, created_after=created_after)
+
+    @operation("GET", "/models/{model_id}")
+    def get_model(self, model_id: str) -> Model:
+        return self._json(self.get_model, {"model_id": model_id})
+
+    @operation("GET", "/models/{model_id}/weights")
+    def download_model_weights(self, model_id: str, dest: Dest) -> Download:
+        """Stream the model's safetensors to `dest`, verified against the server's sha256."""
+        return self._t.download(self.download_model_weights.operation, {"model_id": model_id}, dest)
+
+    @operation("GET", "/models/{model_id}/layers")
+    def get_model_layers(self, model_id: str) -> Layers:
+        """The layers an edit may name, with type, weight shape and parameter count."""
+        return self._json(self.get_model_layers, {"model_id": model_id})
+
+    @operation("GET", "/models/{model_id}/lineage")
+    def get_model_lineage(self, model_id: str) -> Lineage:
+        return self._json(self.get_model_lineage, {"model_id": model_id})
+
+    # --- datasets ---------------------------------------------------------------------------------------------------
+
+    @operation("POST", "/datasets")
+    def upload_dataset(self, file: Upload, *, filename: str | None = None,
+                       idempotency_key: str | None = None) -> Dataset:
+        """Upload safetensors or .npz with x, y (optional x_orig, mask). The file name's suffix tells the format:
+        give `filename` when uploading bytes that are not an .npz."""
+        with _file_part(file, "data.npz") as (name, f):
+            return self._json(self.upload_dataset, files={"file": (filename or name, f, "application/octet-stream")},
+                              headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/datasets", query=("limit", "cursor", "created_after"))
+    def list_datasets(self, *, limit: int | None = None, cursor: str | None = None,
+                      created_after: datetime | str | None = None) -> Page[Dataset]:
+        return self._json(self.list_datasets, {"limit": limit, "cursor": cursor, "created_after": created_after})
+
+    def iter_datasets(self, *, page_size: int | None = None, created_after: datetime | str | None = None
+                      ) -> Iterator[Dataset]:
+        return _pages(self.list_datasets, page_size, created_after=created_after)
+
+    @operation("GET", "/datasets/{dataset_id}")
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        return self._json(self.get_dataset, {"dataset_id": dataset_id})
+
+    # --- edits ------------------------------------------------------------------------------------------------------
+
+    @operation("POST", "/edits")
+    def submit_edit(self, body: EditRequest | Mapping[str, Any], *,
+                    idempotency_key: str | None = None) -> EditAccepted:
+        """Queue an edit and its audit. With `idempotency_key`, a retry of the same body returns the first answer
+        instead of queueing a second job."""
+        return self._json(self.submit_edit, json=dict(body), headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/edits", query=("limit", "cursor", "model_id", "status", "method", "created_after"))
+    def list_edits(self, *, limit: int | None = None, cursor: str | None = None, model_id: str | None = None,
+                   status: Status | None = None, method: str | None = None,
+                   created_after: datetime | str | None = None) -> Page[EditSummary]:
+        return self._json(self.list_edits, {"limit": limit, "cursor": cursor, "model_id": model_id,
+                                            "status": status, "method": method, "created_after": created_after})
+
+    def iter_edits(self, *, page_size: int | None = None, model_id: str | None = None, status: Status | None = None,
+                   method: str | None = None, created_after: datetime | str | None = None) -> Iterator[EditSummary]:
+        """Every edit matching the filters, newest first, following `next_cursor`."""
+        return _pages(self.list_edits, page_size, model_id=model_id, status=status, method=method,
+                      created_after=created_after)
+
+    @operation("GET", "/edits/{edit_id}")
+    def get_edit(self, edit_id: str) -> Edit:
+        return self._json(self.get_edit, {"edit_id": edit_id})
+
+    @operation("GET", "/edits/{edit_id}/weights")
+    def download_edit_weights(self, edit_id: str, dest: Dest) -> Download:
+        """Stream the edited model's safetensors to `dest`, verified against the server's sha256 (ApiError 409
+        while the edit has not succeeded)."""
+        return self._t.download(self.download_edit_weights.operation, {"edit_id": edit_id}, dest)
+
+    @operation("GET", "/edits/{edit_id}/delta")
+    def download_edit_delta(self, edit_id: str, dest: Dest) -> Download:
+        """Only the tensors the edit changed (new values), as safetensors."""
+        return self._t.download(self.download_edit_delta.operation, {"edit_id": edit_id}, dest)
+
+    @operation("POST", "/edits/{edit_id}/cancel")
+    def cancel_edit(self, edit_id: str) -> Edit:
+        """A queued edit never starts; a running one stops at its next batch (ApiError 409 once finished)."""
+        return self._json(self.cancel_edit, {"edit_id": edit_id})
+
+    def wait_for_edit(self, edit_id: str, *, timeout: float | None = 600.0, poll: float = 1.0,
+                      on_progress: Callable[[Edit], None] | None = None) -> Edit:
+        """Poll until the edit succeeded, failed or was canceled, and return it; `on_progress` sees every poll's
+        edit (its `status` and `progress` {stage, done, total}). TimeoutError after `timeout` seconds (None: no
+        limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            edit = self.get_edit(edit_id)
+            if on_progress is not None:
+                on_progress(edit)
+            if edit["status"] in TERMINAL_STATUSES:
+                return edit
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"edit {edit_id} still {edit['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    # --- audits -----------------------------------------------------------------------------------------------------
+
+    @operation("GET", "/audits", query=("limit", "cursor", "edit_id", "model_id", "status", "method",
+                                        "created_after"))
+    def list_audits(self, *, limit: int | None = None, cursor: str | None = None, edit_id: str | None = None,
+                    model_id: str | None = None, status: Status | None = None, method: str | None = None,
+                    created_after: datetime | str | None = None) -> Page[AuditSummary]:
+        return self._json(self.list_audits, {"limit": limit, "cursor": cursor, "edit_id": edit_id,
+                                             "model_id": model_id, "status": status, "method": method,
+                                             "created_after": created_after})
+
+    def iter_audits(self, *, page_size: int | None = None, edit_id: str | None = None, model_id: str | None = None,
+                    status: Status | None = None, method: str | None = None,
+                    created_after: datetime | str | None = None) -> Iterator[AuditSummary]:
+        return _pages(self.list_audits, page_size, edit_id=edit_id, model_id=model_id, status=status, method=method,
+                      created_after=created_after)
+
+    @operation("GET", "/audits/{audit_id}")
+    def get_audit(self, audit_id: str) -> Audit:
+        return self._json(self.get_audit, {"audit_id": audit_id})
+
+    @operation("GET", "/audits/{audit_id}/report.{fmt}", query=("policy",))
+    def get_audit_report(self, audit_id: str, fmt: ReportFormat, *, policy: str | None = None) -> str:
+        """The rendered report: html (self-contained, with plots), md (a PR comment), json (versioned) or xml
+        (JUnit of the gate under `policy`, default `default`)."""
+        return self._text(self.get_audit_report, {"audit_id": audit_id, "fmt": fmt, "policy": policy})
+
+    # --- audit profiles and policies --------------------------------------------------------------------------------
+
+    @operation("GET", "/audit-profiles")
+    def list_audit_profiles(self) -> AuditProfileList:
+        return self._json(self.list_audit_profiles)
+
+    @operation("POST", "/audit-profiles")
+    def create_audit_profile(self, name: str, audit: Mapping[str, Any], *,
+                             idempotency_key: str | None = None) -> AuditProfile:
+        """A new version of the tenant's named audit config (admin scope)."""
+        return self._json(self.create_audit_profile, json={"name": name, "audit": dict(audit)},
+                          headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/audit-profiles/{name}", query=("version",))
+    def get_audit_profile(self, name: str, *, version: int | None = None) -> AuditProfile:
+        return self._json(self.get_audit_profile, {"name": name, "version": version})
+
+    @operation("GET", "/policies")
+    def list_policies(self) -> PolicyList:
+        return self._json(self.list_policies)
+
+    @operation("POST", "/policies")
+    def create_policy(self, name: str, policy: Mapping[str, Any], *, idempotency_key: str | None = None) -> Policy:
+        """A new version of the tenant's named gate policy (admin scope)."""
+        return self._json(self.create_policy, json={"name": name, "policy": dict(policy)},
+                          headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/policies/{name}")
+    def get_policy(self, name: str) -> Policy:
+        return self._json(self.get_policy, {"name": name})
+
+    # --- gate and aliases -------------------------------------------------------------------------------------------
+
+    @operation("GET", "/edits/{edit_id}/gate", query=("policy",))
+    def gate_edit(self, edit_id: str, *, policy: str | None = None) -> Gate:
+        """The edit's finished audit under a named policy (default `default`)."""
+        return self._json(self.gate_edit, {"edit_id": edit_id, "policy": policy})
+
+    @operation("POST", "/gate")
+    def gate(self, edit_id: str, policy: str | Mapping[str, Any] = "default") -> Gate:
+        """Like gate_edit, with a policy name or an inline policy document."""
+        return self._json(self.gate, json={"edit_id": edit_id,
+                                           "policy": policy if isinstance(policy, str) else dict(policy)})
+
+    @operation("POST", "/edits/{edit_id}/promote")
+    def promote_edit(self, edit_id: str, *, alias: str = "production", policy: str = "default",
+                     override_reason: str | None = None) -> Promotion:
+        """Move the model family's alias to the edit's model if the named policy passes (ApiError 409 with
+        `body["gate"]` when it does not), or with a recorded override reason."""
+        return self._json(self.promote_edit, {"edit_id": edit_id},
+                          json={"alias": alias, "policy": policy, "override_reason": override_reason})
+
+    @operation("POST", "/edits/{edit_id}/revert")
+    def revert_edit(self, edit_id: str, *, reason: str | None = None) -> Revert:
+        return self._json(self.revert_edit, {"edit_id": edit_id}, json={"reason": reason})
+
+    @operation("GET", "/aliases/{name}", query=("family",))
+    def get_alias(self, name: str, *, family: str | None = None) -> Alias:
+        return self._json(self.get_alias, {"name": name, "family": family})
+
+    @operation("GET", "/promotions", query=("edit_id",))
+    def list_promotions(self, *, edit_id: str | None = None) -> Promotions:
+        return self._json(self.list_promotions, {"edit_id": edit_id})
+
+
+def _pages(list_page: Callable[..., Page[T]], page_size: int | None, **filters: Any) -> Iterator[T]:
+    """Items of every page of a listing, requesting the next page only when the previous one is used up."""
+    cursor = None
+    while True:
+        page = list_page(limit=page_size, cursor=cursor, **filters)
+        yield from page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return

@@ -1,0 +1,347 @@
+"""What the API sends and takes, as TypedDicts: plain JSON dicts at run time, checked by a type checker, and held to
+the server's OpenAPI schema by tests/integration/test_client_contract.py (every key of every response type).
+
+Times are ISO 8601 strings in UTC, as the JSON carries them. Ids are opaque strings. (No `from __future__ import
+annotations` here: TypedDict reads NotRequired[...] from evaluated annotations.)"""
+
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
+
+Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})  # a job in one never changes
+ReportFormat = Literal["html", "md", "json", "xml"]
+
+Item = TypeVar("Item")
+
+
+class Page(TypedDict, Generic[Item]):
+    """One page of a listing, newest first; pass `next_cursor` as `cursor` for the next (None: the last page)."""
+
+    items: list[Item]
+    next_cursor: str | None
+
+
+class FieldError(TypedDict):
+    field: str
+    reason: str
+
+
+# --- health and catalog ---------------------------------------------------------------------------------------------
+
+class WorkerHealth(TypedDict):
+    alive: bool
+    restarts: int
+
+
+class Health(TypedDict):
+    status: str
+    worker: WorkerHealth | None  # the embedded server's local worker; None when workers run elsewhere
+
+
+class Ready(TypedDict):
+    status: str
+    checks: dict[str, str]
+
+
+class Archs(TypedDict):
+    archs: list[str]
+
+
+class MethodInfo(TypedDict):
+    method: str
+    traits: dict[str, Any]
+    params_schema: dict[str, Any]  # JSON schema of the method's `hyperparams`
+
+
+class Methods(TypedDict):
+    methods: list[MethodInfo]
+
+
+# --- models and datasets --------------------------------------------------------------------------------------------
+
+class ModelSpec(TypedDict):
+    """Sent with a checkpoint: `{"arch": "torchvision/resnet18", "num_classes": 10, "input_shape": [3, 32, 32]}`."""
+
+    arch: str
+    num_classes: int
+    input_shape: list[int]  # [C, H, W]
+    mean: NotRequired[list[float] | None]
+    std: NotRequired[list[float] | None]
+
+
+class Model(TypedDict):
+    id: str
+    sha256: str
+    arch: str
+    spec: dict[str, Any]
+    size_bytes: int
+    parent_model_id: str | None  # set on a model an edit produced
+    edit_id: str | None
+    created_at: str
+
+
+class Layer(TypedDict):
+    name: str
+    type: str
+    weight_shape: list[int]
+    parameters: int
+
+
+class Layers(TypedDict):
+    model_id: str
+    arch: str
+    layers: list[Layer]
+
+
+class LineageNode(TypedDict):
+    id: str
+    edit_id: str | None
+    parent_model_id: str | None
+    sha256: str | None
+    created_at: str
+
+
+class Lineage(TypedDict):
+    model_id: str
+    ancestors: list[LineageNode]  # root first
+    children: list[LineageNode]
+
+
+class Dataset(TypedDict):
+    id: str
+    sha256: str
+    n: int
+    shape: list[int]
+    filename: str
+    has_x_orig: bool
+    has_mask: bool
+    created_at: str
+
+
+# --- edits ----------------------------------------------------------------------------------------------------------
+
+class EditRequest(TypedDict):
+    """The body of `submit_edit`; `hyperparams` per method (see `list_methods`), `audit` as README describes, or
+    `{"profile": NAME}` to run a stored audit profile."""
+
+    model_id: str
+    method: str
+    layers: NotRequired[list[str]]
+    hyperparams: NotRequired[dict[str, Any]]
+    edit_set: str
+    generalization_set: NotRequired[str | None]
+    test_set: str
+    audit: NotRequired[dict[str, Any]]
+    sweep: NotRequired[bool]
+
+
+class Progress(TypedDict):
+    stage: str
+    done: int
+    total: int
+
+
+class SubEdit(TypedDict):
+    layer: str
+    id: str
+    audit_id: str
+
+
+class EditAccepted(TypedDict):
+    id: str
+    status: Status
+    audit_id: str
+    sub_edits: list[SubEdit] | None  # one per layer of a sweep
+
+
+class Edit(TypedDict):
+    id: str
+    status: Status
+    progress: Progress | None
+    error: str | None
+    model_id: str
+    edited_model_id: str | None  # set once it succeeded
+    audit_id: str
+    method: str
+    layers: list[str]
+    hyperparams: dict[str, Any]  # as run, defaults included
+    edit_set: str
+    generalization_set: str | None
+    test_set: str
+    info: dict[str, Any] | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    sweep: bool
+    sweep_id: str | None
+    sub_edits: list[SubEdit] | None
+    delta_sha256: str | None
+    reverted_at: str | None
+
+
+class EditSummary(TypedDict):
+    id: str
+    status: Status
+    method: str
+    model_id: str
+    layers: list[str]
+    sweep_id: str | None
+    edited_model_id: str | None
+    created_at: str
+    finished_at: str | None
+
+
+# --- audits ---------------------------------------------------------------------------------------------------------
+
+class Audit(TypedDict):
+    """`metrics` = {"baseline": {NAME: value}, "candidate": {NAME: value}}, `deltas` = {NAME: {"value", "ci95",
+    "p_value"}}; metric names are `<split>.<measure>` (README)."""
+
+    id: str
+    status: Status
+    edit_id: str
+    metrics: dict[str, Any]
+    deltas: dict[str, Any]
+    samples: dict[str, Any] | None
+    durations_s: dict[str, Any] | None
+    device: str | None
+    intervals: dict[str, Any] | None
+    notes: list[str] | None
+    curves: dict[str, Any] | None
+    baseline_cached: bool | None
+    alpha_curve: list[Any] | None
+    mli: dict[str, Any] | None
+    sweep: dict[str, Any] | None
+    config: dict[str, Any]
+    profile: dict[str, Any] | None
+    versions: dict[str, Any] | None
+    created_at: str
+    finished_at: str | None
+
+
+class AuditSummary(TypedDict):
+    id: str
+    status: Status
+    edit_id: str
+    created_at: str
+    finished_at: str | None
+
+
+class AuditProfile(TypedDict):
+    tenant: str
+    name: str
+    version: int
+    audit: dict[str, Any]
+    created_at: str
+
+
+class AuditProfileList(TypedDict):
+    tenant: str
+    profiles: list[str]
+
+
+# --- policies, gate, aliases ----------------------------------------------------------------------------------------
+
+class Policy(TypedDict):
+    tenant: str | None  # None for a built-in policy
+    name: str
+    version: int | str  # 1, 2, ... or "builtin"
+    policy: dict[str, Any]
+    created_at: str | None
+
+
+class PolicyList(TypedDict):
+    tenant: str
+    policies: list[str]
+    builtin: list[str]
+
+
+class GateRule(TypedDict):
+    rule: str
+    metric: str
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    threshold: float | None
+    p_value: float | None
+    outcome: str  # pass | warn | fail
+    reason: str
+    n: int | None
+    bound: float | None
+    decision: str | None
+    lenient: bool
+    undecided: bool
+    samples_needed: int | None
+
+
+class Gate(TypedDict):
+    edit_id: str
+    audit_id: str
+    policy: dict[str, Any]
+    verdict: str  # pass | warn | fail
+    rules: list[GateRule]
+    notes: list[str]
+
+
+class Promotion(TypedDict):
+    alias: str
+    family: str
+    model_id: str | None
+    previous_model_id: str | None
+    outcome: str  # promoted | overridden
+    gate: Gate
+
+
+class Revert(TypedDict):
+    edit_id: str
+    model_id: str
+    reverted_model_id: str | None
+    aliases: list[str]
+    alias_targets: dict[str, str]
+    reverted_at: str | None
+
+
+class AliasEvent(TypedDict):
+    edit_id: str
+    model_id: str | None
+    previous_model_id: str | None
+    verdict: str
+    outcome: str
+    override_reason: str | None
+    actor: str | None
+    policy: dict[str, Any]
+    at: str
+
+
+class Alias(TypedDict):
+    name: str
+    family: str
+    model_id: str
+    updated_at: str
+    history: list[AliasEvent]
+
+
+class PromotionRecord(TypedDict):
+    id: int
+    alias: str
+    family: str
+    edit_id: str
+    model_id: str | None
+    verdict: str
+    outcome: str
+    override_reason: str | None
+    actor: str | None
+    at: str
+
+
+class Promotions(TypedDict):
+    promotions: list[PromotionRecord]
+
+
+# --- client-side results --------------------------------------------------------------------------------------------
+
+class Download(TypedDict):
+    """A downloaded object: where it was written, its size and its sha256 (checked against X-Content-SHA256)."""
+
+    path: str | None  # None when written to a file object
+    size: int
+    sha256: str
