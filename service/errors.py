@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from editaudit.core.repo import NotFound
@@ -85,6 +85,14 @@ def install(app: FastAPI) -> None:
         """The database is down or saturated: a transient condition a client should retry, not a bug (500)."""
         log.warning("database unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
         return unavailable_response("the database is unavailable; retry shortly", request.url.path)
+
+    @app.exception_handler(DataError)
+    async def _value_out_of_range(request: Request, exc: DataError):
+        """A value the database cannot store (an integer past its column, a malformed literal): the request's
+        fault, and a validator that should have caught it (logged so it gets one)."""
+        log.warning("value refused by the database on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
+        return problem_response(422, "a value in the request is out of range or malformed for storage",
+                                [{"field": "body", "reason": "out of range or malformed"}], request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

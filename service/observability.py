@@ -31,6 +31,7 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.logs import configure_json_logs, request_id
 from editaudit.core.queue import queue_depth
+from editaudit.service.openapi import op
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("editaudit.access")
@@ -200,9 +201,10 @@ def install(app) -> None:
         configure_json_logs()  # now, for the server's startup lines; again on startup, once it has set up its own
 
 
-@router.get("/metrics", operation_id="get_metrics", response_class=Response,
-            responses={200: {"description": "Prometheus text exposition format",
-                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.get("/metrics", response_class=Response,
+            **op("get_metrics", None, public=True, responses={200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}))
 def get_metrics(request: Request) -> Response:
     """Request latency by route template, method and status; edits by status; audit durations; queue depth.
     Unauthenticated, like /healthz: it names no tenant's data."""

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from editaudit.contracts.scopes import Scope
 from editaudit.service.errors import PROBLEM, TITLES
 
-# what any authenticated route may answer besides its own errors: no or a bad key, a missing scope, a body over
-# the limit, NUL bytes or invalid parameters, the database down
-COMMON_ERRORS = (401, 403, 413, 422, 503)
+# what any authenticated route may answer besides its own errors: a body that does not parse, no or a bad key, a
+# missing scope, a body over the limit, NUL bytes or invalid parameters, the database down
+COMMON_ERRORS = (400, 401, 403, 413, 422, 503)
 PUBLIC_ERRORS = (422, 503)
 
 

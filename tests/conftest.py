@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,21 +95,32 @@ def failures_npz(digits_model):
     return dataset_to_npz(DatasetArrays(x=tr.x[wrong], y=tr.y[wrong]))
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh database on the machine's Postgres, dropped afterwards."""
+@contextmanager
+def postgres_database():
+    """A fresh database on the machine's Postgres (its URL), dropped afterwards."""
     require_service("Postgres", "127.0.0.1", 5432)
     import psycopg
 
     name = f"editaudit_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from editaudit.core.db import engine_for
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield url
+    finally:
+        from editaudit.core.db import engine_for
 
-    engine_for.cache_clear()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine_for(url).dispose()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database shared by the session's tests (each counts only its own rows). A test that creates API keys
+    needs its own (`postgres_database`): once a key exists, anonymous requests are refused."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ class Registry(Generic[P]):
         if not isinstance(raw, dict):
             raise ValueError(f"an {self.kind} is an object with a {self.key!r} field")
         name = raw.get(self.key)
-        if name not in self.classes:
+        if not isinstance(name, str) or name not in self.classes:
             raise ValueError(f"unknown {self.kind} {name!r}; valid names: {self.names()}")
         try:
             return self.classes[name].model_validate(raw)

@@ -4,7 +4,7 @@ attacked, not its submitter."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -39,7 +39,8 @@ def list_audit_profiles(s: SessionDep, tenant: TenantDep):
 
 @router.get("/audit-profiles/{name}", response_model=AuditProfileOut,
             **op("get_audit_profile", Scope.gate_read, 404))
-def get_audit_profile(name: str, s: SessionDep, tenant: TenantDep, version: int | None = None):
+def get_audit_profile(name: str, s: SessionDep, tenant: TenantDep,
+                      version: int | None = Query(None, ge=1, le=2**31 - 1)):
     row = repo.latest_version(s, db.AuditProfile, tenant, name, version)
     if row is None:
         raise Problem(404, f"no audit profile {name!r}" + (f" version {version}" if version else "")

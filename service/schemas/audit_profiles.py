@@ -36,4 +36,4 @@ class ProfileRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     profile: str = Field(pattern=NAME)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)

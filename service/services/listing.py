@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import Select, and_, or_, select
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from editaudit.service.errors import Problem
 
 MAX_PAGE = 200
+ID_RE = re.compile(r"[0-9a-f]{1,64}")  # ids are uuid4 hex: anything else was not made by this API
 
 
 def encode_cursor(created_at: datetime, id_: str) -> str:
@@ -24,7 +26,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, id_ = json.loads(raw)
-        return datetime.fromisoformat(at), str(id_)
+        if not isinstance(id_, str) or not ID_RE.fullmatch(id_):
+            raise ValueError(id_)
+        return datetime.fromisoformat(at), id_
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise Problem(422, "cursor is not one this API returned", field="cursor") from None
 
