@@ -43,6 +43,9 @@ class Settings(BaseSettings):
                            "once it lapses another worker may take the job over")
     max_attempts: int = Field(3, ge=1, description="attempts (leases taken) before a job whose worker keeps "
                               "disappearing is marked failed")
+    worker_alive_file: Path | None = Field(None, description="touched by each worker's reconciler every pass; "
+                                           "`python -m editaudit.worker.health` checks its age (the compose "
+                                           "health check: it holds during a long job)")
     reconcile_every_s: float = Field(15, ge=0.2, description="how often each worker looks for lapsed leases and "
                                      "queued jobs whose message was lost")
     requeue_after_s: float = Field(120, ge=1, description="a job still queued this long after it was sent is sent "

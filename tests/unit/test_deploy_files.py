@@ -59,3 +59,71 @@ def test_both_images_install_every_source_root():
     for root in ("editaudit", "service", "worker", "migrations"):
         assert f"COPY {root} ./{root}" in base, root
     assert "setup.py" in base and "LICENSE" in base
+
+
+def test_compose_needs_a_token_and_restarts_pinned_services():
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "EDITAUDIT_API_TOKEN: ${EDITAUDIT_API_TOKEN:?" in text, "compose refuses to start without a token"
+    assert "EDITAUDIT_API_TOKEN=" in (ROOT / ".env.example").read_text()
+    services = compose()["services"]
+    for name in ("api", "worker", "postgres", "redis", "minio"):
+        assert services[name]["restart"] == "unless-stopped", name
+    for name, svc in services.items():
+        image = svc.get("image", "")
+        assert not image.endswith(":latest") and (":" in image or image.startswith("editaudit-")), (name, image)
+
+
+def test_one_build_serves_migrate_and_api():
+    services = compose()["services"]
+    assert "build" not in services["migrate"] and services["migrate"]["image"] == services["api"]["image"]
+    assert services["migrate"]["pull_policy"] == "never"
+
+
+def test_worker_health_check_reads_the_liveness_file_not_a_ping():
+    worker = compose()["services"]["worker"]
+    assert worker["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "editaudit.worker.health"]
+    assert "ping" not in " ".join(worker["healthcheck"]["test"])
+
+
+def test_worker_liveness_file(tmp_path, monkeypatch):
+    from editaudit.core.settings import get_settings
+    from editaudit.worker import health
+
+    path = tmp_path / "alive"
+    monkeypatch.setenv("EDITAUDIT_WORKER_ALIVE_FILE", str(path))
+    get_settings.cache_clear()
+    try:
+        assert health.main([]) == 1  # missing
+        health.touch(path)
+        assert health.main(["--max-age-s", "60"]) == 0
+        import os
+
+        os.utime(path, (path.stat().st_atime - 600, path.stat().st_mtime - 600))
+        assert health.main(["--max-age-s", "60"]) == 1
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_reconciler_thread_keeps_the_liveness_file_fresh(tmp_path):
+    """Touched before every pass, even when the pass fails (here: no database at all)."""
+    import time
+
+    from editaudit.core.settings import Settings
+    from editaudit.worker.jobs.reconcile import start_reconciler
+
+    path = tmp_path / "alive"
+    stop = start_reconciler(None, lambda _id: None, Settings(data_dir=tmp_path, worker_alive_file=path,
+                                                            reconcile_every_s=0.2))
+    try:
+        for _ in range(200):
+            if path.exists():
+                break
+            time.sleep(0.05)
+        first = path.stat().st_mtime_ns
+        for _ in range(200):
+            if path.stat().st_mtime_ns != first:
+                break
+            time.sleep(0.05)
+        assert path.stat().st_mtime_ns != first
+    finally:
+        stop.set()

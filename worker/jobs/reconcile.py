@@ -91,7 +91,11 @@ def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
     stop = threading.Event()
 
     def loop():
+        from editaudit.worker.health import touch
+
+        touch(settings.worker_alive_file)
         while not stop.wait(settings.reconcile_every_s):
+            touch(settings.worker_alive_file)  # before the pass: a database outage is not the worker's death
             try:
                 reconcile(sessions, send, settings, queue_depth=queue_depth)
             except Exception:  # noqa: BLE001 - a database outage must not end the loop
