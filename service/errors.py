@@ -58,7 +58,7 @@ def unavailable_response(detail: str, instance: str, errors: list[dict] | None =
 def _loc(loc) -> str:
     """`("body", "audit", "corruptions", "names", "list[literal[...]]", 0)` -> `audit.corruptions.names.0`:
     pydantic's union-member labels (they contain brackets) say nothing to a user."""
-    return ".".join(str(p) for p in loc if p != "body" and "[" not in str(p)) or "body"
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path") and "[" not in str(p)) or "body"
 
 
 def install(app: FastAPI) -> None:

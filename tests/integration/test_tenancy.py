@@ -155,3 +155,32 @@ def test_docs_and_schema_need_a_key_once_keys_exist(api_client):
     key_headers(c.settings, "default")
     assert_problem(c.get("/openapi.json"), 401)
     assert_problem(c.get("/docs"), 401)
+
+
+def test_without_keys_only_a_loopback_bind_serves(tmp_path):
+    from editaudit.cli.embedded import EmbeddedServer
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, allow_anonymous=False)
+    with pytest.raises(RuntimeError, match="refusing to serve on 0.0.0.0 without API keys"):
+        with EmbeddedServer(settings, host="0.0.0.0"):
+            pass
+    assert not (tmp_path / "worker.log").exists()  # refused before the worker started: nothing left running
+
+
+def test_the_production_app_refuses_to_start_without_a_key(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from editaudit.core.migrate import upgrade
+    from editaudit.service.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, allow_anonymous=False)
+    upgrade(settings.resolved_database_url)
+    with pytest.raises(RuntimeError, match="refusing to serve without authentication"):
+        with TestClient(create_app(settings)):
+            pass
+    headers = key_headers(settings, "team-a", ["audits:read"])
+    with TestClient(create_app(settings)) as c:
+        assert_problem(c.get("/archs"), 401)
+        assert c.get("/archs", headers=headers).status_code == 200
