@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 FileSource = Union[str, os.PathLike, BinaryIO]
 HASH_CHUNK = 4 * 1024 * 1024
+STREAM_CHUNK = 1024 * 1024
 
 
 class ObjectStore(Protocol):
@@ -25,6 +26,10 @@ class ObjectStore(Protocol):
         whole."""
 
     def get(self, key: str) -> bytes: ...
+
+    def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks) of an object, for downloads that must not hold it in memory; KeyError when missing
+        (raised here, before the first chunk)."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -111,6 +116,19 @@ class LocalStore:
         except FileNotFoundError:
             raise KeyError(key) from None
 
+    def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while block := f.read(chunk):
+                    yield block
+
+        return os.fstat(f.fileno()).st_size, chunks()
+
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
@@ -178,6 +196,17 @@ class S3Store:
             if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 raise KeyError(key) from None
             raise
+
+    def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise KeyError(key) from None
+            raise
+        return obj["ContentLength"], obj["Body"].iter_chunks(chunk)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -71,3 +71,22 @@ def test_s3_put_file_goes_up_in_parts_above_the_threshold(s3_server, tmp_path):
     path.write_bytes(b"small object")
     assert store.put_file("small", path) is True and store.get("small") == b"small object"
     assert len(parts) == 3, "below the threshold: one PUT"
+
+
+def _stream_roundtrip(store, data: bytes) -> None:
+    key = content_key("models", hashlib.sha256(data).hexdigest(), ".safetensors")
+    store.put(key, data)
+    size, chunks = store.stream(key, chunk=1 << 16)
+    parts = list(chunks)
+    assert size == len(data) and b"".join(parts) == data and max(map(len, parts)) <= 1 << 16
+    with pytest.raises(KeyError):
+        store.stream("models/" + "0" * 64 + ".safetensors")
+
+
+def test_downloads_stream_in_bounded_chunks_local(tmp_path):
+    _stream_roundtrip(LocalStore(tmp_path / "objects"), _blob(300_001))
+
+
+def test_downloads_stream_in_bounded_chunks_s3(s3_server):
+    endpoint, bucket = s3_server
+    _stream_roundtrip(S3Store(bucket, "stream-test", endpoint_url=endpoint), _blob(300_001))
