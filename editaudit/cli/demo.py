@@ -18,7 +18,8 @@ from pathlib import Path
 
 import click
 
-from editaudit.cli.client import Client
+from editaudit.cli.progress import end_progress, progress_printer
+from editaudit.client import Client
 from editaudit.contracts import metrics
 from editaudit.contracts.statuses import Status
 from editaudit.core.tables import audit_table, render
@@ -41,35 +42,20 @@ def _train_demo_model(epochs: int):
         return (out / "model.safetensors").read_bytes(), sets, json.loads((out / "facts.json").read_text())
 
 
-def progress_printer(err: bool = False):
-    """A one-line progress bar on a terminal; one line per stage when the output is a pipe or a log."""
-    tty = (sys.stderr if err else sys.stdout).isatty()
-    last = {"line": "", "stage": None}
-
-    def show(edit: dict) -> None:
-        p = edit.get("progress") or {}
-        total, done = max(int(p.get("total", 1)), 1), int(p.get("done", 0))
-        stage = f"{edit['status']} {p.get('stage', '')}"
-        line = f"  [{'#' * int(30 * done / total):<30}] {stage:<20} {done}/{total}"
-        if tty and line != last["line"]:
-            click.echo("\r" + line, nl=False, err=err)
-        elif not tty and stage != last["stage"]:
-            click.echo(line, err=err)
-        last["line"], last["stage"] = line, stage
-
-    return show
-
-
 def run_demo(url: str, epochs: int = 4, report: str | None = None) -> int:
-    client = Client(url)
+    with Client(url) as client:
+        return _run(client, url, epochs, report)
+
+
+def _run(client: Client, url: str, epochs: int, report: str | None) -> int:
     t0 = time.perf_counter()
     click.echo(f"1/5 training editaudit/smallcnn on builtin:digits-train ({epochs} epochs) ...")
     weights, sets, facts = _train_demo_model(epochs)
     click.echo(f"    clean test accuracy {facts['clean']:.4f}; with a texture in the background "
                f"{facts['textured']:.4f} (it misreads the texture as strokes)")
     model = client.upload_model(weights, facts["spec"])
-    edit_set = client.upload_dataset(sets["edit"], "textured-exemplars.npz")
-    generalization = client.upload_dataset(sets["generalization"], "textured-test.npz")
+    edit_set = client.upload_dataset(sets["edit"], filename="textured-exemplars.npz")
+    generalization = client.upload_dataset(sets["generalization"], filename="textured-test.npz")
     click.echo(f"2/5 uploaded model {model['id']} (sha256 {model['sha256'][:12]}…); edit set {edit_set['id']}: 8 "
                f"textured {facts['edit_class']}s with clean twins and masks (accuracy {facts['edit_before']:.2f}); "
                f"generalization set {generalization['id']}: {generalization['n']} textured test digits")
@@ -80,24 +66,23 @@ def run_demo(url: str, epochs: int = 4, report: str | None = None) -> int:
                 {"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125},
                 {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "step_size": 0.125}],
                 "corruptions": {"names": "all", "severities": [1, 3, 5]}, "seed": 0}}
-    job = client.create_edit(body)
+    job = client.submit_edit(body)
     click.echo(f"3/5 submitted edit {job['id']} (rewrite of fc1, rank 1: texture keys -> clean values); "
                "waiting for the worker ...")
-    edit = client.wait_for_edit(job["id"], timeout=300, on_progress=progress_printer())
-    if sys.stdout.isatty():
-        click.echo("")
+    edit = client.wait_for_edit(job["id"], timeout=300, poll=0.25, on_progress=progress_printer())
+    end_progress()
     if edit["status"] != Status.succeeded:
         click.echo(f"    edit {edit['status']}: {edit.get('error')}", err=True)
         return 2
-    audit = client.get(f"/audits/{job['audit_id']}")
+    audit = client.get_audit(job["audit_id"])
     where = ""
     if report:
         with open(report, "w", encoding="utf-8") as f:
-            f.write(client.http.get(f"/audits/{audit['id']}/report.html").text)
+            f.write(client.get_audit_report(audit["id"], "html"))
         where = f"; every cell and the plots: {report}"
     click.echo(f"4/5 audit {audit['id']} on {audit['device']}{where}:\n")
     click.echo(audit_table(audit, headline_only=True))
-    gate = client.post("/gate", {"edit_id": job["id"], "policy": DEMO_POLICY})
+    gate = client.gate(job["id"], DEMO_POLICY)
     flags = " ".join(f"--{kind.replace('_', '-')} {r['metric']}={r[kind]:g}" for r in DEMO_POLICY["rules"]
                      for kind in KINDS if kind in r)
     click.echo(f"\n5/5 gate (editaudit gate {job['id']} {flags}):\n")

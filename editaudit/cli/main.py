@@ -1,6 +1,8 @@
-"""The `editaudit` command: serve, migrate, demo and the deployment gate.
+"""The `editaudit` command: serve, migrate, demo, the deployment gate, and the API's resources through the typed
+client (models, datasets, edits, audits, weights) and the operator's keys.
 
-Exit codes of `editaudit gate`: 0 pass, 1 blocked, 2 error, 3 audit missing or not finished, 4 usage.
+Exit codes of `editaudit gate`: 0 pass, 1 blocked, 2 error, 3 audit missing or not finished, 4 usage; every other
+command keeps the same meanings (editaudit.cli.common).
 """
 
 from __future__ import annotations
@@ -15,22 +17,59 @@ from pathlib import Path
 import click
 
 from editaudit import __version__
-from editaudit.cli.client import ApiError, Client, default_url
+from editaudit.cli.audits import audits, weights
+from editaudit.cli.common import (EXIT_BLOCKED, EXIT_ERROR, EXIT_MISSING, EXIT_PASS, EXIT_USAGE, api_options,
+                                  exit_code_for, handled)
+from editaudit.cli.edits import edits
+from editaudit.cli.keys import keys
+from editaudit.cli.uploads import datasets, models
+from editaudit.client import ApiError, Client
 from editaudit.contracts.statuses import Status
 from editaudit.gate.evaluate import GateResult
 from editaudit.gate.policy import Policy, load_policy, parse_assignment
 from editaudit.gate.render import as_html, as_junit, as_markdown, as_table
 
-EXIT_PASS, EXIT_BLOCKED, EXIT_ERROR, EXIT_MISSING, EXIT_USAGE = 0, 1, 2, 3, 4
-
-url_option = click.option("--url", default=default_url, show_default="$EDITAUDIT_URL or http://127.0.0.1:8000",
-                          help="editaudit API to talk to.")
+__all__ = ["EXIT_BLOCKED", "EXIT_ERROR", "EXIT_MISSING", "EXIT_PASS", "EXIT_USAGE", "cli", "exit_code_for", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Cli(click.Group):
+    """Usage errors exit 4 (the gate's contract), not click's default 2, however the command is invoked (the
+    console script, `python -m`, click's test runner)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            e.show()
+            sys.exit(EXIT_USAGE)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(EXIT_ERROR)
+        except Exception as e:  # noqa: BLE001 - an unexpected failure is an error (2), never "blocked" (1)
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+        if standalone_mode:  # --help, --version and ctx.exit(n) come back as a code when not standalone
+            sys.exit(rv if isinstance(rv, int) else EXIT_PASS)
+        return rv
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 ok, 1 blocked (a gate, a refused promotion, an edit that failed), 2 error, "
+                    "3 not found or not finished, 4 usage.")
 @click.version_option(__version__, prog_name="editaudit")
 def cli():
-    """editaudit: edit image classifiers and prove the edit did not quietly break robustness."""
+    """editaudit: edit image classifiers and prove the edit did not quietly break robustness.
+
+    Commands that talk to a server take --url (default $EDITAUDIT_URL, else http://127.0.0.1:8000) and --key
+    (default $EDITAUDIT_API_KEY).
+    """
+
+
+for group in (models, datasets, edits, audits, weights, keys):
+    cli.add_command(group)
 
 
 def _settings(data_dir: str | None):
@@ -100,20 +139,6 @@ def demo(url: str | None, data_dir: str | None, epochs: int, report: str):
     sys.exit(code)
 
 
-def exit_code_for(e: ApiError) -> int:
-    """Map an API problem to the gate's exit codes."""
-    body = e.body if isinstance(e.body, dict) else {}
-    fields = {x.get("field") for x in body.get("errors") or []}
-    if e.status == 409 and "gate" in body:
-        return EXIT_BLOCKED  # promotion refused by the gate
-    if e.status == 409 or (e.status == 404 and "edit_id" in fields):
-        return EXIT_MISSING
-    if e.status in (404, 422) and any(f == "name" or f == "policy" or f.startswith("policy.")
-                                      for f in fields if isinstance(f, str)):
-        return EXIT_USAGE  # an unknown policy, or a policy naming what cannot exist (a typo'd metric or attack id)
-    return EXIT_ERROR
-
-
 def _is_path(policy: str) -> bool:
     """A policy file is written as a path (`./p.yaml`, `ci/policy.json`); a bare name is always the server's, so a
     file named `default` in the working directory cannot stand in for the server's default policy."""
@@ -132,14 +157,14 @@ def _rules_policy(policy: str | None, rules: list, client: Client) -> str | dict
     elif policy and not rules:
         return policy
     elif policy:
-        doc = client.get(f"/policies/{policy}")["policy"]
+        doc = client.get_policy(policy)["policy"]
     doc = doc or {"version": 1, "name": "command line", "rules": []}
     doc["rules"] = list(doc["rules"]) + [r.model_dump(mode="json", exclude_none=True) for r in rules]
     return Policy.model_validate(doc).model_dump(mode="json", exclude_none=True)
 
 
 def _wait(client: Client, edit_id: str, timeout: float) -> None:
-    from editaudit.cli.demo import progress_printer
+    from editaudit.cli.progress import progress_printer
 
     show = progress_printer(err=True)
     edit = client.wait_for_edit(edit_id, timeout=timeout, poll=1.0, on_progress=show)
@@ -167,8 +192,8 @@ def _wait(client: Client, edit_id: str, timeout: float) -> None:
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the formatted result here (the table still goes to stdout).")
-@url_option
-def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, output, url):
+@api_options
+def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, output, url, key):
     """Decide whether EDIT_ID may ship.
 
     \b
@@ -184,25 +209,14 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
         raise click.UsageError(str(e)) from None
     if not policy and not rules:
         raise click.UsageError("no rules: give --policy FILE|NAME or at least one --min/--max/--max-drop")
-    client = Client(url)
-    try:
-        policy_ref = _rules_policy(policy, rules, client)
+    with handled(url), Client(url, key=key) as client:
+        try:
+            policy_ref = _rules_policy(policy, rules, client)
+        except ValueError as e:  # a policy file or rules that do not validate
+            raise click.UsageError(str(e)) from None
         if wait:
             _wait(client, edit_id, timeout)
-        result = client.post("/gate", {"edit_id": edit_id, "policy": policy_ref})
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    except click.UsageError:
-        raise
-    except ApiError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(exit_code_for(e))
-    except TimeoutError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_MISSING)
-    except Exception as e:  # noqa: BLE001 - network and server trouble
-        click.echo(f"error: cannot reach {url}: {e}", err=True)
-        sys.exit(EXIT_ERROR)
+        result = client.gate(edit_id, policy_ref)
     gr = GateResult.from_dict(result)
     formatted = {"table": lambda: as_table(result), "json": lambda: json.dumps(result, indent=2, default=str),
                  "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}"),
@@ -221,15 +235,15 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
 @click.option("--alias", default="production", show_default=True, help="Alias of the model family to move.")
 @click.option("--policy", default="default", show_default=True, metavar="NAME", help="Server policy to gate with.")
 @click.option("--override-reason", default=None, help="Promote despite a failing gate; recorded in the audit trail.")
-@url_option
-def promote(edit_id, alias, policy, override_reason, url):
+@api_options
+def promote(edit_id, alias, policy, override_reason, url, key):
     """Point ALIAS of the model family at EDIT_ID's model, only if the gate passes (or with --override-reason).
 
     Exit codes as for `gate`: 0 promoted, 1 refused by the gate, 2 error, 3 audit missing or not finished.
     The actor recorded is the name of the API key (EDITAUDIT_API_KEY).
     """
-    body = {"alias": alias, "policy": policy, "override_reason": override_reason}
-    out = _post_or_exit(url, f"/edits/{edit_id}/promote", body)
+    with handled(url), Client(url, key=key) as client:
+        out = client.promote_edit(edit_id, alias=alias, policy=policy, override_reason=override_reason)
     click.echo(f"{out['outcome']}: {alias} -> model {out['model_id']} (was {out['previous_model_id']}); "
                f"gate {out['gate']['verdict']}")
 
@@ -237,48 +251,22 @@ def promote(edit_id, alias, policy, override_reason, url):
 @cli.command()
 @click.argument("edit_id")
 @click.option("--reason", default=None, help="Why (recorded in the alias history).")
-@url_option
-def revert(edit_id, reason, url):
+@api_options
+def revert(edit_id, reason, url, key):
     """Undo EDIT_ID: every alias pointing at its edited model goes back to what it held before EDIT_ID was
     promoted (the model EDIT_ID was applied to, when there is no record).
 
     Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
     """
-    out = _post_or_exit(url, f"/edits/{edit_id}/revert", {"reason": reason})
+    with handled(url), Client(url, key=key) as client:
+        out = client.revert_edit(edit_id, reason=reason)
     moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
     click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
 
 
-def _post_or_exit(url: str, path: str, body: dict) -> dict:
-    """POST to the server; an API problem or an unreachable server prints why and exits with the gate's codes."""
-    try:
-        return Client(url).post(path, body)
-    except ApiError as e:
-        click.echo(f"error: {e}", err=True)
-        gate = e.body.get("gate") if isinstance(e.body, dict) else None
-        if gate:  # a refused promotion: show the verdict and every row, failing ones included
-            click.echo(as_table(gate), err=True)
-        sys.exit(exit_code_for(e))
-    except Exception as e:  # noqa: BLE001
-        click.echo(f"error: cannot reach {url}: {e}", err=True)
-        sys.exit(EXIT_ERROR)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: click's usage errors exit 4 (the gate's contract), not click's default 2."""
-    try:
-        cli.main(args=argv, prog_name="editaudit", standalone_mode=False)
-    except click.UsageError as e:
-        e.show()
-        sys.exit(EXIT_USAGE)
-    except click.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_ERROR)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # noqa: BLE001 - an unexpected failure is an error (2), never "blocked" (1)
-        click.echo(f"error: {type(e).__name__}: {e}", err=True)
-        sys.exit(EXIT_ERROR)
+    """Entry point (the console script and `python -m editaudit.cli.main`); exit codes as documented above."""
+    cli.main(args=argv, prog_name="editaudit")
 
 
 if __name__ == "__main__":

@@ -187,17 +187,3 @@ def test_each_method_sends_what_it_declares(schema):
             known = _resolve(schema, body["content"]["application/json"]["schema"])["properties"]
             assert set(sent) <= set(known), (op_id, set(sent) - set(known))
 
-
-def test_iterators_follow_next_cursor():
-    pages = {None: {"items": [{"id": "e3"}, {"id": "e2"}], "next_cursor": "c1"},
-             "c1": {"items": [{"id": "e1"}], "next_cursor": None}}
-    asked = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        asked.append(dict(request.url.params))
-        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
-
-    client = Client("http://api.test", http=httpx.Client(base_url="http://api.test",
-                                                         transport=httpx.MockTransport(answer)))
-    assert [e["id"] for e in client.iter_edits(status="failed", page_size=2)] == ["e3", "e2", "e1"]
-    assert asked == [{"limit": "2", "status": "failed"}, {"limit": "2", "status": "failed", "cursor": "c1"}]

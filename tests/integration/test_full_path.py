@@ -3,6 +3,7 @@ and the same path on the embedded default (SQLite + filesystem broker + local st
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from editaudit.cli.client import Client
+from editaudit.client import Client
 from editaudit.cli.embedded import EmbeddedServer
 from tests.conftest import make_settings
 
@@ -25,10 +26,10 @@ PGD_L2 = {"id": "pgd_l2", "name": "pgd", "norm": "2", "eps": 0.5, "steps": 10, "
 def run_path(url: str, digits_model, failures_npz) -> dict:
     weights, spec, _ = digits_model
     c = Client(url)
-    assert c.get("/healthz") == {"status": "ok", "worker": {"alive": True, "restarts": 0}}  # the embedded server's own worker
+    assert c.healthz() == {"status": "ok", "worker": {"alive": True, "restarts": 0}}  # the embedded server's own worker
     model = c.upload_model(weights, spec)
-    ds = c.upload_dataset(failures_npz, "failures.npz")
-    job = c.create_edit({"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
+    ds = c.upload_dataset(failures_npz, filename="failures.npz")
+    job = c.submit_edit({"model_id": model["id"], "method": "finetune_layer", "layers": ["fc"],
                          "hyperparams": {"steps": 30, "lr": 0.001}, "edit_set": ds["id"],
                          "test_set": "builtin:digits-test", "audit": {"attacks": [PGD, PGD_L2], "seed": 0}})
     assert job["status"] == "queued"
@@ -36,7 +37,7 @@ def run_path(url: str, digits_model, failures_npz) -> dict:
     edit = c.wait_for_edit(job["id"], timeout=240, on_progress=lambda e: seen.append(e["status"]))
     assert edit["status"] == "succeeded", edit["error"]
     assert "running" in seen, "progress goes through running"
-    audit = c.get(f"/audits/{job['audit_id']}")
+    audit = c.get_audit(job["audit_id"])
     return {"client": c, "model": model, "dataset": ds, "job": job, "edit": edit, "audit": audit}
 
 
@@ -54,7 +55,9 @@ def check_audit(res, digits_model):
     assert edit["info"]["changed_keys"] == ["fc.weight", "fc.bias"]
 
     # the edited weights download and load into the same architecture
-    raw = res["client"].edit_weights(edit["id"])
+    buf = io.BytesIO()
+    res["client"].download_edit_weights(edit["id"], buf)  # streamed, checked against X-Content-SHA256
+    raw = buf.getvalue()
     from editaudit.worker.ml.archs import create_model
 
     _, spec, _ = digits_model
@@ -116,7 +119,7 @@ def test_production_path_postgres_redis_s3_worker(tmp_path, postgres_url, redis_
         check_gate(stack.url, res)
         # a running or queued edit has no audit yet: the gate says so (exit 3)
         c = res["client"]
-        job = c.create_edit({"model_id": res["model"]["id"], "method": "finetune", "edit_set": res["dataset"]["id"],
+        job = c.submit_edit({"model_id": res["model"]["id"], "method": "finetune", "edit_set": res["dataset"]["id"],
                              "test_set": "builtin:digits-test",
                              "audit": {"attacks": [{**PGD, "steps": 200}], "seed": 0}})
         assert gate(stack.url, job["id"], "--min", "edit.accuracy=0.5").returncode == 3
@@ -142,12 +145,12 @@ def test_embedded_path_sqlite_filesystem_broker_worker(tmp_path, digits_model, f
         check_audit(res, digits_model)
         # a failing edit carries a readable error and stores nothing
         c = res["client"]
-        job = c.create_edit({"model_id": res["model"]["id"], "method": "finetune", "edit_set": res["dataset"]["id"],
+        job = c.submit_edit({"model_id": res["model"]["id"], "method": "finetune", "edit_set": res["dataset"]["id"],
                              "hyperparams": {"lr": 10.0, "steps": 50, "optimizer": "sgd"},
                              "test_set": "builtin:digits-test"})
         edit = c.wait_for_edit(job["id"], timeout=120)
         assert edit["status"] == "failed" and ("NaN" in edit["error"] or "lr" in edit["error"])
         assert edit["edited_model_id"] is None
-        assert c.get(f"/audits/{job['audit_id']}")["status"] == "failed"
+        assert c.get_audit(job["audit_id"])["status"] == "failed"
         assert gate(stack.url, job["id"], "--min", "edit.accuracy=0.5").returncode == 3
     assert (tmp_path / "editaudit.db").exists()
