@@ -20,7 +20,7 @@ from editaudit.service.schemas.datasets import DatasetOut
 from editaudit.service.schemas.listing import Page
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
-from editaudit.service.services.uploads import created_response, spooled_upload, store_and_insert
+from editaudit.service.services.uploads import created_response, ensure_object, spooled_upload, store_and_insert
 
 router = APIRouter(tags=["datasets"])
 
@@ -49,6 +49,7 @@ def upload_dataset(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Reque
         same = s.scalars(select(db.Dataset).filter_by(tenant=tenant, sha256=digest).order_by(db.Dataset.created_at)
                          .limit(1)).first()
         if same is not None:
+            ensure_object(svc.store, same.object_key, spooled)
             return created_response(dataset_out(same), f"/datasets/{same.id}", created=False)
         key = content_key("datasets", digest, summary.suffix)
         row = store_and_insert(s, svc.store, key, spooled, lambda: db.Dataset(

@@ -22,7 +22,8 @@ from editaudit.service.schemas.listing import Page
 from editaudit.service.schemas.models import LayersOut, LineageOut, ModelOut, ModelSpec
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
-from editaudit.service.services.uploads import created_response, object_response, spooled_upload, store_and_insert
+from editaudit.service.services.uploads import (created_response, ensure_object, object_response, spooled_upload,
+                                                store_and_insert)
 
 router = APIRouter(tags=["models"])
 DOWNLOAD = {200: {"content": {"application/octet-stream": {}}, "description": "the safetensors file"}}
@@ -78,6 +79,7 @@ def upload_model(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request
                              .order_by(db.Model.created_at)).all()
         same = next((m for m in existing if m.spec == spec_dict), None)
         if same is not None:
+            ensure_object(svc.store, same.object_key, spooled)
             return created_response(model_out(same), f"/models/{same.id}", created=False)
         key = content_key("models", digest, ".safetensors")
         row = store_and_insert(s, svc.store, key, spooled, lambda: db.Model(

@@ -46,6 +46,13 @@ def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes | Bin
         raise
 
 
+def ensure_object(store: ObjectStore, key: str, src: BinaryIO) -> None:
+    """A duplicate upload answers with the existing row; if that row's object went missing (a store restored
+    from an older backup, a bucket moved), the upload puts it back: same content, same key."""
+    if not store.exists(key):
+        store.put_file(key, src)
+
+
 def object_response(store: ObjectStore, key: str, filename: str, digest: str) -> Response:
     """An object as a streamed download (a 1 GiB checkpoint never sits in the API's memory), with its size and
     its sha256 in `X-Content-SHA256` for the client to verify."""

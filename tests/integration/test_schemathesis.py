@@ -92,5 +92,7 @@ def _seed(c, digits_model, failures_npz) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_the_whole_schema_in_the_production_mode(case, production):
+    """Generated requests (valid and invalid) against one operation, with the key and again without it: no 5xx,
+    only documented statuses, content types, schemas and headers, and 401 without the key where one is needed."""
     base, headers = production
     case.call_and_validate(base_url=base, headers=headers, checks=CHECKS, timeout=120)

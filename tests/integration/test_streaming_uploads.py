@@ -33,6 +33,17 @@ def test_the_same_model_twice_is_one_model(api_client, digits_model):
     assert again.json()["id"] == first.json()["id"] and rows(api_client, db.Model) == 1
 
 
+def test_a_duplicate_upload_restores_a_missing_object(api_client, digits_model):
+    """The row of the first upload is answered again; its object, lost from the store meanwhile, is put back."""
+    first = post_model(api_client, digits_model[0], SPEC).json()
+    for path in objects(api_client):
+        path.unlink()
+    again = post_model(api_client, digits_model[0], SPEC)
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    got = api_client.get(f"/models/{first['id']}/weights")
+    assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == first["sha256"]
+
+
 def test_a_uint8_dataset_larger_than_the_spool_is_recorded_as_uploaded(api_client):
     """4 MiB: past starlette's 1 MiB in-memory spool, so the route reads it from disk."""
     rng = np.random.default_rng(0)

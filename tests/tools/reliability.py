@@ -1,4 +1,4 @@
-"""Regenerate RELIABILITY.md from the fault, lease, hostile-file and property tests: what was tried, how many
+"""Regenerate RELIABILITY.md from the fault, lease, hostile-file, property, schema-fuzzing and tenancy tests: what was tried, how many
 cases, the outcome and the data lost. Needs Postgres and Redis on 127.0.0.1, like the test suite.
 
     python -m tests.tools.reliability            # runs the tests (a few minutes) and writes RELIABILITY.md
@@ -23,6 +23,9 @@ SUITES = {
     "Leases and the reconciler (the real job code, in process)": "tests/integration/test_leases.py",
     "Hostile uploads": "tests/integration/test_hostile_files.py",
     "Properties of the parsers and the gate (hypothesis)": "tests/unit/test_properties.py",
+    "Schema fuzzing in the production mode (schemathesis: one case per operation)":
+        "tests/integration/test_schemathesis.py",
+    "Tenants and keys: a second tenant, forged, revoked and under-scoped keys": "tests/integration/test_tenancy.py",
 }
 LOSS_CHECK = ("each edit ends `succeeded` exactly once — one edited-model row, one audit, the lease released, every "
               "weights object with its row and no row without its object — or, when the object store stays down, "
