@@ -128,12 +128,14 @@ def test_production_path_postgres_redis_s3_worker(tmp_path, postgres_url, redis_
     import boto3
     from sqlalchemy import create_engine, text
 
-    model_id = res["model"]["id"]  # the database is shared with other tests of the session: count this one's rows
+    # the database is shared with other tests of the session (and an identical upload is one row per tenant, so
+    # the model may be theirs too): count this test's own edits and the models they made
+    edits = (res["job"]["id"], job["id"])
     with create_engine(postgres_url).connect() as conn:
-        assert conn.execute(text("select count(*) from edits where status = 'succeeded' and model_id = :m"),
-                            {"m": model_id}).scalar() == 2
-        assert conn.execute(text("select count(*) from models where id = :m or parent_model_id = :m"),
-                            {"m": model_id}).scalar() == 3
+        assert conn.execute(text("select count(*) from edits where status = 'succeeded' and id in (:a, :b)"),
+                            dict(zip("ab", edits))).scalar() == 2
+        assert conn.execute(text("select count(*) from models where edit_id in (:a, :b) and parent_model_id = :m"),
+                            {**dict(zip("ab", edits)), "m": res["model"]["id"]}).scalar() == 2
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
     assert sum(k.startswith("run/models/") for k in keys) == 3 and sum(k.startswith("run/datasets/") for k in keys) == 1
 
