@@ -190,6 +190,38 @@ def api_client(tmp_path, app_settings_extra):
         yield c
 
 
+@contextmanager
+def serve_over_http(app):
+    """The app served by uvicorn on a thread on a free loopback port; yields its URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from editaudit.cli.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture()
+def http_url(api_client):
+    """The api_client's app served over real HTTP, for the CLI."""
+    with serve_over_http(api_client.app) as url:
+        yield url
+
+
 @pytest.fixture()
 def edit_factory(api_client, digits_model, failures_npz):
     """Uploads the digits model and its failures; `submit(run=True, **body)` posts an edit and, unless run=False,

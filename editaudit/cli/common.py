@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 import httpx
@@ -100,6 +100,16 @@ def read_json(value: str, what: str) -> Any:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def show(obj: dict, as_json: bool, quiet: bool, summary: Callable[[dict], str]) -> None:
+    """A resource as the user asked: the whole JSON (--json), its id alone (-q, for scripts), or one line."""
+    if as_json:
+        echo_json(obj)
+    elif quiet:
+        click.echo(obj["id"])
+    else:
+        click.echo(summary(obj))
 
 
 def client(url: str, key: str | None) -> Client:

@@ -8,7 +8,7 @@ from itertools import islice
 import click
 
 from editaudit.cli.common import (EXIT_BLOCKED, EXIT_CODES_HELP, EXIT_OK, api_options, client, echo_json, handled,
-                                  json_option, read_json)
+                                  json_option, read_json, show)
 from editaudit.cli.progress import end_progress, progress_printer
 from editaudit.cli.uploads import idempotency_option, quiet_option
 from editaudit.contracts.statuses import Status
@@ -53,23 +53,16 @@ def submit(body, wait, timeout, poll, idempotency_key, as_json, quiet, url, key)
         click.echo(f"edit {job['id']} queued (audit {job['audit_id']}); waiting ...", err=True)
         edit = api.wait_for_edit(job["id"], timeout=timeout, poll=poll, on_progress=progress_printer(err=True))
         end_progress(err=True)
-    if as_json:
-        echo_json(edit)
-    elif quiet:
-        click.echo(edit["id"])
-    else:
-        click.echo(_outcome(edit))
+    show(edit, as_json, quiet, _outcome)
     sys.exit(EXIT_OK if edit["status"] == Status.succeeded else EXIT_BLOCKED)
 
 
 def _print_job(job, as_json: bool, quiet: bool) -> None:
-    if as_json:
-        echo_json(job)
-    elif quiet:
-        click.echo(job["id"])
-    else:
-        subs = f"; {len(job['sub_edits'])} sub-edits" if job.get("sub_edits") else ""
-        click.echo(f"edit {job['id']} {job['status']} (audit {job['audit_id']}{subs})")
+    def line(j: dict) -> str:
+        subs = f"; {len(j['sub_edits'])} sub-edits" if j.get("sub_edits") else ""
+        return f"edit {j['id']} {j['status']} (audit {j['audit_id']}{subs})"
+
+    show(job, as_json, quiet, line)
 
 
 def _outcome(edit) -> str:

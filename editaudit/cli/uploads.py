@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from editaudit.cli.common import EXIT_CODES_HELP, api_options, client, echo_json, handled, json_option, read_json
+from editaudit.cli.common import EXIT_CODES_HELP, api_options, client, handled, json_option, read_json, show
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the id (for scripts).")
 idempotency_option = click.option("--idempotency-key", default=None, metavar="K",
@@ -34,12 +34,8 @@ def upload_model(file, spec, idempotency_key, as_json, quiet, url, key):
         raise click.UsageError("--spec must be a JSON object")
     with handled(url), client(url, key) as api:
         model = api.upload_model(file, spec_obj, idempotency_key=idempotency_key)
-    if as_json:
-        echo_json(model)
-    elif quiet:
-        click.echo(model["id"])
-    else:
-        click.echo(f"model {model['id']}  {model['arch']}  sha256 {model['sha256'][:12]}…  {model['size_bytes']} bytes")
+    show(model, as_json, quiet,
+         lambda m: f"model {m['id']}  {m['arch']}  sha256 {m['sha256'][:12]}…  {m['size_bytes']} bytes")
 
 
 @click.group()
@@ -58,9 +54,4 @@ def upload_dataset(file, idempotency_key, as_json, quiet, url, key):
     the dataset's id."""
     with handled(url), client(url, key) as api:
         ds = api.upload_dataset(file, idempotency_key=idempotency_key)
-    if as_json:
-        echo_json(ds)
-    elif quiet:
-        click.echo(ds["id"])
-    else:
-        click.echo(f"dataset {ds['id']}  n={ds['n']}  shape={ds['shape']}  sha256 {ds['sha256'][:12]}…")
+    show(ds, as_json, quiet, lambda d: f"dataset {d['id']}  n={d['n']}  shape={d['shape']}  sha256 {d['sha256'][:12]}…")

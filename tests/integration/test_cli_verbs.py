@@ -18,7 +18,6 @@ from sqlalchemy import select
 from editaudit.core import db
 from editaudit.worker.jobs import run_edit_job
 from tests.conftest import SPEC
-from tests.integration.test_gate_api import http_url  # noqa: F401 - the app over HTTP (uvicorn on a thread)
 
 PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
 

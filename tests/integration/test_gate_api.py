@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from editaudit.worker.jobs import run_edit_job
 from tests.conftest import key_headers
@@ -99,22 +97,6 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
     r = c.post(f"/edits/{job2['id']}/promote", json={"alias": "production", "policy": "edit-fixed"})
     assert r.json()["outcome"] == "promoted" and r.json()["previous_model_id"] == edit["edited_model_id"]
     assert len(c.get("/promotions").json()["promotions"]) == 4
-
-
-@pytest.fixture()
-def http_url(api_client):
-    """The same app served over real HTTP (uvicorn on a thread), for the CLI."""
-    from editaudit.cli.embedded import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api_client.app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(5)
 
 
 def cli(*args, **kw) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from editaudit.contracts.formats import DatasetArrays, dataset_to_npz
 from editaudit.gate.policy import builtin_policy
 from tests.conftest import key_headers
 from tests.integration.test_api_errors import assert_problem
-from tests.integration.test_gate_api import cli, http_url  # noqa: F401 (fixture)
+from tests.integration.test_gate_api import cli
 
 # measured here: this edit costs ~17 points of robust accuracy on 30 audited samples (9 lost, 4 gained: McNemar
 # p = 0.27, so "only significant drops count" lets it through), 10 points of clean accuracy (p = 0.38)
@@ -144,7 +144,7 @@ def test_audit_profiles_are_the_servers_not_the_submitters(edit_factory):
                           headers=team_b), 404, "model_id")  # its model is not team-b's either
 
 
-def test_cli_typos_are_usage_errors_with_suggestions(edit_factory, http_url):  # noqa: F811
+def test_cli_typos_are_usage_errors_with_suggestions(edit_factory, http_url):
     job = edit_factory.submit(audit={"attacks": [{"name": "pgd", "eps": 0.05, "steps": 2}]})
     r = cli("gate", job["id"], "--max-drop", "test.acc=0.01", "--url", http_url)
     assert r.returncode == 4 and "did you mean test.accuracy" in r.stderr, r.stderr
@@ -178,7 +178,7 @@ def test_builtin_policy_names_are_reserved(edit_factory):
     assert c.get("/policies/default").json()["version"] == "builtin"
 
 
-def test_a_file_named_like_a_server_policy_does_not_replace_it(edit_factory, http_url, tmp_path):  # noqa: F811
+def test_a_file_named_like_a_server_policy_does_not_replace_it(edit_factory, http_url, tmp_path):
     job = edit_factory.submit(audit={"attacks": [{"name": "pgd", "eps": 0.05, "steps": 2}]})
     (tmp_path / "default").write_text("version: 1\nrules: [{metric: test.accuracy, min: 0}]\n")
     r = cli("gate", job["id"], "--policy", "default", "--url", http_url, cwd=tmp_path)

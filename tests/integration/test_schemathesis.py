@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, ignored_auth, not_a_server_error,
                                  response_headers_conformance, response_schema_conformance, status_code_conformance)
 
-from editaudit.cli.embedded import free_port, start_worker
+from editaudit.cli.embedded import start_worker
 from editaudit.core.migrate import upgrade
 from editaudit.service.app import create_app
-from tests.conftest import SPEC, key_headers, make_settings, postgres_database
+from tests.conftest import SPEC, key_headers, make_settings, postgres_database, serve_over_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -52,19 +50,11 @@ def production(tmp_path_factory, redis_url, s3_server, digits_model, failures_np
         upgrade(database_url)
         headers = key_headers(cfg, "default", name="schemathesis")
         worker = start_worker(cfg, tmp / "worker.log")
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
         try:
-            while not server.started:
-                time.sleep(0.05)
-            base = f"http://127.0.0.1:{port}"
-            _seed(httpx.Client(base_url=base, headers=headers, timeout=60), digits_model, failures_npz)
-            yield base, headers
+            with serve_over_http(create_app(cfg)) as base:
+                _seed(httpx.Client(base_url=base, headers=headers, timeout=60), digits_model, failures_npz)
+                yield base, headers
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
             worker.terminate()
             worker.wait(timeout=30)
 

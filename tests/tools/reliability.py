@@ -23,7 +23,7 @@ SUITES = {
     "Leases and the reconciler (the real job code, in process)": "tests/integration/test_leases.py",
     "Hostile uploads": "tests/integration/test_hostile_files.py",
     "Properties of the parsers and the gate (hypothesis)": "tests/unit/test_properties.py",
-    "Schema fuzzing in the production mode (schemathesis: one case per operation)":
+    "Schema fuzzing in the production mode (schemathesis: a case per operation, 25 generated requests each)":
         "tests/integration/test_schemathesis.py",
     "Tenants and keys: a second tenant, forged, revoked and under-scoped keys": "tests/integration/test_tenancy.py",
 }

@@ -10,7 +10,7 @@ from safetensors.numpy import save as st_save
 
 from editaudit.contracts.audit import AuditConfig
 from editaudit.worker.ml.audit.runner import evaluate_model, subset
-from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
+from editaudit.worker.ml.data import digits_arrays, load_bytes
 
 
 def _twins():
