@@ -9,7 +9,9 @@ with bench/load.py: 128 clients on a pool of 40 got 503s). Admitting no more req
 (api_threads <= db_pool_size + db_max_overflow, checked by Settings) keeps a connection free for every admitted
 request; a saturated server still answers quickly, from here.
 
-Uploads (multipart bodies) are not counted: their bodies can take minutes to arrive and hold no connection meanwhile.
+A slot is taken once the request's body has arrived (at once for a request without one), never while a client
+trickles a body in: the edge (outside this layer) has read every small body already, and an upload's arrives
+before its route touches the database. So neither slow clients nor a content type can hold or skip a slot.
 """
 
 from __future__ import annotations
@@ -36,25 +38,67 @@ def slots_for(app) -> anyio.Semaphore:
     return table[app]
 
 
+class AtCapacity(Exception):
+    pass
+
+
+BODY_IN = "editaudit.body_in"  # set in the scope by the edge once it holds the whole body
+
+
+def _body_pending(scope) -> bool:
+    """Whether the body is still on its way (an upload streaming in): only then is the slot taken at its end."""
+    if scope.get(BODY_IN):
+        return False
+    headers = dict(scope.get("headers") or ())
+    return headers.get(b"content-length", b"0") != b"0" or b"chunked" in headers.get(b"transfer-encoding", b"")
+
+
 class Admission:
-    """Pure ASGI: a slot per request, held until the response has been sent (the session closes then)."""
+    """Pure ASGI: a slot per request from the end of its body until its response has been sent (the session
+    closes then)."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or dict(scope.get("headers") or ()).get(b"content-type", b"").startswith(
-                b"multipart/"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         app = scope["app"]
-        slots = slots_for(app)
+        slots, timeout = slots_for(app), app.state.services.settings.db_pool_timeout_s
+        held = refused = started = False
+
+        async def admit() -> None:
+            nonlocal held, refused
+            try:
+                with anyio.fail_after(timeout):
+                    await slots.acquire()
+                held = True
+            except TimeoutError:
+                refused = True
+                raise AtCapacity from None
+
+        async def admitted_receive():
+            message = await receive()
+            if not held and (message["type"] == "http.disconnect" or not message.get("more_body", False)):
+                await admit()  # the whole body is here: from now on the request may use a connection
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if refused and not started:
+                return  # the app's answer to the body it could not be admitted with: replaced below
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            with anyio.fail_after(app.state.services.settings.db_pool_timeout_s):
-                await slots.acquire()
-        except TimeoutError:
-            response = unavailable_response("the server is at capacity; retry shortly", scope["path"])
-            return await response(scope, receive, send)
-        try:
-            await self.app(scope, receive, send)
+            if not _body_pending(scope):
+                await admit()
+            await self.app(scope, admitted_receive, guarded_send)
+        except AtCapacity:
+            pass
         finally:
-            slots.release()
+            if held:
+                slots.release()
+        if refused and not started:
+            response = unavailable_response("the server is at capacity; retry shortly", scope["path"])
+            await response(scope, receive, send)

@@ -31,7 +31,7 @@ def api_routes() -> list:
     return [r for router in (health.router, *RESOURCE_ROUTERS) for r in router.routes]
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, allow_anonymous: bool = False) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker_dirs(settings)  # the embedded broker's folders exist before the first message is sent
     return Services(
@@ -39,12 +39,13 @@ def build_services(settings: Settings) -> Services:
         sessions=db.session_factory(settings.resolved_database_url),
         store=store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region),
         celery=make_celery(settings),
+        allow_anonymous=allow_anonymous,
     )
 
 
 def check_credentials(svc: Services) -> None:
     """Refuse to serve a network without keys: anonymous access is the embedded default's, on loopback only."""
-    if svc.settings.allow_anonymous:
+    if svc.allow_anonymous:
         log.warning("no API key required: requests without one act as tenant 'default' with every scope "
                     "(loopback only; create a key with `editaudit keys create` to require keys)")
         return
@@ -56,10 +57,12 @@ def check_credentials(svc: Services) -> None:
                                "authentication; run `editaudit keys create --tenant NAME --scope admin` first")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, allow_anonymous: bool = False) -> FastAPI:
+    """The API. `allow_anonymous` is for `editaudit serve` on loopback (and tests): requests without a key act as
+    tenant `default` until a key exists."""
     settings = settings or get_settings()
     load_plugins(settings.plugins)  # their params are valid in requests from now on
-    services = build_services(settings)
+    services = build_services(settings, allow_anonymous)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -71,13 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Every route but /healthz, /readyz and /metrics takes an API key as a bearer token.")
     app.state.services = services
     errors.install(app)
-    app.add_middleware(EdgeChecks, routes=api_routes(), services=services)
     app.include_router(health.router)
     for r in RESOURCE_ROUTERS:
         app.include_router(r)
     openapi.install(app)
-    app.add_middleware(Admission)  # at most api_threads requests inside, so a database connection is free for each
-    observability.install(app)  # last: its middleware is the outermost, so it times and ids every request
+    # middleware, innermost first: at most api_threads requests inside (a database connection free for each),
+    # admitted only once their body is in; the edge's checks before that; metrics and request ids outermost
+    app.add_middleware(Admission)
+    app.add_middleware(EdgeChecks, routes=api_routes(), services=services)
+    observability.install(app)
     return app
 
 

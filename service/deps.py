@@ -22,6 +22,9 @@ class Services:
     sessions: sessionmaker
     store: ObjectStore
     celery: object  # celery.Celery; used only to send tasks by name
+    # requests without a key act as tenant `default` with every scope while no key exists: only `editaudit serve`
+    # on a loopback address turns it on (an argument of create_app, never a setting: no env var can open a server)
+    allow_anonymous: bool = False
 
     def enqueue(self, task: str, *args) -> None:
         enqueue(self.celery, self.settings, task, *args)

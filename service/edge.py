@@ -13,6 +13,7 @@ Key lookups are cached for `key_cache_s` (a revoked key stops working within tha
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 from urllib.parse import unquote_to_bytes
@@ -22,6 +23,7 @@ from starlette.routing import Match
 
 from editaudit.contracts.scopes import grants
 from editaudit.core import keys
+from editaudit.service.admission import BODY_IN
 from editaudit.service.errors import problem_response, unavailable_response
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -40,6 +42,8 @@ class EdgeChecks:
         self._cache: dict[str, tuple[float, keys.Principal | None]] = {}
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # no route takes one: refused rather than let past the checks below
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if b"\x00" in unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()) or \
@@ -71,9 +75,9 @@ class EdgeChecks:
             if int(declared) > limit:
                 return await _refuse(scope, receive, send, 413, f"the body is larger than {limit} bytes", "body",
                                      limit_bytes=limit)
-        if headers.get(b"content-type", b"").startswith(b"application/json"):
-            return await self._json(scope, receive, send, min(limit, MAX_JSON_BYTES))
-        return await self._counted(scope, receive, send, limit)
+        if self._upload(route):
+            return await self._counted(scope, receive, send, limit)
+        return await self._buffered(scope, receive, send, limit)
 
     def _route(self, scope):
         for route in self.routes:
@@ -82,15 +86,17 @@ class EdgeChecks:
                 return route
         return None
 
+    @staticmethod
+    def _upload(route) -> bool:
+        return (getattr(route, "openapi_extra", None) or {}).get("x-upload", False)
+
     def _limit(self, route) -> int:
-        upload = (getattr(route, "openapi_extra", None) or {}).get("x-upload", False)
-        return (self.svc.settings.max_upload_mb + 1) * 1024 * 1024 if upload else MAX_JSON_BYTES  # + the form's other parts
+        return (self.svc.settings.max_upload_mb + 1) * 1024 * 1024 if self._upload(route) else MAX_JSON_BYTES
 
     async def _principal(self, authorization: bytes) -> keys.Principal | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if not authorization:
-            settings = self.svc.settings
-            anonymous = settings.allow_anonymous and not settings.api_token and \
+            anonymous = self.svc.allow_anonymous and not self.svc.settings.api_token and \
                 not await self._cached("", self._any_key)
             return keys.ANONYMOUS if anonymous else None
         if scheme.lower() != "bearer" or not token.strip():
@@ -118,19 +124,28 @@ class EdgeChecks:
         with self.svc.sessions() as s:
             return keys.any_active_key(s)
 
-    async def _json(self, scope, receive, send, limit: int):
+    async def _buffered(self, scope, receive, send, limit: int):
+        """Every body but an upload's is small: read it whole here, within `body_timeout_s` (a client trickling a
+        body holds nothing but its socket, and not for long), check it, and replay it to the app."""
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return await _refuse(scope, receive, send, 413, f"a JSON body is at most {limit} bytes", "body",
-                                     limit_bytes=limit)
-        if b"\x00" in body or b"\\u0000" in body:
-            return await _refuse(scope, receive, send, 422, "the JSON body holds a NUL character", "body")
+        try:
+            with anyio.fail_after(self.svc.settings.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > limit:
+                        return await _refuse(scope, receive, send, 413, f"a JSON body is at most {limit} bytes",
+                                             "body", limit_bytes=limit)
+        except TimeoutError:
+            return await _refuse(scope, receive, send, 408, f"the body did not arrive within "
+                                 f"{self.svc.settings.body_timeout_s:g} s", "body")
+        why = unstorable(body)
+        if why:
+            return await _refuse(scope, receive, send, 422, f"the body holds {why}", "body")
+        scope[BODY_IN] = True
         replayed = False
 
         async def replay():
@@ -173,7 +188,28 @@ class EdgeChecks:
                           limit_bytes=limit)
 
 
+def unstorable(body: bytes) -> str | None:
+    """What in a JSON body no database can store as text, whatever the content type claimed: a NUL character
+    (Postgres refuses it) or a lone surrogate (not encodable as UTF-8). None when clean or not JSON at all (the
+    app then names the parse error)."""
+    if b"\x00" in body or b"\\u0000" in body:
+        return "a NUL character"
+    if b"\\u" not in body.lower():
+        return None
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    try:
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate escape (not a character)"
+    return None
+
+
 async def _refuse(scope, receive, send, status: int, detail: str, field: str, headers: dict | None = None, **extra):
+    """A problem answered from the edge; the connection closes after it, so the server stops reading a body it
+    refused (a client that keeps sending gets a reset, not a sink)."""
     response = problem_response(status, detail, [{"field": field, "reason": detail}], scope.get("path"), **extra)
-    response.headers.update(headers or {})
+    response.headers.update({**(headers or {}), "Connection": "close"})
     await response(scope, receive, send)

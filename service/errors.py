@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 PROBLEM = "application/problem+json"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Content Too Large",
           415: "Unsupported Media Type", 422: "Unprocessable Content", 503: "Service Unavailable",
           500: "Internal Server Error"}
 

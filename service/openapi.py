@@ -15,7 +15,7 @@ from editaudit.service.errors import PROBLEM, TITLES
 
 # what any authenticated route may answer besides its own errors: a body that does not parse, no or a bad key, a
 # missing scope, a body over the limit, NUL bytes or invalid parameters, the database down
-COMMON_ERRORS = (400, 401, 403, 413, 422, 503)
+COMMON_ERRORS = (400, 401, 403, 408, 413, 422, 503)
 PUBLIC_ERRORS = (422, 503)
 
 

@@ -152,7 +152,6 @@ def s3_server():
 def make_settings(tmp: Path, **urls):
     from editaudit.core.settings import Settings
 
-    urls.setdefault("allow_anonymous", True)  # as `editaudit serve` on loopback: no key needed until one exists
     urls.setdefault("key_cache_s", 0)  # a key created or revoked in a test counts at once
     return Settings(data_dir=tmp, queue=f"editaudit-test-{uuid.uuid4().hex[:8]}", device="cpu", **urls)
 
@@ -183,7 +182,7 @@ def api_client(tmp_path, app_settings_extra):
 
     settings = make_settings(tmp_path, **app_settings_extra)
     upgrade(settings.resolved_database_url)
-    app = create_app(settings)
+    app = create_app(settings, allow_anonymous=True)  # as `editaudit serve` on loopback, until a key exists
     with TestClient(app) as c:
         c.settings = settings
         c.services, c.api = app.state.services, app

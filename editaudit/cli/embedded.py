@@ -91,9 +91,9 @@ class EmbeddedServer:
     def _start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.settings.resolved_database_url)
-        self.settings = self._with_access_rule(self.settings)
+        anonymous = self._anonymous_allowed()
         self.worker = self._start_worker()
-        app = create_app(self.settings)
+        app = create_app(self.settings, allow_anonymous=anonymous)
         app.state.worker_health = lambda: {"alive": self.worker is not None and self.worker.poll() is None,
                                            "restarts": self.restarts}
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning" if self.quiet else "info")
@@ -108,21 +108,21 @@ class EmbeddedServer:
         self.supervisor = threading.Thread(target=self._supervise, name="editaudit-supervisor", daemon=True)
         self.supervisor.start()
 
-    def _with_access_rule(self, settings: Settings) -> Settings:
+    def _anonymous_allowed(self) -> bool:
         """Without any key, only a loopback bind may serve (anonymous, as tenant `default`); any other bind
         refuses to start. Once a key exists (or EDITAUDIT_API_TOKEN is set) every request needs one."""
-        if settings.api_token:
-            return settings
-        with db.session_factory(settings.resolved_database_url)() as s:
+        if self.settings.api_token:
+            return False
+        with db.session_factory(self.settings.resolved_database_url)() as s:
             if any_active_key(s):
-                return settings.model_copy(update={"allow_anonymous": False})
+                return False
         if not is_loopback(self.host):
             raise RuntimeError(f"refusing to serve on {self.host} without API keys: anyone who can reach it could "
                                "read and change every model; create one with `editaudit keys create --tenant NAME "
                                "--scope admin` or bind 127.0.0.1")
         print(f"editaudit: no API keys yet: anyone on this machine may call {self.url} as tenant 'default' "
               "(loopback only; `editaudit keys create` to require keys)", flush=True)
-        return settings.model_copy(update={"allow_anonymous": True})
+        return True
 
     def _start_worker(self) -> subprocess.Popen:
         return start_worker(self.settings, self.settings.data_dir / "worker.log" if self.quiet else None)

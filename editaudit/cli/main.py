@@ -234,7 +234,8 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, f
 @click.argument("edit_id")
 @click.option("--alias", default="production", show_default=True, help="Alias of the model family to move.")
 @click.option("--policy", default="default", show_default=True, metavar="NAME", help="Server policy to gate with.")
-@click.option("--override-reason", default=None, help="Promote despite a failing gate; recorded in the audit trail.")
+@click.option("--override-reason", default=None,
+              help="Promote despite a failing gate (needs an admin key); recorded in the audit trail.")
 @api_options
 def promote(edit_id, alias, policy, override_reason, url, key):
     """Point ALIAS of the model family at EDIT_ID's model, only if the gate passes (or with --override-reason).

@@ -14,6 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+MIN_TOKEN_CHARS = 24
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDITAUDIT_", env_file=".env", extra="ignore")
 
@@ -25,8 +28,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     api_token: str | None = Field(None, description="a bootstrap admin key of tenant `default` (the compose file "
                                   "sets it from .env); further keys: `editaudit keys create`")
-    allow_anonymous: bool = Field(False, description="requests without a key act as tenant `default` with every "
-                                  "scope while no key exists; `editaudit serve` sets it only when bound to loopback")
+    body_timeout_s: float = Field(30, gt=0, description="a JSON body must arrive within this (408 otherwise)")
     key_cache_s: float = Field(5, ge=0, description="how long a key lookup is cached (a revoked key stops working "
                                "within this time)")
     max_upload_mb: int = Field(2048, ge=1)
@@ -79,6 +81,9 @@ class Settings(BaseSettings):
     def _no_default_secret(cls, v: str | None) -> str | None:
         if v is not None and v.strip().lower() in {"", "changethis", "secret", "token", "changeme"}:
             raise ValueError("EDITAUDIT_API_TOKEN is set to a placeholder; choose a real secret or unset it")
+        if v is not None and len(v) < MIN_TOKEN_CHARS:  # an admin secret short enough to guess is no secret
+            raise ValueError(f"EDITAUDIT_API_TOKEN must be at least {MIN_TOKEN_CHARS} characters (e.g. python -c "
+                             "\"import secrets; print(secrets.token_urlsafe(32))\")")
         return v
 
     @property

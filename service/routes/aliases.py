@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from editaudit.core import db
-from editaudit.contracts.scopes import Scope
+from editaudit.contracts.scopes import Scope, grants
 from editaudit.service.deps import PrincipalDep, SessionDep, TenantDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
@@ -21,8 +21,11 @@ router = APIRouter(tags=["aliases"])
 @router.post("/edits/{edit_id}/promote", response_model=PromoteOut,
              **op("promote_edit", Scope.promote, 404, 409))
 def promote(edit_id: str, body: PromoteRequest, s: SessionDep, caller: PrincipalDep):
-    """Move the alias of the model family only when the gate passes, or with a recorded override reason; the
-    actor recorded is the key's name."""
+    """Move the alias of the model family only when the gate passes, or with a recorded override reason (an
+    `admin` key's: a CI key with `promote` cannot ship what its gate failed); the actor recorded is the key's name."""
+    if body.override_reason is not None and not grants(caller.scopes, Scope.admin):
+        raise Problem(403, "overriding the gate needs a key with the admin scope", field="override_reason",
+                      required_scope=Scope.admin.value)
     return gating.promote(s, caller.tenant, edit_id, body.alias, body.policy, body.override_reason, caller.actor)
 
 

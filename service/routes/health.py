@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from fastapi import APIRouter, Request
@@ -67,11 +68,23 @@ def _checks(request: Request) -> dict[str, str]:
     return out
 
 
+READY_CACHE_S = 2.0  # a probe pings the workers (~1 s): a flood of public probes must not multiply that
+
+
+def _cached_checks(request: Request) -> dict[str, str]:
+    state = request.app.state
+    at, checks = getattr(state, "ready_checks", (float("-inf"), None))
+    if time.monotonic() - at > READY_CACHE_S:
+        checks = _checks(request)
+        state.ready_checks = (time.monotonic(), checks)
+    return checks
+
+
 @router.get("/readyz", response_model=ReadyOut, **op("readyz", None, public=True))
 def readyz(request: Request):
     """Ready to take work: database reachable and migrated to this code's head, broker, object store, and a live
     worker. 503 problem+json naming what is not ready (with Retry-After) otherwise."""
-    checks = _checks(request)
+    checks = _cached_checks(request)
     bad = {k: v for k, v in checks.items() if v != "ok"}
     if bad:
         return unavailable_response("not ready: " + "; ".join(f"{k}: {v}" for k, v in bad.items()), request.url.path,

@@ -33,9 +33,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise Problem(422, "cursor is not one this API returned", field="cursor") from None
 
 
-def as_utc(at: datetime) -> datetime:
+def as_utc(at: datetime, field: str) -> datetime:
     """A naive timestamp is UTC (what the API prints); SQLite compares stored UTC text, so offsets are removed."""
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    try:
+        return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    except OverflowError:  # year 1 at +10:00 or 9999 at -10:00 is outside every calendar a database keeps
+        raise Problem(422, f"{field} is out of range", field=field) from None
 
 
 def page(s: Session, table, tenant: str, limit: int, cursor: str | None, created_after: datetime | None,
@@ -43,10 +46,10 @@ def page(s: Session, table, tenant: str, limit: int, cursor: str | None, created
     """One page of the tenant's rows of `table` (optionally narrowed by `query`, a select of `table`)."""
     q = (query if query is not None else select(table)).where(table.tenant == tenant)
     if created_after is not None:
-        q = q.where(table.created_at > as_utc(created_after))
+        q = q.where(table.created_at > as_utc(created_after, "created_after"))
     if cursor:
         at, id_ = decode_cursor(cursor)
-        at = as_utc(at)
+        at = as_utc(at, "cursor")
         q = q.where(or_(table.created_at < at, and_(table.created_at == at, table.id < id_)))
     rows = list(s.scalars(q.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
     more = len(rows) > limit

@@ -10,6 +10,7 @@ from fastapi import Response, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from editaudit.service.errors import Problem
@@ -32,8 +33,9 @@ def spooled_upload(upload: UploadFile, field: str, max_mb: int) -> tuple[BinaryI
 def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes | BinaryIO,
                      make_row: Callable[[], object]):
     """Put the object (bytes, or streamed from a file), then commit the row; if the commit fails, remove the object
-    this call created."""
+    this call created, unless a concurrent upload of the same content (any tenant) committed a row on it meanwhile."""
     created = store.put(key, data) if isinstance(data, (bytes, bytearray)) else store.put_file(key, data)
+    row = None
     try:
         row = make_row()
         s.add(row)
@@ -41,9 +43,16 @@ def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes | Bin
         return row
     except BaseException:
         s.rollback()
-        if created:
+        if created and (row is None or not _referenced(s, type(row), key)):
             store.delete(key)
         raise
+
+
+def _referenced(s: Session, table, key: str) -> bool:
+    try:
+        return s.scalar(select(table.id).where(table.object_key == key).limit(1)) is not None
+    except Exception:  # noqa: BLE001 - the database is what failed: keep the object (an orphan beats a loss)
+        return True
 
 
 def ensure_object(store: ObjectStore, key: str, src: BinaryIO) -> None:

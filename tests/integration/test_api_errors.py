@@ -268,13 +268,18 @@ def test_bearer_token_when_configured(tmp_path):
     from editaudit.core.migrate import upgrade
     from tests.conftest import make_settings
 
-    settings = make_settings(tmp_path, api_token="s3cr3t-value")
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="at least 24 characters"):
+        make_settings(tmp_path, api_token="x")
+    token = "s3cr3t-value-long-enough-to-be-one"
+    settings = make_settings(tmp_path, api_token=token)
     upgrade(settings.resolved_database_url)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings, allow_anonymous=True)) as c:  # a configured token ends anonymous access
         assert c.get("/healthz").status_code == 200
         assert_problem(c.get("/archs"), 401)
-        assert c.get("/archs", headers={"Authorization": "Bearer s3cr3t-value"}).status_code == 200
-        assert_problem(c.get("/archs", headers={"Authorization": "Bearer s3cr3t-valuf"}), 401)
+        assert c.get("/archs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert_problem(c.get("/archs", headers={"Authorization": f"Bearer {token[:-1]}X"}), 401)
 
 
 def test_malformed_json_body_names_the_body(api_client):

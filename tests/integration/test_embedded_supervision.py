@@ -102,7 +102,7 @@ def test_readyz_checks_every_dependency(tmp_path):
                        "ready")
         assert ready["checks"] == dict.fromkeys(["database", "migrations", "broker", "store", "worker"], "ok")
     command.downgrade(alembic_config(settings.resolved_database_url), "0005")  # older database, newer code, no worker
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings, allow_anonymous=True)) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.headers["retry-after"]
         checks = r.json()["checks"]

@@ -45,7 +45,7 @@ def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz, **extr
         workers.append(proc)
         return proc
 
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings, allow_anonymous=True)) as c:
         model = c.post("/models", files={"weights": ("m.safetensors", digits_model[0])},
                        data={"spec": json.dumps(SPEC)}).json()
         ds = c.post("/datasets", files={"file": ("f.npz", failures_npz)}).json()

@@ -80,8 +80,11 @@ def test_promotion_refused_on_failing_gate_and_recorded_with_override(edited):
               "override_reason": "hotfix for incident 42, re-audit tomorrow"}
     assert_problem(c.post(f"/edits/{job['id']}/promote", json=forged), 422, "actor")  # the actor is the key's
     c.headers.update(key_headers(c.settings, "default"))  # once a key exists, every request needs one
-    alice = key_headers(c.settings, "default", ["promote"], name="alice")
-    r = c.post(f"/edits/{job['id']}/promote", json={k: v for k, v in forged.items() if k != "actor"}, headers=alice)
+    override = {k: v for k, v in forged.items() if k != "actor"}
+    ci = key_headers(c.settings, "default", ["promote"], name="ci")  # may promote what passes, not override
+    assert_problem(c.post(f"/edits/{job['id']}/promote", json=override, headers=ci), 403, "override_reason")
+    alice = key_headers(c.settings, "default", ["admin"], name="alice")
+    r = c.post(f"/edits/{job['id']}/promote", json=override, headers=alice)
     assert r.status_code == 200 and r.json()["outcome"] == "overridden"
     alias = c.get("/aliases/production").json()
     assert alias["model_id"] == edit["edited_model_id"] and alias["family"] == c.model["id"]

@@ -110,6 +110,8 @@ def test_request_id_is_echoed_and_carried_by_the_log_line(api_client):
 
 
 def test_admission_queues_requests_past_the_limit_and_answers_503_once_they_waited_too_long():
+    """One slot: a second request waits db_pool_timeout_s and gets a 503, whatever its content type says; a request
+    whose body is still arriving holds no slot (one admitted later finishes first) and takes one once it is in."""
     import anyio
     from starlette.responses import PlainTextResponse
 
@@ -119,40 +121,50 @@ def test_admission_queues_requests_past_the_limit_and_answers_503_once_they_wait
         settings = SimpleNamespace(api_threads=1, db_pool_timeout_s=0.05)
         state = SimpleNamespace(services=SimpleNamespace(settings=settings))
 
-    fake, entered, statuses, events = App(), [], {}, {}
+    fake, entered, finished, statuses, events = App(), [], [], {}, {}
 
     async def inner(scope, receive, send):
         entered.append(scope["path"])
         if scope["path"] == "/slow":
             await events["release"].wait()
+        if scope["path"] == "/trickle":
+            await receive()
         await PlainTextResponse("ok")(scope, receive, send)
+        finished.append(scope["path"])
 
-    async def call(path: str, content_type: bytes = b"application/json") -> None:
+    async def call(path: str, headers=((b"content-type", b"application/json"),)) -> None:
         sent = []
 
         async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
+            if path == "/trickle":
+                await events["body"].wait()
+            return {"type": "http.request", "body": b"0123456789", "more_body": False}
 
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "app": fake, "path": path, "method": "GET",
-                 "headers": [(b"content-type", content_type)]}
+        scope = {"type": "http", "app": fake, "path": path, "method": "POST", "headers": list(headers)}
         await Admission(inner)(scope, receive, send)
         statuses[path] = sent[0]["status"]
 
     async def main():
-        events["release"] = anyio.Event()
+        events["release"], events["body"] = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(call, "/slow")  # takes the only slot
             while "/slow" not in entered:
                 await anyio.sleep(0)
             await call("/refused")  # waits db_pool_timeout_s for it, then 503
-            await call("/upload", b"multipart/form-data; boundary=x")  # uploads take no slot
+            await call("/multipart", [(b"content-type", b"multipart/form-data; boundary=x")])  # no way around it
             App.settings.db_pool_timeout_s = 60
+            tg.start_soon(call, "/trickle", [(b"content-length", b"10")])  # its body is not in: no slot yet
+            while "/trickle" not in entered:
+                await anyio.sleep(0)
             tg.start_soon(call, "/queued")  # waits for the slot, and gets it once /slow is done
             events["release"].set()
+            while "/queued" not in finished:
+                await anyio.sleep(0)
+            events["body"].set()
 
     anyio.run(main)
-    assert statuses == {"/slow": 200, "/refused": 503, "/upload": 200, "/queued": 200}
-    assert entered == ["/slow", "/upload", "/queued"]
+    assert statuses == {"/slow": 200, "/refused": 503, "/multipart": 503, "/trickle": 200, "/queued": 200}
+    assert finished == ["/slow", "/queued", "/trickle"]

@@ -46,7 +46,7 @@ def production(tmp_path_factory, redis_url, s3_server, digits_model, failures_np
     endpoint, bucket = s3_server
     with postgres_database() as database_url:
         cfg = make_settings(tmp, database_url=database_url, broker_url=redis_url, store_url=f"s3://{bucket}/st",
-                            s3_endpoint_url=endpoint, allow_anonymous=False)
+                            s3_endpoint_url=endpoint)
         upgrade(database_url)
         headers = key_headers(cfg, "default", name="schemathesis")
         worker = start_worker(cfg, tmp / "worker.log")

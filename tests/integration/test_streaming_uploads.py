@@ -76,6 +76,31 @@ def test_a_failed_row_removes_the_streamed_object(api_client, monkeypatch):
     assert_nothing_stored(api_client)
 
 
+def test_a_failed_row_keeps_an_object_a_concurrent_upload_now_uses(api_client, monkeypatch):
+    """Two tenants upload the same bytes at once: this request's put created the object, the other's row
+    committed on it, then this commit fails. Deleting "its" object would leave the other row without one."""
+    from sqlalchemy.orm import Session
+
+    from editaudit.core.storage import content_key
+
+    data = st_save({"x": np.zeros((4, 1, 8, 8), np.float32), "y": np.zeros(4, np.int64)})
+    key = content_key("datasets", hashlib.sha256(data).hexdigest(), ".safetensors")
+    real_commit = Session.commit
+
+    def commit_after_the_other_tenant(self):
+        with api_client.services.sessions() as other:
+            other.add(db.Dataset(tenant="team-b", sha256=hashlib.sha256(data).hexdigest(), filename="b",
+                                 object_key=key, n=4, shape=[1, 8, 8], label_max=0))
+            real_commit(other)
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Session, "commit", commit_after_the_other_tenant)
+    with pytest.raises(RuntimeError):
+        post_dataset(api_client, data)
+    monkeypatch.undo()
+    assert rows(api_client, db.Dataset) == 1 and len(objects(api_client)) == 1  # team-b's row keeps its object
+
+
 def test_a_streamed_upload_lands_in_s3(tmp_path, s3_server):
     from fastapi.testclient import TestClient
 
@@ -87,7 +112,7 @@ def test_a_streamed_upload_lands_in_s3(tmp_path, s3_server):
     settings = make_settings(tmp_path, store_url=f"s3://{bucket}/streamed", s3_endpoint_url=endpoint)
     upgrade(settings.resolved_database_url)
     data = st_save({"x": np.full((300, 3, 32, 32), 0.5, np.float32), "y": np.arange(300, dtype=np.int64)})
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings, allow_anonymous=True)) as c:
         r = post_dataset(c, data)
         assert r.status_code == 201, r.text
         with c.app.state.services.sessions() as s:

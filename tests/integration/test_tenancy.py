@@ -161,7 +161,7 @@ def test_without_keys_only_a_loopback_bind_serves(tmp_path):
     from editaudit.cli.embedded import EmbeddedServer
     from tests.conftest import make_settings
 
-    settings = make_settings(tmp_path, allow_anonymous=False)
+    settings = make_settings(tmp_path)
     with pytest.raises(RuntimeError, match="refusing to serve on 0.0.0.0 without API keys"):
         with EmbeddedServer(settings, host="0.0.0.0"):
             pass
@@ -175,7 +175,7 @@ def test_the_production_app_refuses_to_start_without_a_key(tmp_path):
     from editaudit.service.app import create_app
     from tests.conftest import make_settings
 
-    settings = make_settings(tmp_path, allow_anonymous=False)
+    settings = make_settings(tmp_path)
     upgrade(settings.resolved_database_url)
     with pytest.raises(RuntimeError, match="refusing to serve without authentication"):
         with TestClient(create_app(settings)):
