@@ -63,6 +63,21 @@ def sha256_file(src: FileSource, chunk: int = HASH_CHUNK) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+@contextmanager
+def downloaded(store: "ObjectStore", key: str, suffix: str = "") -> Iterator[Path]:
+    """The object streamed into a temporary file, removed afterwards: a reader parses or memory-maps the file
+    instead of holding the object's bytes next to what it builds from them (a 2 GiB dataset needs 2 GiB, not 4)."""
+    _, chunks = store.stream(key)
+    fd, name = tempfile.mkstemp(prefix="editaudit-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
 def content_key(kind: str, digest: str, suffix: str) -> str:
     """`models/ab/abcdef….safetensors`: the key is the content's sha256, so identical uploads share one object."""
     return f"{kind}/{digest[:2]}/{digest}{suffix}"

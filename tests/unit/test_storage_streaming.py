@@ -90,3 +90,18 @@ def test_downloads_stream_in_bounded_chunks_local(tmp_path):
 def test_downloads_stream_in_bounded_chunks_s3(s3_server):
     endpoint, bucket = s3_server
     _stream_roundtrip(S3Store(bucket, "stream-test", endpoint_url=endpoint), _blob(300_001))
+
+
+def test_downloaded_streams_an_object_to_a_temporary_file_and_removes_it(tmp_path):
+    from editaudit.core.storage import downloaded
+
+    store = LocalStore(tmp_path / "objects")
+    data = _blob(2 * 1024 * 1024 + 3)
+    key = content_key("datasets", hashlib.sha256(data).hexdigest(), ".npz")
+    store.put(key, data)
+    with downloaded(store, key, ".npz") as path:
+        assert path.suffix == ".npz" and path.read_bytes() == data
+    assert not path.exists()
+    with pytest.raises(KeyError):
+        with downloaded(store, "datasets/" + "0" * 64 + ".npz"):
+            pass

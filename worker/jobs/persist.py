@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import PurePath
 
 import safetensors.torch
 import torch
@@ -15,11 +16,11 @@ import editaudit
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
-from editaudit.core.storage import ObjectStore, content_key, sha256
+from editaudit.core.storage import ObjectStore, content_key, downloaded, sha256
 from editaudit.worker.jobs.cache import versions
 from editaudit.worker.jobs.lease import LeaseLost, held
 from editaudit.worker.ml.archs import create_model
-from editaudit.worker.ml.data import TensorDataset, load_builtin, load_bytes
+from editaudit.worker.ml.data import TensorDataset, load_builtin, load_file
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,23 @@ def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
     with sessions() as s:
         row = s.get(db.Dataset, ref)
         key, filename, digest = row.object_key, row.filename, row.sha256
-    ds = load_bytes(store.get(key), filename)
+    with downloaded(store, key, PurePath(key).suffix) as path:
+        ds = load_file(path, filename)
     ds.identity = digest
     return ds
+
+
+def load_model(store: ObjectStore, key: str, spec: dict):
+    """A stored checkpoint as a model, read from a temporary file (never a second in-memory copy of its bytes)."""
+    with downloaded(store, key, ".safetensors") as path:
+        return create_model(spec, safetensors.torch.load_file(str(path)))
 
 
 def load_edited_model(edit_id: str, sessions, store: ObjectStore, spec: dict):
     """The model an earlier edit produced (1-LI's `base_edit_id`: its weights are W1)."""
     with sessions() as s:
         key = s.get(db.Model, s.get(db.Edit, edit_id).edited_model_id).object_key
-    return create_model(spec, safetensors.torch.load(store.get(key)))
+    return load_model(store, key, spec)
 
 
 def finish(sessions, edit_id: str, status: Status, error: str, only_if: frozenset | None = None,

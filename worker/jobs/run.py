@@ -24,10 +24,9 @@ from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
 from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
-from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_dataset, load_edited_model,
+from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_dataset, load_edited_model, load_model,
                                            make_delta, state_of, store_success)
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
-from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import hold_out
 from editaudit.worker.ml.edits import run_edit
@@ -90,7 +89,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
     try:
         device = pick_device(settings.device)
         params = parse_hyperparams(job["method"], job["hyperparams"])  # validated once, here, for this process
-        baseline = create_model(spec, safetensors.torch.load(store.get(model_key)))
+        baseline = load_model(store, model_key, spec)
         splits = {split: load_dataset(job[f"{split}_set"], sessions, store)
                   for split in metrics.SPLITS if job[f"{split}_set"]}
         progress = ProgressWriter(sessions, edit_id, lease=lease)

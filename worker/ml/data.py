@@ -105,3 +105,8 @@ def load_builtin(name: str) -> TensorDataset:
 def load_bytes(data: bytes, filename: str = "") -> TensorDataset:
     """An uploaded dataset, checked as the API checked it; uint8 images stay uint8 until a batch is built."""
     return TensorDataset.from_arrays(parse_dataset(data, filename, keep_uint8=True))
+
+
+def load_file(path, filename: str = "") -> TensorDataset:
+    """As load_bytes, from a file (read in place, not copied into memory first)."""
+    return TensorDataset.from_arrays(parse_dataset(path, filename, keep_uint8=True))
