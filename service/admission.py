@@ -22,6 +22,7 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from editaudit.service.errors import unavailable_response
+from editaudit.service.interrupt import Interrupt, run_interruptible
 
 _slots: RunVar[WeakKeyDictionary] = RunVar("editaudit_admission_slots")  # per event loop: app -> its semaphore
 
@@ -36,10 +37,6 @@ def slots_for(app) -> anyio.Semaphore:
     if app not in table:
         table[app] = anyio.Semaphore(app.state.services.settings.api_threads)
     return table[app]
-
-
-class AtCapacity(Exception):
-    pass
 
 
 BODY_IN = "editaudit.body_in"  # set in the scope by the edge once it holds the whole body
@@ -65,17 +62,17 @@ class Admission:
             return await self.app(scope, receive, send)
         app = scope["app"]
         slots, timeout = slots_for(app), app.state.services.settings.db_pool_timeout_s
-        held = refused = started = False
+        held = False
 
         async def admit() -> None:
-            nonlocal held, refused
+            nonlocal held
             try:
                 with anyio.fail_after(timeout):
                     await slots.acquire()
                 held = True
             except TimeoutError:
-                refused = True
-                raise AtCapacity from None
+                raise Interrupt(unavailable_response("the server is at capacity; retry shortly", scope["path"])) \
+                    from None
 
         async def admitted_receive():
             message = await receive()
@@ -83,22 +80,13 @@ class Admission:
                 await admit()  # the whole body is here: from now on the request may use a connection
             return message
 
-        async def guarded_send(message):
-            nonlocal started
-            if refused and not started:
-                return  # the app's answer to the body it could not be admitted with: replaced below
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
             if not _body_pending(scope):
-                await admit()
-            await self.app(scope, admitted_receive, guarded_send)
-        except AtCapacity:
-            pass
+                try:
+                    await admit()
+                except Interrupt as e:
+                    return await e.response(scope, receive, send)
+            await run_interruptible(self.app, scope, admitted_receive, send)
         finally:
             if held:
                 slots.release()
-        if refused and not started:
-            response = unavailable_response("the server is at capacity; retry shortly", scope["path"])
-            await response(scope, receive, send)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import editaudit
 from editaudit.core import db
-from editaudit.core.keys import any_active_key
+from editaudit.core.keys import credentials_exist
 from editaudit.core.plugins import load_plugins
 from editaudit.core.queue import broker_dirs, make_celery
 from editaudit.core.settings import Settings, get_settings
@@ -49,10 +49,8 @@ def check_credentials(svc: Services) -> None:
         log.warning("no API key required: requests without one act as tenant 'default' with every scope "
                     "(loopback only; create a key with `editaudit keys create` to require keys)")
         return
-    if svc.settings.api_token:
-        return
     with svc.sessions() as s:
-        if not any_active_key(s):
+        if not credentials_exist(s, svc.settings.api_token):
             raise RuntimeError("no API key exists and EDITAUDIT_API_TOKEN is not set: refusing to serve without "
                                "authentication; run `editaudit keys create --tenant NAME --scope admin` first")
 

@@ -4,9 +4,10 @@
 2. The credential: `Authorization: Bearer <key>` names the tenant, the actor and the scopes (editaudit.core.keys);
    the matched route names the scope it needs (`x-required-scope`, set by editaudit.service.openapi.op). 401 / 403
    are answered from the headers alone. Only /healthz, /readyz and /metrics are public.
-3. The body limit: `Content-Length` over the route's limit is a 413 before a byte is read; a chunked body is
-   counted as it streams and cut off with a 413 at the limit. JSON bodies (at most MAX_JSON_BYTES) are read here,
-   checked for NUL characters and replayed to the app.
+3. The body limit: `Content-Length` over the route's limit is a 413 before a byte is read. An upload's body is
+   counted as it streams and cut off with a 413 at the limit; every other body (at most MAX_JSON_BYTES) is read
+   here within `body_timeout_s`, checked for NULs and lone surrogates, and replayed to the app, so a request is
+   admitted (editaudit.service.admission) only once its body is in.
 
 Key lookups are cached for `key_cache_s` (a revoked key stops working within that time)."""
 
@@ -25,15 +26,12 @@ from editaudit.contracts.scopes import grants
 from editaudit.core import keys
 from editaudit.service.admission import BODY_IN
 from editaudit.service.errors import problem_response, unavailable_response
+from editaudit.service.interrupt import Interrupt, run_interruptible
 
 MAX_JSON_BYTES = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PREFIX = "/docs-assets/"  # swagger-ui's own scripts; /docs and /openapi.json need a key like any route
 DATABASE_DOWN = "the database is unavailable; retry shortly"
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class EdgeChecks:
@@ -96,8 +94,7 @@ class EdgeChecks:
     async def _principal(self, authorization: bytes) -> keys.Principal | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if not authorization:
-            anonymous = self.svc.allow_anonymous and not self.svc.settings.api_token and \
-                not await self._cached("", self._any_key)
+            anonymous = self.svc.allow_anonymous and not await self._cached("", self._credentials_exist)
             return keys.ANONYMOUS if anonymous else None
         if scheme.lower() != "bearer" or not token.strip():
             return None
@@ -120,9 +117,9 @@ class EdgeChecks:
         with self.svc.sessions() as s:
             return keys.principal_for(s, token)
 
-    def _any_key(self):
+    def _credentials_exist(self) -> bool:
         with self.svc.sessions() as s:
-            return keys.any_active_key(s)
+            return keys.credentials_exist(s, self.svc.settings.api_token)
 
     async def _buffered(self, scope, receive, send, limit: int):
         """Every body but an upload's is small: read it whole here, within `body_timeout_s` (a client trickling a
@@ -160,32 +157,19 @@ class EdgeChecks:
     async def _counted(self, scope, receive, send, limit: int):
         """Stream the body to the app, counting: past the limit the app's reading fails and its response is
         replaced by a 413 (unless it already started answering)."""
-        seen, tripped, started = 0, False, False
+        seen = 0
 
         async def counted_receive():
-            nonlocal seen, tripped
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    tripped = True
-                    raise BodyTooLarge
+                    raise Interrupt(refusal(scope, 413, f"the body is larger than {limit} bytes", "body",
+                                            limit_bytes=limit))
             return message
 
-        async def guarded_send(message):
-            nonlocal started
-            if tripped and not started:
-                return  # the app's answer to a body it could not finish reading: replaced below
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, guarded_send)
-        except BodyTooLarge:
-            pass
-        if tripped and not started:
-            await _refuse(scope, receive, send, 413, f"the body is larger than {limit} bytes", "body",
-                          limit_bytes=limit)
+        await run_interruptible(self.app, scope, counted_receive, send)
 
 
 def unstorable(body: bytes) -> str | None:
@@ -207,9 +191,13 @@ def unstorable(body: bytes) -> str | None:
     return None
 
 
-async def _refuse(scope, receive, send, status: int, detail: str, field: str, headers: dict | None = None, **extra):
+def refusal(scope, status: int, detail: str, field: str, headers: dict | None = None, **extra):
     """A problem answered from the edge; the connection closes after it, so the server stops reading a body it
     refused (a client that keeps sending gets a reset, not a sink)."""
     response = problem_response(status, detail, [{"field": field, "reason": detail}], scope.get("path"), **extra)
     response.headers.update({**(headers or {}), "Connection": "close"})
-    await response(scope, receive, send)
+    return response
+
+
+async def _refuse(scope, receive, send, status: int, detail: str, field: str, headers: dict | None = None, **extra):
+    await refusal(scope, status, detail, field, headers, **extra)(scope, receive, send)

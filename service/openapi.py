@@ -49,9 +49,8 @@ def op(operation_id: str, scope: Scope | None, *errors: int, upload: bool = Fals
 def _schema(app: FastAPI) -> dict:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    components["schemas"].update(Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-                                 .pop("$defs", {}))
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.setdefault("schemas", {}).update({**problem_schema.pop("$defs", {}), "Problem": problem_schema})
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
                                                 "description": "an API key: editaudit keys create"}}
     problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}

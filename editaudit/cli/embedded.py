@@ -19,7 +19,7 @@ import uvicorn
 
 from editaudit.service.app import create_app
 from editaudit.core import db
-from editaudit.core.keys import any_active_key
+from editaudit.core.keys import credentials_exist
 from editaudit.core.migrate import upgrade
 from editaudit.core.settings import Settings
 
@@ -111,10 +111,8 @@ class EmbeddedServer:
     def _anonymous_allowed(self) -> bool:
         """Without any key, only a loopback bind may serve (anonymous, as tenant `default`); any other bind
         refuses to start. Once a key exists (or EDITAUDIT_API_TOKEN is set) every request needs one."""
-        if self.settings.api_token:
-            return False
         with db.session_factory(self.settings.resolved_database_url)() as s:
-            if any_active_key(s):
+            if credentials_exist(s, self.settings.api_token):
                 return False
         if not is_loopback(self.host):
             raise RuntimeError(f"refusing to serve on {self.host} without API keys: anyone who can reach it could "

@@ -84,6 +84,12 @@ def any_active_key(s: Session) -> bool:
     return s.scalars(select(db.ApiKey.id).filter_by(revoked_at=None).limit(1)).first() is not None
 
 
+def credentials_exist(s: Session, api_token: str | None) -> bool:
+    """Whether the deployment has a credential (the bootstrap token or an active key). Until it has, anonymous
+    access may be allowed (the embedded server on loopback); from then on every request needs one."""
+    return bool(api_token) or any_active_key(s)
+
+
 def principal_for(s: Session, token: str) -> Principal | None:
     """The principal a token stands for, or None (unknown, revoked or malformed)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:

@@ -87,3 +87,27 @@ def test_extreme_timestamps_are_422_not_500(server):
     for value in ("9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"):
         r = httpx.get(f"{url}/edits", params={"created_after": value}, headers=headers, timeout=WAIT_S)
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+
+
+def test_a_chunked_upload_past_the_limit_is_a_413_from_the_edge(server):
+    """No Content-Length to refuse up front: the body is counted as it streams and the app's own answer to the
+    cut-off read is replaced by the 413."""
+    url, headers = server
+    s = _connect(url)
+    s.sendall(f"POST /datasets HTTP/1.1\r\nHost: x\r\nAuthorization: {headers['Authorization']}\r\n"
+              "Content-Type: multipart/form-data; boundary=a\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    part = b"--a\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.npz\"\r\n\r\n"
+    s.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    reply, chunk = b"", b"100000\r\n" + b"a" * (1 << 20) + b"\r\n"
+    try:
+        for _ in range(16):  # the limit is 4 MiB (+1 for the form's other parts)
+            s.sendall(chunk)
+    except OSError:
+        pass
+    while b"\r\n\r\n" not in reply:
+        data = s.recv(4096)
+        if not data:
+            break
+        reply += data
+    assert reply.startswith(b"HTTP/1.1 413") and b"problem+json" in reply, reply[:300]
+    s.close()
