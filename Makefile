@@ -4,10 +4,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch/torchvision are installed first and explicitly, so no resolver swaps in another (multi-GB) build.
+# CPU=1: torch's CPU-only wheels from download.pytorch.org (~0.7 GB instead of the CUDA build's ~4 GB).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+ifeq ($(CPU),1)
+TORCH := --index-url https://download.pytorch.org/whl/cpu 'torch>=2.10,<2.15' 'torchvision>=0.25,<0.30'
+endif
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast serve manifest bench
+.PHONY: install demo test test-fast install-check serve manifest bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,11 +24,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/editaudit demo
 
+# the whole suite, then the release as users install it (wheel -> fresh venvs: gate, api, worker; see the script)
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m tests.tools.install_check
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+install-check: install
+	$(PY) -m tests.tools.install_check
 
 serve: install
 	$(VENV)/bin/editaudit serve

@@ -1,11 +1,16 @@
-"""Package discovery for the three source roots (pyproject.toml holds everything else).
+"""Package discovery for the four source roots (pyproject.toml holds everything else).
 
-`editaudit/` is the shared, torch-free package; `service/` and `worker/` sit at the top of the repository (the
-design card's layout) and install as `editaudit.service` and `editaudit.worker`, as `migrations/` installs as
-`editaudit.migrations`. Every package below those roots is found, none is listed by hand.
+`editaudit/` is the shared, torch-free package; `service/`, `worker/` and `migrations/` sit at the top of the
+repository (the design card's layout) and install as `editaudit.service`, `editaudit.worker` and
+`editaudit.migrations`. setuptools' pyproject tables cannot map a folder to a dotted prefix, so this file does, and
+nothing else: every folder below a root that holds Python code is a package of the wheel, found here, never listed by
+hand, with or without an `__init__.py` (tests/unit/test_packaging.py requires the `__init__.py` all the same, and
+`.ci/run` checks the built wheel against the source tree).
 """
 
-from setuptools import find_packages, setup
+from pathlib import Path
+
+from setuptools import find_namespace_packages, setup
 
 ROOTS = {"editaudit": "editaudit", "editaudit.service": "service", "editaudit.worker": "worker",
          "editaudit.migrations": "migrations"}
@@ -16,7 +21,9 @@ def discover() -> tuple[list[str], dict[str, str]]:
     for name, folder in ROOTS.items():
         package_dir[name] = folder
         packages.append(name)
-        for sub in find_packages(folder):
+        for sub in find_namespace_packages(folder, exclude=["*__pycache__*"]):
+            if not any(Path(folder, *sub.split(".")).glob("*.py")):
+                continue  # a folder of data files (data/, policies/) is package data of its parent
             packages.append(f"{name}.{sub}")
             package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
     return packages, package_dir

@@ -5,6 +5,7 @@ It runs exactly the production task code; only the URLs differ (see Settings).
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -59,14 +60,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def worker_installed() -> bool:
+    """Whether this environment can run the worker (the `worker` extra: torch and the ML stack)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision", "art"))
+
+
 class EmbeddedServer:
     """Context manager: migrate, start the worker and serve the API on a background thread. A supervisor thread
-    restarts the worker when it dies (reported by /healthz); leaving the context, or failing to start, stops both."""
+    restarts the worker when it dies (reported by /healthz); leaving the context, or failing to start, stops both.
+
+    Without the `worker` extra (`local_worker` None: detected) only the API runs; jobs wait in the data directory's
+    queue for a worker started elsewhere on the same directory (`EDITAUDIT_DATA_DIR=DIR celery -A
+    editaudit.worker.celery_app worker --pool=solo`)."""
 
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None, quiet: bool = True,
-                 supervise_every_s: float = 1.0):
+                 supervise_every_s: float = 1.0, local_worker: bool | None = None):
         self.settings, self.host, self.port = settings, host, port or free_port()
         self.quiet, self.supervise_every_s = quiet, supervise_every_s
+        self.local_worker = worker_installed() if local_worker is None else local_worker
         self.worker: subprocess.Popen | None = None
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
@@ -92,10 +103,14 @@ class EmbeddedServer:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.settings.resolved_database_url)
         anonymous = self._anonymous_allowed()
-        self.worker = self._start_worker()
         app = create_app(self.settings, allow_anonymous=anonymous)
-        app.state.worker_health = lambda: {"alive": self.worker is not None and self.worker.poll() is None,
-                                           "restarts": self.restarts}
+        if self.local_worker:
+            self.worker = self._start_worker()
+            app.state.worker_health = lambda: {"alive": self.worker is not None and self.worker.poll() is None,
+                                               "restarts": self.restarts}
+        else:
+            print("editaudit: no local worker (the `worker` extra is not installed here): jobs wait in "
+                  f"{self.settings.broker_folder} for a worker started on the same data directory", flush=True)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning" if self.quiet else "info")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
