@@ -30,10 +30,15 @@ def age_s(path: Path) -> float | None:
         return None
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests/unit/test_deploy_files.py parses the compose health check's arguments with it)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--max-age-s", type=float, default=120.0, help="older than this: not alive")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-age-s", type=float, default=120.0, help="older than this: not alive")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     path = get_settings().worker_alive_file
     if path is None:
         print("EDITAUDIT_WORKER_ALIVE_FILE is not set", file=sys.stderr)
