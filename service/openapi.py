@@ -1,8 +1,16 @@
 """The OpenAPI contract: every operation's stable id, the scope it needs and the errors it may answer, declared
 once per route with `op(...)`; `install` publishes the problem schema for every error status, the bearer scheme
-and serves /docs from local assets (no CDN: it works offline)."""
+and serves /docs from local assets (no CDN: it works offline).
+
+The schema is OpenAPI 3.1, which only Swagger UI 5 renders (4.x answers "Unable to render this definition"): /docs
+serves swagger-ui-dist 5.x as the PyPI package fastapi-swagger ships it (its `resources` folder, the three files
+below), from /docs-assets/, which the edge lets through without a key (editaudit.service.edge.PUBLIC_PREFIX)."""
 
 from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -12,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from editaudit.contracts.scopes import Scope
 from editaudit.service.errors import PROBLEM, TITLES
+
+log = logging.getLogger(__name__)
 
 # what any authenticated route may answer besides its own errors: a body that does not parse, no or a bad key, a
 # missing scope, a body over the limit, NUL bytes or invalid parameters, the database down
@@ -69,6 +79,37 @@ def _schema(app: FastAPI) -> dict:
     return schema
 
 
+DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+# nothing at page load comes from elsewhere: no validator badge (validator.swagger.io), FastAPI's defaults otherwise
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+
+
+def swagger_ui_dir() -> Path | None:
+    """The folder holding swagger-ui-dist's DOCS_ASSETS (fastapi-swagger's), or None when it is not installed."""
+    try:
+        import fastapi_swagger.resources as resources
+    except ImportError:
+        return None
+    folder = Path(resources.__file__).parent
+    return folder if all((folder / name).is_file() for name in DOCS_ASSETS) else None
+
+
+def swagger_ui_version(folder: Path) -> str | None:
+    """The Swagger UI version the bundle in `folder` declares (its build info), e.g. "5.34.0"."""
+    text = (folder / "swagger-ui-bundle.js").read_text(encoding="utf-8", errors="replace")
+    found = re.search(r'PACKAGE_VERSION:"(\d+\.\d+\.\d+[^"]*)"', text)
+    return found.group(1) if found else None
+
+
+class DocsAssets(StaticFiles):
+    """Only swagger-ui's files: not the package's __init__.py or __pycache__."""
+
+    def lookup_path(self, path: str):
+        if path not in DOCS_ASSETS:
+            return "", None
+        return super().lookup_path(path)
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:  # built once, after every route is registered
@@ -76,15 +117,16 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
-    try:
-        import swagger_ui_bundle
-    except ImportError:  # the docs page needs the bundled assets; the schema itself does not
+    assets = swagger_ui_dir()
+    if assets is None:  # the docs page needs the bundled assets; the schema itself does not
+        log.warning("no /docs: Swagger UI's assets are missing (pip install fastapi-swagger)")
         return
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    app.mount("/docs-assets", DocsAssets(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png",
+                                   swagger_ui_parameters=SWAGGER_UI_PARAMETERS)
