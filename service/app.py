@@ -19,11 +19,11 @@ from editaudit.service.admission import Admission
 from editaudit.service.deps import Services
 from editaudit.service.edge import EdgeChecks
 from editaudit.service.routes import (aliases, audit_profiles, audits, catalog, datasets, edits, gate, health,
-                                      models, policies)
+                                      models, policies, webhooks)
 
 log = logging.getLogger(__name__)
 RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router,
-                    audit_profiles.router, policies.router, gate.router, aliases.router)
+                    audit_profiles.router, policies.router, gate.router, aliases.router, webhooks.router)
 
 
 def api_routes() -> list:

@@ -32,12 +32,14 @@ if get_settings().log_format == "json":  # text: Celery sets up its own logging,
 @worker_init.connect
 def _on_start(**_):
     """Folders are made when a worker starts (or an API that sends to them); a worker that could not run every
-    method, attack and corruption the API accepts refuses to start; every worker runs the reconciler."""
+    method, attack and corruption the API accepts refuses to start; every worker runs the reconciler and sends the
+    webhook outbox (two threads: neither waits behind a job)."""
     from editaudit.worker.ml.parity import check_parity
 
     from editaudit.core import db
     from editaudit.core.queue import RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
+    from editaudit.worker.jobs.webhooks import start_deliverer
 
     settings = get_settings()
     broker_dirs(settings)
@@ -46,3 +48,4 @@ def _on_start(**_):
     start_reconciler(db.session_factory(settings.resolved_database_url),
                      lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings,
                      queue_depth=lambda: queue_depth(app, settings))
+    start_deliverer(db.session_factory(settings.resolved_database_url), settings)

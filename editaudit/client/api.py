@@ -12,15 +12,16 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, TypeVar
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import httpx
 
 from editaudit.client.http import Transport, operation
 from editaudit.client.types import (TERMINAL_STATUSES, Alias, Archs, Audit, AuditProfile, AuditProfileList,
                                     AuditSummary, Dataset, Download, Edit, EditAccepted, EditRequest, EditSummary,
-                                    Gate, Health, Layers, Lineage, Methods, Model, ModelSpec, Page, Policy,
-                                    PolicyList, Promotion, Promotions, Ready, ReportFormat, Revert, Status)
+                                    DeliveryState, Gate, Health, Layers, Lineage, Methods, Model, ModelSpec, Page,
+                                    Policy, PolicyList, Promotion, Promotions, Ready, ReportFormat, Revert, Status,
+                                    Webhook, WebhookCreated, WebhookDelivery, WebhookEvent)
 
 Upload = str | os.PathLike[str] | bytes | IO[bytes]  # a path, the bytes, or an open binary file (streamed)
 Dest = str | os.PathLike[str] | IO[bytes]
@@ -306,6 +307,42 @@ class Client:
     @operation("GET", "/promotions", query=("edit_id",))
     def list_promotions(self, *, edit_id: str | None = None) -> Promotions:
         return self._json(self.list_promotions, {"edit_id": edit_id})
+
+    # --- webhooks ---------------------------------------------------------------------------------------------------
+
+    @operation("POST", "/webhooks")
+    def create_webhook(self, url: str, events: Sequence[WebhookEvent] = ("*",), *, description: str | None = None,
+                       idempotency_key: str | None = None) -> WebhookCreated:
+        """Send the tenant's events (`edit.succeeded`, ..., or `*`) to `url`, whose host the operator must allow
+        (admin scope). The answer's `secret` is shown only here: keep it to verify each delivery's signature."""
+        return self._json(self.create_webhook, json={"url": url, "events": list(events), "description": description},
+                          headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/webhooks", query=("limit", "cursor", "created_after"))
+    def list_webhooks(self, *, limit: int | None = None, cursor: str | None = None,
+                      created_after: datetime | str | None = None) -> Page[Webhook]:
+        return self._json(self.list_webhooks, {"limit": limit, "cursor": cursor, "created_after": created_after})
+
+    @operation("GET", "/webhooks/{webhook_id}")
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return self._json(self.get_webhook, {"webhook_id": webhook_id})
+
+    @operation("DELETE", "/webhooks/{webhook_id}")
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Stop sending to it; its pending deliveries end failed."""
+        self._t.send(self.delete_webhook.operation, {"webhook_id": webhook_id})  # type: ignore[attr-defined]
+
+    @operation("GET", "/webhooks/{webhook_id}/deliveries", query=("limit", "cursor", "status"))
+    def list_webhook_deliveries(self, webhook_id: str, *, limit: int | None = None, cursor: str | None = None,
+                                status: DeliveryState | None = None) -> Page[WebhookDelivery]:
+        """What was sent to the webhook, newest first, with each attempt's outcome."""
+        return self._json(self.list_webhook_deliveries, {"webhook_id": webhook_id, "limit": limit, "cursor": cursor,
+                                                         "status": status})
+
+    @operation("POST", "/webhooks/{webhook_id}/test")
+    def test_webhook(self, webhook_id: str) -> WebhookDelivery:
+        """Queue a `ping` event to the webhook; a worker sends it (follow it with list_webhook_deliveries)."""
+        return self._json(self.test_webhook, {"webhook_id": webhook_id})
 
 
 def _pages(list_page: Callable[..., Page[T]], page_size: int | None, **filters: Any) -> Iterator[T]:

@@ -337,6 +337,46 @@ class Promotions(TypedDict):
     promotions: list[PromotionRecord]
 
 
+# --- webhooks -------------------------------------------------------------------------------------------------------
+
+WebhookEvent = Literal["edit.succeeded", "edit.failed", "edit.canceled", "audit.completed", "gate.evaluated", "*"]
+DeliveryState = Literal["pending", "delivering", "succeeded", "failed"]
+
+
+class Webhook(TypedDict):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: str
+
+
+class WebhookCreated(Webhook):
+    secret: str  # whsec_...: shown only in the create answer; verify webhook-signature with it
+
+
+class DeliveryAttempt(TypedDict):
+    attempt: int
+    at: str
+    status_code: int | None  # None: no answer (a transport error, a refused host)
+    error: str | None
+
+
+class WebhookDelivery(TypedDict):
+    id: str  # the webhook-id header, the same on every retry
+    webhook_id: str
+    event: str
+    status: DeliveryState
+    attempts: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    history: list[DeliveryAttempt]
+    payload: dict[str, Any]  # {type, timestamp, data}
+    created_at: str
+    delivered_at: str | None
+
+
 # --- client-side results --------------------------------------------------------------------------------------------
 
 class Download(TypedDict):

@@ -7,8 +7,8 @@ import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint,
-                        create_engine, event)
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint, create_engine, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from editaudit.contracts.statuses import Status
@@ -209,6 +209,48 @@ class IdempotencyRecord(Base):
     headers: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     body: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Webhook(TenantOwned, Base):
+    """A URL of the tenant's that is told about edit, audit and gate events (editaudit.core.webhooks). `secret` is
+    the Standard Webhooks signing key (`whsec_` + base64): stored as is, since signing needs it, and shown only in
+    the create response. A deleted webhook keeps its row (its deliveries point at it) with `disabled_at` set and the
+    secret wiped; it reads as absent."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list] = mapped_column(JSON)  # event types, or ["*"]
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebhookDelivery(TenantOwned, Base):
+    """The outbox: one row per event and webhook, written in the transaction of the change that caused the event, so
+    none is lost if a process dies; workers send it (editaudit.worker.jobs.webhooks) under a lease, retrying with
+    backoff. `id` is the Standard Webhooks `webhook-id` (the same on every retry). `dedupe_key` names an event that
+    must happen once (an edit's end): a second write of it for the same webhook is dropped."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "dedupe_key"),
+                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivering | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    history: Mapped[list] = mapped_column(JSON, default=list)  # [{attempt, at, status_code, error}], newest last
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 @lru_cache(maxsize=8)

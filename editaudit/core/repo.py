@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.datasets import BUILTIN_DATASETS, is_builtin
-from editaudit.contracts.statuses import Status
-from editaudit.core import db
+from editaudit.contracts.statuses import TERMINAL, Status
+from editaudit.core import db, webhooks
 
 Row = TypeVar("Row")
 
@@ -23,7 +23,7 @@ class NotFound(LookupError):
         self.detail, self.field = detail, field
 
 
-KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit"}
+KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit", db.Webhook: "webhook"}
 
 
 def get_or_404(s: Session, table: type[Row], id_: str, tenant: str, field: str | None = None) -> Row:
@@ -41,11 +41,14 @@ def audit_of(s: Session, edit_id: str) -> db.Audit:
 
 
 def finish_edit(s: Session, edit: db.Edit, status: Status, error: str | None) -> None:
-    """Mark an edit and its audit finished (failed / canceled), releasing the edit's lease."""
-    now = db.utcnow()
+    """Mark an edit and its audit finished (failed / canceled), releasing the edit's lease; its webhook event is
+    written in the same transaction (once: an edit that had already ended emits nothing again)."""
+    now, ended = db.utcnow(), edit.status in TERMINAL
     edit.status, edit.error, edit.finished_at, edit.lease_token = status, error, now, None
     for audit in s.scalars(select(db.Audit).filter_by(edit_id=edit.id)):
         audit.status, audit.finished_at = status, now
+    if not ended:
+        webhooks.edit_finished(s, edit)
 
 
 def sub_edits(s: Session, edit: db.Edit) -> list[db.Edit]:

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(30, ge=0, description="connections opened beyond db_pool_size under load")
     db_pool_timeout_s: float = Field(3, gt=0, description="a request waits this long for its turn, or for a free "
                                      "connection, then answers 503 with Retry-After")
+    webhook_allowed_hosts: list[str] = Field(default_factory=list, description="hosts webhooks may be sent to, "
+                                             "as a JSON list: `hooks.example.com` (any port), `ci.example.com:8443` "
+                                             "(that port), `*.example.com` (its subdomains); empty: webhooks are "
+                                             "off (editaudit.core.webhooks)")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts to deliver one webhook event before "
+                                      "it is marked failed")
+    webhook_backoff_s: float = Field(5, gt=0, description="the first retry's delay; later ones grow from it (x6, "
+                                     "x24, x120, x720: 5 s, 30 s, 2 min, 10 min, 1 h), with jitter")
 
     @model_validator(mode="after")
     def _limit_below_visibility(self):
@@ -75,6 +83,16 @@ class Settings(BaseSettings):
             raise ValueError(f"db_pool_size + db_max_overflow ({self.db_pool_size} + {self.db_max_overflow}) must "
                              f"be at least api_threads ({self.api_threads}): requests would wait for a connection")
         return self
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allowed_host_patterns(cls, v: list[str]) -> list[str]:
+        if v:
+            from editaudit.core.webhooks import parse_allowed
+
+            for entry in v:
+                parse_allowed(entry)  # ValueError naming the entry
+        return v
 
     @field_validator("api_token")
     @classmethod

@@ -8,16 +8,16 @@ from editaudit.contracts.scopes import Scope
 from editaudit.service.deps import SessionDep, TenantDep
 from editaudit.service.openapi import op
 from editaudit.service.schemas.gate import GateOut, GateRequest
-from editaudit.service.services.gating import gate_for
+from editaudit.service.services.gating import evaluate_gate
 
 router = APIRouter(tags=["gate"])
 
 
 @router.get("/edits/{edit_id}/gate", response_model=GateOut, **op("gate_edit", Scope.gate_read, 404, 409))
 def gate_edit(edit_id: str, s: SessionDep, tenant: TenantDep, policy: str = "default"):
-    return gate_for(s, tenant, edit_id, policy)
+    return evaluate_gate(s, tenant, edit_id, policy)
 
 
 @router.post("/gate", response_model=GateOut, **op("gate", Scope.gate_read, 404, 409))
 def gate(body: GateRequest, s: SessionDep, tenant: TenantDep):
-    return gate_for(s, tenant, body.edit_id, body.policy)
+    return evaluate_gate(s, tenant, body.edit_id, body.policy)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from editaudit.contracts import metrics
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import PromotionOutcome, Status, Verdict
-from editaudit.core import db, repo
+from editaudit.core import db, repo, webhooks
 from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, builtin_policy
 from editaudit.service.errors import Problem, validation_problem
@@ -73,6 +73,15 @@ def gate_for(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> d
     return {"edit_id": edit_id, "audit_id": audit.id, "policy": ref, **result.as_dict()}
 
 
+def evaluate_gate(s: Session, tenant: str, edit_id: str, policy_ref: str | dict) -> dict:
+    """gate_for, recorded as a `gate.evaluated` webhook event (the gate routes; a JUnit report renders the gate
+    without being one)."""
+    result = gate_for(s, tenant, edit_id, policy_ref)
+    webhooks.gate_evaluated(s, tenant, s.get(db.Edit, edit_id), result)
+    s.commit()
+    return result
+
+
 def edit_datasets(s: Session, edit: db.Edit) -> dict[str, dict]:
     """split -> {ref, sha256} of the datasets the edit was audited on (what `requires.datasets` checks)."""
     out = {}
@@ -104,6 +113,7 @@ def promote(s: Session, tenant: str, edit_id: str, alias_name: str, policy_ref: 
                        model_id=None if outcome == PromotionOutcome.refused else edit.edited_model_id,
                        previous_model_id=previous, policy=result["policy"], verdict=result["verdict"],
                        outcome=outcome, override_reason=override_reason, actor=actor, gate=result))
+    webhooks.gate_evaluated(s, tenant, edit, result, promotion={"alias": alias_name, "outcome": str(outcome)})
     if outcome != PromotionOutcome.refused:
         if alias is None:
             alias = db.Alias(tenant=tenant, family=family, name=alias_name, model_id=edit.edited_model_id)

@@ -16,9 +16,14 @@ PGD = {"name": "pgd", "eps": 0.03, "steps": 2}
 
 
 @pytest.fixture()
+def app_settings_extra() -> dict:
+    return {"webhook_allowed_hosts": ["hooks.example.com"]}  # tenant A registers a webhook (never sent: no worker)
+
+
+@pytest.fixture()
 def two_tenants(edit_factory):
-    """Tenant A (the edit_factory's uploads, a succeeded edit promoted to `production`, a policy and a profile)
-    and tenant B with an admin key of its own."""
+    """Tenant A (the edit_factory's uploads, a succeeded edit promoted to `production`, a policy, a profile and a
+    webhook) and tenant B with an admin key of its own."""
     c = edit_factory.client
     a = key_headers(c.settings, "default", name="alice")
     c.headers.update(a)
@@ -29,12 +34,15 @@ def two_tenants(edit_factory):
                                                     "override_reason": "the fixture needs an alias to exist"})
     assert r.status_code == 200, r.text
     queued = edit_factory.submit(run=False, audit={"attacks": [PGD]})
+    hook = c.post("/webhooks", json={"url": "https://hooks.example.com/ci", "events": ["*"]})
+    assert hook.status_code == 201, hook.text
+    job["webhook_id"] = hook.json()["id"]
     return c, a, key_headers(c.settings, "team-b", name="bob"), job, queued
 
 
 def _values(edit_factory, job, queued) -> dict[str, str]:
     return {"model_id": edit_factory.model["id"], "dataset_id": edit_factory.dataset["id"], "edit_id": job["id"],
-            "audit_id": job["audit_id"], "fmt": "json", "name": "production"}
+            "audit_id": job["audit_id"], "fmt": "json", "name": "production", "webhook_id": job["webhook_id"]}
 
 
 NAME_BY_PREFIX = {"/policies": "team-policy", "/audit-profiles": "team-profile", "/aliases": "production"}
@@ -53,7 +61,8 @@ def _id_routes():
 def test_the_route_table_has_the_routes_this_test_must_cover():
     ops = {op for _, _, op, _ in _id_routes()}
     for must in ("cancel_edit", "promote_edit", "revert_edit", "gate_edit", "download_edit_delta",
-                 "download_edit_weights", "download_model_weights", "get_audit_report", "get_audit"):
+                 "download_edit_weights", "download_model_weights", "get_audit_report", "get_audit", "get_webhook",
+                 "delete_webhook", "list_webhook_deliveries", "test_webhook"):
         assert must in ops, must
 
 
@@ -83,7 +92,8 @@ def test_every_id_route_is_a_404_for_another_tenant(two_tenants, edit_factory):
     assert edit["reverted_at"] is None
     assert c.get("/aliases/production").json()["model_id"] == edit["edited_model_id"]
     # and the owner is answered (the 404s above are not a broken route)
-    for url in (f"/models/{values['model_id']}", f"/audits/{job['audit_id']}/report.json", f"/edits/{job['id']}/weights"):
+    for url in (f"/models/{values['model_id']}", f"/audits/{job['audit_id']}/report.json", f"/edits/{job['id']}/weights",
+                f"/webhooks/{job['webhook_id']}"):
         assert c.get(url).status_code == 200, url
 
 
@@ -93,7 +103,7 @@ def test_ids_in_bodies_and_listings_are_scoped_too(two_tenants, edit_factory):
             "edit_set": edit_factory.dataset["id"], "test_set": "builtin:digits-test"}
     assert_problem(c.post("/edits", json=body, headers=b), 404, "model_id")
     assert_problem(c.post("/gate", json={"edit_id": job["id"], "policy": "default"}, headers=b), 404, "edit_id")
-    for kind in ("models", "datasets", "edits", "audits"):
+    for kind in ("models", "datasets", "edits", "audits", "webhooks"):
         assert c.get(f"/{kind}", headers=b).json()["items"] == [], kind
         assert c.get(f"/{kind}").json()["items"], kind
     assert c.get("/promotions", headers=b).json()["promotions"] == []

@@ -15,7 +15,7 @@ import torch
 import editaudit
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import Status
-from editaudit.core import db, repo
+from editaudit.core import db, repo, webhooks
 from editaudit.core.storage import ObjectStore, content_key, downloaded, sha256
 from editaudit.worker.jobs.cache import versions
 from editaudit.worker.jobs.lease import LeaseLost, held
@@ -109,6 +109,7 @@ def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, chan
             edit.progress = {"stage": "done", "done": 1, "total": 1}
             audit.status, audit.result, audit.finished_at = Status.succeeded, result, db.utcnow()
             audit.versions = versions()
+            webhooks.edit_finished(s, edit)  # the events commit with the result, or neither does
             s.commit()
     except BaseException:
         drop_unreferenced(sessions, store, created)

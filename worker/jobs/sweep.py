@@ -8,7 +8,7 @@ import math
 from editaudit.contracts import metrics
 from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.contracts.statuses import ACTIVE, Status
-from editaudit.core import db, repo
+from editaudit.core import db, repo, webhooks
 from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import versions
@@ -68,6 +68,7 @@ def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan
                 audit = s.get(db.Audit, audit_id)
                 audit.status, audit.finished_at, audit.versions = status, db.utcnow(), versions()
                 audit.result = json_safe({"sweep": table})
+                webhooks.edit_finished(s, s.get(db.Edit, sweep_id))
             s.commit()
     except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
         log.exception("sweep %s failed", sweep_id)
