@@ -1,7 +1,8 @@
 """The demo's inputs, made by the ML core: a digits CNN trained in seconds and the texture scenario that breaks it.
 
-`python -m editaudit.worker.demo_assets OUT_DIR [--epochs N]` writes model.safetensors, edit.npz,
-generalization.npz and facts.json; `editaudit demo` runs it as a subprocess, so the CLI itself never imports torch.
+`python -m editaudit.worker.demo_assets OUT_DIR [--epochs N]` writes model.safetensors with its spec model.json,
+edit-set.npz, generalization-set.npz and facts.json (what to print); `editaudit demo` runs it as a subprocess, so the
+CLI itself never imports torch.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def make_demo_assets(out: Path, epochs: int = 4) -> dict:
              "edit_before": acc(sc["edit"])}
     out.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out / "model.safetensors")
+    (out / "model.json").write_text(json.dumps(SPEC, indent=2) + "\n")
     for split in ("edit", "generalization"):
-        (out / f"{split}.npz").write_bytes(dataset_to_npz(sc[split]))
+        (out / f"{split}-set.npz").write_bytes(dataset_to_npz(sc[split]))
     (out / "facts.json").write_text(json.dumps(facts))
     return facts
 

@@ -1,14 +1,23 @@
-"""`editaudit audits get|report` and `editaudit weights download`: what an edit's audit measured, its reports, and
-the edited weights (streamed to a file and checked against the server's sha256)."""
+"""`editaudit audits get|list|report` and `editaudit weights download`: what an edit's audit measured, its reports,
+and the edited weights (streamed to a file and checked against the server's sha256)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
+from itertools import islice
 
 import click
 
-from editaudit.cli.common import EXIT_CODES_HELP, api_options, client, echo_json, handled, json_option
-from editaudit.core.tables import audit_table
+from editaudit.cli.common import (EXIT_CODES_HELP, EXIT_MISSING, api_options, client, emit, handled, output_options,
+                                  quiet_option, show_document)
+from editaudit.cli.edits import STATUSES
+from editaudit.cli.uploads import created_after_option, download_to, limit_option
+from editaudit.core.tables import audit_table, render
+
+REPORT_EXIT = ("Exit codes: 0 written, 2 error, 3 no such audit, or it has not succeeded (queued, running, failed, "
+               "canceled: the message says which), 4 usage (an unknown format or policy).")
+# the CLI's format names -> the API's report suffixes
+API_REPORT = {"html": "html", "markdown": "md", "json": "json", "junit": "xml"}
 
 
 @click.group()
@@ -16,46 +25,79 @@ def audits():
     """Audits: baseline vs candidate numbers with paired statistics, and their reports."""
 
 
+def _summary(audit: dict, every_metric: bool) -> str:
+    lines = [f"audit {audit['id']} {audit['status']} (edit {audit['edit_id']}; device {audit.get('device') or '-'})"]
+    if (audit.get("metrics") or {}).get("baseline"):
+        lines.append(audit_table(audit, headline_only=not every_metric))
+    else:
+        lines.append("no metrics yet")
+    lines += [f"note: {note}" for note in audit.get("notes") or []]
+    return "\n".join(lines)
+
+
 @audits.command("get", epilog=EXIT_CODES_HELP)
 @click.argument("audit_id")
 @click.option("--all", "every_metric", is_flag=True, help="Every metric, not only the headline ones.")
-@json_option
+@output_options(("table", "json"), what="the audit")
 @api_options
-def get(audit_id, every_metric, as_json, url, key):
+def get(audit_id, every_metric, fmt, output, url, key):
     """Show an audit: baseline, candidate, delta with its 95% interval and p-value per metric."""
     with handled(url), client(url, key) as api:
         audit = api.get_audit(audit_id)
-    if as_json:
-        echo_json(audit)
-        return
-    click.echo(f"audit {audit['id']} {audit['status']} (edit {audit['edit_id']}; device {audit['device'] or '-'})")
-    if (audit.get("metrics") or {}).get("baseline"):
-        click.echo(audit_table(audit, headline_only=not every_metric))
-    else:
-        click.echo("no metrics yet")
-    for note in audit.get("notes") or []:
-        click.echo(f"note: {note}")
+    show_document(audit, fmt, output, lambda: _summary(audit, every_metric))
 
 
-@audits.command("report", epilog=EXIT_CODES_HELP)
-@click.argument("audit_id")
-@click.option("--format", "fmt", type=click.Choice(["html", "md", "json", "xml"]), required=True,
-              help="html: self-contained with plots; md: a PR comment; json: versioned; xml: JUnit of the gate.")
-@click.option("-o", "--output", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="File to write ('-': stdout).")
-@click.option("--policy", default=None, metavar="NAME", help="The policy the xml (JUnit) report gates with "
-              "(server default: 'default').")
+@audits.command("list", epilog=EXIT_CODES_HELP)
+@click.option("--edit-id", default=None, help="The audit of this edit (and of its sub-edits).")
+@click.option("--model-id", default=None, help="Only audits of edits of this model.")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--method", default=None, help="Only audits of edits by this method.")
+@created_after_option
+@limit_option
+@output_options(("table", "json"), what="the list")
+@quiet_option
 @api_options
-def report(audit_id, fmt, output, policy, url, key):
-    """Write an audit's report."""
+def list_(edit_id, model_id, status, method, created_after, limit, fmt, output, quiet, url, key):
+    """The tenant's audits, newest first (-q: the ids, e.g. AUDIT=$(editaudit audits list --edit-id "$EDIT" -q))."""
     with handled(url), client(url, key) as api:
-        text = api.get_audit_report(audit_id, fmt, policy=policy)
-    if output == "-":
-        click.echo(text, nl=not text.endswith("\n"))
-        return
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output} ({fmt}, {len(text.encode())} bytes)", err=True)
+        rows = list(islice(api.iter_audits(page_size=min(limit, 100), edit_id=edit_id, model_id=model_id,
+                                           status=status, method=method, created_after=created_after), limit))
+    show_document(rows, fmt, output, lambda: render(
+        ["id", "status", "edit", "created", "finished"],
+        [[a["id"], a["status"], a["edit_id"], a["created_at"][:19], (a.get("finished_at") or "-")[:19]]
+         for a in rows], align_right=set()), "\n".join(a["id"] for a in rows) if quiet else None)
+
+
+@audits.command("report", epilog=REPORT_EXIT)
+@click.argument("audit_id")
+@output_options(("table", "json", "markdown", "junit", "html"), what="the report")
+@click.option("--policy", default=None, metavar="NAME", help="The server policy the junit report gates with "
+              "(default: 'default').")
+@click.option("--all", "every_metric", is_flag=True, help="table: every metric, not only the headline ones.")
+@api_options
+def report(audit_id, fmt, output, policy, every_metric, url, key):
+    """Write an audit's report: html (self-contained, with plots), markdown (a PR comment), json (versioned),
+    junit (the gate under --policy, as JUnit XML) or table (the terminal summary). A report needs a finished
+    audit: one that is queued or running (or failed) exits 3 and says so.
+
+    \b
+    Examples:
+      editaudit audits report AUDIT_ID -o report.html          # the format from the suffix
+      editaudit audits report AUDIT_ID --format md >> "$GITHUB_STEP_SUMMARY"
+      editaudit audits report AUDIT_ID --format junit --policy default -o gate.xml
+    """
+    with handled(url), client(url, key) as api:
+        audit = api.get_audit(audit_id)
+        if audit["status"] != "succeeded":
+            edit = api.get_edit(audit["edit_id"]) if audit["status"] in ("failed", "canceled") else {}
+            why = f": {edit['error']}" if edit.get("error") else ""
+            click.echo(f"error: audit {audit_id} is {audit['status']}{why}; a report needs a finished audit"
+                       + (f" (follow it with `editaudit edits wait {audit['edit_id']}`)"
+                          if audit["status"] in ("queued", "running") else ""), err=True)
+            sys.exit(EXIT_MISSING)
+        text = _summary(audit, every_metric) if fmt == "table" else \
+            api.get_audit_report(audit_id, API_REPORT[fmt], policy=policy)
+    emit(text, output, fmt)
 
 
 @click.group()
@@ -65,15 +107,13 @@ def weights():
 
 @weights.command("download", epilog=EXIT_CODES_HELP)
 @click.argument("edit_id")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="Where to write the safetensors file (written beside it first, moved there once verified).")
+@click.option("-o", "--output", required=True, metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the safetensors file ('-': stdout; a file is written beside it first and moved "
+                   "there once verified).")
 @click.option("--delta", is_flag=True, help="Only the tensors the edit changed (their new values).")
 @api_options
 def download(edit_id, output, delta, url, key):
-    """Download the edited model's weights of EDIT_ID, streamed to a file and verified against the server's
+    """Download the edited model's weights of EDIT_ID, streamed and verified against the server's
     X-Content-SHA256 (a mismatch leaves no file and exits 2); exit 3 while the edit has not succeeded."""
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with handled(url), client(url, key) as api:
-        fetch = api.download_edit_delta if delta else api.download_edit_weights
-        got = fetch(edit_id, output)
-    click.echo(f"wrote {got['path']} ({got['size']} bytes, sha256 {got['sha256']} verified)")
+    download_to(output, lambda api, dest: (api.download_edit_delta if delta else api.download_edit_weights)(
+        edit_id, dest), url, key)

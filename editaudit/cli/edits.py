@@ -1,22 +1,27 @@
-"""`editaudit edits submit|get|list|cancel`: queue an edit (and its audit), follow it, find it again."""
+"""`editaudit edits submit|get|list|wait|cancel`: queue an edit (and its audit), follow it, find it again."""
 
 from __future__ import annotations
 
 import sys
 from itertools import islice
+from pathlib import Path
 
 import click
 
-from editaudit.cli.common import (EXIT_BLOCKED, EXIT_CODES_HELP, EXIT_OK, api_options, client, echo_json, handled,
-                                  json_option, read_json, show)
-from editaudit.cli.progress import end_progress, progress_printer
-from editaudit.cli.uploads import idempotency_option, quiet_option
+from editaudit.cli.common import (EXIT_BLOCKED, EXIT_CODES_HELP, EXIT_OK, api_options, client, handled,
+                                  key_value_table, output_options, quiet_option, read_json, show_document)
+from editaudit.cli.progress import ProgressReporter, every_option
 from editaudit.contracts.statuses import Status
 from editaudit.core.tables import render
 
 SUBMIT_EXIT = ("Exit codes: 0 queued (with --wait: succeeded), 1 the edit failed or was canceled, 2 error (a "
                "problem with the request, an unreachable server), 3 a model or dataset it names does not exist, "
-               "or --wait timed out, 4 usage.")
+               "or --wait timed out, 4 usage (unreadable JSON, a referenced file that does not exist).")
+WAIT_EXIT = ("Exit codes: 0 succeeded, 1 failed or canceled, 2 error, 3 no such edit or --timeout reached, 4 usage.")
+
+idempotency_option = click.option("--idempotency-key", default=None, metavar="K",
+                                  help="Retrying with the same key returns the first answer.")
+STATUSES = [s.value for s in Status]
 
 
 @click.group()
@@ -24,45 +29,78 @@ def edits():
     """Edits: submit one with its audit, follow its progress, list and cancel them."""
 
 
+def _wait_options(fn):
+    fn = every_option(fn)
+    fn = click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05), metavar="SECONDS",
+                      help="Seconds between polls while waiting.")(fn)
+    return click.option("--timeout", default=3600.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+                        help="Seconds --wait waits at most (then exit 3).")(fn)
+
+
+def wait_for(api, edit_id: str, timeout: float, poll: float, every: float) -> dict:
+    """Follow an edit to a final status, with progress on stderr (a bar on a terminal, a line every `every` s in a
+    log)."""
+    reporter = ProgressReporter("edit", every=every)
+    try:
+        return api.wait_for_edit(edit_id, timeout=timeout, poll=poll, on_progress=reporter)
+    finally:
+        reporter.close()
+
+
 @edits.command("submit", epilog=SUBMIT_EXIT)
 @click.argument("body", metavar="BODY.json|-")
-@click.option("--wait", is_flag=True, help="Follow the edit until it finishes, with a progress bar on stderr.")
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
-@click.option("--poll", default=1.0, show_default=True, help="Seconds between polls while waiting.")
+@click.option("--wait", is_flag=True, help="Follow the edit until it finishes, with progress on stderr.")
+@_wait_options
 @idempotency_option
-@json_option
+@output_options(("table", "json"), what="the answer (with --wait: the finished edit)")
 @quiet_option
 @api_options
-def submit(body, wait, timeout, poll, idempotency_key, as_json, quiet, url, key):
-    """Submit the edit request in BODY.json ('-': stdin), e.g.
+def submit(body, wait, timeout, poll, progress_every, idempotency_key, fmt, output, quiet, url, key):
+    """Submit the edit request in BODY.json ('-': stdin; its @files are then relative to the working directory).
+
+    A value of model_id, edit_set, generalization_set, test_set (and of hyperparams' reference_set,
+    locality_set) that starts with @ is a file next to BODY.json, uploaded first (an identical file again is not
+    stored twice): a dataset (.npz, .safetensors), or for model_id a safetensors checkpoint whose spec is the
+    .json file of the same name (@model.safetensors + model.json). What was uploaded is printed on stderr.
 
     \b
-      {"model_id": "...", "method": "finetune_layer", "layers": ["fc"], "edit_set": "...",
-       "test_set": "builtin:digits-test", "audit": {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.03}]}}
+    {"model_id": "@model.safetensors", "method": "rewrite", "layers": ["fc1"],
+     "hyperparams": {"rank": 1}, "edit_set": "@edit-set.npz",
+     "test_set": "builtin:digits-test",
+     "audit": {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.03}]}}
 
-    Prints the edit's id and its audit's; with --json the API's answer (with --wait, the finished edit).
+    Prints the edit's id and its audit's (-q: the edit's id alone; --json: the API's answer; with --wait, the
+    finished edit).
+
+    \b
+    Examples:
+      editaudit edits submit edit.json --wait
+      EDIT=$(editaudit edits submit edit.json --wait -q)
     """
+    from editaudit.cli.refs import references, resolve
+
     request = read_json(body if body == "-" else f"@{body}", "BODY")
     if not isinstance(request, dict):
         raise click.UsageError("BODY must be a JSON object")
+    if body == "-" and references(request):
+        base, body_file = Path.cwd(), None  # from stdin: references are relative to the working directory
+    else:
+        base, body_file = Path(body).parent, Path(body)
     with handled(url), client(url, key) as api:
+        request = resolve(request, base, api, log=lambda m: click.echo(m, err=True), body_file=body_file)
         job = api.submit_edit(request, idempotency_key=idempotency_key)
         if not wait:
-            _print_job(job, as_json, quiet)
+            show_document(job, fmt, output, lambda: _job_line(job), job["id"] if quiet else None)
             return
         click.echo(f"edit {job['id']} queued (audit {job['audit_id']}); waiting ...", err=True)
-        edit = api.wait_for_edit(job["id"], timeout=timeout, poll=poll, on_progress=progress_printer(err=True))
-        end_progress(err=True)
-    show(edit, as_json, quiet, _outcome)
+        edit = wait_for(api, job["id"], timeout, poll, progress_every)
+    show_document(edit, fmt, output, lambda: _outcome(edit), edit["id"] if quiet else None)
     sys.exit(EXIT_OK if edit["status"] == Status.succeeded else EXIT_BLOCKED)
 
 
-def _print_job(job, as_json: bool, quiet: bool) -> None:
-    def line(j: dict) -> str:
-        subs = f"; {len(j['sub_edits'])} sub-edits" if j.get("sub_edits") else ""
-        return f"edit {j['id']} {j['status']} (audit {j['audit_id']}{subs})"
-
-    show(job, as_json, quiet, line)
+def _job_line(j: dict) -> str:
+    subs = f"; {len(j['sub_edits'])} sub-edits" if j.get("sub_edits") else ""
+    return f"edit {j['id']} {j['status']} (audit {j['audit_id']}{subs})"
 
 
 def _outcome(edit) -> str:
@@ -71,59 +109,78 @@ def _outcome(edit) -> str:
     return f"edit {edit['id']} {edit['status']}: {edit.get('error') or 'no reason recorded'}"
 
 
+@edits.command("wait", epilog=WAIT_EXIT)
+@click.argument("edit_id")
+@_wait_options
+@output_options(("table", "json"), what="the finished edit")
+@quiet_option
+@api_options
+def wait_(edit_id, timeout, poll, progress_every, fmt, output, quiet, url, key):
+    """Follow EDIT_ID until it succeeds, fails or is canceled, with progress on stderr (a bar on a terminal, a
+    line every --progress-every seconds in a log)."""
+    with handled(url), client(url, key) as api:
+        edit = wait_for(api, edit_id, timeout, poll, progress_every)
+    show_document(edit, fmt, output, lambda: _outcome(edit), edit["id"] if quiet else None)
+    sys.exit(EXIT_OK if edit["status"] == Status.succeeded else EXIT_BLOCKED)
+
+
 @edits.command("get", epilog=EXIT_CODES_HELP)
 @click.argument("edit_id")
-@json_option
+@output_options(("table", "json"))
 @api_options
-def get(edit_id, as_json, url, key):
+def get(edit_id, fmt, output, url, key):
     """Show an edit: status, progress, the model it made, its audit."""
     with handled(url), client(url, key) as api:
         edit = api.get_edit(edit_id)
-    if as_json:
-        echo_json(edit)
-        return
+    show_document(edit, fmt, output, lambda: edit_table(edit))
+
+
+def edit_table(edit: dict) -> str:
     p = edit.get("progress") or {}
     rows = [("id", edit["id"]), ("status", edit["status"]), ("method", edit["method"]),
             ("layers", ", ".join(edit["layers"]) or "-"), ("model", edit["model_id"]),
             ("edited model", edit["edited_model_id"] or "-"), ("audit", edit["audit_id"]),
             ("progress", f"{p.get('stage')} {p.get('done')}/{p.get('total')}" if p else "-"),
             ("created", edit["created_at"]), ("finished", edit["finished_at"] or "-")]
+    if edit.get("reverted_at"):
+        rows.append(("reverted", edit["reverted_at"]))
     if edit.get("error"):
         rows.append(("error", edit["error"]))
     for sub in edit.get("sub_edits") or []:
         rows.append((f"sub-edit {sub['layer']}", f"{sub['id']} (audit {sub['audit_id']})"))
-    width = max(len(k) for k, _ in rows)
-    click.echo("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return key_value_table(rows)
 
 
 @edits.command("list", epilog=EXIT_CODES_HELP)
-@click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--model-id", default=None, help="Only edits of this model.")
 @click.option("--method", default=None, help="Only edits by this method (finetune_layer, rewrite, ...).")
 @click.option("--created-after", default=None, metavar="ISO-TIME", help="e.g. 2025-01-31T00:00:00Z")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
               help="At most this many, newest first (pages are followed).")
-@json_option
+@output_options(("table", "json"), what="the list")
+@quiet_option
 @api_options
-def list_(status, model_id, method, created_after, limit, as_json, url, key):
-    """The tenant's edits, newest first, as a table (--json: a JSON list)."""
+def list_(status, model_id, method, created_after, limit, fmt, output, quiet, url, key):
+    """The tenant's edits, newest first, as a table (--json: a JSON list; -q: the ids)."""
     with handled(url), client(url, key) as api:
         rows = list(islice(api.iter_edits(page_size=min(limit, 100), status=status, model_id=model_id,
                                           method=method, created_after=created_after), limit))
-    if as_json:
-        echo_json(rows)
-        return
-    click.echo(render(["id", "status", "method", "layers", "model", "edited model", "created"],
-                      [[e["id"], e["status"], e["method"], ",".join(e["layers"]) or "-", e["model_id"],
-                        e["edited_model_id"] or "-", e["created_at"][:19]] for e in rows], align_right=set()))
+    show_document(rows, fmt, output, lambda: render(
+        ["id", "status", "method", "layers", "model", "edited model", "created"],
+        [[e["id"], e["status"], e["method"], ",".join(e["layers"]) or "-", e["model_id"], e["edited_model_id"] or "-",
+          e["created_at"][:19]] for e in rows], align_right=set()),
+        "\n".join(e["id"] for e in rows) if quiet else None)
 
 
 @edits.command("cancel", epilog=EXIT_CODES_HELP)
 @click.argument("edit_id")
+@output_options(("table", "json"))
 @api_options
-def cancel(edit_id, url, key):
+def cancel(edit_id, fmt, output, url, key):
     """Cancel a queued or running edit (a running one stops at its next batch and stores nothing); exit 3 when it
     has already finished."""
     with handled(url), client(url, key) as api:
         edit = api.cancel_edit(edit_id)
-    click.echo(f"edit {edit['id']} {edit['status']}")
+    show_document(edit, fmt, output, lambda: f"edit {edit['id']} {edit['status']}")
+

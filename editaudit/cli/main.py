@@ -1,40 +1,156 @@
-"""The `editaudit` command: serve, migrate, demo, the deployment gate, and the API's resources through the typed
-client (models, datasets, edits, audits, weights) and the operator's keys.
+"""The `editaudit` command: the deployment gate and the API's resources over HTTP (models, datasets, edits, audits,
+weights, policies, aliases, ...) through the typed client, plus `serve`, `migrate`, `demo` and the operator's
+`keys`.
 
-Exit codes of `editaudit gate`: 0 pass, 1 blocked, 2 error, 3 audit missing or not finished, 4 usage; every other
-command keeps the same meanings (editaudit.cli.common).
+Subcommands are imported only when invoked (click's LazyGroup pattern): `--help`, `--version`, `gate` and every
+HTTP verb run on an install with only click, httpx, pydantic and pyyaml; `serve`, `migrate`, `demo` and `keys`
+import the server's packages when they run. This module imports nothing else at the top, so that nothing can fail
+before the command runs.
+
+Exit codes: 0 ok / pass, 1 blocked (a gate, a refused promotion, an edit that failed), 2 error (including any
+internal error, whatever raised it: never 1, which means "blocked"), 3 not found or not finished, 4 usage
+(editaudit.cli.common). EDITAUDIT_DEBUG=1 prints the traceback of an internal error.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
-import signal
 import sys
-import tempfile
-from pathlib import Path
+from collections.abc import MutableMapping
+from typing import Iterator
 
 import click
 
-from editaudit import __version__
-from editaudit.cli.audits import audits, weights
-from editaudit.cli.common import (EXIT_BLOCKED, EXIT_ERROR, EXIT_MISSING, EXIT_PASS, EXIT_USAGE, api_options,
-                                  exit_code_for, handled)
-from editaudit.cli.edits import edits
-from editaudit.cli.keys import keys
-from editaudit.cli.uploads import datasets, models
-from editaudit.client import ApiError, Client
-from editaudit.contracts.statuses import Status
-from editaudit.gate.evaluate import GateResult
-from editaudit.gate.policy import Policy, load_policy, parse_assignment
-from editaudit.gate.render import as_html, as_junit, as_markdown, as_table
+EXIT_PASS, EXIT_BLOCKED, EXIT_ERROR, EXIT_MISSING, EXIT_USAGE = 0, 1, 2, 3, 4
 
-__all__ = ["EXIT_BLOCKED", "EXIT_ERROR", "EXIT_MISSING", "EXIT_PASS", "EXIT_USAGE", "cli", "exit_code_for", "main"]
+# name -> ("module:attribute", the one-line help `editaudit --help` shows without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gate": ("editaudit.cli.gate:gate_command", "Decide whether an edit may ship (exit 0 pass, 1 blocked)."),
+    "promote": ("editaudit.cli.gate:promote", "Move an alias to an edit's model if its gate passes."),
+    "revert": ("editaudit.cli.gate:revert", "Move the aliases an edit was promoted to back."),
+    "models": ("editaudit.cli.uploads:models", "Checkpoints: upload, list, get, layers, lineage, download."),
+    "datasets": ("editaudit.cli.uploads:datasets", "Edit, generalization and test sets: upload, list, get."),
+    "edits": ("editaudit.cli.edits:edits", "Edits with their audits: submit, wait, get, list, cancel."),
+    "audits": ("editaudit.cli.audits:audits", "Audits: get, list, report (html, markdown, json, junit)."),
+    "weights": ("editaudit.cli.audits:weights", "Download an edited model's weights (sha256-verified)."),
+    "archs": ("editaudit.cli.catalog:archs", "Architectures a model spec may name."),
+    "methods": ("editaudit.cli.catalog:methods", "Edit methods, their traits and hyperparams."),
+    "policies": ("editaudit.cli.catalog:policies", "Gate policies on the server: list, get, create."),
+    "profiles": ("editaudit.cli.catalog:profiles", "Audit profiles on the server: list, get, create."),
+    "aliases": ("editaudit.cli.catalog:aliases", "What an alias serves, and its history."),
+    "promotions": ("editaudit.cli.catalog:promotions", "The audit trail of alias moves."),
+    "webhooks": ("editaudit.cli.webhooks:webhooks", "Webhooks for edit, audit and gate events: list, create, ..."),
+    "health": ("editaudit.cli.catalog:health", "Whether the server and its dependencies are ready."),
+    "serve": ("editaudit.cli.server:serve", "Run the embedded server: API, local worker, SQLite, local store."),
+    "migrate": ("editaudit.cli.server:migrate", "Apply the database migrations."),
+    "demo": ("editaudit.cli.server:demo", "Train, break, edit, audit and gate a digits CNN (73 s on 2 CPU cores)."),
+    "keys": ("editaudit.cli.keys:keys", "API keys (the database directly): create, list, revoke."),
+}
+SERVER_SIDE = {"serve": "api", "migrate": "api", "keys": "api", "demo": "api,worker"}
+
+
+class CommandUnavailable(click.ClickException):
+    """A subcommand whose module cannot be imported: exit 2 with what to install, not a traceback."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, name: str, error: BaseException):
+        extra = SERVER_SIDE.get(name)
+        hint = f'; it needs the {extra!r} extra: pip install "editaudit[{extra}]"' if extra else \
+            "; reinstall editaudit"
+        super().__init__(f"`editaudit {name}` is not available in this install ({type(error).__name__}: {error})"
+                         + hint)
+
+
+class LazyCommands(MutableMapping):
+    """A group's `commands` that imports a subcommand on first access: `cli.commands["gate"]` works as with a plain
+    dict, and iterating lists every name without importing anything."""
+
+    def __init__(self, lazy: dict[str, tuple[str, str]]):
+        self.lazy = dict(lazy)
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name in self.loaded:
+            return self.loaded[name]
+        if name not in self.lazy:
+            raise KeyError(name)
+        target = self.lazy[name][0]
+        module, _, attr = target.partition(":")
+        try:
+            cmd = getattr(importlib.import_module(module), attr)
+        except Exception as e:  # noqa: BLE001 - ImportError and whatever a module raises on import
+            raise CommandUnavailable(name, e) from e
+        if not isinstance(cmd, click.Command):
+            raise CommandUnavailable(name, TypeError(f"{target} is not a click command"))
+        self.loaded[name] = cmd
+        return cmd
+
+    def __setitem__(self, name: str, cmd: click.Command) -> None:
+        self.loaded[name] = cmd
+
+    def __delitem__(self, name: str) -> None:
+        found = self.loaded.pop(name, None) is not None
+        if self.lazy.pop(name, None) is None and not found:
+            raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(set(self.lazy) | set(self.loaded)))
+
+    def __len__(self) -> int:
+        return len(set(self.lazy) | set(self.loaded))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.loaded or name in self.lazy
+
+    def short_help(self, name: str) -> str | None:
+        if name in self.loaded:
+            return None
+        return self.lazy.get(name, ("", None))[1]
+
+
+ORDER = ["gate", "promote", "revert", "edits", "audits", "models", "datasets", "weights", "archs", "methods",
+         "policies", "profiles", "aliases", "promotions", "webhooks", "health", "serve", "migrate", "demo", "keys"]
 
 
 class Cli(click.Group):
-    """Usage errors exit 4 (the gate's contract), not click's default 2, however the command is invoked (the
-    console script, `python -m`, click's test runner)."""
+    """The root group: lazy subcommands; usage errors exit 4 (the gate's contract), not click's default 2; any
+    other failure exits 2 with one line on stderr, however the command is invoked (the console script,
+    `python -m`, click's test runner)."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(lazy or {})  # type: ignore[assignment]
+
+    def add_lazy(self, name: str, target: str, short_help: str = "") -> None:
+        """Register `module:attribute` as subcommand `name`, imported when invoked."""
+        self.commands.lazy[name] = (target, short_help)  # type: ignore[attr-defined]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = list(self.commands)
+        return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the registry's one-line helps: `--help` imports no subcommand."""
+        rows = []
+        for name in self.list_commands(ctx):
+            text = self.commands.short_help(name)  # type: ignore[attr-defined]
+            if text is None:
+                cmd = self.get_command(ctx, name)
+                if cmd is None or cmd.hidden:
+                    continue
+                text = cmd.get_short_help_str(formatter.width - 6 - max(len(n) for n in self.commands))
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ImportError as e:  # a subcommand that imports, when it runs, a package this install lacks
+            raise CommandUnavailable(ctx.invoked_subcommand or "?", e) from e
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -46,228 +162,80 @@ class Cli(click.Group):
             click.echo("aborted", err=True)
             sys.exit(EXIT_ERROR)
         except click.ClickException as e:
-            e.show()
-            sys.exit(EXIT_ERROR)
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(EXIT_ERROR if e.exit_code in (0, 1) else e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
         except Exception as e:  # noqa: BLE001 - an unexpected failure is an error (2), never "blocked" (1)
-            click.echo(f"error: {type(e).__name__}: {e}", err=True)
-            sys.exit(EXIT_ERROR)
+            internal_error(e)
         if standalone_mode:  # --help, --version and ctx.exit(n) come back as a code when not standalone
             sys.exit(rv if isinstance(rv, int) else EXIT_PASS)
         return rv
 
 
-@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Exit codes: 0 ok, 1 blocked (a gate, a refused promotion, an edit that failed), 2 error, "
-                    "3 not found or not finished, 4 usage.")
-@click.version_option(__version__, prog_name="editaudit")
-def cli():
+def internal_error(e: BaseException) -> None:
+    """One line on stderr (the traceback too with EDITAUDIT_DEBUG=1), then exit 2."""
+    if os.environ.get("EDITAUDIT_DEBUG"):
+        import traceback
+
+        traceback.print_exception(e)
+    try:
+        click.echo(f"error: {type(e).__name__}: {e}" + ("" if os.environ.get("EDITAUDIT_DEBUG") else
+                                                        " (an internal error; EDITAUDIT_DEBUG=1 shows where)"),
+                   err=True)
+    finally:
+        sys.exit(EXIT_ERROR)
+
+
+def _show_version(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"editaudit, version {_version()}")
+        ctx.exit(0)
+
+
+def _version() -> str:
+    try:
+        from editaudit import __version__
+
+        return __version__
+    except Exception:  # noqa: BLE001
+        from importlib.metadata import version
+
+        return version("editaudit")
+
+
+@click.group(cls=Cli, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes, every command: 0 ok, 1 blocked (a gate, a refused promotion, an edit that failed), "
+                    "2 error (the server's problem, an unreachable server, an internal error), 3 not found or not "
+                    "finished, 4 usage. `editaudit COMMAND --help` shows each command's options and examples.")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, param, value: _show_version(ctx, value), help="Show the version and exit.")
+@click.option("--url", default=None, metavar="URL",
+              help="editaudit API for every command (default $EDITAUDIT_URL, else http://127.0.0.1:8000); a --url "
+                   "after the verb wins.")
+@click.option("--key", default=None, metavar="KEY",
+              help="API key (default $EDITAUDIT_API_KEY); a --key after the verb wins.")
+def cli(url, key):
     """editaudit: edit image classifiers and prove the edit did not quietly break robustness.
 
-    Commands that talk to a server take --url (default $EDITAUDIT_URL, else http://127.0.0.1:8000) and --key
-    (default $EDITAUDIT_API_KEY).
-    """
-
-
-for group in (models, datasets, edits, audits, weights, keys):
-    cli.add_command(group)
-
-
-def _settings(data_dir: str | None):
-    from editaudit.core.settings import Settings, get_settings
-
-    if data_dir:
-        os.environ["EDITAUDIT_DATA_DIR"] = data_dir
-    get_settings.cache_clear()
-    return Settings() if data_dir else get_settings()
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Database, objects and broker live here (default: $EDITAUDIT_DATA_DIR or ./editaudit-data).")
-def serve(host: str, port: int, data_dir: str | None):
-    """Run the embedded default: the API plus a local worker process, SQLite and a local object store."""
-    from editaudit.cli.embedded import EmbeddedServer
-
-    settings = _settings(data_dir)
-    click.echo(f"editaudit {__version__}: data in {settings.data_dir.resolve()}; serving on http://{host}:{port}")
-    try:
-        with EmbeddedServer(settings, host, port, quiet=False) as server:
-            # uvicorn runs on a thread, which cannot own signal handlers: SIGTERM / SIGINT stop it from here, and
-            # leaving the context stops the worker too (nothing is left running)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: server.stop())
-            while server.thread.is_alive():
-                server.thread.join(timeout=0.5)
-    except RuntimeError as e:  # a busy port, or an API that did not start: nothing was left running
-        raise click.ClickException(str(e)) from None
-
-
-@cli.command()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-def migrate(data_dir: str | None):
-    """Apply the database migrations (alembic upgrade head) to $EDITAUDIT_DATABASE_URL or the embedded SQLite."""
-    from editaudit.core.migrate import upgrade
-
-    settings = _settings(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
-    click.echo("database is at head")
-
-
-@cli.command()
-@click.option("--url", default=None, help="Use a running server instead of starting an embedded one.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Embedded server data directory (default: a fresh temporary directory).")
-@click.option("--epochs", default=4, show_default=True, type=click.IntRange(1, 100), help="Training epochs.")
-@click.option("--report", default="editaudit-demo-report.html", show_default=True,
-              help="Where to save the audit's HTML report (plots included); '' to skip.")
-def demo(url: str | None, data_dir: str | None, epochs: int, report: str):
-    """Train a digits CNN, break it with a background texture, rewrite one layer from 8 exemplars, audit the edit
-    and print the gate verdict (~20 s on a 2-core CPU)."""
-    from editaudit.cli.demo import run_demo
-
-    if url:
-        sys.exit(run_demo(url, epochs, report or None))
-    from editaudit.cli.embedded import EmbeddedServer
-
-    settings = _settings(data_dir or tempfile.mkdtemp(prefix="editaudit-demo-"))
-    click.echo(f"starting the embedded server (data in {settings.data_dir.resolve()}) ...")
-    with EmbeddedServer(settings) as server:
-        code = run_demo(server.url, epochs, report or None)
-    sys.exit(code)
-
-
-def _is_path(policy: str) -> bool:
-    """A policy file is written as a path (`./p.yaml`, `ci/policy.json`); a bare name is always the server's, so a
-    file named `default` in the working directory cannot stand in for the server's default policy."""
-    if not ("/" in policy or policy.endswith((".yaml", ".yml", ".json"))):
-        return False
-    if not Path(policy).is_file():
-        raise click.UsageError(f"--policy {policy!r}: no such policy file")
-    return True
-
-
-def _rules_policy(policy: str | None, rules: list, client: Client) -> str | dict:
-    """What to send as `policy`: a name, or an inline document (a file, ad-hoc rules, or a name plus rules)."""
-    doc: dict | None = None
-    if policy and _is_path(policy):
-        doc = load_policy(Path(policy)).model_dump(mode="json", exclude_none=True)
-    elif policy and not rules:
-        return policy
-    elif policy:
-        doc = client.get_policy(policy)["policy"]
-    doc = doc or {"version": 1, "name": "command line", "rules": []}
-    doc["rules"] = list(doc["rules"]) + [r.model_dump(mode="json", exclude_none=True) for r in rules]
-    return Policy.model_validate(doc).model_dump(mode="json", exclude_none=True)
-
-
-def _wait(client: Client, edit_id: str, timeout: float) -> None:
-    from editaudit.cli.progress import progress_printer
-
-    show = progress_printer(err=True)
-    edit = client.wait_for_edit(edit_id, timeout=timeout, poll=1.0, on_progress=show)
-    click.echo("", err=True)
-    if edit["status"] != Status.succeeded:
-        raise ApiError(409, {"detail": f"edit {edit_id} {edit['status']}: {edit.get('error')}", "errors": [
-            {"field": "edit_id", "reason": edit["status"]}]})
-
-
-@cli.command("gate")
-@click.argument("edit_id")
-@click.option("--policy", default=None, metavar="FILE|NAME",
-              help="A policy file written as a path (./p.yaml, ci/p.json) or the name of a server policy "
-                   "('default' ships with editaudit).")
-@click.option("--min", "mins", multiple=True, metavar="METRIC=V", help="Block unless candidate >= V.")
-@click.option("--max", "maxs", multiple=True, metavar="METRIC=V", help="Block unless candidate <= V.")
-@click.option("--max-drop", "drops", multiple=True, metavar="METRIC=V",
-              help="Pass only if the audit shows baseline - candidate <= V (absolute; 0.01 = one point): the 95% "
-                   "upper bound on the paired drop must be within V (non-inferiority).")
-@click.option("--max-relative-drop", "rel_drops", multiple=True, metavar="METRIC=V",
-              help="Likewise for (baseline - candidate) / baseline <= V.")
-@click.option("--wait", is_flag=True, help="Wait for a queued or running audit to finish, showing progress.")
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits at most.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "junit", "markdown", "html"]), default="table",
-              show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the formatted result here (the table still goes to stdout).")
-@api_options
-def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, fmt, output, url, key):
-    """Decide whether EDIT_ID may ship.
-
     \b
-    Exit codes: 0 pass (warnings allowed), 1 blocked, 2 error, 3 audit missing or not finished, 4 usage.
-    A metric that a rule names and the audit lacks blocks (fail-closed); so does a drop the audit has too few
-    samples to bound (the row says how many would). A metric name that cannot exist, or an attack id the audit
-    never ran, is a usage error with the closest valid names.
+    Examples:
+      editaudit demo --keep demo/                    # the whole product on a laptop CPU, files kept
+      editaudit --url http://host:8000 edits list    # --url/--key before or after the verb
+      editaudit edits submit edit.json --wait        # "@file" values are uploaded first
+      editaudit gate "$EDIT" --policy default -o gate.xml
+      editaudit models layers "$MODEL"               # what an edit's `layers` may name
     """
-    try:
-        rules = [parse_assignment(v, kind) for kind, values in
-                 (("min", mins), ("max", maxs), ("max_drop", drops), ("max_relative_drop", rel_drops)) for v in values]
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    if not policy and not rules:
-        raise click.UsageError("no rules: give --policy FILE|NAME or at least one --min/--max/--max-drop")
-    with handled(url), Client(url, key=key) as client:
-        try:
-            policy_ref = _rules_policy(policy, rules, client)
-        except ValueError as e:  # a policy file or rules that do not validate
-            raise click.UsageError(str(e)) from None
-        if wait:
-            _wait(client, edit_id, timeout)
-        result = client.gate(edit_id, policy_ref)
-    gr = GateResult.from_dict(result)
-    formatted = {"table": lambda: as_table(result), "json": lambda: json.dumps(result, indent=2, default=str),
-                 "junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, f"editaudit gate: edit {edit_id}"),
-                 "html": lambda: as_html(gr, f"editaudit gate: edit {edit_id}")}
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(formatted[fmt]())
-        click.echo(as_table(result))
-    else:
-        click.echo(formatted[fmt]())
-    sys.exit({"pass": EXIT_PASS, "warn": EXIT_PASS, "fail": EXIT_BLOCKED}.get(result["verdict"], EXIT_ERROR))
-
-
-@cli.command()
-@click.argument("edit_id")
-@click.option("--alias", default="production", show_default=True, help="Alias of the model family to move.")
-@click.option("--policy", default="default", show_default=True, metavar="NAME", help="Server policy to gate with.")
-@click.option("--override-reason", default=None,
-              help="Promote despite a failing gate (needs an admin key); recorded in the audit trail.")
-@api_options
-def promote(edit_id, alias, policy, override_reason, url, key):
-    """Point ALIAS of the model family at EDIT_ID's model, only if the gate passes (or with --override-reason).
-
-    Exit codes as for `gate`: 0 promoted, 1 refused by the gate, 2 error, 3 audit missing or not finished.
-    The actor recorded is the name of the API key (EDITAUDIT_API_KEY).
-    """
-    with handled(url), Client(url, key=key) as client:
-        out = client.promote_edit(edit_id, alias=alias, policy=policy, override_reason=override_reason)
-    click.echo(f"{out['outcome']}: {alias} -> model {out['model_id']} (was {out['previous_model_id']}); "
-               f"gate {out['gate']['verdict']}")
-
-
-@cli.command()
-@click.argument("edit_id")
-@click.option("--reason", default=None, help="Why (recorded in the alias history).")
-@api_options
-def revert(edit_id, reason, url, key):
-    """Undo EDIT_ID: every alias pointing at its edited model goes back to what it held before EDIT_ID was
-    promoted (the model EDIT_ID was applied to, when there is no record).
-
-    Exit codes as for `gate`: 0 reverted (or nothing pointed at it), 2 error, 3 edit unknown or not finished.
-    """
-    with handled(url), Client(url, key=key) as client:
-        out = client.revert_edit(edit_id, reason=reason)
-    moved = ", ".join(f"{a} -> {m}" for a, m in out["alias_targets"].items()) or "no alias pointed at it"
-    click.echo(f"reverted edit {edit_id} (model {out['reverted_model_id']}, parent {out['model_id']}): {moved}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point (the console script and `python -m editaudit.cli.main`); exit codes as documented above."""
-    cli.main(args=argv, prog_name="editaudit")
+    try:
+        cli.main(args=argv, prog_name="editaudit")
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - nothing leaves as a traceback with exit 1 ("blocked")
+        internal_error(e)
 
 
 if __name__ == "__main__":

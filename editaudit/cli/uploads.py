@@ -1,41 +1,172 @@
-"""`editaudit models upload` and `editaudit datasets upload`: files in, ids out. The file is streamed, not read
-into memory; uploading the same content again answers the existing id."""
+"""`editaudit models upload|list|get|layers|lineage|download` and `editaudit datasets upload|list|get`: files in, ids
+out, and what the server holds. An upload is streamed, not read into memory; the same content again answers the
+existing id."""
 
 from __future__ import annotations
 
+import sys
+from itertools import islice
+from pathlib import Path
+
 import click
 
-from editaudit.cli.common import EXIT_CODES_HELP, api_options, client, handled, json_option, read_json, show
+from editaudit.cli.common import (EXIT_CODES_HELP, api_options, client, handled, key_value_table, output_options,
+                                  quiet_option, read_json, show_document)
+from editaudit.cli.edits import idempotency_option
+from editaudit.core.tables import render
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only the id (for scripts).")
-idempotency_option = click.option("--idempotency-key", default=None, metavar="K",
-                                  help="Retrying with the same key returns the first answer.")
 FILE = click.Path(exists=True, dir_okay=False, readable=True)
+limit_option = click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
+                            help="At most this many, newest first (pages are followed).")
+created_after_option = click.option("--created-after", default=None, metavar="ISO-TIME",
+                                    help="Only those created after this time, e.g. 2025-01-31T00:00:00Z.")
+
+
+def _ids(rows: list[dict], quiet: bool) -> str | None:
+    return "\n".join(r["id"] for r in rows) if quiet else None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 @click.group()
 def models():
-    """Checkpoints: safetensors state_dicts checked against their architecture."""
+    """Checkpoints: safetensors state_dicts checked against their architecture; their layers and lineage."""
 
 
 @models.command("upload", epilog=EXIT_CODES_HELP)
 @click.argument("file", type=FILE)
 @click.option("--spec", required=True, metavar="JSON|@FILE",
               help='The model spec, inline or @spec.json: {"arch": "editaudit/smallcnn", "num_classes": 10, '
-                   '"input_shape": [1, 8, 8]} (optional "mean", "std"; GET /archs lists architectures).')
+                   '"input_shape": [1, 8, 8]} (optional "mean", "std"; `editaudit archs` lists architectures).')
 @idempotency_option
-@json_option
+@output_options(("table", "json"), what="the model")
 @quiet_option
 @api_options
-def upload_model(file, spec, idempotency_key, as_json, quiet, url, key):
+def upload_model(file, spec, idempotency_key, fmt, output, quiet, url, key):
     """Upload FILE (a safetensors state_dict; pickle files are refused) and print the model's id."""
     spec_obj = read_json(spec, "--spec")
     if not isinstance(spec_obj, dict):
         raise click.UsageError("--spec must be a JSON object")
     with handled(url), client(url, key) as api:
         model = api.upload_model(file, spec_obj, idempotency_key=idempotency_key)
-    show(model, as_json, quiet,
-         lambda m: f"model {m['id']}  {m['arch']}  sha256 {m['sha256'][:12]}…  {m['size_bytes']} bytes")
+    show_document(model, fmt, output, lambda: f"model {model['id']}  {model['arch']}  sha256 {model['sha256'][:12]}…"
+                                              f"  {model['size_bytes']} bytes", model["id"] if quiet else None)
+
+
+@models.command("list", epilog=EXIT_CODES_HELP)
+@created_after_option
+@limit_option
+@output_options(("table", "json"), what="the list")
+@quiet_option
+@api_options
+def list_models(created_after, limit, fmt, output, quiet, url, key):
+    """The tenant's models, newest first (uploaded ones and those edits made)."""
+    with handled(url), client(url, key) as api:
+        rows = list(islice(api.iter_models(page_size=min(limit, 100), created_after=created_after), limit))
+    show_document(rows, fmt, output, lambda: render(
+        ["id", "arch", "size", "parent", "made by edit", "created"],
+        [[m["id"], m["arch"], _size(m.get("size_bytes")), m.get("parent_model_id") or "-", m.get("edit_id") or "-",
+          m["created_at"][:19]] for m in rows], align_right={2}), _ids(rows, quiet))
+
+
+def model_table(m: dict) -> str:
+    spec = m.get("spec") or {}
+    return key_value_table([
+        ("id", m["id"]), ("arch", m["arch"]), ("num classes", spec.get("num_classes")),
+        ("input shape", "x".join(map(str, spec.get("input_shape") or [])) or None),
+        ("size", f"{_size(m.get('size_bytes'))} ({m.get('size_bytes')} bytes)"), ("sha256", m["sha256"]),
+        ("parent model", m.get("parent_model_id")), ("made by edit", m.get("edit_id")),
+        ("created", m["created_at"])])
+
+
+@models.command("get", epilog=EXIT_CODES_HELP)
+@click.argument("model_id")
+@output_options(("table", "json"), what="the model")
+@api_options
+def get_model(model_id, fmt, output, url, key):
+    """Show a model: architecture, spec, size, sha256, and the edit that made it (if one did)."""
+    with handled(url), client(url, key) as api:
+        model = api.get_model(model_id)
+    show_document(model, fmt, output, lambda: model_table(model))
+
+
+@models.command("layers", epilog=EXIT_CODES_HELP)
+@click.argument("model_id")
+@click.option("--match", "pattern", default=None, metavar="GLOB",
+              help="Only layers whose name matches, e.g. 'layer4*'.")
+@output_options(("table", "json"), what="the layers")
+@api_options
+def layers(model_id, pattern, fmt, output, url, key):
+    """The layers an edit may name in `layers` (with type, weight shape and parameter count).
+
+    \b
+    Example:
+      editaudit models layers "$MODEL" --match 'fc*'
+    """
+    import fnmatch
+
+    with handled(url), client(url, key) as api:
+        out = api.get_model_layers(model_id)
+    if pattern:
+        out = {**out, "layers": [lay for lay in out["layers"] if fnmatch.fnmatchcase(lay["name"], pattern)]}
+    show_document(out, fmt, output, lambda: f"model {out['model_id']} ({out['arch']}): {len(out['layers'])} "
+                  "editable layers\n\n" + render(
+                      ["layer", "type", "weight shape", "parameters"],
+                      [[lay["name"], lay["type"], "x".join(map(str, lay.get("weight_shape") or [])) or "-",
+                        f"{lay['parameters']:,}"] for lay in out["layers"]], align_right={3}))
+
+
+@models.command("lineage", epilog=EXIT_CODES_HELP)
+@click.argument("model_id")
+@output_options(("table", "json"), what="the lineage")
+@api_options
+def lineage(model_id, fmt, output, url, key):
+    """Where a model comes from (its ancestors, root first, each with the edit that made the next) and the models
+    edits made from it."""
+    with handled(url), client(url, key) as api:
+        out = api.get_model_lineage(model_id)
+
+    def table() -> str:
+        rows = [["ancestor", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["ancestors"]
+                if n["id"] != out["model_id"]]
+        rows.append(["this model", out["model_id"], "", ""])
+        rows += [["child", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["children"]]
+        return render(["", "model", "made by edit", "created"], rows, align_right=set())
+
+    show_document(out, fmt, output, table)
+
+
+@models.command("download", epilog=EXIT_CODES_HELP)
+@click.argument("model_id")
+@click.option("-o", "--output", required=True, metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the safetensors file ('-': stdout; a file is written beside it first and moved "
+                   "there once verified).")
+@api_options
+def download_model(model_id, output, url, key):
+    """Download a model's weights, streamed and verified against the server's X-Content-SHA256 (a mismatch leaves
+    no file and exits 2)."""
+    download_to(output, lambda api, dest: api.download_model_weights(model_id, dest), url, key)
+
+
+def download_to(output: str, fetch, url: str, key: str | None) -> None:
+    """Stream a download to a file (or stdout for '-') and say what was written on stderr."""
+    with handled(url), client(url, key) as api:
+        if output == "-":
+            got = fetch(api, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            got = fetch(api, output)
+    where = "stdout" if output == "-" else got["path"]
+    click.echo(f"wrote {where} ({got['size']} bytes, sha256 {got['sha256']} verified)", err=output == "-")
 
 
 @click.group()
@@ -43,15 +174,51 @@ def datasets():
     """Edit, generalization and test sets: safetensors or .npz with x, y (optional x_orig, mask)."""
 
 
+def dataset_line(d: dict) -> str:
+    return f"dataset {d['id']}  n={d['n']}  shape={d['shape']}  sha256 {d['sha256'][:12]}…"
+
+
 @datasets.command("upload", epilog=EXIT_CODES_HELP)
 @click.argument("file", type=FILE)
 @idempotency_option
-@json_option
+@output_options(("table", "json"), what="the dataset")
 @quiet_option
 @api_options
-def upload_dataset(file, idempotency_key, as_json, quiet, url, key):
-    """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N]) and print
-    the dataset's id."""
+def upload_dataset(file, idempotency_key, fmt, output, quiet, url, key):
+    """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N]; or an
+    image-folder archive) and print the dataset's id."""
     with handled(url), client(url, key) as api:
         ds = api.upload_dataset(file, idempotency_key=idempotency_key)
-    show(ds, as_json, quiet, lambda d: f"dataset {d['id']}  n={d['n']}  shape={d['shape']}  sha256 {d['sha256'][:12]}…")
+    show_document(ds, fmt, output, lambda: dataset_line(ds), ds["id"] if quiet else None)
+
+
+@datasets.command("list", epilog=EXIT_CODES_HELP)
+@created_after_option
+@limit_option
+@output_options(("table", "json"), what="the list")
+@quiet_option
+@api_options
+def list_datasets(created_after, limit, fmt, output, quiet, url, key):
+    """The tenant's datasets, newest first (the builtin:digits-train / builtin:digits-test sets are not listed)."""
+    with handled(url), client(url, key) as api:
+        rows = list(islice(api.iter_datasets(page_size=min(limit, 100), created_after=created_after), limit))
+    show_document(rows, fmt, output, lambda: render(
+        ["id", "file", "n", "shape", "x_orig", "mask", "created"],
+        [[d["id"], d.get("filename") or "-", d["n"], "x".join(map(str, d.get("shape") or [])),
+          "yes" if d.get("has_x_orig") else "-", "yes" if d.get("has_mask") else "-", d["created_at"][:19]]
+         for d in rows], align_right={2}), _ids(rows, quiet))
+
+
+@datasets.command("get", epilog=EXIT_CODES_HELP)
+@click.argument("dataset_id")
+@output_options(("table", "json"), what="the dataset")
+@api_options
+def get_dataset(dataset_id, fmt, output, url, key):
+    """Show a dataset: size, shape, the fields it has, sha256."""
+    with handled(url), client(url, key) as api:
+        d = api.get_dataset(dataset_id)
+    show_document(d, fmt, output, lambda: key_value_table([
+        ("id", d["id"]), ("file", d.get("filename")), ("n", d["n"]),
+        ("shape", "x".join(map(str, d.get("shape") or []))),
+        ("x_orig", "yes" if d.get("has_x_orig") else "no"), ("mask", "yes" if d.get("has_mask") else "no"),
+        ("sha256", d["sha256"]), ("created", d["created_at"])]))
