@@ -217,17 +217,13 @@ def deployment(gate: Path, api: Path, worker: Path, tmp: Path) -> int:
                                        "--loglevel=INFO"], env=env, stdout=logs["worker"],
                                       stderr=subprocess.STDOUT))
         run(worker / "python", "-m", "editaudit.worker.demo_assets", assets, "--epochs", "2", env=env)
-        facts = json.loads((assets / "facts.json").read_text())
         cli, common = [gate / "editaudit"], ["--url", url]
-        step("gate venv: upload, submit, wait, gate")
-        model = run(*cli, "models", "upload", assets / "model.safetensors", "--spec", json.dumps(facts["spec"]),
-                    "-q", *common, env=env).strip()
-        edit_set = run(*cli, "datasets", "upload", assets / "edit.npz", "-q", *common, env=env).strip()
-        body = {"model_id": model, "method": "finetune_layer", "layers": ["fc"], "edit_set": edit_set,
-                "test_set": "builtin:digits-test",
+        step("gate venv: submit an edit whose files the CLI uploads, wait, gate")
+        body = {"model_id": "@model.safetensors", "method": "finetune_layer", "layers": ["fc"],
+                "edit_set": "@edit-set.npz", "test_set": "builtin:digits-test",
                 "audit": {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.03, "steps": 3}], "seed": 0}}
-        (tmp / "edit.json").write_text(json.dumps(body))
-        edit = run(*cli, "edits", "submit", tmp / "edit.json", "--wait", "-q", *common, env=env,
+        (assets / "edit.json").write_text(json.dumps(body))  # model.json (its spec) lies beside model.safetensors
+        edit = run(*cli, "edits", "submit", assets / "edit.json", "--wait", "-q", *common, env=env,
                    timeout=900).strip()
         proc = subprocess.run([*map(str, cli), "gate", edit, "--max-drop", "test.accuracy=0.05", *common],
                               capture_output=True, text=True, env=env, timeout=300)
