@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("editaudit.cli.catalog:health", "Whether the server and its dependencies are ready."),
     "serve": ("editaudit.cli.server:serve", "Run the embedded server: API, local worker, SQLite, local store."),
     "migrate": ("editaudit.cli.server:migrate", "Apply the database migrations."),
-    "demo": ("editaudit.cli.server:demo", "Train, break, edit, audit and gate a digits CNN (73 s on 2 CPU cores)."),
+    "demo": ("editaudit.cli.server:demo", "Train, break, edit, audit and gate a digits CNN (21 s on 2 CPU cores)."),
     "keys": ("editaudit.cli.keys:keys", "API keys (the database directly): create, list, revoke."),
 }
 SERVER_SIDE = {"serve": "api", "migrate": "api", "keys": "api", "demo": "api,worker"}

@@ -71,7 +71,7 @@ def migrate(data_dir: str | None):
               metavar="FILE", help="Where to save the audit's HTML report (plots included); '' to skip.")
 def demo(url: str | None, data_dir: str | None, epochs: int, keep: str | None, report: str):
     """Train a digits CNN, break it with a background texture, rewrite one layer from 8 exemplars, audit the edit
-    and print the gate verdict (73 s on a 2-core CPU, see docs/benchmarks.md; needs the api and worker extras).
+    and print the gate verdict (21 s on a 2-core CPU, see docs/benchmarks.md; needs the api and worker extras).
 
     \b
     Example:
