@@ -20,7 +20,7 @@ import torch
 
 from editaudit.contracts.attacks import parse_attack
 from editaudit.worker.ml.archs import create_model
-from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from editaudit.worker.ml.audit.attacks import make_attack
 from editaudit.core.tables import render
 
 ARCH = {"resnet18": "torchvision/resnet18", "resnet50": "torchvision/resnet50", "smallcnn": "editaudit/smallcnn"}
@@ -32,7 +32,7 @@ def sync(device):
 
 
 def ours(model, x, y, params, batch, device):
-    attack = Attack(params, ATTACKS[params.name])
+    attack = make_attack(params)
     gen = torch.Generator(device=device).manual_seed(0)
     correct = 0
     for i in range(0, len(x), batch):

@@ -16,18 +16,22 @@ branch on a method's name:
   sweep_info      keys of the edit's `info` a layer sweep's comparison table shows
 and methods: `nested()` (edits it runs inside itself, e.g. 1-LI's base), `required_splits()` (splits a setting of
 it needs) and `holdout_roles()` (dataset roles that, left unnamed, default to a part of the test split held out from
-the audit). The worker registers one implementation per name; a parity test keeps the sets equal.
+the audit).
+
+The params class is the method's one registration: `impl = "package.module:Class"` in its body names the
+implementation (an `EditMethod[ThisParams]`), which the worker imports on first use and checks at start
+(editaudit.worker.ml.impl, parity); the API never imports it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar, Iterator, Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from editaudit.contracts.registry import Registry, Strict
+from editaudit.contracts.registry import Registry, Strict, check_impl
 
 LayerUse = Literal["none", "optional", "required"]
 MAX_SWEEP_LAYERS = 32  # a sweep is one queue message: keep it well inside the broker's visibility timeout
@@ -43,6 +47,7 @@ class EditParams(Strict):
     """Base of every edit method's hyperparameters; the ClassVars are its traits (see the module docstring)."""
 
     method: ClassVar[str]
+    impl: ClassVar[str]  # "package.module:Class", the worker's EditMethod[ThisParams]; set in each class body
     layers: ClassVar[LayerUse] = "none"
     single_layer: ClassVar[bool] = False
     ranked: ClassVar[bool] = False
@@ -106,14 +111,18 @@ class EditParams(Strict):
 
 
 EDIT_PARAMS: Registry[EditParams] = Registry("edit method", "method")
+E = TypeVar("E", bound=EditParams)
 
 
 def register_edit_params(method: str):
-    """Class decorator: register a params class as the hyperparameters of `method`."""
+    """Class decorator: register a params class as the hyperparameters of `method`; its body names the
+    implementation (`impl = "package.module:Class"`)."""
 
-    def deco(cls: type[EditParams]) -> type[EditParams]:
+    def deco(cls: type[E]) -> type[E]:
+        check_impl(cls, "edit method", method)
         cls.method = method
-        return EDIT_PARAMS.register(method, cls)
+        EDIT_PARAMS.register(method, cls)
+        return cls
 
     return deco
 
@@ -164,6 +173,7 @@ class FinetuneParams(_Locality):
     and all parameters after it, with the locality term and the stop once fixed. The default lr is 10x lower than
     for one layer: with every parameter free the first steps at 1e-3 already move the whole model."""
 
+    impl = "editaudit.worker.ml.edits.finetune:Finetune"
     dataset_fields = LOCALITY
     layer_fields = ("from_layer",)
     sweep_info = ("delta", "final_loss")
@@ -180,6 +190,7 @@ class FinetuneParams(_Locality):
 class FinetuneLayerParams(FinetuneParams):
     """Like finetune, restricted to the parameters of the named `layers`."""
 
+    impl = "editaudit.worker.ml.edits.finetune_layer:FinetuneLayer"
     layers = "required"
     layer_fields = ()
     interpolation_base = True
@@ -194,6 +205,7 @@ class ENNParams(_Locality):
     whole model) until every edit example is classified as its target or `max_steps`, with the stability term
     KL(original || edited) on `locality_set`."""
 
+    impl = "editaudit.worker.ml.edits.enn:ENN"
     layers = "optional"
     dataset_fields = LOCALITY
     sweep_info = ("delta", "final_loss")
@@ -210,6 +222,7 @@ class LowRankParams(_Locality):
     layer (conv weights flattened to [out, in*kh*kw]), U zero-initialised so the edit starts at the original model;
     then merge W + dW. rank(dW) <= rank is recorded."""
 
+    impl = "editaudit.worker.ml.edits.low_rank:LowRank"
     layers = "required"
     dataset_fields = LOCALITY
     single_layer = True
@@ -236,6 +249,7 @@ class RewriteParams(EditParams):
     found in the traced graph) is matched at the block's output, where the next layer reads it: the skip branch
     still carries what the edit removes. `keys: pixel` uses per-pixel channel keys instead of patches."""
 
+    impl = "editaudit.worker.ml.edits.rewrite:Rewrite"
     layers = "required"
     single_layer = True
     ranked = True
@@ -305,6 +319,7 @@ class InterpolateParams(EditParams):
     """1-layer interpolation (Brown et al. 2023): edit one layer with `base` (inline) or reuse the weights of the
     earlier single-layer edit `base_edit_id` of the same model, then move only that layer part of the way."""
 
+    impl = "editaudit.worker.ml.edits.interpolate:Interpolate"
     layers = "required"
     single_layer = True
     edit_ref_fields = ("base_edit_id",)

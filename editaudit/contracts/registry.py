@@ -1,9 +1,14 @@
 """What the params registries share: a strict pydantic base and a registry keyed by a name, which validates a raw
 object by that name (errors keep pydantic's field paths, prefixed by the name) and builds its JSON schema from
-whatever is registered when the schema is asked for (plugins registered after import included)."""
+whatever is registered when the schema is asked for (plugins registered after import included).
+
+A registered params class is the one registration of its method or attack: its `impl` ClassVar names the
+implementation by import path (`"editaudit.worker.ml.edits.finetune:Finetune"`), which only the worker imports,
+lazily (editaudit.worker.ml.impl). The contracts never import it: the API stays torch-free."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,6 +22,19 @@ class Strict(BaseModel):
 
 
 P = TypeVar("P", bound=BaseModel)
+
+IMPL_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def check_impl(cls: type, kind: str, name: str) -> None:
+    """A params class names its own implementation (`impl = "package.module:Class"`) in its class body: one
+    inherited from a parent would silently run the parent's code for a new name."""
+    impl = cls.__dict__.get("impl")
+    if impl is None:
+        raise ValueError(f"{kind} {name!r} ({cls.__qualname__}) names no implementation: set "
+                         f'`impl = "package.module:Class"` in its class body')
+    if not isinstance(impl, str) or not IMPL_PATH.match(impl):
+        raise ValueError(f"{kind} {name!r} ({cls.__qualname__}): impl must be 'package.module:Class', got {impl!r}")
 
 
 def prefixed(e: ValidationError, *prefix) -> ValidationError:

@@ -1,6 +1,6 @@
-"""Extending editaudit: a new edit method and a new attack, each from one file (tests/plugins/), loaded as plugins.
-The API validates their params, the worker's job code runs them, their numbers reach the audit; and the worker's
-parity check refuses params that no implementation serves."""
+"""Extending editaudit: a new edit method and a new attack from one file (tests/plugins/nudge.py), loaded as a
+plugin. The API validates their params, the worker's job code runs them, their numbers reach the audit; and the
+worker's parity check refuses params whose `impl` names nothing it can run."""
 
 import sys
 
@@ -9,12 +9,10 @@ import pytest
 from editaudit.contracts.attacks import ATTACK_PARAMS
 from editaudit.contracts.edits import EDIT_PARAMS, EditParams, register_edit_params
 from editaudit.core import db
-from editaudit.worker.ml.audit.attacks import ATTACKS
-from editaudit.worker.ml.edits import EDITS
-from editaudit.worker.ml.edits.base import EditMethod, register_edit
 from editaudit.worker.ml.parity import check_parity, missing_implementations
+from tests.conftest import unscoped
 
-PLUGINS = ["tests.plugins.bias_nudge", "tests.plugins.uniform_noise"]
+PLUGINS = ["tests.plugins.nudge"]
 
 
 @pytest.fixture()
@@ -23,9 +21,7 @@ def app_settings_extra():
     afterwards every registration is undone, so other tests see the stock registries."""
     yield {"plugins": PLUGINS}
     EDIT_PARAMS.unregister("bias_nudge")
-    EDITS.pop("bias_nudge", None)
     ATTACK_PARAMS.unregister("uniform_noise")
-    ATTACKS.pop("uniform_noise", None)
     for name in PLUGINS:
         sys.modules.pop(name, None)
 
@@ -64,7 +60,7 @@ def test_plugin_params_are_validated_by_the_api(edit_factory, over, field):
     r = c.post("/edits", json=body)
     assert r.status_code == 422, r.text
     assert any(e["field"] == field for e in r.json()["errors"]), r.json()
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         assert s.query(db.Edit).count() == 0
 
 
@@ -73,24 +69,38 @@ def test_parity_holds_for_the_stock_registries():
     check_parity()
 
 
-def test_parity_fails_for_params_without_an_implementation():
+@pytest.mark.parametrize("path, why", [
+    ("editaudit.worker.ml.edits.orphan:Orphan", "cannot import 'editaudit.worker.ml.edits.orphan'"),
+    ("editaudit.worker.ml.edits.finetune:Orphan", "has no 'Orphan'"),
+    ("editaudit.worker.ml.audit.attacks.pgd:PGD", "is not a subclass of EditMethod"),
+    ("editaudit.worker.ml.edits.finetune:Finetune", "implements EditMethod[FinetuneParams], not OrphanParams"),
+])
+def test_parity_fails_for_params_whose_impl_names_nothing_runnable(path, why):
     @register_edit_params("orphan")
     class OrphanParams(EditParams):
-        pass
+        impl = path
 
     try:
         assert missing_implementations()["edit methods"] == ["orphan"]
-        with pytest.raises(RuntimeError, match="orphan"):
+        with pytest.raises(RuntimeError, match="orphan") as err:
             check_parity()
+        assert "OrphanParams" in str(err.value) and path in str(err.value) and why in str(err.value)
     finally:
         EDIT_PARAMS.unregister("orphan")
     check_parity()
 
 
-def test_an_implementation_without_params_is_refused_at_registration():
-    with pytest.raises(ValueError, match="no params class"):
-        @register_edit("stray")
-        class Stray(EditMethod):
+def test_params_without_their_own_impl_are_refused_at_registration():
+    from editaudit.contracts.edits import FinetuneParams
+
+    with pytest.raises(ValueError, match="names no implementation"):
+        @register_edit_params("stray")
+        class StrayParams(FinetuneParams):  # would silently run finetune's code under another name
             pass
 
-    assert "stray" not in EDITS
+    with pytest.raises(ValueError, match="package.module:Class"):
+        @register_edit_params("stray")
+        class BadPathParams(EditParams):
+            impl = "editaudit.worker.ml.edits.finetune.Finetune"
+
+    assert "stray" not in EDIT_PARAMS

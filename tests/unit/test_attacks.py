@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from editaudit.contracts.attacks import parse_attack
-from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from editaudit.worker.ml.audit.attacks import make_attack
 from editaudit.worker.ml.data import digits_arrays
 
 
@@ -19,7 +19,7 @@ def ours(model, x, y, raw, eps: float | None = None):
     """`eps` overrides the radius as an eps sweep does (0 is a sweep point, never a requested radius)."""
     p = parse_attack(raw)
     p = p if eps is None else p.at_eps(eps)
-    x_adv = Attack(p, ATTACKS[p.name]).perturb(model, x, y, torch.Generator().manual_seed(0))
+    x_adv = make_attack(p).perturb(model, x, y, torch.Generator().manual_seed(0))
     with torch.no_grad():
         return x_adv, float((model(x_adv).argmax(1) == y).float().mean())
 

@@ -7,7 +7,7 @@ import torch
 
 from editaudit.worker.ml.audit.runner import run_audit, stratified_indices
 from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
-from editaudit.worker.ml.edits import EDITS, run_edit
+from editaudit.worker.ml.edits import EditMethod, edit_method, run_edit
 from editaudit.contracts.edits import EDIT_PARAMS
 
 
@@ -18,7 +18,8 @@ def setup(digits_wrapped, failures_npz):
 
 
 def test_every_method_has_a_spec_and_an_implementation():
-    assert set(EDITS) == set(EDIT_PARAMS)
+    for name, cls in EDIT_PARAMS.items():
+        assert issubclass(edit_method(cls), EditMethod), name
 
 
 def test_finetune_layer_fixes_the_edit_set_and_changes_only_that_layer(setup):
@@ -56,17 +57,17 @@ def test_unchanged_candidate_gives_zero_deltas(setup):
     model, edit_set, test = setup
     cfg = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 3}], "max_samples": 100,
            "corruptions": {"names": ["gaussian_noise", "glass_blur", "fog"], "severities": [1, 5]}}
-    out = run_audit(model, copy.deepcopy(model), {"test": test, "edit": edit_set}, cfg)
-    for name, d in out["deltas"].items():  # a success rate is undefined where a model gets nothing right
-        assert d["value"] == 0.0 or (d["value"] is None and name.endswith(".success_rate")), name
-        if d["p_value"] is not None:
-            assert d["p_value"] == 1.0
-    assert out["metrics"]["candidate"]["test.agreement"] == 1.0
-    assert out["metrics"]["candidate"]["test.corruption.mean.ce"] == 1.0
+    out = run_audit(model, copy.deepcopy(model), {"test": test, "edit": edit_set}, cfg).result
+    for name, d in out.deltas.items():  # a success rate is undefined where a model gets nothing right
+        assert d.value == 0.0 or (d.value is None and name.endswith(".success_rate")), name
+        if d.p_value is not None:
+            assert d.p_value == 1.0
+    assert out.metrics.candidate["test.agreement"] == 1.0
+    assert out.metrics.candidate["test.corruption.mean.ce"] == 1.0
     for name in ("test.corruption.fog.5.accuracy", "test.corruption.fog.mean.accuracy",
                  "test.corruption.mean.1.accuracy", "test.corruption.mean.accuracy", "edit.corruption.glass_blur.ce"):
-        assert name in out["metrics"]["candidate"], name
-    assert out["samples"]["test"]["n"] == 100 and len(out["samples"]["test"]["ids"]) == 100
+        assert name in out.metrics.candidate, name
+    assert out.samples["test"].n == 100 and len(out.samples["test"].ids) == 100
 
 
 def test_damaged_candidate_is_detected(setup):
@@ -75,14 +76,14 @@ def test_damaged_candidate_is_detected(setup):
     with torch.no_grad():
         damaged.net.fc.weight.mul_(-1.0)
     out = run_audit(model, damaged, {"test": test, "edit": edit_set},
-                    {"attacks": [], "corruptions": {"names": ["contrast"], "severities": [1]}})
-    d = out["deltas"]["test.accuracy"]
-    assert d["value"] < -0.5 and d["p_value"] < 1e-6 and d["ci95"][1] < 0
-    assert out["metrics"]["candidate"]["test.drawdown"] == pytest.approx(-d["value"])
-    lo, hi = out["intervals"]["candidate"]["test.accuracy"]
-    assert lo <= out["metrics"]["candidate"]["test.accuracy"] <= hi
-    assert out["deltas"]["test.corruption.mean.accuracy"]["p_value"] < 1e-6
-    assert out["metrics"]["candidate"]["test.corruption.contrast.ce"] > 1.2
+                    {"attacks": [], "corruptions": {"names": ["contrast"], "severities": [1]}}).result
+    d = out.deltas["test.accuracy"]
+    assert d.value < -0.5 and d.p_value < 1e-6 and d.ci95[1] < 0
+    assert out.metrics.candidate["test.drawdown"] == pytest.approx(-d.value)
+    lo, hi = out.intervals.candidate["test.accuracy"]
+    assert lo <= out.metrics.candidate["test.accuracy"] <= hi
+    assert out.deltas["test.corruption.mean.accuracy"].p_value < 1e-6
+    assert out.metrics.candidate["test.corruption.contrast.ce"] > 1.2
 
 
 def test_stratified_subset_keeps_class_shares():

@@ -1,5 +1,4 @@
-"""Edit-method registry (PEFT-style): each method a small class in its own file, found by name."""
+"""Edit methods (PEFT-style): each a small class in its own file, `EditMethod[ItsParams]`, named by its params
+class's `impl` and imported on first use, so importing this package imports no method (and no torch)."""
 
-from editaudit.worker.ml.edits.base import EDITS, EditContext, EditMethod, EditResult, register_edit, run_edit  # noqa: F401
-from editaudit.worker.ml.edits import (  # noqa: F401,E402  (registration side effects: one file per method)
-    enn, finetune, finetune_layer, interpolate, low_rank, rewrite)
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, edit_method, run_edit  # noqa: F401

@@ -1,18 +1,28 @@
-"""The interface every edit method implements, and the registry that finds them by `method` name."""
+"""The interface every edit method implements: `EditMethod[ItsParams]`, found through its params class's `impl`.
+
+A method is `class BiasShift(EditMethod[BiasShiftParams])` with `apply(self, ctx: EditContext[BiasShiftParams])`, so
+a type checker sees `ctx.params`' fields. This module imports no torch at import time (torch only inside functions
+and for type checking): a one-file plugin subclasses `EditMethod` next to its params and the API, which has no
+torch, imports that file too.
+"""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
 
-import torch
-from torch import nn
+from editaudit.contracts.edits import EditParams, parse_hyperparams
+from editaudit.worker.ml.impl import resolve
 
-from editaudit.contracts.edits import EDIT_PARAMS, EditParams, parse_hyperparams
-from editaudit.worker.ml.data import TensorDataset
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from editaudit.worker.ml.data import TensorDataset
 
 Progress = Callable[[str, int, int], None]
+P = TypeVar("P", bound=EditParams)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -23,15 +33,22 @@ def _no_memo(name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     return compute()
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
 @dataclass
-class EditContext:
-    """What a method gets: the model to edit (a copy; the original stays untouched), the data and a progress hook."""
+class EditContext(Generic[P]):
+    """What a method gets: the model to edit (a copy; the original stays untouched), the data, its params (typed:
+    `EditContext[FinetuneParams]`) and a progress hook."""
 
     model: nn.Module  # editaudit Normalized wrapper; layer names refer to model.net
     edit_set: TensorDataset
     layers: list[str]
-    params: EditParams
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    params: P
+    device: torch.device = field(default_factory=_cpu)
     progress: Progress = _no_progress
     # other splits (generalization, test) and the datasets the params name, by role (locality, reference)
     reference: dict[str, TensorDataset] = field(default_factory=dict)
@@ -55,34 +72,26 @@ class EditResult:
     audit: dict = field(default_factory=dict)  # sections the method adds to the audit (its params' audit_sections)
 
 
-class EditMethod:
-    name: ClassVar[str]
+class EditMethod(Generic[P]):
+    """An edit method, generic in its params: `class Finetune(EditMethod[FinetuneParams])`. Its params class names
+    it (`impl = "editaudit.worker.ml.edits.finetune:Finetune"`); there is no other registration."""
 
-    def apply(self, ctx: EditContext) -> EditResult:  # pragma: no cover - interface
+    def apply(self, ctx: EditContext[P]) -> EditResult:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-EDITS: dict[str, type[EditMethod]] = {}
-
-
-def register_edit(name: str):
-    """Class decorator: the implementation of `name`, whose params are registered in editaudit.contracts.edits."""
-    if name not in EDIT_PARAMS:
-        raise ValueError(f"edit method {name!r} has no params class: register one with "
-                         "editaudit.contracts.edits.register_edit_params")
-
-    def deco(cls: type[EditMethod]) -> type[EditMethod]:
-        cls.name = name
-        EDITS[name] = cls
-        return cls
-
-    return deco
+def edit_method(params: EditParams | type[EditParams]) -> type[EditMethod]:
+    """The implementation of these params (their class's `impl`, imported on first use; ImplementationError if it
+    cannot be)."""
+    return resolve(params if isinstance(params, type) else type(params), EditMethod)
 
 
 def numerical_rank(delta: torch.Tensor) -> int:
     """rank of a weight change [out, ...] (flattened to 2-D) at float32 resolution: singular values above
     max(shape) * eps(float32) * the largest one. Through the Gram matrix of the smaller side (an eigvalsh of at most
     out x out), which is far cheaper than an SVD of the full matrix on CPU."""
+    import torch
+
     m = delta.detach().flatten(1).double().cpu()
     gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
     sv = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
@@ -92,6 +101,8 @@ def numerical_rank(delta: torch.Tensor) -> int:
 
 
 def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+    import torch
+
     return [k for k in before if not torch.equal(before[k], after[k])]
 
 
@@ -101,9 +112,10 @@ def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: lis
              memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo) -> EditResult:
     """Edit a deep copy of `model` and check the result is finite. `hyperparams` may be a raw dict (validated here)
     or the method's params already validated."""
-    if method not in EDITS:
-        raise KeyError(f"unknown edit method {method!r}; valid names: {sorted(EDITS)}")
+    import torch
+
     params = hyperparams if isinstance(hyperparams, EditParams) else parse_hyperparams(method, hyperparams)
+    implementation = edit_method(params)
     if params.single_layer and len(layers) != 1:
         raise ValueError(f"{method} edits exactly one layer; got layers = {list(layers)}")
     names = dict(model.net.named_modules())
@@ -117,7 +129,7 @@ def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: lis
     before = {k: v.detach().clone() for k, v in work.net.state_dict().items()}
     ctx = EditContext(work, edit_set, list(layers), params, device, progress, reference or {},
                       {k: m.to(device) for k, m in (linked_models or {}).items()}, memo)
-    result = EDITS[method]().apply(ctx)
+    result = implementation().apply(ctx)
     after = result.model.net.state_dict()
     bad = [k for k, v in after.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

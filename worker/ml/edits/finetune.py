@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
+from editaudit.contracts.edits import FinetuneParams
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult
 from editaudit.worker.ml.edits.training import train_only, train_steps
 
 
-@register_edit("finetune")
-class Finetune(EditMethod):
-    def apply(self, ctx: EditContext) -> EditResult:
+class Finetune(EditMethod[FinetuneParams]):
+    def apply(self, ctx: EditContext[FinetuneParams]) -> EditResult:
         named = list(ctx.model.net.named_parameters())
-        start = 0
+        start: int | None = 0
         if ctx.params.from_layer:
             prefix = ctx.params.from_layer + "."
             start = next((i for i, (k, _) in enumerate(named) if k.startswith(prefix)), None)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, register_edit
+from editaudit.contracts.edits import FinetuneLayerParams
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult
 from editaudit.worker.ml.edits.training import layer_params, train_only, train_steps
 
 
-@register_edit("finetune_layer")
-class FinetuneLayer(EditMethod):
-    def apply(self, ctx: EditContext) -> EditResult:
+class FinetuneLayer(EditMethod[FinetuneLayerParams]):
+    def apply(self, ctx: EditContext[FinetuneLayerParams]) -> EditResult:
         params = layer_params(ctx)
         train_only(ctx, params)
         return EditResult(ctx.model, [], train_steps(ctx, params, ctx.params.steps))

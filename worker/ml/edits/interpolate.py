@@ -15,9 +15,10 @@ from torch import nn
 
 from editaudit.contracts import metrics
 from editaudit.contracts.attacks import PGDParams
-from editaudit.worker.ml.audit.attacks.pgd import pgd
+from editaudit.contracts.edits import InterpolateParams
+from editaudit.worker.ml.audit.attacks.pgd import PGD
 from editaudit.worker.ml.data import TensorDataset
-from editaudit.worker.ml.edits.base import EDITS, EditContext, EditMethod, EditResult, changed_keys, register_edit
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, changed_keys, edit_method
 
 
 ROBUST = metrics.adv_accuracy("test", "pgd")  # best_robust: PGD-10 on a test subset
@@ -54,7 +55,7 @@ def _robust_accuracy(model, ds, eps, device) -> float:
     for prm in frozen.parameters():
         prm.requires_grad_(False)
     x, y = ds.x.to(device), ds.y.to(device)
-    x_adv = pgd(frozen, x, y, p)
+    x_adv = PGD(p).perturb(frozen, x, y)
     with torch.no_grad():
         return float((frozen(x_adv).argmax(1) == y).float().mean())
 
@@ -62,7 +63,7 @@ def _robust_accuracy(model, ds, eps, device) -> float:
 class AlphaSearch:
     """Evaluates points of the path once each and remembers them (the alpha-curve)."""
 
-    def __init__(self, ctx: EditContext, model1: nn.Module, layer: str):
+    def __init__(self, ctx: EditContext[InterpolateParams], model1: nn.Module, layer: str):
         self.ctx, self.model1, self.layer = ctx, model1, layer
         pol = ctx.params.alpha
         self.pol = pol
@@ -147,14 +148,14 @@ class AlphaSearch:
         return max(feasible, key=lambda a: (self.points[round(a, 6)].get(ROBUST, 0.0), -a))
 
 
-@register_edit("interpolate")
-class Interpolate(EditMethod):
-    def apply(self, ctx: EditContext) -> EditResult:
+class Interpolate(EditMethod[InterpolateParams]):
+    def apply(self, ctx: EditContext[InterpolateParams]) -> EditResult:
         p, layer = ctx.params, ctx.layer
         if "base_edit_id" in ctx.linked_models:
             model1 = ctx.linked_models["base_edit_id"]
         else:
-            base_result = EDITS[p.base.method]().apply(EditContext(
+            assert p.base is not None, "InterpolateParams sets a base when no base_edit_id is given"
+            base_result = edit_method(p.base.params)().apply(EditContext(
                 copy.deepcopy(ctx.model), ctx.edit_set, [layer], p.base.params, ctx.device, ctx.progress,
                 ctx.reference, memo=ctx.memo))
             model1 = base_result.model

@@ -11,14 +11,13 @@ import math
 import torch
 from torch.func import functional_call
 
-from editaudit.contracts.edits import max_rank
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+from editaudit.contracts.edits import LowRankParams, max_rank
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank
 from editaudit.worker.ml.edits.training import train_steps
 
 
-@register_edit("low_rank")
-class LowRank(EditMethod):
-    def apply(self, ctx: EditContext) -> EditResult:
+class LowRank(EditMethod[LowRankParams]):
+    def apply(self, ctx: EditContext[LowRankParams]) -> EditResult:
         p, layer = ctx.params, ctx.layer
         key = f"net.{layer}.weight"
         w0 = dict(ctx.model.named_parameters())[key].detach()

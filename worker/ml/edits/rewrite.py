@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from editaudit.contracts.edits import RewriteParams
 from editaudit.worker.ml.archs.graph import plain_layer_problem, topology, trace
 from editaudit.worker.ml.data import TensorDataset
-from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank, register_edit
+from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank
 from editaudit.worker.ml.edits.rewrite_target import Target, capture, describe, matched_nodes, norm_scale
 
 
@@ -181,9 +182,8 @@ class _Clock:
         self.laps[name], self._t = now - self._t, now
 
 
-@register_edit("rewrite")
-class Rewrite(EditMethod):
-    def apply(self, ctx: EditContext) -> EditResult:
+class Rewrite(EditMethod[RewriteParams]):
+    def apply(self, ctx: EditContext[RewriteParams]) -> EditResult:
         p, layer = ctx.params, ctx.layer
         module = dict(ctx.model.net.named_modules())[layer]
         _check_layer(module, layer)
@@ -251,7 +251,7 @@ class Rewrite(EditMethod):
             "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})
 
     @staticmethod
-    def _reference(ctx: EditContext, p) -> tuple[str, torch.Tensor, str | None]:
+    def _reference(ctx: EditContext[RewriteParams], p: RewriteParams) -> tuple[str, torch.Tensor, str | None]:
         """Ordinary images for C: `reference_set`, else the test split, else (running the ML core on its own) the
         edit set's untransformed twins. A seeded subset of `reference_samples` images; with the data's identity."""
         for name in ("reference", "test"):

@@ -1,4 +1,4 @@
-"""Attack registry: each attack one file, registered by the name used in `audit.attacks[].name`."""
+"""Attacks: each `Attack[ItsParams]` in a file, named by its params class's `impl` and imported on first use, so
+importing this package imports no attack (and no torch)."""
 
-from editaudit.worker.ml.audit.attacks.base import ATTACKS, Attack, register_attack  # noqa: F401
-from editaudit.worker.ml.audit.attacks import art_attacks, pgd  # noqa: F401,E402  (registration side effects)
+from editaudit.worker.ml.audit.attacks.base import Attack, attack_class, make_attack  # noqa: F401

@@ -9,11 +9,15 @@ robust accuracy is always "accuracy against perturbations of norm <= eps".
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from editaudit.worker.ml.audit.attacks.base import register_attack
+from editaudit.contracts.attacks import (APGDParams, AutoAttackParams, CWParams, DeepFoolParams, EpsAttack,
+                                         MinimalL2Attack, SquareParams)
+from editaudit.worker.ml.audit.attacks.base import Attack
 
 logging.getLogger("art").setLevel(logging.WARNING)
 
@@ -51,44 +55,49 @@ def _ord(norm: str):
     return np.inf if norm == "inf" else 2
 
 
-def art_attack(name: str, norm_of=lambda p: p.norm):
-    """Register an ART attack from a builder `(classifier, params, batch) -> ART attack`. The wrapper seeds ART,
-    views the model as a PyTorchClassifier, runs the attack and keeps only perturbations within `eps`; eps = 0 is
-    the input itself (ART refuses it, yet eps sweeps start there)."""
-
-    def deco(build):
-        def attack(model, x, y, p, gen=None):
-            if p.eps == 0:
-                return x.detach()
-            _seed(p)
-            clf = classifier(model, x, _num_classes(model, x))
-            x_adv = build(clf, p, len(x)).generate(x.detach().cpu().numpy(), y.detach().cpu().numpy())
-            return _within(x, x_adv, norm_of(p), p.eps)
-
-        register_attack(name)(attack)
-        return build
-
-    return deco
+P = TypeVar("P", bound=EpsAttack | MinimalL2Attack)
 
 
-@art_attack("apgd")
-def apgd(clf, p, batch):
-    from art.attacks.evasion import AutoProjectedGradientDescent
+class ARTAttack(Attack[P]):
+    """An ART attack: `build(classifier, batch)` makes the ART attack from `self.params`. `perturb` seeds ART, views
+    the model as a PyTorchClassifier, runs the attack and keeps only perturbations within `eps` (in the params'
+    `norm`; minimal-perturbation attacks measure L2); eps = 0 is the input itself (ART refuses it, yet eps sweeps
+    start there)."""
 
-    return AutoProjectedGradientDescent(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, max_iter=p.steps,
-                                        nb_random_init=p.restarts, batch_size=batch, verbose=False,
-                                        loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p.loss])
+    def build(self, clf, batch: int):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        p = self.params
+        if p.eps == 0:
+            return x.detach()
+        _seed(p)
+        clf = classifier(model, x, _num_classes(model, x))
+        x_adv = self.build(clf, len(x)).generate(x.detach().cpu().numpy(), y.detach().cpu().numpy())
+        return _within(x, x_adv, p.norm, p.eps)
 
 
-@art_attack("square")
-def square(clf, p, batch):
-    from art.attacks.evasion import SquareAttack
+class APGD(ARTAttack[APGDParams]):
+    def build(self, clf, batch: int):
+        from art.attacks.evasion import AutoProjectedGradientDescent
 
-    return SquareAttack(clf, norm=_ord(p.norm), eps=p.eps, max_iter=p.queries, p_init=p.p_init,
-                        nb_restarts=p.restarts, batch_size=batch, verbose=False)
+        p = self.params
+        return AutoProjectedGradientDescent(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, max_iter=p.steps,
+                                            nb_random_init=p.restarts, batch_size=batch, verbose=False,
+                                            loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p.loss])
 
 
-def autoattack_composition(p, clf, batch_size: int) -> list | None:
+class Square(ARTAttack[SquareParams]):
+    def build(self, clf, batch: int):
+        from art.attacks.evasion import SquareAttack
+
+        p = self.params
+        return SquareAttack(clf, norm=_ord(p.norm), eps=p.eps, max_iter=p.queries, p_init=p.p_init,
+                            nb_restarts=p.restarts, batch_size=batch, verbose=False)
+
+
+def autoattack_composition(p: AutoAttackParams, clf, batch_size: int) -> list | None:
     """The attack list for `composition`; None lets ART use its default list."""
     if p.composition == "art":
         return None
@@ -102,26 +111,29 @@ def autoattack_composition(p, clf, batch_size: int) -> list | None:
                          batch_size=batch_size, verbose=False)]
 
 
-@art_attack("autoattack")
-def autoattack(clf, p, batch):
-    from art.attacks.evasion import AutoAttack
+class AutoAttack(ARTAttack[AutoAttackParams]):
+    def build(self, clf, batch: int):
+        from art.attacks.evasion import AutoAttack as ARTAutoAttack
 
-    return AutoAttack(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, batch_size=batch,
-                      attacks=autoattack_composition(p, clf, batch))
-
-
-@art_attack("cw", norm_of=lambda p: "2")
-def cw(clf, p, batch):
-    from art.attacks.evasion import CarliniL2Method
-
-    return CarliniL2Method(clf, confidence=p.confidence, learning_rate=p.learning_rate,
-                           binary_search_steps=p.binary_search_steps, max_iter=p.steps,
-                           initial_const=p.initial_const, batch_size=batch, verbose=False)
+        p = self.params
+        return ARTAutoAttack(clf, norm=_ord(p.norm), eps=p.eps, eps_step=2 * p.eps, batch_size=batch,
+                             attacks=autoattack_composition(p, clf, batch))
 
 
-@art_attack("deepfool", norm_of=lambda p: "2")
-def deepfool(clf, p, batch):
-    from art.attacks.evasion import DeepFool
+class CarliniWagner(ARTAttack[CWParams]):
+    def build(self, clf, batch: int):
+        from art.attacks.evasion import CarliniL2Method
 
-    return DeepFool(clf, max_iter=p.steps, epsilon=p.overshoot, nb_grads=min(p.nb_grads, clf.nb_classes),
-                    batch_size=batch, verbose=False)
+        p = self.params
+        return CarliniL2Method(clf, confidence=p.confidence, learning_rate=p.learning_rate,
+                               binary_search_steps=p.binary_search_steps, max_iter=p.steps,
+                               initial_const=p.initial_const, batch_size=batch, verbose=False)
+
+
+class DeepFool(ARTAttack[DeepFoolParams]):
+    def build(self, clf, batch: int):
+        from art.attacks.evasion import DeepFool as ARTDeepFool
+
+        p = self.params
+        return ARTDeepFool(clf, max_iter=p.steps, epsilon=p.overshoot, nb_grads=min(p.nb_grads, clf.nb_classes),
+                           batch_size=batch, verbose=False)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from editaudit.worker.ml.audit.attacks.base import register_attack
+from editaudit.contracts.attacks import FGSMParams, PGDParams
+from editaudit.worker.ml.audit.attacks.base import Attack
 
 _TOL = 1e-12
 
@@ -54,7 +56,7 @@ def _random_start(x: torch.Tensor, norm: str, eps: float, gen: torch.Generator |
     return d * eps * r.pow(1.0 / x[0].numel())
 
 
-def _pgd_once(model, x, y, p, gen, random_start: bool) -> torch.Tensor:
+def _pgd_once(model, x, y, p: PGDParams, gen, random_start: bool) -> torch.Tensor:
     eps, size = float(p.eps), float(p.effective_step_size)
     delta = _random_start(x, p.norm, eps, gen) if random_start else torch.zeros_like(x)
     x_adv = (x + delta).clamp(0, 1)
@@ -64,23 +66,27 @@ def _pgd_once(model, x, y, p, gen, random_start: bool) -> torch.Tensor:
     return x_adv.detach()
 
 
-@register_attack("pgd")
-def pgd(model, x, y, p, gen=None):
-    """With restarts, later restarts (always from a random start) only replace inputs not yet fooled."""
-    x = x.detach()
-    best = _pgd_once(model, x, y, p, gen, p.random_start)
-    for _ in range(p.restarts - 1):
-        with torch.no_grad():
-            robust = model(best).argmax(1) == y
-        if not robust.any():
-            break
-        cand = _pgd_once(model, x, y, p, gen, True)
-        best = torch.where(robust.view(-1, *([1] * (x.dim() - 1))), cand, best)
-    return best
+class PGD(Attack[PGDParams]):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        """With restarts, later restarts (always from a random start) only replace inputs not yet fooled."""
+        p = self.params
+        x = x.detach()
+        best = _pgd_once(model, x, y, p, gen, p.random_start)
+        for _ in range(p.restarts - 1):
+            with torch.no_grad():
+                robust = model(best).argmax(1) == y
+            if not robust.any():
+                break
+            cand = _pgd_once(model, x, y, p, gen, True)
+            best = torch.where(robust.view(-1, *([1] * (x.dim() - 1))), cand, best)
+        return best
 
 
-@register_attack("fgsm")
-def fgsm(model, x, y, p, gen=None):
-    x = x.detach()
-    x_adv = x + _step(_grad(model, x, y), p.norm, float(p.eps))
-    return (x + _project(x_adv - x, p.norm, float(p.eps))).clamp(0, 1).detach()
+class FGSM(Attack[FGSMParams]):
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        p = self.params
+        x = x.detach()
+        x_adv = x + _step(_grad(model, x, y), p.norm, float(p.eps))
+        return (x + _project(x_adv - x, p.norm, float(p.eps))).clamp(0, 1).detach()
