@@ -66,15 +66,15 @@ def run_one(model, splits: dict, method: str, layers: list[str], hp: dict, seed:
     if held:
         reference.update(dict.fromkeys(params.held_out_roles(), held[0]))
     edited = run_edit(method, copy.deepcopy(model), splits["edit"], layers, params, device, reference=reference)
-    audit = run_audit(model, edited.model, splits, {**AUDIT, "seed": seed}, device)
-    base = audit["metrics"]["baseline"]
-    row = {"n test": audit["samples"]["test"]["n"], "edit acc": audit["metrics"]["candidate"]["edit.accuracy"],
-           "top class": audit["metrics"]["candidate"].get(M.top_class_share("test")),
+    audit = run_audit(model, edited.model, splits, {**AUDIT, "seed": seed}, device).result
+    base = audit.metrics.baseline
+    row = {"n test": audit.samples["test"].n, "edit acc": audit.metrics.candidate["edit.accuracy"],
+           "top class": audit.metrics.candidate.get(M.top_class_share("test")),
            "before": f"{base['test.accuracy']:.2f}/{base['test.adv.pgd.accuracy']:.2f}/"
                      f"{base[M.corruption_accuracy('test')]:.2f}"}
     for col, name in COLUMNS.items():
         if col != "edit acc":
-            row[col] = audit["deltas"][name]["value"]
+            row[col] = audit.deltas[name].value
     return row
 
 

@@ -192,28 +192,118 @@ class EditSummary(TypedDict):
 
 # --- audits ---------------------------------------------------------------------------------------------------------
 
+class AuditMetrics(TypedDict):
+    """Metric name -> value per model (None: undefined, e.g. a success rate where a model got nothing right)."""
+
+    baseline: dict[str, float | None]
+    candidate: dict[str, float | None]
+
+
+class AuditIntervals(TypedDict):
+    """Metric name -> the 95% Wilson interval [low, high] of that accuracy, per model."""
+
+    baseline: dict[str, list[float]]
+    candidate: dict[str, list[float]]
+
+
+class Discordant(TypedDict):
+    baseline_only: int  # inputs the edit lost
+    candidate_only: int  # inputs it gained
+
+
+class Delta(TypedDict):
+    """candidate - baseline of one metric. `n`: paired samples, or [candidate, baseline] trials of an unpaired delta
+    (a success rate); `images`/`conditions`: a corruption aggregate's shape."""
+
+    value: float | None
+    ci95: list[float] | None
+    p_value: float | None
+    n: int | list[int] | None
+    discordant: Discordant | None
+    images: int | None
+    conditions: int | None
+    method: str | None
+
+
+class Curve(TypedDict):
+    eps: list[float]
+    baseline: list[float | None]
+    candidate: list[float | None]
+
+
+# `for` is a Python keyword: the functional form
+HeldOut = TypedDict("HeldOut", {"n": int, "of": int, "seed": int, "ids": list[int], "for": list[str]})
+
+
+class SplitSamples(TypedDict):
+    n: int
+    of: int
+    ids: list[int] | None  # indices into the whole split; None: all of it
+    held_out: HeldOut | None
+
+
+class AlphaPoint(TypedDict):
+    alpha: float
+    metrics: dict[str, float | None]
+
+
+class MLISummary(TypedDict):
+    monotone: bool
+    alpha: float
+    evaluations: int | None
+    search: str | None
+    smaller_alpha_excluded: str | None
+
+
+class SweepRow(TypedDict):
+    layer: str
+    edit_id: str
+    status: Status
+    error: str | None
+    edited_model_id: str | None
+    metrics: dict[str, float | None]
+    deltas: dict[str, Delta]
+    info: dict[str, Any]
+
+
+class SweepTable(TypedDict):
+    metrics: list[str]
+    rows: list[SweepRow]
+    best: dict[str, str]  # metric -> the best layer
+
+
+class AuditProfileRecord(TypedDict):
+    tenant: str | None
+    name: str
+    version: int | None
+    sha256: str | None
+
+
 class Audit(TypedDict):
     """`metrics` = {"baseline": {NAME: value}, "candidate": {NAME: value}}, `deltas` = {NAME: {"value", "ci95",
-    "p_value"}}; metric names are `<split>.<measure>` (README)."""
+    "p_value", ...}}; metric names are `<split>.<measure>` (README). Until the audit has a result, `metrics` and
+    `deltas` are empty and the other measured parts None."""
 
     id: str
     status: Status
     edit_id: str
-    metrics: dict[str, Any]
-    deltas: dict[str, Any]
-    samples: dict[str, Any] | None
-    durations_s: dict[str, Any] | None
+    schema_version: int | None
+    metrics: AuditMetrics
+    deltas: dict[str, Delta]
+    samples: dict[str, SplitSamples] | None
+    durations_s: dict[str, float] | None
     device: str | None
-    intervals: dict[str, Any] | None
+    intervals: AuditIntervals | None
     notes: list[str] | None
-    curves: dict[str, Any] | None
+    curves: dict[str, Curve] | None  # "<split>.adv.<attack id>" -> accuracy vs eps
     baseline_cached: bool | None
-    alpha_curve: list[Any] | None
-    mli: dict[str, Any] | None
-    sweep: dict[str, Any] | None
-    config: dict[str, Any]
-    profile: dict[str, Any] | None
-    versions: dict[str, Any] | None
+    alpha_curve: list[AlphaPoint] | None
+    mli: MLISummary | None
+    sweep: SweepTable | None
+    sections: dict[str, Any] | None  # free-form sections an edit method adds
+    config: dict[str, Any]  # the audit config that ran, defaults included
+    profile: AuditProfileRecord | None
+    versions: dict[str, str] | None
     created_at: str
     finished_at: str | None
 

@@ -3,17 +3,18 @@
 A params class carries its traits, so the API, the runner and the reports never branch on an attack's name:
 `native` (our batched on-device path, which may run a compiled model; the others go through ART on the eager module),
 `norm_bounded` (has `eps`, `norm` and `eps_sweep`), and `note()` (what a report reader must know about how the
-number was produced). The worker registers one implementation per name; a parity test keeps the two sets equal.
+number was produced). The params class is the attack's one registration: `impl = "package.module:Class"` in its body
+names the implementation (an `Attack[ThisParams]`), which the worker imports on first use and checks at start.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator, model_validator
 
-from editaudit.contracts.registry import Registry, Strict
+from editaudit.contracts.registry import Registry, Strict, check_impl
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"  # an id is a part of metric names: <split>.adv.<id>.accuracy
 
@@ -21,6 +22,7 @@ ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"  # an id is a part of metric names: <spli
 class AttackParams(Strict):
     """Base of every attack's params. `id` names the attack in metric names; `name` picks the implementation."""
 
+    impl: ClassVar[str]  # "package.module:Class", the worker's Attack[ThisParams]; set in each class body
     native: ClassVar[bool] = False
     norm_bounded: ClassVar[bool] = False
 
@@ -53,13 +55,61 @@ class AttackParams(Strict):
             iterations *= getattr(self, name, None) or 1
         return iterations * (getattr(self, "restarts", None) or 1) * max(1, len(self.radii()))
 
+    # What the gate and the reports ask of an attack (AttackSelector.matches, describe()): each class answers by its
+    # own rules; None means "not defined for this attack", which a policy's floor never accepts.
+
+    def ball_norm(self) -> str | None:
+        """The norm of the ball its perturbations stay in ("inf" or "2"); None when it has no such bound."""
+        return None
+
+    def radius(self) -> float | None:
+        """The radius its metric is measured at; None when unbounded."""
+        return None
+
+    def iterations(self) -> int | None:
+        """Gradient steps of one run (per restart and radius); None for attacks that do not take steps (query-based
+        or composite ones)."""
+        return None
+
+    def restart_count(self) -> int:
+        """Runs per input; an input counts as robust only if every run fails."""
+        return 1
+
+    def travel(self) -> float | None:
+        """How far its steps can carry it, in radii: the sum of its nominal step sizes (before projection and
+        momentum) over eps, by its own step rule. None where no fixed step rule exists (query-based, composite and
+        minimal-perturbation attacks): then a policy's `min_travel` does not match it."""
+        return None
+
+    def describe(self) -> str:
+        """One line for reports and gate messages: the id, the attack and the facts above."""
+        facts = []
+        if (norm := self.ball_norm()) is not None:
+            facts.append(f"L{norm}")
+        if (r := self.radius()) is not None:
+            facts.append(f"eps {r:g}")
+        elif self.ball_norm() is not None:
+            facts.append("unbounded")
+        if (n := self.iterations()) is not None:
+            facts.append(f"{n} step" + ("s" if n != 1 else ""))
+        if self.restart_count() > 1:
+            facts.append(f"{self.restart_count()} restarts")
+        if (t := self.travel()) is not None:
+            facts.append(f"travel {t:.3g} x eps")
+        return f"{self.id} ({self.name}" + (f": {', '.join(facts)})" if facts else ")")
+
 
 ATTACK_PARAMS: Registry[AttackParams] = Registry("attack", "name")
+A = TypeVar("A", bound=AttackParams)
 
 
-def register_attack_params(cls: type[AttackParams]) -> type[AttackParams]:
-    """Class decorator: register a params class under its `name` field's default."""
-    return ATTACK_PARAMS.register(cls.model_fields["name"].default, cls)
+def register_attack_params(cls: type[A]) -> type[A]:
+    """Class decorator: register a params class under its `name` field's default; its body names the
+    implementation (`impl = "package.module:Class"`)."""
+    name = cls.model_fields["name"].default
+    check_impl(cls, "attack", name)
+    ATTACK_PARAMS.register(name, cls)
+    return cls
 
 
 def _norm_alias(v):
@@ -85,6 +135,12 @@ class EpsAttack(AttackParams):
     def radii(self) -> list[float]:
         return [self.eps, *(self.eps_sweep or [])]
 
+    def ball_norm(self) -> str:
+        return self.norm
+
+    def radius(self) -> float:
+        return self.eps
+
     def at_eps(self, eps: float) -> "EpsAttack":
         """The same attack at another radius; an explicit step size scales with eps."""
         update = {"eps": eps}
@@ -100,6 +156,7 @@ class PGDParams(EpsAttack):
 
     native: ClassVar[bool] = True
 
+    impl = "editaudit.worker.ml.audit.attacks.pgd:PGD"
     name: Literal["pgd"] = "pgd"
     steps: int = Field(10, ge=1, le=10_000)
     step_size: float | None = Field(None, gt=0, description="default 2.5 * eps / steps")
@@ -110,6 +167,16 @@ class PGDParams(EpsAttack):
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
 
+    def iterations(self) -> int:
+        return self.steps
+
+    def restart_count(self) -> int:
+        return self.restarts
+
+    def travel(self) -> float:
+        """steps x step size / eps: 2.5 with the default step size, whatever the number of steps."""
+        return self.steps * self.effective_step_size / self.eps
+
 
 @register_attack_params
 class FGSMParams(EpsAttack):
@@ -118,27 +185,72 @@ class FGSMParams(EpsAttack):
 
     native: ClassVar[bool] = True
 
+    impl = "editaudit.worker.ml.audit.attacks.pgd:FGSM"
     name: Literal["fgsm"] = "fgsm"
+
+    def iterations(self) -> int:
+        return 1
+
+    def travel(self) -> float:
+        """One step of eps: exactly the radius."""
+        return 1.0
 
 
 @register_attack_params
 class APGDParams(EpsAttack):
     """Auto-PGD (Croce & Hein 2020) through ART's AutoProjectedGradientDescent."""
 
+    impl = "editaudit.worker.ml.audit.attacks.art_attacks:APGD"
     name: Literal["apgd"] = "apgd"
     steps: int = Field(100, ge=1, le=10_000)
     restarts: int = Field(1, ge=1, le=100)
     loss: Literal["ce", "dlr"] = "ce"
+
+    @property
+    def initial_step_size(self) -> float:
+        """ART's `eps_step` as the worker sets it: 2 eps (Croce & Hein's initial step)."""
+        return 2 * self.eps
+
+    def iterations(self) -> int:
+        return self.steps
+
+    def restart_count(self) -> int:
+        return self.restarts
+
+    def travel(self) -> float:
+        """APGD's own step rule (ART's AutoProjectedGradientDescent): the step starts at 2 eps and may be halved at
+        each checkpoint of its schedule, depending on the loss. Travel is the guaranteed part: the nominal step
+        sizes summed as if it were halved at every checkpoint (a lower bound, so a policy's min_travel is never met
+        by steps APGD may not take). One step already carries it 2 radii; 100 steps about 78."""
+        step, total, checkpoints = self.initial_step_size, 0.0, set(apgd_checkpoints(self.steps))
+        for k in range(self.steps):
+            total += step
+            if k > 0 and k in checkpoints:  # ART checks for a halving after every iteration but the first
+                step /= 2
+        return total / self.eps
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The iterations after which ART's APGD may halve its step: ceil(p_j * steps) with p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while <= 1 (Croce & Hein 2020, as ART computes it)."""
+    p = [0.0, 0.22]
+    while (nxt := p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)) <= 1:
+        p.append(nxt)
+    return [math.ceil(x * steps) for x in p]
 
 
 @register_attack_params
 class SquareParams(EpsAttack):
     """Square attack (Andriushchenko et al. 2020), query-based and gradient-free, through ART."""
 
+    impl = "editaudit.worker.ml.audit.attacks.art_attacks:Square"
     name: Literal["square"] = "square"
     queries: int = Field(1000, ge=1, le=100_000)
     p_init: float = Field(0.8, gt=0, le=1)
     restarts: int = Field(1, ge=1, le=100)
+
+    def restart_count(self) -> int:
+        return self.restarts
 
 
 @register_attack_params
@@ -147,6 +259,7 @@ class AutoAttackParams(EpsAttack):
     from APGD-T), Square with 5000 queries; FAB-T is absent from ART. "art" = ART's default list (APGD-CE and
     APGD-DLR with 5 restarts, DeepFool, Square). Either way a perturbation outside the eps-ball does not count."""
 
+    impl = "editaudit.worker.ml.audit.attacks.art_attacks:AutoAttack"
     name: Literal["autoattack"] = "autoattack"
     composition: Literal["standard", "art"] = "standard"
     square_queries: int = Field(5000, ge=1, le=100_000)
@@ -170,6 +283,12 @@ class MinimalL2Attack(AttackParams):
     def radii(self) -> list[float | None]:
         return [self.eps]
 
+    def ball_norm(self) -> str:
+        return self.norm
+
+    def radius(self) -> float | None:
+        return self.eps
+
     def note(self) -> str:
         return f"{self.id}: minimal-perturbation attack" + (
             f"; only perturbations with L2 <= {self.eps:g} count" if self.eps else "; unbounded")
@@ -179,6 +298,7 @@ class MinimalL2Attack(AttackParams):
 class CWParams(MinimalL2Attack):
     """Carlini-Wagner L2 (2017) through ART: minimal perturbations, thresholded by `eps` when given."""
 
+    impl = "editaudit.worker.ml.audit.attacks.art_attacks:CarliniWagner"
     name: Literal["cw"] = "cw"
     confidence: float = Field(0.0, ge=0)
     steps: int = Field(10, ge=1, le=10_000)
@@ -186,15 +306,24 @@ class CWParams(MinimalL2Attack):
     learning_rate: float = Field(0.01, gt=0)
     initial_const: float = Field(0.01, gt=0)
 
+    def iterations(self) -> int:
+        """Optimiser steps per binary-search step (its travel is undefined: Adam on a penalised loss)."""
+        return self.steps
+
 
 @register_attack_params
 class DeepFoolParams(MinimalL2Attack):
     """DeepFool (Moosavi-Dezfooli et al. 2016) through ART: minimal L2 perturbations, thresholded by `eps` as CW."""
 
+    impl = "editaudit.worker.ml.audit.attacks.art_attacks:DeepFool"
     name: Literal["deepfool"] = "deepfool"
     steps: int = Field(50, ge=1, le=10_000)
     overshoot: float = Field(1e-6, ge=0)
     nb_grads: int = Field(10, ge=1)
+
+    def iterations(self) -> int:
+        """Linearisation steps at most (its travel is undefined: each step goes to the nearest boundary)."""
+        return self.steps
 
 
 class _RegisteredAttacks:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from editaudit.contracts import metrics
+from collections.abc import Mapping
+
+from editaudit.contracts.audit_result import AuditResult
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -24,15 +26,17 @@ def render(headers: list[str], rows: list[list], align_right: set[int] | None = 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-def audit_table(audit: dict, headline_only: bool = False) -> str:
-    """baseline / candidate / delta [95% CI] / p for every metric of an audit (or the headline ones)."""
-    base, cand, deltas = audit["metrics"]["baseline"], audit["metrics"]["candidate"], audit.get("deltas", {})
+def audit_table(audit, headline_only: bool = False) -> str:
+    """baseline / candidate / delta [95% CI] / p for every metric of an audit (or the headline ones). `audit`: the
+    contract's AuditResult, or a document in its shape (the API's audit JSON)."""
+    result = AuditResult.from_document(audit) if isinstance(audit, Mapping) else audit
+    base, cand = result.metrics.baseline, result.metrics.candidate
     rows = []
-    for name in metrics.headline(set(base) | set(cand)) if headline_only else sorted(set(base) | set(cand)):
-        d = deltas.get(name) or {}
-        ci = d.get("ci95")
+    for name in result.headline() if headline_only else result.metrics.names():
+        d = result.deltas.get(name)
+        ci = d.ci95 if d is not None else None
         rows.append([name, base.get(name), cand.get(name),
-                     None if d.get("value") is None else f"{d['value']:+.4f}",
+                     None if d is None or d.value is None else f"{d.value:+.4f}",
                      None if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]",
-                     None if d.get("p_value") is None else f"{d['p_value']:.3g}"])
+                     None if d is None or d.p_value is None else f"{d.p_value:.3g}"])
     return render(["metric", "baseline", "candidate", "delta", "95% CI", "p"], rows)

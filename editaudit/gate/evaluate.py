@@ -1,6 +1,6 @@
 """Evaluate a policy against an audit -> pass | warn | fail, one row per (rule, metric) plus one per requirement.
-Pure functions of the audit as the API serves it (metrics, deltas with their paired counts, config, samples,
-profile).
+Pure functions of the audit's typed result (editaudit.contracts.audit_result: metrics, deltas with their paired
+counts, samples, the config that ran and its profile); attacks are asked for their facts by their parsed params.
 
 Fail-closed everywhere: a metric a rule names that the audit lacks, a drop the data cannot bound, a requirement the
 recorded audit does not meet, each blocks (unless the rule says `on_missing: warn | ignore` for a missing metric).
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from editaudit.contracts import metrics
 from editaudit.contracts.audit import CORRUPTION_NAMES
+from editaudit.contracts.audit_result import AuditResult, Delta, SplitSamples
 from editaudit.contracts.paired import drop_upper_bound, samples_needed
 from editaudit.gate.policy import Policy, Requirements, Rule
 
@@ -62,13 +64,23 @@ class GateResult:
         return cls(d["verdict"], [RuleOutcome(**r) for r in d["rules"]], list(d.get("notes") or []))
 
 
-def evaluate(audit: dict, policy: Policy, tenant: str | None = None, typos_are_usage: bool = True) -> GateResult:
+def as_result(audit: AuditResult | Mapping) -> AuditResult:
+    """The audit as the contract's model: the model itself, or a document in its shape (the API's audit JSON)."""
+    return audit if isinstance(audit, AuditResult) else AuditResult.from_document(audit)
+
+
+def evaluate(audit: AuditResult | Mapping, policy: Policy, tenant: str | None = None, typos_are_usage: bool = True,
+             datasets: Mapping | None = None) -> GateResult:
     """`tenant`: whose gate this is (a required profile must be that tenant's). `typos_are_usage`: an explicit
     adversarial metric whose attack id the audit never ran raises GateUsageError (ad-hoc and inline rules: a typo)
-    instead of counting as missing (named policies: the audit does not meet them)."""
-    base, cand = audit["metrics"].get("baseline", {}), audit["metrics"].get("candidate", {})
-    names = sorted(set(base) | set(cand))
-    rows = check_requirements(audit, policy.requires, tenant) if policy.requires else []
+    instead of counting as missing (named policies: the audit does not meet them). `datasets`: split -> {ref,
+    sha256} of the datasets audited (a document's own `datasets` when not given)."""
+    if datasets is None and isinstance(audit, Mapping):
+        datasets = audit.get("datasets")
+    audit = as_result(audit)
+    base, cand = audit.metrics.baseline, audit.metrics.candidate
+    names = audit.metrics.names()
+    rows = check_requirements(audit, policy.requires, tenant, datasets) if policy.requires else []
     for i, rule in enumerate(policy.rules):
         on_missing = rule.on_missing or policy.on_missing
         strict = typos_are_usage and on_missing == "fail"
@@ -82,8 +94,7 @@ def evaluate(audit: dict, policy: Policy, tenant: str | None = None, typos_are_u
                                         "metric missing from the audit" + (" (fail-closed)" if outcome == "fail" else ""),
                                         decision=rule.effective_decision, lenient=rule.lenient))
                 continue
-            rows.append(_decide(rule, metric, b, c, (audit.get("deltas") or {}).get(metric) or {},
-                                audit.get("samples") or {}))
+            rows.append(_decide(rule, metric, b, c, audit.deltas.get(metric) or Delta(), audit.samples))
     if not rows:  # every rule ignored what it could not find: nothing was shown, so nothing passes
         rows.append(RuleOutcome("policy", "—", None, None, None, None, None, "fail",
                                 "no rule applied to this audit (every rule's metric was missing and ignored)"))
@@ -100,18 +111,18 @@ def evaluate(audit: dict, policy: Policy, tenant: str | None = None, typos_are_u
     return GateResult(verdict, rows, notes)
 
 
-def _targets(audit: dict, names: list[str], rule: Rule, index: int, strict: bool) -> list[str]:
+def _targets(audit: AuditResult, names: list[str], rule: Rule, index: int, strict: bool) -> list[str]:
     """The metric names a rule reads in this audit: its metric, the wildcard's matches, or the attacks its selector
     matches (by their recorded parameters). An explicit adversarial metric whose attack id the audit never ran,
     while it ran others, is a usage error with the ids it did run."""
-    attacks = (audit.get("config") or {}).get("attacks") or []
+    attacks = audit.attacks()
     if rule.attack is not None:
-        ids = [a["id"] for a in attacks if rule.attack.matches(a)]
+        ids = [a.id for a in attacks if rule.attack.matches(a)]
         return [metrics.adv_accuracy(rule.split, i) for i in ids] or [rule.target]
     if metrics.is_pattern(rule.metric):
         return [n for n in names if fnmatch.fnmatchcase(n, rule.metric)] or [rule.metric]
     parsed = metrics.parse(rule.metric)
-    ran = [a["id"] for a in attacks]
+    ran = [a.id for a in attacks]
     if strict and parsed.measure == "adv" and ran and parsed.attack not in ran:
         candidates = [metrics.adv_accuracy(parsed.split, i) for i in ran] + names
         raise GateUsageError(f"rule {index}: this audit ran no attack with id {parsed.attack!r} (it ran {ran}); "
@@ -120,10 +131,11 @@ def _targets(audit: dict, names: list[str], rule: Rule, index: int, strict: bool
     return [rule.metric]
 
 
-def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict, samples: dict) -> RuleOutcome:
+def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: Delta,
+            samples: Mapping[str, SplitSamples]) -> RuleOutcome:
     t, kind = rule.threshold, rule.kind
     diff = None if b is None else c - b
-    p = delta.get("p_value")
+    p = delta.p_value
     row = lambda outcome, reason, **kw: RuleOutcome(  # noqa: E731
         rule.describe(), metric, b, c, diff, t, p, outcome, reason, decision=rule.effective_decision,
         lenient=rule.lenient, **kw)
@@ -144,13 +156,12 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict, sam
         reason = f"{word} {drop:+.4f} {'>' if bad else '<='} {t:g}"
         if bad and p is not None and p >= rule.alpha:
             bad, reason = False, f"{reason}, but not significant (p={p:.3g} >= {rule.alpha:g}); lenient decision"
-        return row(rule.severity if bad else "pass", reason, n=delta.get("n"))
-    counts = delta.get("discordant")
-    n = delta.get("n")
+        return row(rule.severity if bad else "pass", reason, n=delta.paired_n)
+    counts, n = delta.discordant, delta.paired_n
     if not counts or not n or scale <= 0:
         why = "no paired counts for this metric" if not counts or not n else "baseline is 0: no relative drop"
         return row(rule.severity, f"{word} {drop:+.4f}: cannot bound it ({why}); fail-closed", n=n, undecided=True)
-    lost, gained = counts["baseline_only"], counts["candidate_only"]
+    lost, gained = counts.baseline_only, counts.candidate_only
     per_image = _images(metric, n, samples)
     aggregate = per_image != n
     if aggregate:  # k conditions of the same images: count each image once
@@ -170,19 +181,23 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: dict, sam
     return row(rule.severity, reason, n=round(n), bound=bound, undecided=drop <= t, samples_needed=needed)
 
 
-def _images(metric: str, n: int, samples: dict) -> int:
+def _images(metric: str, n: int, samples: Mapping[str, SplitSamples]) -> int:
     """The number of images behind a metric's n. A corruption aggregate (a type over its severities, a severity
     over the types, everything) concatenates k conditions of the same images, whose outcomes are correlated; its
     bound treats the k conditions of an image as one observation (the worst case, perfect correlation), so it is
     never narrower than the data allow. Every other metric: n itself."""
     m = metrics.parse(metric)
-    images = (samples.get(m.split) or {}).get("n") if m is not None else None
+    images = samples[m.split].n if m is not None and m.split in samples else None
     return images if m is not None and m.aggregate and images and n > images else n
 
 
-def check_requirements(audit: dict, req: Requirements, tenant: str | None = None) -> list[RuleOutcome]:
+def check_requirements(audit: AuditResult | Mapping, req: Requirements, tenant: str | None = None,
+                       datasets: Mapping | None = None) -> list[RuleOutcome]:
     """One row per requirement: pass, or fail naming what the recorded audit lacks."""
-    config, samples = audit.get("config") or {}, audit.get("samples") or {}
+    if datasets is None and isinstance(audit, Mapping):
+        datasets = audit.get("datasets")
+    audit = as_result(audit)
+    config, samples, datasets = audit.config, audit.samples, datasets or {}
     rows = []
 
     def add(what: str, ok: bool, reason: str) -> None:
@@ -190,47 +205,41 @@ def check_requirements(audit: dict, req: Requirements, tenant: str | None = None
                                 "pass" if ok else "fail", reason if not ok else "met", decision="requirement"))
 
     if req.profile is not None:
-        prof, want = audit.get("profile") or {}, req.profile
-        ok = prof.get("name") == want.name and (want.version is None or prof.get("version") == want.version) and (
-            want.min_version is None or (prof.get("version") or 0) >= want.min_version) and (
-            want.sha256 is None or prof.get("sha256") == want.sha256) and (
-            tenant is None or prof.get("tenant") == tenant)
+        prof, want = audit.profile, req.profile
+        ok = prof is not None and prof.name == want.name and (
+            want.version is None or prof.version == want.version) and (
+            want.min_version is None or (prof.version or 0) >= want.min_version) and (
+            want.sha256 is None or prof.sha256 == want.sha256) and (tenant is None or prof.tenant == tenant)
         add(f"profile {want.name}" + (f" v{want.version}" if want.version else "")
             + (f" v>={want.min_version}" if want.min_version else "") + (f" {want.sha256[:12]}" if want.sha256 else ""),
-            ok, f"the audit ran profile {prof.get('name')} v{prof.get('version')} of tenant {prof.get('tenant')} "
-                f"(config {str(prof.get('sha256'))[:12]})" if prof
+            ok, f"the audit ran profile {prof.name} v{prof.version} of tenant {prof.tenant} "
+                f"(config {str(prof.sha256)[:12]})" if prof
             else "the audit ran no server-side profile (the submitter chose its config)")
+    attacks = audit.attacks()
     for sel in req.attacks:
-        found = [a for a in config.get("attacks") or [] if sel.matches(a)]
-        add(f"attack {sel.describe()}", bool(found),
+        add(f"attack {sel.describe()}", any(sel.matches(a) for a in attacks),
             f"no attack of the audit is {sel.describe()}; it ran "
-            + (", ".join(_attack_summary(a) for a in config.get("attacks") or []) or "no attack"))
+            + (", ".join(a.describe() for a in attacks) or "no attack"))
     if req.corruptions is not None:
-        ran = config.get("corruptions") or {}
-        names = ran.get("names")
-        have = set() if not ran else set(CORRUPTION_NAMES) if names == "all" else set(names or [])
+        ran = config.corruptions if config is not None else None
+        have = set(ran.resolved_names) if ran else set()
         want = set(CORRUPTION_NAMES) if req.corruptions.names == "all" else set(req.corruptions.names)
         missing_names = sorted(want - have)
-        missing_sev = sorted(set(req.corruptions.severities) - set(ran.get("severities") or []))
+        missing_sev = sorted(set(req.corruptions.severities) - set(ran.severities if ran else []))
         add("corruptions", not missing_names and not missing_sev and bool(ran),
             "the audit ran no corruptions" if not ran else
             f"missing corruptions {missing_names or '-'}, severities {missing_sev or '-'}")
     for split, least in req.min_samples.items():
-        got = (samples.get(split) or {}).get("n", 0)
+        got = samples[split].n if split in samples else 0
         add(f"{least} samples of {split}", got >= least, f"the audit used {got} samples of {split}")
     for split in req.full_splits:
-        got = samples.get(split) or {}
-        add(f"all of {split}", bool(got) and got.get("n") == got.get("of"),
-            f"the audit used {got.get('n', 0)} of {got.get('of', 0)} samples of {split} (a subset)")
+        got = samples.get(split)
+        add(f"all of {split}", got is not None and got.n == got.of,
+            f"the audit used {got.n if got else 0} of {got.of if got else 0} samples of {split} (a subset)")
     for split in req.splits:
         add(f"split {split}", split in samples, f"the audit did not cover {split}")
     for split, want in req.datasets.items():
-        have = (audit.get("datasets") or {}).get(split) or {}
+        have = datasets.get(split) or {}
         add(f"{split} set {want}", want in (have.get("ref"), have.get("sha256")),
             f"the audit's {split} set is {have.get('ref')} (sha256 {str(have.get('sha256'))[:12]})")
     return rows
-
-
-def _attack_summary(a: dict) -> str:
-    keys = ("norm", "eps", "steps", "restarts")
-    return f"{a.get('id')} ({a.get('name')}: " + ", ".join(f"{k}={a[k]}" for k in keys if a.get(k) is not None) + ")"

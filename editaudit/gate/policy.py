@@ -27,6 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editaudit.contracts import metrics
+from editaudit.contracts.attacks import AttackParams
+from editaudit.contracts.audit_result import UnrecognizedAttack
 
 KINDS = ("min", "max", "max_drop", "max_relative_drop")
 DROP_KINDS = ("max_drop", "max_relative_drop")
@@ -41,39 +43,35 @@ class _Strict(BaseModel):
 
 class AttackSelector(_Strict):
     """Attacks by what they are, not by the id the submitter chose: every attack of the audit with this name and
-    norm and at least this strength."""
+    norm and at least this strength. Each floor is checked against the attack's own answer (its params' methods:
+    radius(), iterations(), restart_count(), travel()); an attack that has no answer for a floor does not match."""
 
     name: str
     norm: Literal["inf", "2"] | None = None
     min_eps: float | None = Field(None, gt=0)
     min_steps: int | None = Field(None, ge=1)
     min_restarts: int | None = Field(None, ge=1)
-    min_travel: float | None = Field(None, gt=0, description="steps x step size / eps, at least: an attack whose "
-                                                             "steps cannot reach the radius is not that attack")
+    min_travel: float | None = Field(None, gt=0, description=(
+        "how far its steps can carry it, in radii, by its own step rule, at least: PGD steps x step size / eps "
+        "(2.5 with the default step size); FGSM 1; APGD its guaranteed travel under ART's schedule (2 eps first, "
+        "halved at every checkpoint in the worst case: 2 for one step). Attacks without a step rule (Square, "
+        "AutoAttack, CW, DeepFool) do not match. An attack whose steps cannot reach the radius is not that attack"))
 
-    def matches(self, attack: dict) -> bool:
-        """`attack` as the audit recorded it (its config, defaults included)."""
-        at_least = lambda value, floor: floor is None or (value or 0) >= floor  # noqa: E731
-        return (attack.get("name") == self.name and (self.norm is None or attack.get("norm") == self.norm)
-                and at_least(attack.get("eps"), self.min_eps) and at_least(attack.get("steps"), self.min_steps)
-                and at_least(attack.get("restarts"), self.min_restarts)
-                and at_least(_travel(attack), self.min_travel))
+    def matches(self, attack: AttackParams) -> bool:
+        """`attack`: one of the audit's attacks as it ran (its recorded config, parsed by the attack registry)."""
+        if isinstance(attack, UnrecognizedAttack):  # recorded, but this server cannot say what it was
+            return False
+        at_least = lambda value, floor: floor is None or (value is not None and value >= floor)  # noqa: E731
+        return (attack.name == self.name and (self.norm is None or attack.ball_norm() == self.norm)
+                and at_least(attack.radius(), self.min_eps) and at_least(attack.iterations(), self.min_steps)
+                and at_least(attack.restart_count(), self.min_restarts)
+                and at_least(attack.travel(), self.min_travel))
 
     def describe(self) -> str:
         parts = [self.name] + [f"{k}{'>=' if k.startswith('min_') else '='}{v:g}" if isinstance(v, float) else
                                f"{k}{'>=' if k.startswith('min_') else '='}{v}"
                                for k, v in self.model_dump(exclude_none=True).items() if k != "name"]
         return " ".join(p.replace("min_", "") for p in parts)
-
-
-def _travel(attack: dict) -> float | None:
-    """How far an iterative attack's steps can carry it, in radii: steps x step size / eps (PGD's default step
-    size is 2.5 eps / steps, a travel of 2.5). None for attacks without steps and an explicit or implied step."""
-    eps, steps = attack.get("eps"), attack.get("steps")
-    if not eps or not steps:
-        return None
-    step = attack.get("step_size") or 2.5 * eps / steps
-    return steps * step / eps
 
 
 class ProfileRequirement(_Strict):

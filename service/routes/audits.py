@@ -13,13 +13,13 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.gate.evaluate import GateResult
 from editaudit.gate.render import as_junit
-from editaudit.service.deps import SessionDep, TenantDep
+from editaudit.service.deps import SessionDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.audits import AuditOut
 from editaudit.service.schemas.listing import AuditSummary, Page
 from editaudit.service.services import reports
-from editaudit.service.services.audits import audit_dict
+from editaudit.service.services.audits import audit_out
 from editaudit.service.services.gating import gate_for
 from editaudit.service.services.listing import MAX_PAGE, page
 
@@ -31,7 +31,7 @@ REPORT_DOC = {200: {"description": "the report", "content": {t.split(";")[0]: {}
 
 
 @router.get("/audits", response_model=Page[AuditSummary], **op("list_audits", Scope.audits_read))
-def list_audits(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
+def list_audits(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
                 cursor: str | None = None, edit_id: str | None = None, model_id: str | None = None,
                 status: Status | None = None, method: str | None = None, created_after: datetime | None = None):
     """The tenant's audits, newest first, filtered by edit, the edited model, status, method and creation time."""
@@ -44,26 +44,26 @@ def list_audits(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, l
         q = q.join(db.Edit, db.Edit.id == db.Audit.edit_id)
         q = q.where(db.Edit.model_id == model_id) if model_id is not None else q
         q = q.where(db.Edit.method == method) if method is not None else q
-    rows, nxt = page(s, db.Audit, tenant, limit, cursor, created_after, q)
+    rows, nxt = page(s, db.Audit, limit, cursor, created_after, q)
     return Page[AuditSummary](items=[AuditSummary.model_validate(a, from_attributes=True) for a in rows],
                               next_cursor=nxt)
 
 
 @router.get("/audits/{audit_id}", response_model=AuditOut, **op("get_audit", Scope.audits_read, 404))
-def get_audit(audit_id: str, s: SessionDep, tenant: TenantDep):
-    return audit_dict(repo.get_or_404(s, db.Audit, audit_id, tenant))
+def get_audit(audit_id: str, s: SessionDep):
+    return audit_out(repo.get_or_404(s, db.Audit, audit_id))
 
 
 @router.get("/audits/{audit_id}/report.{fmt}", response_class=Response,
             **op("get_audit_report", Scope.audits_read, 404, 409, responses=REPORT_DOC))
-def get_report(audit_id: str, fmt: str, s: SessionDep, tenant: TenantDep, policy: str = "default"):
+def get_report(audit_id: str, fmt: str, s: SessionDep, policy: str = "default"):
     """json (versioned), md (PR comment), html (self-contained, with plots), xml (JUnit: the gate under `policy`)."""
     if fmt not in REPORT_TYPES:
         raise Problem(404, f"no report format {fmt!r}; valid: {sorted(REPORT_TYPES)}", field="fmt")
-    audit = repo.get_or_404(s, db.Audit, audit_id, tenant)
+    audit = repo.get_or_404(s, db.Audit, audit_id)
     if fmt == "xml":
-        result = gate_for(s, tenant, audit.edit_id, policy)
+        result = gate_for(s, audit.edit_id, policy)
         body = as_junit(GateResult.from_dict(result), suite=f"editaudit gate {audit.edit_id}")
     else:
-        body = reports.rendered(audit_dict(audit), fmt)
+        body = reports.rendered(audit_out(audit), fmt)
     return Response(body, media_type=REPORT_TYPES[fmt])

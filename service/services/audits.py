@@ -1,18 +1,17 @@
-"""An audit row as the API serves it (`GET /audits/{id}`, reports, the gate)."""
+"""An audit row as the API serves it (`GET /audits/{id}`, reports, the gate): its result read through the contract
+(editaudit.contracts.audit_result), whatever shape it was stored in, with the row's config and profile."""
 
 from __future__ import annotations
 
+from editaudit.contracts.audit_result import AuditResult
 from editaudit.core import db
 from editaudit.service.schemas.audits import AuditOut
 
 
-def audit_dict(audit: db.Audit) -> dict:
-    r = audit.result or {}
-    return AuditOut(id=audit.id, status=audit.status, edit_id=audit.edit_id,
-                    metrics=r.get("metrics", {"baseline": {}, "candidate": {}}), deltas=r.get("deltas", {}),
-                    samples=r.get("samples"), durations_s=r.get("durations_s"), device=r.get("device"),
-                    curves=r.get("curves"), baseline_cached=r.get("baseline_cached"),
-                    intervals=r.get("intervals"), notes=r.get("notes"),
-                    alpha_curve=r.get("alpha_curve"), mli=r.get("mli"), sweep=r.get("sweep"),
-                    config=audit.config, profile=audit.profile, versions=audit.versions, created_at=audit.created_at,
-                    finished_at=audit.finished_at).model_dump()
+def audit_result(audit: db.Audit) -> AuditResult:
+    """The row's result (an empty one before there is any) with the config that ran and its profile."""
+    return AuditResult.from_stored(audit.result, audit.config, audit.profile)
+
+
+def audit_out(audit: db.Audit) -> AuditOut:
+    return AuditOut.of(audit, audit_result(audit) if audit.result is not None else None)

@@ -77,18 +77,19 @@ def _resolve(schema: dict, node: dict) -> dict:
             return node
 
 
-def _typeddict_in(ann) -> tuple[type | None, int]:
-    """The TypedDict inside an annotation (`X`, `X | None`, `list[X]`), and how many lists deep it sits."""
+def _typeddict_in(ann) -> tuple[type | None, list[str]]:
+    """The TypedDict inside an annotation (`X`, `X | None`, `list[X]`, `dict[str, X]`), and the schema keywords that
+    lead to it (`items` through a list, `additionalProperties` through a dict)."""
     if typing.is_typeddict(ann) or typing.is_typeddict(typing.get_origin(ann)):
-        return ann, 0
+        return ann, []
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin in (typing.Union, types.UnionType):
         found = [_typeddict_in(a) for a in args if a is not type(None)]
-        return next(((t, d) for t, d in found if t is not None), (None, 0))
-    if origin is list and args:
-        inner, depth = _typeddict_in(args[0])
-        return inner, depth + 1
-    return None, 0
+        return next(((t, d) for t, d in found if t is not None), (None, []))
+    if origin in (list, dict) and args:
+        inner, path = _typeddict_in(args[-1])
+        return inner, ["items" if origin is list else "additionalProperties", *path]
+    return None, []
 
 
 def check_keys(schema: dict, td, node: dict, where: str) -> None:
@@ -102,12 +103,12 @@ def check_keys(schema: dict, td, node: dict, where: str) -> None:
     hints = typing.get_type_hints(td)
     assert set(hints) == set(node.get("properties", {})), f"{where}: {td.__name__} keys differ from the schema"
     for key, ann in hints.items():
-        inner, depth = _typeddict_in(ann)
+        inner, path = _typeddict_in(ann)
         if inner is None:
             continue
         sub = _resolve(schema, node["properties"][key])
-        for _ in range(depth):
-            sub = _resolve(schema, sub["items"])
+        for step in path:
+            sub = _resolve(schema, sub[step])
         check_keys(schema, inner, sub, f"{where}.{key}")
 
 

@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 
 import editaudit
+from editaudit.contracts.audit_result import AuditResult
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo, webhooks
@@ -80,7 +81,7 @@ def json_safe(obj):
     return obj
 
 
-def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result,
+def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result: AuditResult,
                   token: str) -> None:
     """Objects first (content-addressed), then every row in one transaction that starts by claiming the edit's
     `succeeded` under this attempt's lease: if another attempt holds it (or a cancel came), nothing is written and
@@ -107,7 +108,8 @@ def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, chan
             edit.delta_object_key, edit.delta_sha256 = delta_key, delta_digest
             edit.info = {**info, "changed_keys": changed}
             edit.progress = {"stage": "done", "done": 1, "total": 1}
-            audit.status, audit.result, audit.finished_at = Status.succeeded, result, db.utcnow()
+            # the result without the config: that is the row's `config` (stored once, when it was requested)
+            audit.status, audit.result, audit.finished_at = Status.succeeded, json_safe(result.stored()), db.utcnow()
             audit.versions = versions()
             webhooks.edit_finished(s, edit)  # the events commit with the result, or neither does
             s.commit()

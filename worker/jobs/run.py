@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 
 from editaudit.contracts import metrics
+from editaudit.contracts.audit_result import HeldOut, SplitSamples
 from editaudit.contracts.edits import parse_hyperparams
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
@@ -24,8 +25,8 @@ from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
 from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
-from editaudit.worker.jobs.persist import (delta_stats, finish, json_safe, load_dataset, load_edited_model, load_model,
-                                           make_delta, state_of, store_success)
+from editaudit.worker.jobs.persist import (delta_stats, finish, load_dataset, load_edited_model, load_model, make_delta,
+                                           state_of, store_success)
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import hold_out
@@ -53,13 +54,13 @@ def hold_out_for_edit(params, splits: dict) -> tuple | None:
     return held, record
 
 
-def note_held_out(samples: dict, record: dict, roles: set[str]) -> None:
+def note_held_out(samples: dict[str, SplitSamples], record: dict, roles: set[str]) -> None:
     """The audit's test `samples` in terms of the whole split: ids into it, `of` its size, what was held out."""
     rest_idx = np.setdiff1d(np.arange(record["of"]), record["ids"])
     row = samples["test"]
-    row["ids"] = (rest_idx[row["ids"]] if row["ids"] is not None else rest_idx).tolist()
-    row["of"] = record["of"]
-    row["held_out"] = {**record, "for": sorted(roles)}
+    row.ids = (rest_idx[row.ids] if row.ids is not None else rest_idx).tolist()
+    row.of = record["of"]
+    row.held_out = HeldOut(**record, roles=sorted(roles))
 
 
 def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
@@ -110,14 +111,14 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         cache_key = baseline_cache_key(model_sha, spec, {k: ds.identity for k, ds in splits.items()}, audit_config,
                                        device.type)
         cached = cache_get(store, cache_key, lambda data: Evaluation.from_json(json.loads(data)))
-        result = run_audit(baseline, edited.model, splits, audit_config, device, progress, baseline_eval=cached)
-        base_eval = result.pop("baseline_eval")
+        result, base_eval = run_audit(baseline, edited.model, splits, audit_config, device, progress,
+                                      baseline_eval=cached)
         if cached is None:
             cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
-        result["durations_s"]["edit"] = edit_seconds
+        result.durations_s["edit"] = edit_seconds
         if held_out:
-            note_held_out(result["samples"], held_out[1], params.held_out_roles())
-        result.update({k: edited.audit[k] for k in params.audit_sections if k in edited.audit})
+            note_held_out(result.samples, held_out[1], params.held_out_roles())
+        result.add_sections(edited.audit, params.audit_sections)
         state = state_of(edited.model.net)
         weights = safetensors.torch.save(state)
         delta = make_delta(state, edited.changed, {"parent_sha256": model_sha, "method": job["method"]})
@@ -135,7 +136,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         return
     try:
         store_success(sessions, store, edit_id, audit_id, spec, weights, delta, edited.changed, edited.info,
-                      json_safe(result), token)
+                      result, token)
     except LeaseLost:
         log.warning("edit %s: attempt %s finished after losing its lease (or a cancel); kept nothing", edit_id, token)
     except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)

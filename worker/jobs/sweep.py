@@ -6,6 +6,7 @@ import logging
 import math
 
 from editaudit.contracts import metrics
+from editaudit.contracts.audit_result import AuditResult
 from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo, webhooks
@@ -67,7 +68,7 @@ def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan
             if done:  # not canceled meanwhile, and no other attempt took over
                 audit = s.get(db.Audit, audit_id)
                 audit.status, audit.finished_at, audit.versions = status, db.utcnow(), versions()
-                audit.result = json_safe({"sweep": table})
+                audit.result = json_safe(AuditResult(sweep=table).stored())
                 webhooks.edit_finished(s, s.get(db.Edit, sweep_id))
             s.commit()
     except Exception as exc:  # noqa: BLE001 - never leave a sweep `running`
@@ -78,13 +79,13 @@ def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan
 def sweep_row(s, edit_id: str, layer: str) -> dict:
     """A sub-edit's line of the comparison: status, summary candidate metrics and their deltas, edit info."""
     edit = s.get(db.Edit, edit_id)
-    result = repo.audit_of(s, edit_id).result or {}
+    result = AuditResult.from_stored(repo.audit_of(s, edit_id).result)
     keep = lambda name: (m := metrics.parse(name)) is None or m.summary  # noqa: E731 - per-type is noise here
     info = edit.info or {}
     return {"layer": layer, "edit_id": edit_id, "status": edit.status, "error": edit.error,
             "edited_model_id": edit.edited_model_id,
-            "metrics": {k: v for k, v in result.get("metrics", {}).get("candidate", {}).items() if keep(k)},
-            "deltas": {k: v for k, v in result.get("deltas", {}).items() if keep(k)},
+            "metrics": {k: v for k, v in result.metrics.candidate.items() if keep(k)},
+            "deltas": {k: d.model_dump(mode="json") for k, d in result.deltas.items() if keep(k)},
             "info": {k: info[k] for k in EDIT_PARAMS[edit.method].sweep_info if k in info}}
 
 

@@ -3,7 +3,8 @@
 Each model is evaluated on its own (`evaluate_model`) into per-sample outcomes: that is what the baseline cache
 stores, and what makes paired statistics possible. `compare` turns two evaluations into the metrics and deltas named
 by editaudit.contracts.metrics (accuracy, agreement, drawdown, adversarial and corruption accuracies and their
-aggregates, corruption errors relative to the baseline).
+aggregates, corruption errors relative to the baseline); `run_audit` returns them as the contract's AuditResult
+(editaudit.contracts.audit_result) with the baseline's evaluation beside it.
 Random draws (attack starts, corruptions) are seeded per split, attack/corruption and batch, never per model, so
 both models face the same inputs.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ from torch import nn
 
 from editaudit.contracts import metrics as M
 from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
-from editaudit.worker.ml.audit.attacks import ATTACKS, Attack
+from editaudit.contracts.audit_result import AuditResult, SplitSamples
+from editaudit.worker.ml.audit.attacks import make_attack
 from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
 from editaudit.worker.ml.audit.stats import (AGGREGATE_METHOD, SINGLE_METHOD, aggregate_accuracy_delta,
                                               newcombe_difference, paired_accuracy_delta, wilson)
@@ -90,7 +92,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
             accs = []
             for k, eps in enumerate(radii):
                 p = params if k == 0 else params.at_eps(eps)
-                attack, outcome = Attack(p, ATTACKS[p.name]), []
+                attack, outcome = make_attack(p), []
                 for b, xb, yb in _batches(ds, cfg.batch_size, device):
                     xb, yb = to_device(xb, device), yb.to(device)
                     gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p.seed, split, p.id, k, b))
@@ -227,20 +229,29 @@ def _corruption_errors(metrics: dict, split: str) -> None:
         metrics["candidate"][M.corruption_ce(split)] = sum(ces) / len(ces)
 
 
-def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str, TensorDataset], dict]:
+def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str, TensorDataset],
+                                                                        dict[str, SplitSamples]]:
     """Apply `max_samples` (stratified, seeded) and record which samples were used."""
     out, samples = {}, {}
     for name, ds in splits.items():
         idx = stratified_indices(ds.y.numpy(), cfg.max_samples, _seed(cfg.seed, name) % 2**32)
         t = torch.from_numpy(idx)
         out[name] = TensorDataset(ds.pixels[t], ds.y[t])
-        samples[name] = {"n": len(idx), "of": len(ds), "ids": idx.tolist() if len(idx) < len(ds) else None}
+        samples[name] = SplitSamples(n=len(idx), of=len(ds), ids=idx.tolist() if len(idx) < len(ds) else None)
     return out, samples
+
+
+class AuditRun(NamedTuple):
+    """What `run_audit` returns: the result, and the baseline's evaluation beside it (what the baseline cache
+    stores; pass it back as `baseline_eval` to audit another candidate of the same model on the same inputs)."""
+
+    result: AuditResult
+    baseline: Evaluation
 
 
 def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, TensorDataset],
               config: dict | AuditConfig, device: torch.device | str = "cpu", progress: Progress = lambda *_: None,
-              baseline_eval: Evaluation | None = None) -> dict:
+              baseline_eval: Evaluation | None = None) -> AuditRun:
     """The whole audit. Pass `baseline_eval` (from the cache) to skip re-evaluating the baseline."""
     cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config)
     device = torch.device(device)
@@ -258,14 +269,12 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
     base = baseline_eval if cached else evaluate_model(baseline, splits, cfg, device, tick)
     cand = evaluate_model(candidate, splits, cfg, device, tick)
     out = compare(base, cand)
-    out.update(samples=samples, config=cfg.model_dump(mode="json"), device=str(device),
-               durations_s={"audit": time.perf_counter() - t0,
-                            **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
-                            **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
-               baseline_cached=cached)
-    out["notes"] = collapse_notes(out["metrics"], splits) + method_notes(cfg)
-    out["baseline_eval"] = base
-    return out
+    result = AuditResult(
+        **out, samples=samples, config=cfg, device=str(device), baseline_cached=cached,
+        durations_s={"audit": time.perf_counter() - t0, **{f"candidate.{k}": v for k, v in cand.durations_s.items()},
+                     **({} if cached else {f"baseline.{k}": v for k, v in base.durations_s.items()})},
+        notes=collapse_notes(out["metrics"], splits) + method_notes(cfg))
+    return AuditRun(result, base)
 
 
 def method_notes(cfg: AuditConfig) -> list[str]:
