@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from typing import Sequence
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 import editaudit
 from editaudit.core import db
@@ -26,11 +27,6 @@ RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router
                     audit_profiles.router, policies.router, gate.router, aliases.router, webhooks.router)
 
 
-def api_routes() -> list:
-    """Every operation of the API (the edge layer matches requests against them; the cross-tenant test walks them)."""
-    return [r for router in (health.router, *RESOURCE_ROUTERS) for r in router.routes]
-
-
 def build_services(settings: Settings, allow_anonymous: bool = False) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker_dirs(settings)  # the embedded broker's folders exist before the first message is sent
@@ -49,21 +45,25 @@ def check_credentials(svc: Services) -> None:
         log.warning("no API key required: requests without one act as tenant 'default' with every scope "
                     "(loopback only; create a key with `editaudit keys create` to require keys)")
         return
-    with svc.sessions() as s:
+    with db.unscoped_session(svc.sessions, "start-up: does any tenant have a key") as s:
         if not credentials_exist(s, svc.settings.api_token):
             raise RuntimeError("no API key exists and EDITAUDIT_API_TOKEN is not set: refusing to serve without "
                                "authentication; run `editaudit keys create --tenant NAME --scope admin` first")
 
 
-def create_app(settings: Settings | None = None, *, allow_anonymous: bool = False) -> FastAPI:
+def create_app(settings: Settings | None = None, *, allow_anonymous: bool = False,
+               routers: Sequence[APIRouter] = ()) -> FastAPI:
     """The API. `allow_anonymous` is for `editaudit serve` on loopback (and tests): requests without a key act as
-    tenant `default` until a key exists."""
+    tenant `default` until a key exists. `routers`: more routes (a deployment's, a test's), held to the same rules:
+    every route declares its scope (or that it is public) or the app refuses to build, and start; every route's
+    session is its caller's tenant's."""
     settings = settings or get_settings()
     load_plugins(settings.plugins)  # their params are valid in requests from now on
     services = build_services(settings, allow_anonymous)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        openapi.check_routes(_app)  # again: a router included after create_app is held to the same rule
         check_credentials(services)
         yield
 
@@ -73,14 +73,15 @@ def create_app(settings: Settings | None = None, *, allow_anonymous: bool = Fals
     app.state.services = services
     errors.install(app)
     app.include_router(health.router)
-    for r in RESOURCE_ROUTERS:
+    for r in (*RESOURCE_ROUTERS, *routers):
         app.include_router(r)
     openapi.install(app)
     # middleware, innermost first: at most api_threads requests inside (a database connection free for each),
     # admitted only once their body is in; the edge's checks before that; metrics and request ids outermost
     app.add_middleware(Admission)
-    app.add_middleware(EdgeChecks, routes=api_routes(), services=services)
+    app.add_middleware(EdgeChecks, routes=app.routes, services=services)  # the live list: later routes included
     observability.install(app)
+    openapi.check_routes(app)
     return app
 
 

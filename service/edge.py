@@ -23,10 +23,11 @@ import anyio
 from starlette.routing import Match
 
 from editaudit.contracts.scopes import grants
-from editaudit.core import keys
+from editaudit.core import db, keys
 from editaudit.service.admission import BODY_IN
 from editaudit.service.errors import problem_response, unavailable_response
 from editaudit.service.interrupt import Interrupt, run_interruptible
+from editaudit.service.openapi import flat_routes
 
 MAX_JSON_BYTES = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -36,7 +37,10 @@ DATABASE_DOWN = "the database is unavailable; retry shortly"
 
 class EdgeChecks:
     def __init__(self, app, routes, services):
+        """`routes`: the app's route list itself (app.routes), so routes included after the middleware was added
+        are matched too."""
         self.app, self.routes, self.svc = app, routes, services
+        self._flat: tuple[int, list] = (-1, [])
         self._cache: dict[str, tuple[float, keys.Principal | None]] = {}
 
     async def __call__(self, scope, receive, send):
@@ -78,7 +82,9 @@ class EdgeChecks:
         return await self._buffered(scope, receive, send, limit)
 
     def _route(self, scope):
-        for route in self.routes:
+        if self._flat[0] != len(self.routes):
+            self._flat = (len(self.routes), flat_routes(self.routes))
+        for route in self._flat[1]:
             match, _ = route.matches(scope)
             if match == Match.FULL:
                 return route
@@ -114,11 +120,11 @@ class EdgeChecks:
         return value
 
     def _lookup(self, token: str) -> keys.Principal | None:
-        with self.svc.sessions() as s:
+        with db.unscoped_session(self.svc.sessions, "the edge: which tenant a key belongs to") as s:
             return keys.principal_for(s, token)
 
     def _credentials_exist(self) -> bool:
-        with self.svc.sessions() as s:
+        with db.unscoped_session(self.svc.sessions, "the edge: does any tenant have a key") as s:
             return keys.credentials_exist(s, self.svc.settings.api_token)
 
     async def _buffered(self, scope, receive, send, limit: int):

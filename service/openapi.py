@@ -1,6 +1,8 @@
 """The OpenAPI contract: every operation's stable id, the scope it needs and the errors it may answer, declared
 once per route with `op(...)`; `install` publishes the problem schema for every error status, the bearer scheme
-and serves /docs from local assets (no CDN: it works offline).
+and serves /docs from local assets (no CDN: it works offline). A route that declares no scope is refused: `op()`
+refuses `scope=None` unless the route says it is public (no key) or open to any key, and `check_routes` refuses, at
+app build and again at start-up, any route that did not go through `op()`.
 
 The schema is OpenAPI 3.1, which only Swagger UI 5 renders (4.x answers "Unable to render this definition"): /docs
 serves swagger-ui-dist 5.x as the PyPI package fastapi-swagger ships it (its `resources` folder, the three files
@@ -15,8 +17,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Mount, Route
 
 from editaudit.contracts.scopes import Scope
 from editaudit.service.errors import PROBLEM, TITLES
@@ -46,12 +50,22 @@ class Problem(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+class RouteDeclarationError(RuntimeError):
+    """A route that does not say who may call it."""
+
+
 def op(operation_id: str, scope: Scope | None, *errors: int, upload: bool = False, public: bool = False,
-       responses: dict | None = None) -> dict:
-    """Route keyword arguments: `@router.get(path, **op("get_edit", Scope.audits_read, 404))`. `scope` None: any
-    valid key; `public`: no key at all (health and metrics); `responses`: the route's other documented answers."""
+       any_key: bool = False, responses: dict | None = None) -> dict:
+    """Route keyword arguments: `@router.get(path, **op("get_edit", Scope.audits_read, 404))`. A route names the
+    scope it needs; `scope` None only with `public` (no key at all: health and metrics) or `any_key` (any valid
+    key: the catalog of archs and methods). `responses`: the route's other documented answers. Whatever the scope,
+    the route's database session is its caller's tenant's (editaudit.service.deps.SessionDep)."""
+    if (scope is None) == (not (public or any_key)) or (public and any_key):
+        raise RouteDeclarationError(f"route {operation_id!r}: name the scope it needs, or declare it public=True "
+                                    "(no key) or any_key=True (any valid key): one of the three")
     statuses = sorted(set(errors) | set(PUBLIC_ERRORS if public else COMMON_ERRORS))
-    extra = {"x-required-scope": scope.value if scope else None, "x-public": public, "x-upload": upload}
+    extra = {"x-required-scope": scope.value if scope else None, "x-public": public, "x-any-key": any_key,
+             "x-upload": upload}
     return {"operation_id": operation_id, "openapi_extra": extra,
             "responses": {**{s: {"description": TITLES.get(s, "Error")} for s in statuses}, **(responses or {})}}
 
@@ -68,6 +82,7 @@ def _schema(app: FastAPI) -> dict:
         for operation in item.values():
             public = operation.pop("x-public", False)
             operation.pop("x-upload", None)
+            operation.pop("x-any-key", None)
             if operation.get("x-required-scope") is None:
                 operation.pop("x-required-scope", None)
             operation["security"] = [] if public else [{"bearer": []}]
@@ -110,6 +125,52 @@ class DocsAssets(StaticFiles):
         return super().lookup_path(path)
 
 
+def declared(route) -> bool:
+    """Whether an operation says who may call it (it went through `op()`)."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return bool(extra.get("x-required-scope") or extra.get("x-public") or extra.get("x-any-key"))
+
+
+class _Flat:
+    """A route of a FastAPI that copies included routers' routes into the app's list (before 0.16x's lazy
+    inclusion): already flat; `original_route` is itself, everything else is the route's."""
+
+    def __init__(self, route):
+        self.route = self.original_route = route
+
+    def __getattr__(self, name: str):
+        return getattr(self.route, name)
+
+
+def flat_routes(routes) -> list:
+    """Every route of an app's route list, included routers' routes in their place (with their prefixes), each
+    with `matches(scope)`, `path`, `methods` and, for an operation, its `openapi_extra`."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # an older FastAPI: app.routes already holds every route, prefixed
+        return [_Flat(r) for r in routes]
+    return list(iter_route_contexts(routes))
+
+
+def check_routes(app: FastAPI) -> None:
+    """Refuse an app with a route that does not say who may call it: an APIRoute not declared with `op()`, or any
+    other route but the schema's and the docs' assets."""
+    bad = []
+    for route in flat_routes(app.routes):
+        original = route.original_route
+        if isinstance(original, APIRoute):
+            ok = declared(route)
+        elif isinstance(original, Mount):
+            ok = isinstance(original.app, DocsAssets)
+        else:
+            ok = isinstance(original, Route) and route.path == app.openapi_url
+        if not ok:
+            methods = ",".join(sorted(getattr(route, "methods", None) or [])) or type(original).__name__
+            bad.append(f"{methods} {route.path}")
+    if bad:
+        raise RouteDeclarationError(f"routes without a declared scope (op(..., scope) or public=True): {bad}")
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:  # built once, after every route is registered
@@ -123,7 +184,7 @@ def install(app: FastAPI) -> None:
         return
     app.mount("/docs-assets", DocsAssets(directory=assets), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, **op("docs", None, any_key=True))
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",

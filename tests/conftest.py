@@ -156,12 +156,20 @@ def make_settings(tmp: Path, **urls):
     return Settings(data_dir=tmp, queue=f"editaudit-test-{uuid.uuid4().hex[:8]}", device="cpu", **urls)
 
 
+def unscoped(factory):
+    """Sessions over `factory` (a sessionmaker: `client.services.sessions`, `db.session_factory(url)`) that see
+    every tenant, as a worker's do: what tests use to set up and inspect rows behind the API's back."""
+    from editaudit.core import db
+
+    return db.unscoped_sessions(factory, "a test sets up and inspects rows of any tenant")
+
+
 def key_headers(settings, tenant: str, scopes=("admin",), name: str | None = None) -> dict:
     """A new API key of `tenant` (created in the settings' database, as `editaudit keys create` does), as request
     headers. Once any key exists, requests without one are refused."""
     from editaudit.core import db, keys
 
-    with db.session_factory(settings.resolved_database_url)() as s:
+    with unscoped(db.session_factory(settings.resolved_database_url))() as s:
         _, token = keys.create_key(s, tenant, name or f"{tenant}-key", list(scopes))
     return {"Authorization": f"Bearer {token}"}
 

@@ -45,7 +45,8 @@ def _on_start(**_):
     broker_dirs(settings)
     load_plugins(settings.plugins)
     check_parity()
-    start_reconciler(db.session_factory(settings.resolved_database_url),
+    sessions = db.session_factory(settings.resolved_database_url)
+    start_reconciler(db.unscoped_sessions(sessions, "the reconciler: every tenant's lapsed and lost jobs"),
                      lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings,
                      queue_depth=lambda: queue_depth(app, settings))
-    start_deliverer(db.session_factory(settings.resolved_database_url), settings)
+    start_deliverer(db.unscoped_sessions(sessions, "webhook delivery: every tenant's outbox"), settings)

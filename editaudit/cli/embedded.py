@@ -126,7 +126,8 @@ class EmbeddedServer:
     def _anonymous_allowed(self) -> bool:
         """Without any key, only a loopback bind may serve (anonymous, as tenant `default`); any other bind
         refuses to start. Once a key exists (or EDITAUDIT_API_TOKEN is set) every request needs one."""
-        with db.session_factory(self.settings.resolved_database_url)() as s:
+        with db.unscoped_session(db.session_factory(self.settings.resolved_database_url),
+                                 "start-up: does any tenant have a key") as s:
             if credentials_exist(s, self.settings.api_token):
                 return False
         if not is_loopback(self.host):

@@ -21,12 +21,14 @@ data_dir_option = click.option(
 
 
 def _session(data_dir: str | None):
-    """A session on the configured database (Settings read from the environment, --data-dir taking precedence)."""
+    """A session on the configured database (Settings read from the environment, --data-dir taking precedence);
+    unscoped: the operator manages every tenant's keys."""
     from editaudit.core import db
     from editaudit.core.settings import Settings
 
     settings = Settings(data_dir=data_dir) if data_dir else Settings()
-    return db.session_factory(settings.resolved_database_url)()
+    return db.unscoped_session(db.session_factory(settings.resolved_database_url),
+                               "editaudit keys: the operator manages every tenant's keys")
 
 
 def _database_error(e: Exception) -> None:

@@ -9,7 +9,8 @@ from functools import lru_cache
 
 from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
                         UniqueConstraint, create_engine, event)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import (DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, sessionmaker,
+                            with_loader_criteria)
 
 from editaudit.contracts.statuses import Status
 from editaudit.core.settings import get_settings
@@ -39,9 +40,12 @@ class Base(DeclarativeBase):
 
 
 class TenantOwned:
-    """Every resource belongs to the tenant of the key that created it; another tenant's id reads as absent."""
+    """Every row of a table with a `tenant` column belongs to that tenant. Isolation is the session's, not each
+    query's (see "Tenant scope" below): in a tenant session every ORM statement on these tables is filtered to its
+    tenant and new rows are stamped with it; there is no column default, so a row written elsewhere must name its
+    tenant (an unscoped session refuses one that does not)."""
 
-    tenant: Mapped[str] = mapped_column(String(100), index=True, default="default")
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
 
 
 class Model(TenantOwned, Base):
@@ -110,7 +114,9 @@ class Audit(TenantOwned, Base):
     edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=Status.queued)
     config: Mapped[dict] = mapped_column(JSON)
-    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # metrics, deltas, samples, durations, device
+    # editaudit.contracts.audit_result.AuditResult without the config (that is `config`, stored once); read it with
+    # AuditResult.from_stored, which also reads the shape of before (with a copy of the config, dropped by 0009)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -119,13 +125,13 @@ class Audit(TenantOwned, Base):
     profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
-class TenantVersioned:
+class TenantVersioned(TenantOwned):
     """A tenant's named document: every POST adds a version, the latest one is in force unless one is named
     (editaudit.core.repo.latest_version / add_version)."""
 
     __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(100))
+    tenant: Mapped[str] = mapped_column(String(100))  # no index of its own: the unique constraint leads with it
     name: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -146,7 +152,7 @@ class AuditProfile(TenantVersioned, Base):
     config: Mapped[dict] = mapped_column(JSON)
 
 
-class Alias(Base):
+class Alias(TenantOwned, Base):
     """`production` (say) of a model family -> the model a deployer should ship."""
 
     __tablename__ = "aliases"
@@ -159,7 +165,7 @@ class Alias(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Promotion(Base):
+class Promotion(TenantOwned, Base):
     """The audit trail: every promotion attempt, its gate verdict and any override reason."""
 
     __tablename__ = "promotions"
@@ -179,9 +185,11 @@ class Promotion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class ApiKey(Base):
+class ApiKey(TenantOwned, Base):
     """An API key: the tenant and actor of every request made with it. Only a hash of the secret is kept; the
-    prefix (the token's first characters) lets an operator tell keys apart without holding them."""
+    prefix (the token's first characters) lets an operator tell keys apart without holding them. Tenant-owned like
+    the rest (a tenant session sees only its own keys), but read by the edge before there is a tenant, and written by
+    `editaudit keys`: both in unscoped sessions."""
 
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -194,7 +202,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class IdempotencyRecord(Base):
+class IdempotencyRecord(TenantOwned, Base):
     """The first response to a create request carrying `Idempotency-Key`: a retry with the same key and payload
     gets it back instead of creating again. `status` is NULL while the first request is still in flight."""
 
@@ -276,4 +284,138 @@ def engine_for(url: str):
 
 
 def session_factory(url: str) -> sessionmaker:
+    """Sessions that are neither tenant nor unscoped: they may touch only tables no tenant owns (a health probe,
+    the migration state). Open them with tenant_session or unscoped_session to touch anything else."""
     return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+# --- Tenant scope ---------------------------------------------------------------------------------------------------
+# SQLAlchemy's ORM "global filter" recipe (do_orm_execute + with_loader_criteria): a session says whose it is, and
+# every ORM statement it runs on a TenantOwned table carries `tenant = <its tenant>` whether or not the query asked.
+#
+#   tenant_session(factory, tenant)     an API request's (editaudit.service.deps.SessionDep: the caller's tenant)
+#   unscoped_session(factory, reason)   sees every tenant: workers, the reconciler, webhook delivery, the edge's
+#   unscoped_sessions(factory, reason)  key lookup, `editaudit keys`, operator metrics; the reason says why
+#
+# A session that is neither (a plain factory's) is refused any statement or write on a TenantOwned table: a
+# forgotten scope fails closed instead of reading every tenant. In a tenant session, statements the criterion cannot
+# reach are refused too: an ORM INSERT statement, `from_statement`, and Core statements naming a tenant-owned table
+# (`select(db.Edit.__table__)`). Not seen by these hooks: `text()` SQL and anything run on `session.connection()`
+# directly; such code must filter (or take the tenant from a row the session loaded) itself.
+# Session.get() loads through do_orm_execute, so another tenant's id is None; an object can enter a tenant session's
+# identity map only through a filtered load, a flush (checked below) or add() of a detached object (checked below),
+# so an identity-map hit is the tenant's too. Sessions live for one request or one job: never share one across them.
+
+TENANT = "editaudit.tenant"  # session.info keys
+UNSCOPED = "editaudit.unscoped"
+
+
+class TenantScopeError(RuntimeError):
+    """A statement or write that would cross tenants, or that runs on a session that is neither a tenant's nor
+    explicitly unscoped."""
+
+
+def tenant_session(factory: sessionmaker, tenant: str) -> Session:
+    """A session that sees and writes only `tenant`'s rows."""
+    if not tenant or UNSCOPED in factory.kw.get("info", {}):
+        raise TenantScopeError(f"a tenant session needs a tenant and a plain factory (got {tenant!r})")
+    return factory(info={TENANT: tenant})
+
+
+def unscoped_sessions(factory: sessionmaker, reason: str) -> sessionmaker:
+    """A factory of sessions that see every tenant (for code that opens many: a job, the reconciler)."""
+    if not reason or not reason.strip() or TENANT in factory.kw.get("info", {}):
+        raise TenantScopeError("an unscoped session says why it may see every tenant, from a plain factory")
+    kw = dict(factory.kw)
+    kw["info"] = {**kw.get("info", {}), UNSCOPED: reason}
+    return sessionmaker(class_=factory.class_, **kw)
+
+
+def unscoped_session(factory: sessionmaker, reason: str) -> Session:
+    """One session that sees every tenant; `reason` says why (it is kept in session.info)."""
+    return unscoped_sessions(factory, reason)()
+
+
+def session_tenant(s: Session) -> str:
+    """The tenant of a tenant session (for messages and responses that name it)."""
+    tenant = s.info.get(TENANT)
+    if tenant is None:
+        raise TenantScopeError("not a tenant session")
+    return tenant
+
+
+def _scope_of(s: Session) -> tuple[str | None, str | None]:
+    """(TENANT, tenant), (UNSCOPED, reason) or (None, None)."""
+    tenant, reason = s.info.get(TENANT), s.info.get(UNSCOPED)
+    if tenant is not None and reason is not None:
+        raise TenantScopeError("a session is either a tenant's or unscoped, not both")
+    return (TENANT, tenant) if tenant is not None else (UNSCOPED, reason) if reason is not None else (None, None)
+
+
+@lru_cache(maxsize=1)
+def tenant_tables() -> frozenset:
+    """The tables of every TenantOwned class."""
+    return frozenset(m.local_table for m in Base.registry.mappers if issubclass(m.class_, TenantOwned))
+
+
+def _owned_tables(statement) -> list[str]:
+    from sqlalchemy.sql.util import find_tables
+
+    found = find_tables(statement, include_aliases=True, include_joins=True, include_selects=True, include_crud=True)
+    owned = tenant_tables()
+    return sorted({t.name for t in found if t in owned})
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_statement(state: ORMExecuteState) -> None:
+    """Every statement a session executes: in a tenant session, SELECT (Session.get included), UPDATE and DELETE get
+    the tenant criterion on every tenant-owned entity, in joins, subqueries and aliases too, and lazy and refresh
+    loads inherit it; in an unscoped session nothing changes; anything else touching a tenant-owned table raises."""
+    kind, tenant = _scope_of(state.session)
+    if kind == UNSCOPED:
+        return
+    owned = _owned_tables(state.statement)
+    if not owned:
+        return
+    if kind is None:
+        raise TenantScopeError(f"a statement on {owned} in a session that is neither a tenant's nor unscoped: open "
+                               "it with db.tenant_session or db.unscoped_session")
+    if not state.is_orm_statement or state.is_insert or state.is_from_statement:
+        raise TenantScopeError(f"a Core, INSERT or from_statement statement on {owned} in the session of tenant "
+                               f"{tenant!r} would bypass the tenant criterion: use ORM select/update/delete and "
+                               "Session.add")
+    if state.is_column_load or state.is_relationship_load:
+        return  # refreshing or lazy-loading an object this session already loaded under the criterion
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantOwned, lambda cls: cls.tenant == tenant, include_aliases=True))
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_rows(session: Session, _context, _instances) -> None:
+    """New tenant-owned rows of a tenant session get its tenant; a row of another tenant, or any tenant-owned row in
+    a session that is neither, refuses to flush; an unscoped session must name the tenant of what it creates."""
+    kind, tenant = _scope_of(session)
+    for obj in session.new:
+        if not isinstance(obj, TenantOwned):
+            continue
+        if kind == TENANT and obj.tenant is None:
+            obj.tenant = tenant
+        elif kind == UNSCOPED and obj.tenant is None:
+            raise TenantScopeError(f"a new {type(obj).__name__} in an unscoped session ({session.info[UNSCOPED]}) "
+                                   "must name its tenant")
+    if kind == UNSCOPED:
+        return
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, TenantOwned) and (kind is None or obj.tenant != tenant):
+            raise TenantScopeError(f"writing a {type(obj).__name__} of tenant {obj.tenant!r} in " + (
+                f"the session of tenant {tenant!r}" if kind else "a session that is neither a tenant's nor unscoped"))
+
+
+@event.listens_for(Session, "detached_to_persistent")
+def _check_adopted(session: Session, obj) -> None:
+    """add() of an object loaded elsewhere puts it in the identity map, where Session.get() would find it without a
+    query: a tenant session adopts only its own tenant's rows."""
+    kind, tenant = _scope_of(session)
+    if kind != UNSCOPED and isinstance(obj, TenantOwned) and (kind is None or obj.tenant != tenant):
+        raise TenantScopeError(f"a {type(obj).__name__} of tenant {obj.tenant!r} cannot join " + (
+            f"the session of tenant {tenant!r}" if kind else "a session that is neither a tenant's nor unscoped"))

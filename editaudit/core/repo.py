@@ -1,5 +1,6 @@
 """Queries the API and the worker share: rows by id (NotFound when absent), finishing an edit, a sweep's sub-edits,
-a model's family, dataset facts. Functions of a session; the caller commits."""
+a model's family, dataset facts. Functions of a session; the caller commits. None of them filters by tenant: the
+session does (editaudit.core.db, "Tenant scope"); in an API request's session another tenant's rows do not exist."""
 
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ class NotFound(LookupError):
 KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit", db.Webhook: "webhook"}
 
 
-def get_or_404(s: Session, table: type[Row], id_: str, tenant: str, field: str | None = None) -> Row:
-    """The tenant's row with this id, or NotFound naming `field` (default `<kind>_id`). Another tenant's row is
-    answered exactly like a missing one, so ids leak nothing across tenants."""
+def get_or_404(s: Session, table: type[Row], id_: str, field: str | None = None) -> Row:
+    """The row with this id, or NotFound naming `field` (default `<kind>_id`). In a tenant session another
+    tenant's row is not found (the session's criterion), answered exactly like a missing one."""
     row = s.get(table, id_)
-    if row is None or row.tenant != tenant:
+    if row is None:
         kind = KIND_OF[table]
         raise NotFound(f"no {kind} with id {id_!r}", field or ("id" if kind == "audit" else f"{kind}_id"))
     return row
@@ -71,16 +72,16 @@ def family_of(s: Session, model_id: str) -> str:
     return model_id
 
 
-def dataset_facts(s: Session, ref: str, field: str, tenant: str) -> dict:
-    """n, shape, largest label and whether it carries x_orig, of a dataset id (the tenant's) or builtin name;
-    NotFound naming `field` when unknown."""
+def dataset_facts(s: Session, ref: str, field: str) -> dict:
+    """n, shape, largest label and whether it carries x_orig, of a dataset id (one the session sees) or builtin
+    name; NotFound naming `field` when unknown."""
     if is_builtin(ref):
         if ref not in BUILTIN_DATASETS:
             raise NotFound(f"unknown built-in dataset {ref!r}; valid: {sorted(BUILTIN_DATASETS)}", field)
         b = BUILTIN_DATASETS[ref]
         return {"n": b["n"], "shape": b["shape"], "label_max": b["num_classes"] - 1, "has_x_orig": False}
     row = s.get(db.Dataset, ref)
-    if row is None or row.tenant != tenant:
+    if row is None:
         raise NotFound(f"no dataset with id {ref!r}", field)
     return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}
 
@@ -88,22 +89,23 @@ def dataset_facts(s: Session, ref: str, field: str, tenant: str) -> dict:
 Versioned = TypeVar("Versioned", bound=db.TenantVersioned)
 
 
-def latest_version(s: Session, table: type[Versioned], tenant: str, name: str,
-                   version: int | None = None) -> Versioned | None:
-    """The given version of a tenant's named document, or its latest one; None when there is none."""
-    q = select(table).filter_by(tenant=tenant, name=name)
+def latest_version(s: Session, table: type[Versioned], name: str, version: int | None = None) -> Versioned | None:
+    """The given version of the session tenant's named document, or its latest one; None when there is none."""
+    db.session_tenant(s)  # names are per tenant: in a session that sees every tenant the answer would be anyone's
+    q = select(table).filter_by(name=name)
     q = q.filter_by(version=version) if version else q.order_by(table.version.desc())
     return s.scalars(q.limit(1)).first()
 
 
-def add_version(s: Session, table: type[Versioned], tenant: str, name: str, **document) -> Versioned:
-    """A new version of a tenant's named document (1 for a new name), committed."""
-    latest = latest_version(s, table, tenant, name)
-    row = table(tenant=tenant, name=name, version=(latest.version + 1) if latest else 1, **document)
+def add_version(s: Session, table: type[Versioned], name: str, **document) -> Versioned:
+    """A new version of the session tenant's named document (1 for a new name), committed."""
+    latest = latest_version(s, table, name)
+    row = table(name=name, version=(latest.version + 1) if latest else 1, **document)
     s.add(row)
     s.commit()
     return row
 
 
-def version_names(s: Session, table: type[Versioned], tenant: str) -> list[str]:
-    return sorted(s.scalars(select(table.name).filter_by(tenant=tenant).distinct()).all())
+def version_names(s: Session, table: type[Versioned]) -> list[str]:
+    db.session_tenant(s)
+    return sorted(s.scalars(select(table.name).distinct()).all())

@@ -250,7 +250,9 @@ def payload(event: str, data: dict, at: datetime | None = None) -> dict:
 def _insert(s: Session, values: dict, dedupe: bool) -> bool:
     """An outbox row in the session's transaction; with a dedupe key, none when this webhook already has that event
     (ON CONFLICT DO NOTHING: no error, and a concurrent writer of the same event waits for the first and then writes
-    nothing). Whether a row was written."""
+    nothing). Whether a row was written. Core SQL on the session's connection, which the tenant criterion does not
+    see: `values["tenant"]` is the tenant of a webhook row the session loaded (under the criterion, in an API
+    request)."""
     conn = s.connection()
     name = conn.dialect.name
     table = db.WebhookDelivery.__table__
@@ -285,7 +287,7 @@ def emit(s: Session, tenant: str, event: str, data: dict, dedupe_key: str | None
         if not subscribed(hook.events, event):
             continue
         row_id = db.new_id()
-        values = dict(id=row_id, tenant=tenant, webhook_id=hook.id, event=str(event), dedupe_key=dedupe_key,
+        values = dict(id=row_id, tenant=hook.tenant, webhook_id=hook.id, event=str(event), dedupe_key=dedupe_key,
                       payload=body, status=DeliveryStatus.pending, attempts=0, next_attempt_at=now, history=[],
                       created_at=now)
         if _insert(s, values, dedupe_key is not None):
@@ -306,7 +308,7 @@ def edit_finished(s: Session, edit: db.Edit) -> None:
         emit(s, edit.tenant, Event.audit_completed, data, dedupe_key=f"audit:{audit_id}")
 
 
-def gate_evaluated(s: Session, tenant: str, edit: db.Edit, result: dict, promotion: dict | None = None) -> None:
+def gate_evaluated(s: Session, edit: db.Edit, result: dict, promotion: dict | None = None) -> None:
     """`gate.evaluated`: the verdict and the policy it was reached under (an inline policy's document is not sent)."""
     policy = result["policy"]
     data = {"edit_id": edit.id, "audit_id": result["audit_id"], "verdict": str(result["verdict"]),
@@ -314,4 +316,4 @@ def gate_evaluated(s: Session, tenant: str, edit: db.Edit, result: dict, promoti
             "edited_model_id": edit.edited_model_id}
     if promotion is not None:
         data["promotion"] = promotion
-    emit(s, tenant, Event.gate_evaluated, data)
+    emit(s, edit.tenant, Event.gate_evaluated, data)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from editaudit.contracts.scopes import Scope
 from editaudit.core import db, repo
-from editaudit.service.deps import SessionDep, SvcDep, TenantDep
+from editaudit.service.deps import SessionDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.services.idempotency import idempotent, payload_hash
@@ -21,28 +21,27 @@ router = APIRouter(tags=["audit profiles"])
 
 @router.post("/audit-profiles", status_code=201, response_model=AuditProfileOut,
              **op("create_audit_profile", Scope.admin, 409))
-def put_audit_profile(body: AuditProfileIn, s: SessionDep, svc: SvcDep, tenant: TenantDep, request: Request):
+def put_audit_profile(body: AuditProfileIn, s: SessionDep, sessions: TenantSessionsDep, request: Request):
     """A new version of the named profile (admin: the platform team decides how hard edits are attacked)."""
     def create() -> JSONResponse:
-        row = repo.add_version(s, db.AuditProfile, tenant, body.name, config=body.audit.model_dump(mode="json"))
+        row = repo.add_version(s, db.AuditProfile, body.name, config=body.audit.model_dump(mode="json"))
         out = AuditProfileOut.model_validate(row, from_attributes=True)
         return JSONResponse(jsonable_encoder(out), status_code=201,
                             headers={"Location": f"/audit-profiles/{body.name}?version={row.version}"})
 
-    return idempotent(request, svc.sessions, tenant, payload_hash(body.model_dump(mode="json")), create)
+    return idempotent(request, sessions, payload_hash(body.model_dump(mode="json")), create)
 
 
 @router.get("/audit-profiles", response_model=AuditProfileList, **op("list_audit_profiles", Scope.gate_read))
-def list_audit_profiles(s: SessionDep, tenant: TenantDep):
-    return AuditProfileList(tenant=tenant, profiles=repo.version_names(s, db.AuditProfile, tenant))
+def list_audit_profiles(s: SessionDep):
+    return AuditProfileList(tenant=db.session_tenant(s), profiles=repo.version_names(s, db.AuditProfile))
 
 
 @router.get("/audit-profiles/{name}", response_model=AuditProfileOut,
             **op("get_audit_profile", Scope.gate_read, 404))
-def get_audit_profile(name: str, s: SessionDep, tenant: TenantDep,
-                      version: int | None = Query(None, ge=1, le=2**31 - 1)):
-    row = repo.latest_version(s, db.AuditProfile, tenant, name, version)
+def get_audit_profile(name: str, s: SessionDep, version: int | None = Query(None, ge=1, le=2**31 - 1)):
+    row = repo.latest_version(s, db.AuditProfile, name, version)
     if row is None:
         raise Problem(404, f"no audit profile {name!r}" + (f" version {version}" if version else "")
-                      + f" for tenant {tenant!r}", field="name")
+                      + f" for tenant {db.session_tenant(s)!r}", field="name")
     return AuditProfileOut.model_validate(row, from_attributes=True)

@@ -15,12 +15,12 @@ TRAITS = ("layers", "single_layer", "ranked", "needs_x_orig", "layer_fields", "e
           "interpolation_base", "audit_sections", "sweep_info")
 
 
-@router.get("/archs", response_model=ArchsOut, **op("list_archs", None))
+@router.get("/archs", response_model=ArchsOut, **op("list_archs", None, any_key=True))
 def list_archs():
     return ArchsOut(archs=arch_manifest.arch_names())
 
 
-@router.get("/methods", response_model=MethodsOut, **op("list_methods", None))
+@router.get("/methods", response_model=MethodsOut, **op("list_methods", None, any_key=True))
 def list_methods():
     """Every registered edit method with its traits and the JSON schema of its `hyperparams`."""
     return MethodsOut(methods=[

@@ -13,7 +13,7 @@ from editaudit.contracts.formats import FormatError, scan_dataset
 from editaudit.contracts.scopes import Scope
 from editaudit.core import db, repo
 from editaudit.core.storage import content_key, sha256_file
-from editaudit.service.deps import SessionDep, SvcDep, TenantDep
+from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.datasets import DatasetOut
@@ -32,7 +32,7 @@ def dataset_out(row: db.Dataset) -> DatasetOut:
 @router.post("/datasets", status_code=201, response_model=DatasetOut,
              **op("upload_dataset", Scope.models_write, 409, 415, upload=True,
                   responses={200: {"model": DatasetOut, "description": "the same file exists: that dataset"}}))
-def upload_dataset(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request,
+def upload_dataset(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, request: Request,
                    file: UploadFile = File(description="safetensors or .npz with x, y (optional x_orig, mask)")):
     """Identical content in the same tenant returns the existing dataset (200, not a second row)."""
     spooled, _ = spooled_upload(file, "file", svc.settings.max_upload_mb)
@@ -46,28 +46,28 @@ def upload_dataset(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Reque
     digest, _ = sha256_file(spooled)
 
     def create() -> JSONResponse:
-        same = s.scalars(select(db.Dataset).filter_by(tenant=tenant, sha256=digest).order_by(db.Dataset.created_at)
+        same = s.scalars(select(db.Dataset).filter_by(sha256=digest).order_by(db.Dataset.created_at)
                          .limit(1)).first()
         if same is not None:
             ensure_object(svc.store, same.object_key, spooled)
             return created_response(dataset_out(same), f"/datasets/{same.id}", created=False)
         key = content_key("datasets", digest, summary.suffix)
         row = store_and_insert(s, svc.store, key, spooled, lambda: db.Dataset(
-            tenant=tenant, sha256=digest, filename=filename, object_key=key, n=summary.n, shape=summary.shape,
+            sha256=digest, filename=filename, object_key=key, n=summary.n, shape=summary.shape,
             label_max=summary.label_max, has_x_orig=summary.has_x_orig, has_mask=summary.has_mask))
         return created_response(dataset_out(row), f"/datasets/{row.id}")
 
-    return idempotent(request, svc.sessions, tenant, payload_hash(digest), create)
+    return idempotent(request, sessions, payload_hash(digest), create)
 
 
 @router.get("/datasets", response_model=Page[DatasetOut], **op("list_datasets", Scope.audits_read))
-def list_datasets(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
+def list_datasets(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
                   cursor: str | None = None, created_after: datetime | None = None):
     """The tenant's uploaded datasets, newest first (built-in ones are named `builtin:...`, see README)."""
-    rows, nxt = page(s, db.Dataset, tenant, limit, cursor, created_after)
+    rows, nxt = page(s, db.Dataset, limit, cursor, created_after)
     return Page[DatasetOut](items=[dataset_out(r) for r in rows], next_cursor=nxt)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut, **op("get_dataset", Scope.audits_read, 404))
-def get_dataset(dataset_id: str, s: SessionDep, tenant: TenantDep):
-    return dataset_out(repo.get_or_404(s, db.Dataset, dataset_id, tenant))
+def get_dataset(dataset_id: str, s: SessionDep):
+    return dataset_out(repo.get_or_404(s, db.Dataset, dataset_id))

@@ -14,7 +14,7 @@ from editaudit.contracts.scopes import Scope
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
 from editaudit.core.queue import RUN_EDIT
-from editaudit.service.deps import SessionDep, SvcDep, TenantDep
+from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.edits import EditAccepted, EditOut, EditRequest, SubEdit
@@ -31,11 +31,11 @@ DOWNLOAD = {200: {"content": {"application/octet-stream": {}}, "description": "a
 
 
 @router.post("/edits", status_code=202, response_model=EditAccepted, **op("submit_edit", Scope.edits_write, 404, 409))
-def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, tenant: TenantDep, request: Request):
+def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, sessions: TenantSessionsDep, request: Request):
     """Validated in full before anything is stored; 202 with `Location: /edits/{id}`. With `Idempotency-Key`, a
     retry of the same request returns this response instead of a second job."""
     def create() -> JSONResponse:
-        edit, audit, subs = add_edit_rows(s, validate_edit(s, req, tenant, svc.settings.max_job_passes))
+        edit, audit, subs = add_edit_rows(s, validate_edit(s, req, svc.settings.max_job_passes))
         s.commit()  # the rows exist before any worker can see the message
         try:
             svc.enqueue(RUN_EDIT, edit.id)
@@ -50,7 +50,7 @@ def create_edit(req: EditRequest, s: SessionDep, svc: SvcDep, tenant: TenantDep,
                            sub_edits=[SubEdit(layer=layer, id=e.id, audit_id=a.id) for layer, e, a in subs] or None)
         return JSONResponse(jsonable_encoder(out), status_code=202, headers={"Location": f"/edits/{edit.id}"})
 
-    return idempotent(request, svc.sessions, tenant, payload_hash(req.model_dump(mode="json")), create)
+    return idempotent(request, sessions, payload_hash(req.model_dump(mode="json")), create)
 
 
 def edit_out(s, edit: db.Edit) -> EditOut:
@@ -60,7 +60,7 @@ def edit_out(s, edit: db.Edit) -> EditOut:
 
 
 @router.get("/edits", response_model=Page[EditSummary], **op("list_edits", Scope.audits_read))
-def list_edits(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le=MAX_PAGE), cursor: str | None = None,
+def list_edits(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE), cursor: str | None = None,
                model_id: str | None = None, status: Status | None = None, method: str | None = None,
                created_after: datetime | None = None):
     """The tenant's edits, newest first, filtered by model, status, method and creation time."""
@@ -68,29 +68,29 @@ def list_edits(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le
     for column, value in ((db.Edit.model_id, model_id), (db.Edit.status, status), (db.Edit.method, method)):
         if value is not None:
             q = q.where(column == value)
-    rows, nxt = page(s, db.Edit, tenant, limit, cursor, created_after, q)
+    rows, nxt = page(s, db.Edit, limit, cursor, created_after, q)
     return Page[EditSummary](items=[EditSummary.model_validate(e, from_attributes=True) for e in rows],
                              next_cursor=nxt)
 
 
 @router.get("/edits/{edit_id}", response_model=EditOut, **op("get_edit", Scope.audits_read, 404))
-def get_edit(edit_id: str, s: SessionDep, tenant: TenantDep):
-    return edit_out(s, repo.get_or_404(s, db.Edit, edit_id, tenant))
+def get_edit(edit_id: str, s: SessionDep):
+    return edit_out(s, repo.get_or_404(s, db.Edit, edit_id))
 
 
 @router.get("/edits/{edit_id}/weights", response_class=Response,
             **op("download_edit_weights", Scope.audits_read, 404, 409, responses=DOWNLOAD))
-def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep, tenant: TenantDep):
-    edit = get_succeeded_edit(s, edit_id, tenant, "weights")
-    model = repo.get_or_404(s, db.Model, edit.edited_model_id, tenant)
+def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
+    edit = get_succeeded_edit(s, edit_id, "weights")
+    model = repo.get_or_404(s, db.Model, edit.edited_model_id)
     return object_response(svc.store, model.object_key, f"{model.id}.safetensors", model.sha256)
 
 
 @router.get("/edits/{edit_id}/delta", response_class=Response,
             **op("download_edit_delta", Scope.audits_read, 404, 409, responses=DOWNLOAD))
-def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep, tenant: TenantDep):
+def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep):
     """The changed tensors (new values) as safetensors: the parent's weights updated with these are the edit's."""
-    edit = get_succeeded_edit(s, edit_id, tenant, "delta")
+    edit = get_succeeded_edit(s, edit_id, "delta")
     if edit.delta_object_key is None:
         raise Problem(404, f"edit {edit_id} finished before deltas were recorded; diff its weights with its parent's",
                       field="edit_id")
@@ -98,9 +98,9 @@ def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep, tenant: TenantDep):
 
 
 @router.post("/edits/{edit_id}/cancel", response_model=EditOut, **op("cancel_edit", Scope.edits_write, 404, 409))
-def cancel_edit(edit_id: str, s: SessionDep, tenant: TenantDep):
+def cancel_edit(edit_id: str, s: SessionDep):
     """Cooperative: a queued edit never starts; a running one stops at its next batch and stores nothing."""
-    edit = repo.get_or_404(s, db.Edit, edit_id, tenant)
+    edit = repo.get_or_404(s, db.Edit, edit_id)
     if edit.status not in ACTIVE:
         raise Problem(409, f"edit {edit_id} is already {edit.status}", field="edit_id")
     for e in [edit] + [e for e in repo.sub_edits(s, edit) if e.status in ACTIVE]:

@@ -9,7 +9,7 @@ from typing import Callable
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
-from editaudit.service.deps import SessionDep
+from editaudit.service.deps import SvcDep
 from editaudit.core.migrate import current_revision, head_revision
 from editaudit.service.errors import unavailable_response
 from editaudit.service.openapi import op
@@ -19,8 +19,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, **op("healthz", None, public=True))
-def healthz(s: SessionDep, request: Request):
-    s.execute(text("SELECT 1"))
+def healthz(svc: SvcDep, request: Request):
+    with svc.sessions() as s:  # public, so no tenant: a plain session, which may touch no tenant's table
+        s.execute(text("SELECT 1"))
     worker = getattr(request.app.state, "worker_health", None)  # set by the embedded server's supervisor
     return HealthOut(status="ok", worker=worker() if worker else None)
 

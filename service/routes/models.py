@@ -15,7 +15,7 @@ from editaudit.contracts.scopes import Scope
 from editaudit.core import arch_manifest
 from editaudit.core import db, repo
 from editaudit.core.storage import content_key, sha256_file
-from editaudit.service.deps import SessionDep, SvcDep, TenantDep
+from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.listing import Page
@@ -55,7 +55,7 @@ def model_out(m: db.Model) -> ModelOut:
 @router.post("/models", status_code=201, response_model=ModelOut,
              **op("upload_model", Scope.models_write, 409, 415, upload=True,
                   responses={200: {"model": ModelOut, "description": "the same upload exists: that model"}}))
-def upload_model(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request,
+def upload_model(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, request: Request,
                  weights: UploadFile = File(description="a safetensors state_dict"),
                  spec: str = Form(description='JSON, e.g. {"arch": "torchvision/resnet18", "num_classes": 10, ...}')):
     """Identical weights and spec in the same tenant return the existing model (200, not a second row)."""
@@ -75,7 +75,7 @@ def upload_model(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request
     spec_dict = model_spec.model_dump()
 
     def create() -> JSONResponse:
-        existing = s.scalars(select(db.Model).filter_by(tenant=tenant, sha256=digest, parent_model_id=None)
+        existing = s.scalars(select(db.Model).filter_by(sha256=digest, parent_model_id=None)
                              .order_by(db.Model.created_at)).all()
         same = next((m for m in existing if m.spec == spec_dict), None)
         if same is not None:
@@ -83,36 +83,36 @@ def upload_model(svc: SvcDep, s: SessionDep, tenant: TenantDep, request: Request
             return created_response(model_out(same), f"/models/{same.id}", created=False)
         key = content_key("models", digest, ".safetensors")
         row = store_and_insert(s, svc.store, key, spooled, lambda: db.Model(
-            tenant=tenant, sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=size))
+            sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=size))
         return created_response(model_out(row), f"/models/{row.id}")
 
-    return idempotent(request, svc.sessions, tenant, payload_hash(digest, spec_dict), create)
+    return idempotent(request, sessions, payload_hash(digest, spec_dict), create)
 
 
 @router.get("/models", response_model=Page[ModelOut], **op("list_models", Scope.audits_read))
-def list_models(s: SessionDep, tenant: TenantDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
+def list_models(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
                 cursor: str | None = None, created_after: datetime | None = None):
     """The tenant's models (uploads and edited ones), newest first."""
-    rows, nxt = page(s, db.Model, tenant, limit, cursor, created_after)
+    rows, nxt = page(s, db.Model, limit, cursor, created_after)
     return Page[ModelOut](items=[model_out(m) for m in rows], next_cursor=nxt)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut, **op("get_model", Scope.audits_read, 404))
-def get_model(model_id: str, s: SessionDep, tenant: TenantDep):
-    return model_out(repo.get_or_404(s, db.Model, model_id, tenant))
+def get_model(model_id: str, s: SessionDep):
+    return model_out(repo.get_or_404(s, db.Model, model_id))
 
 
 @router.get("/models/{model_id}/weights", response_class=Response,
             **op("download_model_weights", Scope.audits_read, 404, responses=DOWNLOAD))
-def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep, tenant: TenantDep):
-    row = repo.get_or_404(s, db.Model, model_id, tenant)
+def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep):
+    row = repo.get_or_404(s, db.Model, model_id)
     return object_response(svc.store, row.object_key, f"{row.id}.safetensors", row.sha256)
 
 
 @router.get("/models/{model_id}/layers", response_model=LayersOut, **op("get_model_layers", Scope.audits_read, 404))
-def get_model_layers(model_id: str, s: SessionDep, tenant: TenantDep):
+def get_model_layers(model_id: str, s: SessionDep):
     """The layers an edit may name in `layers`, with their type, weight shape and parameter count."""
-    row = repo.get_or_404(s, db.Model, model_id, tenant)
+    row = repo.get_or_404(s, db.Model, model_id)
     spec = row.spec
     return {"model_id": row.id, "arch": row.arch,
             "layers": arch_manifest.layer_table(row.arch, spec["num_classes"], spec["input_shape"][0])}
@@ -120,15 +120,15 @@ def get_model_layers(model_id: str, s: SessionDep, tenant: TenantDep):
 
 @router.get("/models/{model_id}/lineage", response_model=LineageOut,
             **op("get_model_lineage", Scope.audits_read, 404))
-def get_model_lineage(model_id: str, s: SessionDep, tenant: TenantDep):
+def get_model_lineage(model_id: str, s: SessionDep):
     """Ancestors (root first, each with the edit that made the next one) and the models edited from this one."""
-    row = repo.get_or_404(s, db.Model, model_id, tenant)
+    row = repo.get_or_404(s, db.Model, model_id)
     chain, seen = [], set()
     while row is not None and row.id not in seen:
         seen.add(row.id)
         chain.append({"id": row.id, "edit_id": row.edit_id, "parent_model_id": row.parent_model_id,
                       "sha256": row.sha256, "created_at": row.created_at})
         row = s.get(db.Model, row.parent_model_id) if row.parent_model_id else None
-    children = s.scalars(select(db.Model).filter_by(parent_model_id=model_id, tenant=tenant)).all()
+    children = s.scalars(select(db.Model).filter_by(parent_model_id=model_id)).all()
     return {"model_id": model_id, "ancestors": chain[::-1],
             "children": [{"id": c.id, "edit_id": c.edit_id, "created_at": c.created_at} for c in children]}

@@ -28,12 +28,12 @@ class ValidEdit:
     params: EditParams
     audit: AuditConfig  # as requested, or the named profile's
     profile: dict | None  # {tenant, name, version} of the profile the server resolved
-    tenant: str  # the caller's: it owns the rows, and every id the request names must be its own
 
 
-def validate_edit(s: Session, req: EditRequest, tenant: str, max_passes: int | None = None) -> ValidEdit:
-    model = repo.get_or_404(s, db.Model, req.model_id, tenant)
-    audit, profile = resolve_audit(s, tenant, req.audit_profile) if req.audit_profile else (req.audit, None)
+def validate_edit(s: Session, req: EditRequest, max_passes: int | None = None) -> ValidEdit:
+    """Every id the request names must be one the session sees (the caller's tenant's, in an API request)."""
+    model = repo.get_or_404(s, db.Model, req.model_id)
+    audit, profile = resolve_audit(s, req.audit_profile) if req.audit_profile else (req.audit, None)
     if req.method not in EDIT_PARAMS:
         raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=EDIT_PARAMS.names())
     try:
@@ -45,8 +45,8 @@ def validate_edit(s: Session, req: EditRequest, tenant: str, max_passes: int | N
         if getattr(req, f"{split}_set") is None:
             raise Problem(422, f"{field.removeprefix('hyperparams.')} needs a {split}_set", field=field)
     for field, edit_id in params.edit_refs().items():
-        _check_edit_ref(s, f"hyperparams.{field}", edit_id, model.id, req.layers, tenant)
-    facts = _check_datasets(s, req, model, params, tenant)
+        _check_edit_ref(s, f"hyperparams.{field}", edit_id, model.id, req.layers)
+    facts = _check_datasets(s, req, model, params)
     if params.needs_x_orig_anywhere and not facts["edit_set"]["has_x_orig"]:
         method = next(p.method for _, p in params.scopes() if p.needs_x_orig)
         raise Problem(422, f"method {method!r} needs an edit set with `x_orig`: the untransformed twin of "
@@ -54,7 +54,7 @@ def validate_edit(s: Session, req: EditRequest, tenant: str, max_passes: int | N
                            "x_orig); upload a dataset with x, x_orig, y and optionally mask", field="edit_set")
     if max_passes is not None:
         _check_cost(req, params, audit, facts, max_passes)
-    return ValidEdit(req, params, audit, profile, tenant)
+    return ValidEdit(req, params, audit, profile)
 
 
 def _check_cost(req: EditRequest, params: EditParams, audit: AuditConfig, facts: dict, max_passes: int) -> None:
@@ -139,9 +139,9 @@ def _check_rank(model: db.Model, index: int, layer: str, params: EditParams, fie
                       field=field)
 
 
-def _check_edit_ref(s: Session, field: str, edit_id: str, model_id: str, layers: list[str], tenant: str) -> None:
+def _check_edit_ref(s: Session, field: str, edit_id: str, model_id: str, layers: list[str]) -> None:
     """An edit a method reads the weights of: a succeeded single-layer edit of the same model and layer."""
-    base = repo.get_or_404(s, db.Edit, edit_id, tenant, field=field)
+    base = repo.get_or_404(s, db.Edit, edit_id, field=field)
     if base.status != Status.succeeded:
         raise Problem(422, f"base edit {edit_id} is {base.status}; interpolation needs a succeeded edit", field=field)
     if base.model_id != model_id:
@@ -152,8 +152,7 @@ def _check_edit_ref(s: Session, field: str, edit_id: str, model_id: str, layers:
                            f"{layers}", field=field)
 
 
-def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditParams,
-                    tenant: str) -> dict[str, dict]:
+def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditParams) -> dict[str, dict]:
     """Every dataset the request names exists, is not empty, fits the model's input and (where labels matter) its
     classes. Returns the facts by field."""
     spec = model.spec
@@ -163,7 +162,7 @@ def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditP
     for field, (ref, needs_labels) in named.items():
         if ref is None:
             continue
-        facts = facts_of[field] = repo.dataset_facts(s, ref, field, tenant)
+        facts = facts_of[field] = repo.dataset_facts(s, ref, field)
         if facts["n"] == 0:  # uploads refuse N = 0 already; rows from elsewhere must not start a job either
             raise Problem(422, f"{field} is empty (N = 0): an edit needs at least one example", field=field)
         if list(facts["shape"]) != list(spec["input_shape"]):
@@ -192,11 +191,9 @@ def _add_edit(s: Session, v: ValidEdit, layers: list[str], sweep: bool = False, 
     edit = db.Edit(model_id=req.model_id, method=req.method, layers=layers,
                    hyperparams=v.params.model_dump(mode="json"), edit_set=req.edit_set,
                    generalization_set=req.generalization_set, test_set=req.test_set, status=Status.queued,
-                   progress={"stage": "queued", "done": 0, "total": 1}, sweep=sweep, sweep_id=sweep_id,
-                   tenant=v.tenant)
+                   progress={"stage": "queued", "done": 0, "total": 1}, sweep=sweep, sweep_id=sweep_id)
     s.add(edit)
     s.flush()
-    audit = db.Audit(edit_id=edit.id, status=Status.queued, config=v.audit.model_dump(mode="json"), profile=v.profile,
-                     tenant=v.tenant)
+    audit = db.Audit(edit_id=edit.id, status=Status.queued, config=v.audit.model_dump(mode="json"), profile=v.profile)
     s.add(audit)
     return edit, audit

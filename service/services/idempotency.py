@@ -1,7 +1,8 @@
 """`Idempotency-Key` on the POSTs that create: a client that retries (a timeout, a dropped connection) gets the
 original response instead of a second resource. Same key and payload: the stored response; same key, other
-payload: 422; the first request still running: 409. Keys are per tenant and route. A record left in flight by a
-crashed process is taken over after STALE_S; a create that fails records nothing (fix the request, retry)."""
+payload: 422; the first request still running: 409. Keys are per tenant (the sessions' tenant) and route. A record
+left in flight by a crashed process is taken over after STALE_S; a create that fails records nothing (fix the
+request, retry)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from editaudit.core import db
 from editaudit.service.errors import Problem
@@ -31,9 +32,11 @@ def payload_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(jsonable_encoder(parts), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def idempotent(request: Request, sessions: sessionmaker, tenant: str, digest: str,
+def idempotent(request: Request, sessions: Callable[[], Session], digest: str,
                create: Callable[[], JSONResponse]) -> JSONResponse:
-    """Run `create` once per (tenant, route, Idempotency-Key); without the header, just run it."""
+    """Run `create` once per (tenant, route, Idempotency-Key); without the header, just run it. `sessions` opens
+    sessions of the caller's tenant (editaudit.service.deps.TenantSessionsDep): the record commits apart from the
+    request's own session."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return create()
@@ -41,39 +44,39 @@ def idempotent(request: Request, sessions: sessionmaker, tenant: str, digest: st
         raise Problem(422, "Idempotency-Key is 1-200 printable ASCII characters", field="Idempotency-Key")
     route = f"{request.method} {request.url.path}"  # the creating routes take no ids: the path is the route
     with sessions() as s:
-        record = _claim(s, tenant, key, route, digest)
+        record = _claim(s, key, route, digest)
         if record is not None:
             return _replay(record, digest, key)
     try:
         response = create()
     except BaseException:
-        _forget(sessions, tenant, key, route)
+        _forget(sessions, key, route)
         raise
     with sessions() as s:
-        row = _find(s, tenant, key, route)
+        row = _find(s, key, route)
         row.status, row.body = response.status_code, response.body.decode()
         row.headers = {h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers}
         s.commit()
     return response
 
 
-def _find(s: Session, tenant: str, key: str, route: str) -> db.IdempotencyRecord | None:
-    return s.scalars(select(db.IdempotencyRecord).filter_by(tenant=tenant, key=key, route=route)).first()
+def _find(s: Session, key: str, route: str) -> db.IdempotencyRecord | None:
+    return s.scalars(select(db.IdempotencyRecord).filter_by(key=key, route=route)).first()
 
 
-def _claim(s: Session, tenant: str, key: str, route: str, digest: str) -> db.IdempotencyRecord | None:
+def _claim(s: Session, key: str, route: str, digest: str) -> db.IdempotencyRecord | None:
     """None when this request now owns the key; else the existing record."""
-    stale = _find(s, tenant, key, route)
+    stale = _find(s, key, route)
     if stale is not None and stale.status is None and stale.created_at < db.utcnow() - timedelta(seconds=STALE_S):
         s.delete(stale)  # its request died mid-way (the process crashed): the key is free again
         s.commit()
-    s.add(db.IdempotencyRecord(tenant=tenant, key=key, route=route, request_hash=digest))
+    s.add(db.IdempotencyRecord(key=key, route=route, request_hash=digest))
     try:
         s.commit()
         return None
     except IntegrityError:
         s.rollback()
-        found = _find(s, tenant, key, route)
+        found = _find(s, key, route)
         if found is None:  # the owner gave it up between our insert and this read
             raise Problem(409, f"a request with Idempotency-Key {key!r} is in progress; retry shortly",
                           field="Idempotency-Key") from None
@@ -91,9 +94,9 @@ def _replay(record: db.IdempotencyRecord, digest: str, key: str) -> JSONResponse
     return response
 
 
-def _forget(sessions: sessionmaker, tenant: str, key: str, route: str) -> None:
+def _forget(sessions: Callable[[], Session], key: str, route: str) -> None:
     with sessions() as s:
-        row = _find(s, tenant, key, route)
+        row = _find(s, key, route)
         if row is not None and row.status is None:
             s.delete(row)
             s.commit()

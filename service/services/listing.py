@@ -1,5 +1,5 @@
-"""Cursor pagination over a tenant's rows, newest first. The cursor is the (created_at, id) of the last row seen,
-so pages stay stable while rows are added (no offsets that shift)."""
+"""Cursor pagination over the session's rows (a tenant's, in an API request), newest first. The cursor is the
+(created_at, id) of the last row seen, so pages stay stable while rows are added (no offsets that shift)."""
 
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ def as_utc(at: datetime, field: str) -> datetime:
         raise Problem(422, f"{field} is out of range", field=field) from None
 
 
-def page(s: Session, table, tenant: str, limit: int, cursor: str | None, created_after: datetime | None,
+def page(s: Session, table, limit: int, cursor: str | None, created_after: datetime | None,
          query: Select | None = None) -> tuple[list, str | None]:
-    """One page of the tenant's rows of `table` (optionally narrowed by `query`, a select of `table`)."""
-    q = (query if query is not None else select(table)).where(table.tenant == tenant)
+    """One page of the rows of `table` the session sees (optionally narrowed by `query`, a select of `table`)."""
+    q = query if query is not None else select(table)
     if created_after is not None:
         q = q.where(table.created_at > as_utc(created_after, "created_after"))
     if cursor:

@@ -11,8 +11,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from editaudit.core import db
 from editaudit.service.errors import Problem
 from editaudit.core.storage import ObjectStore
 
@@ -49,8 +50,12 @@ def store_and_insert(s: Session, store: ObjectStore, key: str, data: bytes | Bin
 
 
 def _referenced(s: Session, table, key: str) -> bool:
+    """Whether a row of any tenant points at the object: identical content is one object, whoever uploaded it, so
+    this question is asked outside the request's tenant session (it reads a yes or no, never a row)."""
     try:
-        return s.scalar(select(table.id).where(table.object_key == key).limit(1)) is not None
+        shared = "an upload's cleanup: one object serves every tenant that uploaded its content"
+        with db.unscoped_session(sessionmaker(s.get_bind()), shared) as every:
+            return every.scalar(select(table.id).where(table.object_key == key).limit(1)) is not None
     except Exception:  # noqa: BLE001 - the database is what failed: keep the object (an orphan beats a loss)
         return True
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.numpy import save as np_save
 
 from editaudit.core import db
-from tests.conftest import SPEC
+from tests.conftest import SPEC, unscoped
 
 
 def objects(client) -> list:
@@ -21,7 +21,7 @@ def objects(client) -> list:
 
 
 def rows(client, table) -> int:
-    with client.services.sessions() as s:
+    with unscoped(client.services.sessions)() as s:
         return s.query(table).count()
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 from xml.etree import ElementTree as ET
 
+from tests.conftest import unscoped
 from tests.integration.test_api_errors import assert_problem
 
 PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
@@ -275,7 +276,7 @@ def test_delta_of_an_edit_from_before_deltas_is_a_404(edit_factory):
 
     c = edit_factory.client
     job = edit_factory.submit(audit={"attacks": []})
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         s.get(db.Edit, job["id"]).delta_object_key = None
         s.commit()
     assert "before deltas" in assert_problem(c.get(f"/edits/{job['id']}/delta"), 404, "edit_id")["detail"]

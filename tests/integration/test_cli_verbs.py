@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from editaudit.core import db
 from editaudit.worker.jobs import run_edit_job
-from tests.conftest import SPEC
+from tests.conftest import SPEC, unscoped
 
 PGD = {"id": "pgd", "name": "pgd", "eps": 0.05, "steps": 5, "step_size": 0.02}
 
@@ -33,7 +33,7 @@ def job_runner(api_client):
     """Runs every queued edit (not a sweep's sub-edits: their sweep runs them) as a worker would, until the test
     ends."""
     stop = threading.Event()
-    sessions = db.session_factory(api_client.settings.resolved_database_url)
+    sessions = unscoped(db.session_factory(api_client.settings.resolved_database_url))
 
     def loop():
         while not stop.is_set():
@@ -283,6 +283,19 @@ def test_file_references_read_verbs_global_options_and_formats(api_client, http_
     assert editaudit("--key", "ea_wrong", "edits", "list", *url, key=token).returncode == 2, "--key beats the env"
 
 
+def finished(c, edit_id: str, deadline_s: float = 300) -> str:
+    """The edit's final status, polling; the deadline only bounds a failure."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status = c.get(f"/edits/{edit_id}").json()["status"]
+        if status in ("succeeded", "failed", "canceled"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"edit {edit_id} did not finish within {deadline_s} s")
+
+
 def test_promotion_refusals_say_why_first(api_client, http_url, job_runner, edit_factory, tmp_path):
     url = ("--url", http_url)
     c = edit_factory.client
@@ -298,8 +311,11 @@ def test_promotion_refusals_say_why_first(api_client, http_url, job_runner, edit
     assert "default" in names and "lenient" in names and "strict" in names
     assert "min: 0.9999" in ok(editaudit("policies", "get", "strict", *url))
 
-    a = edit_factory.submit(audit={"attacks": [PGD]})
-    b = edit_factory.submit(audit={"attacks": [PGD]})
+    # queued and run by job_runner (running them here too would race it for the lease: one of the two returns early)
+    a = edit_factory.submit(run=False, audit={"attacks": [PGD]})
+    b = edit_factory.submit(run=False, audit={"attacks": [PGD]})
+    for job in (a, b):
+        assert finished(c, job["id"]) == "succeeded"
     promoted = ok(editaudit("promote", a["id"], "--policy", "lenient", *url))
     a_model = c.get(f"/edits/{a['id']}").json()["edited_model_id"]
     b = {**b, "model_id": c.get(f"/edits/{b['id']}").json()["model_id"]}

@@ -20,7 +20,7 @@ from editaudit.core import db
 from editaudit.core.migrate import upgrade
 from editaudit.core.queue import RUN_EDIT
 from editaudit.service.app import create_app
-from tests.conftest import SPEC, make_settings
+from tests.conftest import SPEC, make_settings, unscoped
 from tests.tools.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -94,7 +94,7 @@ def _mid_audit(edit: dict) -> bool:
 
 
 def _exactly_once(c, edit_id: str) -> db.Edit:
-    sessions = db.session_factory(c.settings.resolved_database_url)
+    sessions = unscoped(db.session_factory(c.settings.resolved_database_url))
     with sessions() as s:
         edit = s.get(db.Edit, edit_id)
         models = s.scalars(select(db.Model).where(db.Model.edit_id == edit_id)).all()

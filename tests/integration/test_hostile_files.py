@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from editaudit.core import db
-from tests.conftest import SPEC
+from tests.conftest import SPEC, unscoped
 from tests.integration.test_api_errors import assert_nothing_stored, assert_problem
 
 MARKER = "/tmp/editaudit-hostile-marker"
@@ -143,7 +143,7 @@ def test_crafted_datasets_are_refused(api_client, case):
 def test_labels_use_the_whole_int64_range(api_client):
     r = api_client.post("/datasets", files={"file": ("d.npz", npz(x=X, y=np.array([0, 2**40], np.int64)))})
     assert r.status_code == 201, r.text
-    with api_client.services.sessions() as s:
+    with unscoped(api_client.services.sessions)() as s:
         assert s.get(db.Dataset, r.json()["id"]).label_max == 2**40
 
 

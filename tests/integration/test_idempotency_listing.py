@@ -4,13 +4,14 @@ row exactly once across pages, filters that narrow, cursors that cannot be forge
 from __future__ import annotations
 
 from editaudit.core import db
+from tests.conftest import unscoped
 from tests.integration.test_api_errors import assert_problem
 
 PGD = {"name": "pgd", "eps": 0.03, "steps": 2}
 
 
 def _count_edits(c) -> int:
-    with db.session_factory(c.settings.resolved_database_url)() as s:
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:
         return s.query(db.Edit).count()
 
 
@@ -53,14 +54,15 @@ def test_an_in_flight_key_is_a_409(edit_factory):
     from editaudit.service.services.idempotency import payload_hash
 
     c = edit_factory.client
-    with db.session_factory(c.settings.resolved_database_url)() as s:  # as if a first request were still running
+    # as if a first request were still running
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:
         s.add(db.IdempotencyRecord(tenant="default", key="busy", route="POST /policies",
                                    request_hash=payload_hash({"x": 1})))
         s.commit()
     r = c.post("/policies", json={"name": "p", "policy": {"rules": [{"metric": "edit.accuracy", "min": 0.1}]}},
                headers={"Idempotency-Key": "busy"})
     assert_problem(r, 422, "Idempotency-Key")  # another payload: refused before it could wait
-    with db.session_factory(c.settings.resolved_database_url)() as s:
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:
         row = s.query(db.IdempotencyRecord).filter_by(key="busy").one()
         row.request_hash = payload_hash({"name": "p", "policy": {"rules": [{"metric": "edit.accuracy", "min": 0.1}]}})
         s.commit()

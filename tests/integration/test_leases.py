@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from editaudit.contracts.audit_result import AuditResult
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.storage import content_key, sha256
@@ -16,32 +17,33 @@ from editaudit.worker.jobs.lease import Lease, LeaseLost, take
 from editaudit.worker.jobs.persist import store_success
 from editaudit.worker.jobs.progress import ProgressWriter
 from editaudit.worker.jobs.reconcile import reconcile
+from tests.conftest import unscoped
 
 FAST = {"audit": {"attacks": []}}
 
 
 def _edit(c, edit_id) -> db.Edit:
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         edit = s.get(db.Edit, edit_id)
         s.expunge(edit)
         return edit
 
 
 def _lapse(c, edit_id) -> None:
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         s.get(db.Edit, edit_id).lease_expires_at = db.utcnow() - timedelta(seconds=1)
         s.commit()
 
 
 def _models_of(c, edit_id) -> int:
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         return s.scalar(select(func.count()).select_from(db.Model).where(db.Model.edit_id == edit_id))
 
 
 def test_a_second_delivery_while_a_live_attempt_holds_the_lease_is_dropped(edit_factory):
     c = edit_factory.client
     job = edit_factory.submit(run=False, **FAST)
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         token = take(s, job["id"], lease_s=60, max_attempts=3)
     assert token
     run_edit_job(c.settings, job["id"])  # the duplicate message
@@ -54,7 +56,7 @@ def test_an_attempt_whose_lease_lapsed_cannot_overwrite_duplicate_or_orphan(edit
     model row, the edit's result unchanged, and A's (different) weights object removed again."""
     c = edit_factory.client
     job = edit_factory.submit(run=False, **FAST)
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         stale = take(s, job["id"], lease_s=60, max_attempts=3)
     _lapse(c, job["id"])
     run_edit_job(c.settings, job["id"])  # attempt B
@@ -63,8 +65,8 @@ def test_an_attempt_whose_lease_lapsed_cannot_overwrite_duplicate_or_orphan(edit
     store = c.services.store
     late = {("models", b"late weights of attempt A"), ("deltas", b"late delta of attempt A")}
     with pytest.raises(LeaseLost):
-        store_success(c.services.sessions, store, job["id"], job["audit_id"], edit_factory.model["spec"],
-                      b"late weights of attempt A", b"late delta of attempt A", [], {}, {}, stale)
+        store_success(unscoped(c.services.sessions), store, job["id"], job["audit_id"], edit_factory.model["spec"],
+                      b"late weights of attempt A", b"late delta of attempt A", [], {}, AuditResult(), stale)
     after = _edit(c, job["id"])
     assert (after.status, after.edited_model_id, after.finished_at) == (Status.succeeded, done.edited_model_id,
                                                                        done.finished_at)
@@ -76,13 +78,13 @@ def test_an_attempt_whose_lease_lapsed_cannot_overwrite_duplicate_or_orphan(edit
 def test_a_lost_lease_stops_the_attempt_at_its_next_batch(edit_factory):
     c = edit_factory.client
     job = edit_factory.submit(run=False, **FAST)
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         token = take(s, job["id"], lease_s=60, max_attempts=3)
-    lease = Lease(c.services.sessions, job["id"], token, 60)
-    progress = ProgressWriter(c.services.sessions, job["id"], every=0, lease=lease)
+    lease = Lease(unscoped(c.services.sessions), job["id"], token, 60)
+    progress = ProgressWriter(unscoped(c.services.sessions), job["id"], every=0, lease=lease)
     progress("editing", 1, 10)
     _lapse(c, job["id"])
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         assert take(s, job["id"], lease_s=60, max_attempts=3)  # another attempt takes over
     with pytest.raises(LeaseLost):
         progress("editing", 2, 10)
@@ -93,29 +95,30 @@ def test_the_reconciler_sends_lapsed_and_lost_jobs_again_and_gives_up(edit_facto
     c = edit_factory.client
     settings = c.settings.model_copy(update={"max_attempts": 2, "requeue_after_s": 60})
     lapsed_job, lost_job, fresh_job = (edit_factory.submit(run=False, **FAST) for _ in range(3))
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         take(s, lapsed_job["id"], lease_s=60, max_attempts=2)
         s.get(db.Edit, lost_job["id"]).created_at = db.utcnow() - timedelta(seconds=600)  # its message is gone
         s.commit()
     _lapse(c, lapsed_job["id"])
     sent = []
-    waiting = reconcile(c.services.sessions, sent.append, settings, queue_depth=lambda: 5)
+    waiting = reconcile(unscoped(c.services.sessions), sent.append, settings, queue_depth=lambda: 5)
     assert waiting["resent"] == [], "messages wait in the queue: the queued job is behind them, not lost"
-    with c.services.sessions() as s:  # that pass sent the lapsed job; undo it to see both in one pass below
+    with unscoped(c.services.sessions)() as s:  # that pass sent the lapsed job; undo it to see both in one pass below
         edit = s.get(db.Edit, lapsed_job["id"])
         edit.status, edit.lease_expires_at = Status.running, db.utcnow() - timedelta(seconds=1)
         s.commit()
     sent.clear()
-    report = reconcile(c.services.sessions, sent.append, settings)
+    report = reconcile(unscoped(c.services.sessions), sent.append, settings)
     assert report == {"requeued": [lapsed_job["id"]], "resent": [lost_job["id"]], "failed": []}
     assert sorted(sent) == sorted([lapsed_job["id"], lost_job["id"]])
     assert _edit(c, lapsed_job["id"]).status == Status.queued and _edit(c, fresh_job["id"]).status == Status.queued
-    assert reconcile(c.services.sessions, sent.append, settings) == {"requeued": [], "resent": [], "failed": []}
+    assert reconcile(unscoped(c.services.sessions), sent.append, settings) == {"requeued": [], "resent": [],
+                                                                              "failed": []}
     # the second attempt dies too: with max_attempts = 2 the job ends failed, saying why
-    with c.services.sessions() as s:
+    with unscoped(c.services.sessions)() as s:
         assert take(s, lapsed_job["id"], lease_s=60, max_attempts=2)
     _lapse(c, lapsed_job["id"])
-    assert reconcile(c.services.sessions, sent.append, settings)["failed"] == [lapsed_job["id"]]
+    assert reconcile(unscoped(c.services.sessions), sent.append, settings)["failed"] == [lapsed_job["id"]]
     edit = _edit(c, lapsed_job["id"])
     assert edit.status == Status.failed and "gave up after 2 attempts" in edit.error
     assert c.get(f"/audits/{lapsed_job['audit_id']}").json()["status"] == Status.failed

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from editaudit.core import db
 from editaudit.core.logs import JsonFormatter
+from tests.conftest import unscoped
 
 
 def scrape(client) -> dict[str, list]:
@@ -29,17 +30,18 @@ def sample(families: dict, family: str, name: str, **labels) -> float | None:
 def add_finished_edit(client, status: str = "succeeded") -> None:
     """One edit and its audit, finished now: ran for 12 s after waiting 3 s in the queue."""
     now = db.utcnow()
-    with client.services.sessions() as s:
-        model = db.Model(sha256="0" * 64, arch="editaudit/smallcnn", spec={}, object_key="k", size_bytes=1)
+    with unscoped(client.services.sessions)() as s:
+        model = db.Model(tenant="default", sha256="0" * 64, arch="editaudit/smallcnn", spec={}, object_key="k",
+                         size_bytes=1)
         s.add(model)
         s.flush()
-        edit = db.Edit(model_id=model.id, method="finetune_layer", layers=["fc"], hyperparams={}, edit_set="d",
-                       test_set="builtin:digits-test", status=status, created_at=now - timedelta(seconds=15),
-                       started_at=now - timedelta(seconds=12), finished_at=now)
+        edit = db.Edit(tenant="default", model_id=model.id, method="finetune_layer", layers=["fc"], hyperparams={},
+                       edit_set="d", test_set="builtin:digits-test", status=status,
+                       created_at=now - timedelta(seconds=15), started_at=now - timedelta(seconds=12), finished_at=now)
         s.add(edit)
         s.flush()
-        s.add(db.Audit(edit_id=edit.id, status=status, config={}, created_at=now - timedelta(seconds=15),
-                       finished_at=now))
+        s.add(db.Audit(tenant="default", edit_id=edit.id, status=status, config={},
+                       created_at=now - timedelta(seconds=15), finished_at=now))
         s.commit()
 
 

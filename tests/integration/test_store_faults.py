@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from editaudit.core.storage import S3Store
+from tests.conftest import unscoped
 from tests.tools.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_a_job_that_cannot_store_its_result_fails_cleanly(tmp_path, postgres_url
         proxy.cut()  # and it stays down
         edit = _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
         assert edit["status"] == Status.failed and "storing the result failed" in edit["error"], edit
-        sessions = db.session_factory(c.settings.resolved_database_url)
+        sessions = unscoped(db.session_factory(c.settings.resolved_database_url))
         with sessions() as s:
             assert s.scalar(select(func.count()).select_from(db.Model).where(db.Model.edit_id == job["id"])) == 0
             assert s.get(db.Edit, job["id"]).lease_token is None

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save as st_save
 
 from editaudit.core import db
-from tests.conftest import SPEC
+from tests.conftest import SPEC, unscoped
 from tests.integration.test_api_errors import assert_nothing_stored, objects, post_model, rows
 
 
@@ -54,7 +54,7 @@ def test_a_uint8_dataset_larger_than_the_spool_is_recorded_as_uploaded(api_clien
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["n"] == 1024 and body["shape"] == [4, 32, 32] and body["sha256"] == hashlib.sha256(data).hexdigest()
-    with api_client.services.sessions() as s:
+    with unscoped(api_client.services.sessions)() as s:
         row = s.get(db.Dataset, body["id"])
         assert row.label_max == int(y.max()) and row.has_mask and not row.has_x_orig
         assert row.object_key.endswith(".safetensors")
@@ -88,7 +88,7 @@ def test_a_failed_row_keeps_an_object_a_concurrent_upload_now_uses(api_client, m
     real_commit = Session.commit
 
     def commit_after_the_other_tenant(self):
-        with api_client.services.sessions() as other:
+        with unscoped(api_client.services.sessions)() as other:
             other.add(db.Dataset(tenant="team-b", sha256=hashlib.sha256(data).hexdigest(), filename="b",
                                  object_key=key, n=4, shape=[1, 8, 8], label_max=0))
             real_commit(other)
@@ -115,6 +115,6 @@ def test_a_streamed_upload_lands_in_s3(tmp_path, s3_server):
     with TestClient(create_app(settings, allow_anonymous=True)) as c:
         r = post_dataset(c, data)
         assert r.status_code == 201, r.text
-        with c.app.state.services.sessions() as s:
+        with unscoped(c.app.state.services.sessions)() as s:
             key = s.get(db.Dataset, r.json()["id"]).object_key
         assert c.app.state.services.store.get(key) == data

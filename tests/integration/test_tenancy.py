@@ -1,18 +1,22 @@
-"""Tenants and keys, tried as a second tenant and as a hostile key holder would: every route that takes an id
-(generated from the route table, so a new route cannot be forgotten) answers 404 to another tenant's key, writes
-included, and changes nothing; scopes are enforced before the body is read; revoked and forged keys are refused."""
+"""Tenants and keys, tried as a second tenant and as a hostile key holder would. Every operation of the published
+OpenAPI document is called with tenant B's key against tenant A's data (generated from /openapi.json, so a new
+route, listing or aggregate cannot be forgotten): a route with an id answers 404 and names nothing of A's, a listing
+or aggregate names none of A's ids or names, a create makes B's own resource, and afterwards everything A can read is
+exactly as it was. Scopes are enforced before the body is read; revoked and forged keys are refused."""
 
 from __future__ import annotations
 
+import json
 import re
+from types import SimpleNamespace
 
 import pytest
 
-from editaudit.service.app import api_routes
-from tests.conftest import key_headers
+from tests.conftest import SPEC, key_headers, unscoped
 from tests.integration.test_api_errors import assert_problem
 
 PGD = {"name": "pgd", "eps": 0.03, "steps": 2}
+RULES = {"rules": [{"metric": "edit.accuracy", "min": 0.0}]}
 
 
 @pytest.fixture()
@@ -28,89 +32,143 @@ def two_tenants(edit_factory):
     a = key_headers(c.settings, "default", name="alice")
     c.headers.update(a)
     job = edit_factory.submit(audit={"attacks": [PGD]})
-    assert c.post("/policies", json={"name": "team-policy", "policy": {"rules": [{"metric": "edit.accuracy", "min": 0.0}]}}).status_code == 201
+    assert c.post("/policies", json={"name": "team-policy", "policy": RULES}).status_code == 201
     assert c.post("/audit-profiles", json={"name": "team-profile", "audit": {"attacks": [PGD]}}).status_code == 201
     r = c.post(f"/edits/{job['id']}/promote", json={"alias": "production", "policy": "default",
                                                     "override_reason": "the fixture needs an alias to exist"})
     assert r.status_code == 200, r.text
     queued = edit_factory.submit(run=False, audit={"attacks": [PGD]})
-    hook = c.post("/webhooks", json={"url": "https://hooks.example.com/ci", "events": ["*"]})
+    hook = c.post("/webhooks", json={"url": "https://hooks.example.com/ci-of-team-a", "events": ["*"]})
     assert hook.status_code == 201, hook.text
     job["webhook_id"] = hook.json()["id"]
     return c, a, key_headers(c.settings, "team-b", name="bob"), job, queued
 
 
 def _values(edit_factory, job, queued) -> dict[str, str]:
+    """A value of A's for every path parameter of the API (a new one must be added here)."""
     return {"model_id": edit_factory.model["id"], "dataset_id": edit_factory.dataset["id"], "edit_id": job["id"],
-            "audit_id": job["audit_id"], "fmt": "json", "name": "production", "webhook_id": job["webhook_id"]}
+            "audit_id": job["audit_id"], "fmt": "json", "webhook_id": job["webhook_id"]}
+
+
+def _secrets(c, edit_factory, job, queued) -> set[str]:
+    """What of A's must never appear in an answer to B: its ids, names, actor and webhook URL."""
+    edited = c.get(f"/edits/{job['id']}").json()["edited_model_id"]
+    return {edit_factory.model["id"], edit_factory.dataset["id"], job["id"], job["audit_id"], queued["id"],
+            queued["audit_id"], job["webhook_id"], edited, *NAME_BY_PREFIX.values(), "alice", "ci-of-team-a"}
 
 
 NAME_BY_PREFIX = {"/policies": "team-policy", "/audit-profiles": "team-profile", "/aliases": "production"}
+# the bodies of operations that need one; B names A's ids and names in them
 BODIES = {"promote_edit": {"alias": "production", "policy": "default", "override_reason": "a hostile override"},
           "revert_edit": {"reason": "a hostile revert"}}
+# every operation without a path parameter that is not a GET: how B calls it, and the status B gets. A create
+# makes B's own resource (named as A's are: it must not touch them); one naming A's ids in its body is a 404
+CREATES = {
+    "upload_model": (lambda f: {"files": {"weights": ("m.safetensors", f.weights)}, "data": {"spec": json.dumps(SPEC)}},
+                     201),
+    "upload_dataset": (lambda f: {"files": {"file": ("f.npz", f.dataset_bytes)}}, 201),
+    "submit_edit": (lambda f: {"json": {"model_id": f.model["id"], "method": "finetune_layer", "layers": ["fc"],
+                                        "edit_set": f.dataset["id"], "test_set": "builtin:digits-test"}}, 404),
+    "gate": (lambda f: {"json": {"edit_id": f.job["id"], "policy": "team-policy"}}, 404),
+    "create_policy": (lambda f: {"json": {"name": "team-policy", "policy": RULES}}, 201),
+    "create_audit_profile": (lambda f: {"json": {"name": "team-profile", "audit": {"attacks": []}}}, 201),
+    "create_webhook": (lambda f: {"json": {"url": "https://hooks.example.com/b", "events": ["*"]}}, 201),
+}
+CATALOG = {"list_archs", "list_methods"}  # GETs that answer no tenant's data (A's answer need not name A's)
+SIDE_EFFECTS = {"gate_edit"}  # GETs that write (a gate.evaluated event): not part of A's before/after snapshot
 
 
-def _id_routes():
-    for route in api_routes():
-        params = re.findall(r"{(\w+)}", route.path)
-        if params:
-            for method in sorted(route.methods):
-                yield method, route.path, route.operation_id, params
+def _operations(c) -> list[tuple[str, str, dict]]:
+    """(method, path, operation) of every operation in the document the API publishes."""
+    doc = c.get("/openapi.json")
+    assert doc.status_code == 200, doc.text
+    return [(method.upper(), path, operation) for path, item in doc.json()["paths"].items()
+            for method, operation in item.items()]
 
 
-def test_the_route_table_has_the_routes_this_test_must_cover():
-    ops = {op for _, _, op, _ in _id_routes()}
-    for must in ("cancel_edit", "promote_edit", "revert_edit", "gate_edit", "download_edit_delta",
-                 "download_edit_weights", "download_model_weights", "get_audit_report", "get_audit", "get_webhook",
-                 "delete_webhook", "list_webhook_deliveries", "test_webhook"):
-        assert must in ops, must
+def _url(path: str, operation: dict, values: dict) -> str:
+    params = re.findall(r"{(\w+)}", path)
+    fill = dict(values)
+    if "name" in params:
+        fill["name"] = next((v for p, v in NAME_BY_PREFIX.items() if path.startswith(p)), None)
+    unknown = [p for p in params if fill.get(p) is None]
+    assert not unknown, f"{operation['operationId']}: no value for {unknown}; teach this test about it"
+    required = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query" and p.get("required")]
+    assert not required, f"{operation['operationId']}: required query parameters {required}; teach this test"
+    return path.format(**fill)
 
 
-def test_every_id_route_is_a_404_for_another_tenant(two_tenants, edit_factory):
+def _leaks(response, secrets: set[str]) -> list[str]:
+    text = response.content.decode("utf-8", "replace")
+    return sorted(s for s in secrets if s in text)
+
+
+def _snapshot(c, operations, values) -> dict[str, tuple[int, bytes]]:
+    """Everything A can read (every GET but the public ones and those that write), as A sees it."""
+    return {op["operationId"]: (r.status_code, r.content) for method, path, op in operations
+            if method == "GET" and op.get("security") != [] and op["operationId"] not in SIDE_EFFECTS
+            for r in [c.get(_url(path, op, values))]}
+
+
+def test_every_operation_of_the_api_keeps_tenants_apart(two_tenants, edit_factory, digits_model):
     c, a, b, job, queued = two_tenants
     values = _values(edit_factory, job, queued)
-    secret = c.get(f"/edits/{job['id']}").json()["edited_model_id"]  # A's, never named in B's requests
-    checked = []
-    for method, path, op_id, params in _id_routes():
-        fill = dict(values)
-        fill["name"] = next(v for p, v in NAME_BY_PREFIX.items() if path.startswith(p)) if "name" in params else None
-        if op_id == "cancel_edit":
-            fill["edit_id"] = queued["id"]
-        unknown = [p for p in params if fill.get(p) is None]
-        assert not unknown, f"{op_id}: no value for {unknown}; teach this test about it"
-        url = path.format(**fill)
-        body = BODIES.get(op_id)
-        theirs = c.request(method, url, json=body, headers=b)
-        assert theirs.status_code == 404, f"{method} {url} answered {theirs.status_code} to another tenant"
-        assert_problem(theirs, 404)
-        assert secret not in theirs.text, theirs.text  # nothing of A's leaks in the problem
-        checked.append(op_id)
-    assert len(checked) >= 15
-    # nothing moved: the queued edit is still queued, production still serves A's edited model
+    secrets = _secrets(c, edit_factory, job, queued)
+    operations = _operations(c)
+    before = _snapshot(c, operations, values)
+    fixture = SimpleNamespace(weights=digits_model[0], dataset_bytes=edit_factory.dataset_bytes,
+                              model=edit_factory.model, dataset=edit_factory.dataset, job=job)
+    checked: dict[str, str] = {}
+    creates = []
+    for method, path, op in operations:
+        op_id = op["operationId"]
+        if op.get("security") == []:  # public: no key, no tenant, and nothing of any tenant's in it
+            r = c.request(method, path, headers={"Authorization": ""})
+            assert not _leaks(r, secrets), (op_id, _leaks(r, secrets))
+            checked[op_id] = "public"
+        elif "{" in path:  # names a resource of A's: absent for B, reads and writes alike
+            url = _url(path, op, values)
+            body = BODIES.get(op_id)
+            if op.get("requestBody", {}).get("required"):
+                assert body is not None, f"{op_id} needs a body; teach this test (BODIES)"
+            if op_id == "cancel_edit":
+                url = path.format(edit_id=queued["id"])
+            r = c.request(method, url, json=body, headers=b)
+            assert r.status_code == 404, f"{method} {url} answered {r.status_code} to another tenant: {r.text}"
+            assert_problem(r, 404)
+            named = {s for s in secrets if s in url or s in json.dumps(body)}  # B's own words may be echoed
+            assert not _leaks(r, secrets - named), (op_id, _leaks(r, secrets - named))
+            checked[op_id] = "404"
+        elif method == "GET":  # a listing or an aggregate: B's answer names none of A's
+            r = c.get(path, headers=b)
+            assert r.status_code == 200, (op_id, r.text)
+            assert not _leaks(r, secrets), (op_id, _leaks(r, secrets))
+            if op_id not in CATALOG:  # and A's names some: the route serves tenant data, B's answer is not vacuous
+                assert _leaks(c.get(path), secrets), f"{op_id}: A's own answer names nothing of A's"
+            checked[op_id] = "listing"
+        else:
+            assert op_id in CREATES, f"{method} {path} ({op_id}): teach this test how B calls it (CREATES)"
+            creates.append((method, path, op))
+    for method, path, op in creates:  # after the listings: B's creates reuse A's names, which B may then list
+        op_id = op["operationId"]
+        kwargs, status = CREATES[op_id]
+        sent = kwargs(fixture)
+        r = c.request(method, path, headers=b, **sent)
+        assert r.status_code == status, (op_id, r.status_code, r.text)
+        named = {s for s in secrets if s in json.dumps(sent.get("json"))}  # B's own words may be echoed
+        assert not _leaks(r, secrets - named), (op_id, _leaks(r, secrets - named))
+        checked[op_id] = str(status)
+    assert set(CREATES) <= set(checked), sorted(set(CREATES) - set(checked))  # no stale entries
+    assert len(checked) == len(operations) >= 40, (len(checked), len(operations))
+    # B created its own (same bytes, same names): A's resources, names and ids are untouched
+    assert c.get("/policies/team-policy", headers=b).json()["version"] == 1
+    assert c.get("/policies/team-policy").json()["version"] == 1
+    after = _snapshot(c, operations, values)
+    changed = sorted(op for op in before if before[op] != after[op])
+    assert not changed, f"B's requests changed what A reads: {changed}"
     assert c.get(f"/edits/{queued['id']}").json()["status"] == "queued"
-    edit = c.get(f"/edits/{job['id']}").json()
-    assert edit["reverted_at"] is None
-    assert c.get("/aliases/production").json()["model_id"] == edit["edited_model_id"]
-    # and the owner is answered (the 404s above are not a broken route)
-    for url in (f"/models/{values['model_id']}", f"/audits/{job['audit_id']}/report.json", f"/edits/{job['id']}/weights",
-                f"/webhooks/{job['webhook_id']}"):
-        assert c.get(url).status_code == 200, url
-
-
-def test_ids_in_bodies_and_listings_are_scoped_too(two_tenants, edit_factory):
-    c, a, b, job, queued = two_tenants
-    body = {"model_id": edit_factory.model["id"], "method": "finetune_layer", "layers": ["fc"],
-            "edit_set": edit_factory.dataset["id"], "test_set": "builtin:digits-test"}
-    assert_problem(c.post("/edits", json=body, headers=b), 404, "model_id")
-    assert_problem(c.post("/gate", json={"edit_id": job["id"], "policy": "default"}, headers=b), 404, "edit_id")
-    for kind in ("models", "datasets", "edits", "audits", "webhooks"):
-        assert c.get(f"/{kind}", headers=b).json()["items"] == [], kind
-        assert c.get(f"/{kind}").json()["items"], kind
-    assert c.get("/promotions", headers=b).json()["promotions"] == []
-    # B's upload of the same bytes is B's own resource: content addresses do not leak ownership
-    mine = c.post("/datasets", files={"file": ("f.npz", edit_factory.dataset_bytes)}, headers=b)
-    assert mine.status_code == 201 and mine.json()["id"] != edit_factory.dataset["id"]
-    assert c.get(f"/datasets/{mine.json()['id']}").status_code == 404
+    assert c.get("/aliases/production").json()["model_id"] == c.get(f"/edits/{job['id']}").json()["edited_model_id"]
+    assert all(status == 200 for status, _ in before.values()), {k: v[0] for k, v in before.items() if v[0] != 200}
 
 
 def test_scopes_are_enforced_before_the_body(edit_factory):
@@ -119,7 +177,7 @@ def test_scopes_are_enforced_before_the_body(edit_factory):
     r = c.post("/models", headers=reader, files={"weights": ("m.safetensors", b"x" * 4096)}, data={"spec": "{}"})
     body = assert_problem(r, 403)
     assert body["required_scope"] == "models:write"
-    assert_problem(c.post("/policies", json={"name": "p", "policy": {"rules": [{"metric": "edit.accuracy", "min": 0.0}]}}, headers=reader), 403)
+    assert_problem(c.post("/policies", json={"name": "p", "policy": RULES}, headers=reader), 403)
     assert c.get(f"/models/{edit_factory.model['id']}", headers=reader).status_code == 200
     gate_only = key_headers(c.settings, "default", ["gate:read"], name="ci")
     assert_problem(c.get(f"/models/{edit_factory.model['id']}", headers=gate_only), 403)
@@ -138,7 +196,7 @@ def test_anonymous_access_ends_once_a_key_exists_and_bad_keys_are_refused(api_cl
                    " ".join(token), "x" * 5000):
         assert_problem(c.get("/archs", headers={"Authorization": f"Bearer {forged}"}), 401)
     assert_problem(c.get("/archs", headers={"Authorization": f"Basic {token}"}), 401)
-    with db.session_factory(c.settings.resolved_database_url)() as s:
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:
         keys.revoke_key(s, token[:12])
         assert [k.revoked_at is not None for k in keys.list_keys(s)] == [True]
     assert_problem(c.get("/archs", headers=headers), 401)
@@ -152,7 +210,7 @@ def test_keys_are_stored_hashed(api_client):
 
     headers = key_headers(api_client.settings, "default")
     token = headers["Authorization"].split()[1]
-    with db.session_factory(api_client.settings.resolved_database_url)() as s:
+    with unscoped(db.session_factory(api_client.settings.resolved_database_url))() as s:
         row = s.scalars(select(db.ApiKey)).one()
         stored = " ".join(str(getattr(row, col.name)) for col in db.ApiKey.__table__.columns)
     assert token not in stored and token[12:] not in stored and row.prefix == token[:12]

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from editaudit.core import db
-from tests.conftest import key_headers
+from tests.conftest import key_headers, unscoped
 from tests.integration.test_api_errors import assert_problem
 
 WAIT_S = 60
@@ -117,7 +117,7 @@ def delivering(settings):
     """The worker's delivery loop, for real, on a thread of this process (as each worker process runs it)."""
     from editaudit.worker.jobs.webhooks import start_deliverer
 
-    stop = start_deliverer(db.session_factory(settings.resolved_database_url), settings, poll_s=0.05)
+    stop = start_deliverer(unscoped(db.session_factory(settings.resolved_database_url)), settings, poll_s=0.05)
     try:
         yield
     finally:
@@ -278,7 +278,7 @@ def test_edit_events_reach_their_tenant_once_and_no_other(edit_factory, receiver
     job = edit_factory.submit(audit=FAST)
     assert c.get(f"/edits/{job['id']}").json()["status"] == "succeeded"
     run_edit_job(c.settings, job["id"])  # a redelivered message: the finished edit is left alone
-    sessions = db.session_factory(c.settings.resolved_database_url)
+    sessions = unscoped(db.session_factory(c.settings.resolved_database_url))
     with sessions() as s:  # the finish path's event write, run again
         webhooks.edit_finished(s, s.get(db.Edit, job["id"]))
         s.commit()
@@ -323,7 +323,7 @@ def test_a_failed_and_a_canceled_edit_emit_their_events(edit_factory, receiver):
     assert c.post(f"/edits/{queued['id']}/cancel").status_code == 200
     assert c.post(f"/edits/{queued['id']}/cancel").status_code == 409  # already ended: no second event
     broken = edit_factory.submit(run=False, audit=FAST)
-    with db.session_factory(c.settings.resolved_database_url)() as s:  # its checkpoint is gone: the job fails
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:  # its checkpoint is gone: the job fails
         c.services.store.delete(s.get(db.Model, edit_factory.model["id"]).object_key)
     run_edit_job(c.settings, broken["id"])
     assert c.get(f"/edits/{broken['id']}").json()["status"] == "failed"
@@ -359,7 +359,7 @@ def test_the_outbox_writes_an_event_once_and_a_delivery_is_claimed_once(database
 
     from editaudit.core import webhooks
 
-    sessions = db.session_factory(database_url)
+    sessions = unscoped(db.session_factory(database_url))
     with sessions() as s:
         hook = db.Webhook(tenant="t", url="http://hooks.example.com/", events=["*"], secret=webhooks.new_secret())
         s.add(hook)

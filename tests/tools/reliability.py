@@ -26,6 +26,8 @@ SUITES = {
     "Schema fuzzing in the production mode (schemathesis: a case per operation, 25 generated requests each)":
         "tests/integration/test_schemathesis.py",
     "Tenants and keys: a second tenant, forged, revoked and under-scoped keys": "tests/integration/test_tenancy.py",
+    "Tenant scope: the session's filter, a route with none of its own, statements it refuses":
+        "tests/integration/test_tenant_scope.py",
 }
 LOSS_CHECK = ("each edit ends `succeeded` exactly once — one edited-model row, one audit, the lease released, every "
               "weights object with its row and no row without its object — or, when the object store stays down, "

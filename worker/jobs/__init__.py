@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def run_edit_job(settings: Settings, edit_id: str) -> None:
     """The Celery task's body: one edit and its audit, or a layer sweep (its sub-edits one after another)."""
-    sessions = db.session_factory(settings.resolved_database_url)
+    sessions = db.unscoped_sessions(db.session_factory(settings.resolved_database_url),
+                                    "a worker's job: the edit's rows are addressed by id, whichever tenant's")
     store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
     with sessions() as s:
         edit = s.get(db.Edit, edit_id)
