@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from editaudit.contracts.attacks import parse_attack
+from editaudit.core.tables import render
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.attacks import make_attack
-from editaudit.core.tables import render
 
 ARCH = {"resnet18": "torchvision/resnet18", "resnet50": "torchvision/resnet50", "smallcnn": "editaudit/smallcnn"}
 

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import multiprocessing
 import os
 import sys
 import time
 import types
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from typing import Sequence
 
 from fastapi import APIRouter, FastAPI
 
@@ -19,8 +19,19 @@ from editaudit.service import errors, observability, openapi
 from editaudit.service.admission import Admission
 from editaudit.service.deps import Services
 from editaudit.service.edge import EdgeChecks
-from editaudit.service.routes import (aliases, audit_profiles, audits, catalog, datasets, edits, gate, health,
-                                      models, policies, webhooks)
+from editaudit.service.routes import (
+    aliases,
+    audit_profiles,
+    audits,
+    catalog,
+    datasets,
+    edits,
+    gate,
+    health,
+    models,
+    policies,
+    webhooks,
+)
 
 log = logging.getLogger(__name__)
 RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router,

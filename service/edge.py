@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-
 from urllib.parse import unquote_to_bytes
 
 import anyio

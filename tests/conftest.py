@@ -185,8 +185,8 @@ def api_client(tmp_path, app_settings_extra):
     """In-process API (TestClient) on SQLite + a local store; no worker: for validation and error-path tests."""
     from fastapi.testclient import TestClient
 
-    from editaudit.service.app import create_app
     from editaudit.core.migrate import upgrade
+    from editaudit.service.app import create_app
 
     settings = make_settings(tmp_path, **app_settings_extra)
     upgrade(settings.resolved_database_url)

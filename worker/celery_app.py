@@ -34,12 +34,11 @@ def _on_start(**_):
     """Folders are made when a worker starts (or an API that sends to them); a worker that could not run every
     method, attack and corruption the API accepts refuses to start; every worker runs the reconciler and sends the
     webhook outbox (two threads: neither waits behind a job)."""
-    from editaudit.worker.ml.parity import check_parity
-
     from editaudit.core import db
     from editaudit.core.queue import RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
     from editaudit.worker.jobs.webhooks import start_deliverer
+    from editaudit.worker.ml.parity import check_parity
 
     settings = get_settings()
     broker_dirs(settings)

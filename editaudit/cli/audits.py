@@ -8,8 +8,17 @@ from itertools import islice
 
 import click
 
-from editaudit.cli.common import (EXIT_CODES_HELP, EXIT_MISSING, api_options, client, emit, handled, output_options,
-                                  quiet_option, show_document)
+from editaudit.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_MISSING,
+    api_options,
+    client,
+    emit,
+    handled,
+    output_options,
+    quiet_option,
+    show_document,
+)
 from editaudit.cli.edits import STATUSES
 from editaudit.cli.uploads import created_after_option, download_to, limit_option
 from editaudit.core.tables import audit_table, render

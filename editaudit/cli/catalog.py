@@ -9,8 +9,17 @@ import sys
 
 import click
 
-from editaudit.cli.common import (EXIT_CODES_HELP, EXIT_ERROR, api_options, client, emit, handled, output_options,
-                                  read_document, show_document)
+from editaudit.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_ERROR,
+    api_options,
+    client,
+    emit,
+    handled,
+    output_options,
+    read_document,
+    show_document,
+)
 from editaudit.cli.edits import idempotency_option
 from editaudit.core.tables import render
 
@@ -69,8 +78,9 @@ def methods(method, fmt, output, url, key):
     if method:
         match = [m for m in found if m["method"] == method]
         if not match:
-            from editaudit.cli.common import suggestions
             import difflib
+
+            from editaudit.cli.common import suggestions
 
             names = [m["method"] for m in found]
             hint = suggestions(difflib.get_close_matches(method, names, 3, 0.5), names)
@@ -91,7 +101,7 @@ def methods(method, fmt, output, url, key):
         ["method", "layers", "single layer", "ranked", "needs x_orig", "datasets"],
         [[m["method"], m["traits"].get("layers"), "yes" if m["traits"].get("single_layer") else "-",
           "yes" if m["traits"].get("ranked") else "-", "yes" if m["traits"].get("needs_x_orig") else "-",
-          ", ".join(sorted((m["traits"].get("dataset_fields") or {}))) or "-"] for m in found], align_right=set()))
+          ", ".join(sorted(m["traits"].get("dataset_fields") or {})) or "-"] for m in found], align_right=set()))
 
 
 # --- policies and audit profiles --------------------------------------------------------------------------------------

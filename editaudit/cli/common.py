@@ -15,8 +15,9 @@ import contextlib
 import functools
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import click
 import httpx

@@ -8,8 +8,19 @@ from pathlib import Path
 
 import click
 
-from editaudit.cli.common import (EXIT_BLOCKED, EXIT_CODES_HELP, EXIT_OK, api_options, client, handled,
-                                  key_value_table, output_options, quiet_option, read_json, show_document)
+from editaudit.cli.common import (
+    EXIT_BLOCKED,
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    api_options,
+    client,
+    handled,
+    key_value_table,
+    output_options,
+    quiet_option,
+    read_json,
+    show_document,
+)
 from editaudit.cli.progress import ProgressReporter, every_option
 from editaudit.contracts.statuses import Status
 from editaudit.core.tables import render

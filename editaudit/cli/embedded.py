@@ -18,11 +18,11 @@ from pathlib import Path
 
 import uvicorn
 
-from editaudit.service.app import create_app
 from editaudit.core import db
 from editaudit.core.keys import credentials_exist
 from editaudit.core.migrate import upgrade
 from editaudit.core.settings import Settings
+from editaudit.service.app import create_app
 
 
 def free_port() -> int:
@@ -89,7 +89,7 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         if not port_is_free(self.host, self.port):  # before anything starts, so nothing is left behind
             raise RuntimeError(f"{self.host}:{self.port} is already in use; pick another --port")
         try:

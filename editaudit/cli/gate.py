@@ -9,8 +9,17 @@ from pathlib import Path
 
 import click
 
-from editaudit.cli.common import (EXIT_BLOCKED, EXIT_ERROR, EXIT_PASS, api_options, client, emit, handled,
-                                  output_options, problem_lines)
+from editaudit.cli.common import (
+    EXIT_BLOCKED,
+    EXIT_ERROR,
+    EXIT_PASS,
+    api_options,
+    client,
+    emit,
+    handled,
+    output_options,
+    problem_lines,
+)
 from editaudit.cli.progress import every_option
 from editaudit.client import ApiError, Client
 from editaudit.contracts.statuses import Status

@@ -17,8 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import MutableMapping
-from typing import Iterator
+from collections.abc import Iterator, MutableMapping
 
 import click
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import click
 

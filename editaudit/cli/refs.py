@@ -13,8 +13,9 @@ existing id, so submitting the same file again uploads nothing new. The same fil
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 

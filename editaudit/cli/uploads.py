@@ -10,8 +10,17 @@ from pathlib import Path
 
 import click
 
-from editaudit.cli.common import (EXIT_CODES_HELP, api_options, client, handled, key_value_table, output_options,
-                                  quiet_option, read_json, show_document)
+from editaudit.cli.common import (
+    EXIT_CODES_HELP,
+    api_options,
+    client,
+    handled,
+    key_value_table,
+    output_options,
+    quiet_option,
+    read_json,
+    show_document,
+)
 from editaudit.cli.edits import idempotency_option
 from editaudit.core.tables import render
 

@@ -7,8 +7,16 @@ from itertools import islice
 
 import click
 
-from editaudit.cli.common import (EXIT_CODES_HELP, api_options, client, handled, key_value_table, output_options,
-                                  quiet_option, show_document)
+from editaudit.cli.common import (
+    EXIT_CODES_HELP,
+    api_options,
+    client,
+    handled,
+    key_value_table,
+    output_options,
+    quiet_option,
+    show_document,
+)
 from editaudit.cli.edits import idempotency_option
 from editaudit.core.tables import render
 

@@ -10,18 +10,50 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 
 from editaudit.client.http import Transport, operation
-from editaudit.client.types import (TERMINAL_STATUSES, Alias, Archs, Audit, AuditProfile, AuditProfileList,
-                                    AuditSummary, Dataset, Download, Edit, EditAccepted, EditRequest, EditSummary,
-                                    DeliveryState, Gate, Health, Layers, Lineage, Methods, Model, ModelSpec, Page,
-                                    Policy, PolicyList, Promotion, Promotions, Ready, ReportFormat, Revert, Status,
-                                    Webhook, WebhookCreated, WebhookDelivery, WebhookEvent)
+from editaudit.client.types import (
+    TERMINAL_STATUSES,
+    Alias,
+    Archs,
+    Audit,
+    AuditProfile,
+    AuditProfileList,
+    AuditSummary,
+    Dataset,
+    DeliveryState,
+    Download,
+    Edit,
+    EditAccepted,
+    EditRequest,
+    EditSummary,
+    Gate,
+    Health,
+    Layers,
+    Lineage,
+    Methods,
+    Model,
+    ModelSpec,
+    Page,
+    Policy,
+    PolicyList,
+    Promotion,
+    Promotions,
+    Ready,
+    ReportFormat,
+    Revert,
+    Status,
+    Webhook,
+    WebhookCreated,
+    WebhookDelivery,
+    WebhookEvent,
+)
 
 Upload = str | os.PathLike[str] | bytes | IO[bytes]  # a path, the bytes, or an open binary file (streamed)
 Dest = str | os.PathLike[str] | IO[bytes]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from string import Formatter
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import httpx

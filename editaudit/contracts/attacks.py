@@ -141,7 +141,7 @@ class EpsAttack(AttackParams):
     def radius(self) -> float:
         return self.eps
 
-    def at_eps(self, eps: float) -> "EpsAttack":
+    def at_eps(self, eps: float) -> EpsAttack:
         """The same attack at another radius; an explicit step size scales with eps."""
         update = {"eps": eps}
         if getattr(self, "step_size", None) is not None and self.eps > 0:

@@ -272,14 +272,14 @@ class AuditResult(Part):
         return self.model_dump(mode="json", by_alias=True, exclude={"config", "profile"})
 
     @classmethod
-    def from_document(cls, doc: Mapping) -> "AuditResult":
+    def from_document(cls, doc: Mapping) -> AuditResult:
         """A document in this shape that may carry more (the API's audit JSON: its id, status, times ...) and nulls
         where there is nothing yet."""
         return cls.model_validate({k: v for k, v in doc.items() if v is not None})
 
     @classmethod
     def from_stored(cls, result: Mapping | None, config: Mapping | AuditConfig | None = None,
-                    profile: Mapping | None = None) -> "AuditResult":
+                    profile: Mapping | None = None) -> AuditResult:
         """A row's result in any stored shape, with the row's config and profile. Shape 1 (no `schema_version`)
         carried a copy of the config, dropped here for the column's; its method sections were top-level keys,
         moved to `sections` unless typed. No result yet (None): an empty one."""

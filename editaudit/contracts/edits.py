@@ -26,8 +26,9 @@ implementation (an `EditMethod[ThisParams]`), which the worker imports on first 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -62,7 +63,7 @@ class EditParams(Strict):
 
     seed: int = Field(0, description="seeds every random draw of the edit")
 
-    def nested(self) -> list[tuple[str, "EditParams"]]:
+    def nested(self) -> list[tuple[str, EditParams]]:
         """(field path, params) of the edits this one runs inside itself."""
         return []
 
@@ -84,7 +85,7 @@ class EditParams(Strict):
         named = set(self.datasets())
         return {role for _, p in self.scopes() for role in p.holdout_roles()} - named
 
-    def scopes(self, prefix: str = "hyperparams") -> Iterator[tuple[str, "EditParams"]]:
+    def scopes(self, prefix: str = "hyperparams") -> Iterator[tuple[str, EditParams]]:
         """This edit and every nested one, each with the field path its own fields live under."""
         yield prefix, self
         for path, inner in self.nested():

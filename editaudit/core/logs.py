@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 
 request_id: ContextVar[str | None] = ContextVar("editaudit_request_id", default=None)
 edit_id: ContextVar[str | None] = ContextVar("editaudit_edit_id", default=None)
@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
     explicit `extra={"edit_id": ...}` wins over the context's value."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        line = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
                 "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
         for name, var in CONTEXT.items():
             line[name] = getattr(record, name, None) or var.get()

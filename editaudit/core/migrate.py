@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from alembic import command
@@ -20,7 +20,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-@lru_cache(maxsize=None)
+@cache
 def head_revision(url: str) -> str:
     """The newest migration this code ships (read from the scripts once per URL)."""
     from alembic.script import ScriptDirectory

@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MIN_TOKEN_CHARS = 24
 
 

@@ -6,11 +6,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol, Union
+from typing import BinaryIO, Protocol, Union
 from urllib.parse import unquote, urlparse
-
 
 FileSource = Union[str, os.PathLike, BinaryIO]
 HASH_CHUNK = 4 * 1024 * 1024
@@ -64,7 +64,7 @@ def sha256_file(src: FileSource, chunk: int = HASH_CHUNK) -> tuple[str, int]:
 
 
 @contextmanager
-def downloaded(store: "ObjectStore", key: str, suffix: str = "") -> Iterator[Path]:
+def downloaded(store: ObjectStore, key: str, suffix: str = "") -> Iterator[Path]:
     """The object streamed into a temporary file, removed afterwards: a reader parses or memory-maps the file
     instead of holding the object's bytes next to what it builds from them (a 2 GiB dataset needs 2 GiB, not 4)."""
     _, chunks = store.stream(key)

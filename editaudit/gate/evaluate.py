@@ -59,7 +59,7 @@ class GateResult:
         return {"verdict": self.verdict, "rules": [asdict(r) for r in self.rules], "notes": self.notes}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GateResult":
+    def from_dict(cls, d: dict) -> GateResult:
         """From a gate response (`POST /gate`, `GET /edits/{id}/gate`)."""
         return cls(d["verdict"], [RuleOutcome(**r) for r in d["rules"]], list(d.get("notes") or []))
 

@@ -6,13 +6,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from editaudit.core import db
 from editaudit.contracts.scopes import Scope, grants
+from editaudit.core import db
 from editaudit.service.deps import PrincipalDep, SessionDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
-from editaudit.service.schemas.aliases import (AliasEvent, AliasOut, PromoteOut, PromoteRequest, PromotionOut,
-                                               PromotionsOut, RevertOut, RevertRequest)
+from editaudit.service.schemas.aliases import (
+    AliasEvent,
+    AliasOut,
+    PromoteOut,
+    PromoteRequest,
+    PromotionOut,
+    PromotionsOut,
+    RevertOut,
+    RevertRequest,
+)
 from editaudit.service.services import gating
 
 router = APIRouter(tags=["aliases"])

@@ -13,8 +13,8 @@ from editaudit.core import db, repo
 from editaudit.service.deps import SessionDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
-from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.schemas.audit_profiles import AuditProfileIn, AuditProfileList, AuditProfileOut
+from editaudit.service.services.idempotency import idempotent, payload_hash
 
 router = APIRouter(tags=["audit profiles"])
 

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
-from editaudit.service.deps import SvcDep
 from editaudit.core.migrate import current_revision, head_revision
+from editaudit.service.deps import SvcDep
 from editaudit.service.errors import unavailable_response
 from editaudit.service.openapi import op
 from editaudit.service.schemas.health import HealthOut, ReadyOut

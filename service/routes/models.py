@@ -12,8 +12,7 @@ from sqlalchemy import select
 
 from editaudit.contracts.formats import FormatError, nonfinite_tensors, read_safetensors_header
 from editaudit.contracts.scopes import Scope
-from editaudit.core import arch_manifest
-from editaudit.core import db, repo
+from editaudit.core import arch_manifest, db, repo
 from editaudit.core.storage import content_key, sha256_file
 from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem, validation_problem
@@ -22,8 +21,13 @@ from editaudit.service.schemas.listing import Page
 from editaudit.service.schemas.models import LayersOut, LineageOut, ModelOut, ModelSpec
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
-from editaudit.service.services.uploads import (created_response, ensure_object, object_response, spooled_upload,
-                                                store_and_insert)
+from editaudit.service.services.uploads import (
+    created_response,
+    ensure_object,
+    object_response,
+    spooled_upload,
+    store_and_insert,
+)
 
 router = APIRouter(tags=["models"])
 DOWNLOAD = {200: {"content": {"application/octet-stream": {}}, "description": "the safetensors file"}}

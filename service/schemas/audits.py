@@ -8,8 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from editaudit.contracts.audit_result import (AlphaPoint, AuditResult, Curve, Delta, MLISummary, ModelIntervals,
-                                              ModelMetrics, ProfileRecord, RecordedConfig, SplitSamples, SweepTable)
+from editaudit.contracts.audit_result import (
+    AlphaPoint,
+    AuditResult,
+    Curve,
+    Delta,
+    MLISummary,
+    ModelIntervals,
+    ModelMetrics,
+    ProfileRecord,
+    RecordedConfig,
+    SplitSamples,
+    SweepTable,
+)
 from editaudit.contracts.statuses import Status
 
 
@@ -42,7 +53,7 @@ class AuditOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, row, result: AuditResult | None) -> "AuditOut":
+    def of(cls, row, result: AuditResult | None) -> AuditOut:
         """`row`: the audits row (its config and profile are served from its columns); `result`: its result read
         through the contract, None while there is none."""
         measured: dict = {"metrics": ModelMetrics(), "deltas": {}, "samples": None, "durations_s": None, "device": None}

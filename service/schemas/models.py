@@ -7,7 +7,6 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -15,8 +15,7 @@ from editaudit.contracts.audit import AuditConfig
 from editaudit.contracts.cost import estimate
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size
 from editaudit.contracts.statuses import Status
-from editaudit.core import arch_manifest
-from editaudit.core import db, repo
+from editaudit.core import arch_manifest, db, repo
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.schemas.edits import EditRequest
 from editaudit.service.services.profiles import resolve_audit

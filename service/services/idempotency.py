@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def as_utc(at: datetime, field: str) -> datetime:
     """A naive timestamp is UTC (what the API prints); SQLite compares stored UTC text, so offsets are removed."""
     try:
-        return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     except OverflowError:  # year 1 at +10:00 or 9999 at -10:00 is outside every calendar a database keeps
         raise Problem(422, f"{field} is out of range", field=field) from None
 

@@ -4,7 +4,8 @@ store-then-row write that leaves nothing behind on failure, objects as downloads
 from __future__ import annotations
 
 import os
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from fastapi import Response, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -14,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from editaudit.core import db
-from editaudit.service.errors import Problem
 from editaudit.core.storage import ObjectStore
+from editaudit.service.errors import Problem
 
 
 def spooled_upload(upload: UploadFile, field: str, max_mb: int) -> tuple[BinaryIO, int]:

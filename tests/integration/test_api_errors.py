@@ -262,13 +262,12 @@ def test_accepted_edit_is_committed_before_enqueue(api_client, model_id):
 
 
 def test_bearer_token_when_configured(tmp_path):
+    import pydantic
     from fastapi.testclient import TestClient
 
-    from editaudit.service.app import create_app
     from editaudit.core.migrate import upgrade
+    from editaudit.service.app import create_app
     from tests.conftest import make_settings
-
-    import pydantic
 
     with pytest.raises(pydantic.ValidationError, match="at least 24 characters"):
         make_settings(tmp_path, api_token="x")

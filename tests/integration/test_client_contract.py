@@ -13,7 +13,7 @@ import json
 import re
 import types
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -143,7 +143,7 @@ def test_the_edit_request_type_has_the_schema_keys(schema):
 
 # --- the requests each method really builds --------------------------------------------------------------------------
 
-SAMPLE = {"limit": 7, "version": 2, "created_after": datetime(2024, 1, 2, tzinfo=timezone.utc), "status": "queued",
+SAMPLE = {"limit": 7, "version": 2, "created_after": datetime(2024, 1, 2, tzinfo=UTC), "status": "queued",
           "fmt": "md", "weights": b"\x00", "file": b"\x00", "spec": {"arch": "a"}, "body": {"model_id": "m"},
           "audit": {}, "policy": "default"}
 

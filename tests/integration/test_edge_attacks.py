@@ -77,7 +77,7 @@ def test_no_content_type_smuggles_a_nul_or_a_lone_surrogate(server, content_type
                        timeout=WAIT_S)
         assert r.status_code == 422, (content_type, why, r.text)
         assert why in r.json()["detail"]
-    ok = httpx.post(f"{url}/gate", content='{"edit_id": "\\ud83d\\ude00", "policy": "default"}'.encode(),
+    ok = httpx.post(f"{url}/gate", content=b'{"edit_id": "\\ud83d\\ude00", "policy": "default"}',
                     headers={**headers, "Content-Type": content_type}, timeout=WAIT_S)
     assert ok.status_code in (404, 415, 422) and "surrogate" not in ok.text  # a valid pair is a character
 

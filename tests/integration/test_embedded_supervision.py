@@ -89,9 +89,8 @@ def test_a_busy_port_starts_nothing(tmp_path):
 
 
 def test_readyz_checks_every_dependency(tmp_path):
-    from fastapi.testclient import TestClient
-
     from alembic import command
+    from fastapi.testclient import TestClient
 
     from editaudit.core.migrate import alembic_config
     from editaudit.service.app import create_app

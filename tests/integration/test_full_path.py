@@ -13,8 +13,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from editaudit.client import Client
 from editaudit.cli.embedded import EmbeddedServer
+from editaudit.client import Client
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (content_type_conformance, ignored_auth, not_a_server_error,
-                                 response_headers_conformance, response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    ignored_auth,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from editaudit.cli.embedded import start_worker
 from editaudit.core.migrate import upgrade

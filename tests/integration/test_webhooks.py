@@ -222,10 +222,10 @@ def test_hosts_outside_the_allow_list_are_refused(api_client, receiver, tmp_path
 
 
 def test_without_an_allow_list_webhooks_are_off(tmp_path):
-    from editaudit.service.app import create_app
     from fastapi.testclient import TestClient
 
     from editaudit.core.migrate import upgrade
+    from editaudit.service.app import create_app
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path)
@@ -265,9 +265,8 @@ def test_edit_events_reach_their_tenant_once_and_no_other(edit_factory, receiver
     """An edit that finishes emits edit.succeeded and audit.completed once, however often its finish path runs
     (a redelivered job, the event write repeated); the gate emits gate.evaluated; tenant B, with a webhook of its
     own, gets none of A's events and cannot see or delete A's webhook."""
-    from editaudit.worker.jobs import run_edit_job
-
     from editaudit.core import webhooks
+    from editaudit.worker.jobs import run_edit_job
 
     c = edit_factory.client
     a, b = key_headers(c.settings, "default", name="alice"), key_headers(c.settings, "team-b", name="bob")
@@ -355,9 +354,8 @@ def test_the_outbox_writes_an_event_once_and_a_delivery_is_claimed_once(database
     that lapsed (its sender died) is taken over, counting the attempt."""
     from datetime import timedelta
 
-    from editaudit.worker.jobs.webhooks import LEASE_S, claim
-
     from editaudit.core import webhooks
+    from editaudit.worker.jobs.webhooks import LEASE_S, claim
 
     sessions = unscoped(db.session_factory(database_url))
     with sessions() as s:

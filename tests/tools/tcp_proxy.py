@@ -17,7 +17,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._listener = socket.create_server((self.host, self.port), reuse_port=False)
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
         return self

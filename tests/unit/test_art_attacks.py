@@ -1,12 +1,13 @@
 """The ART-backed attacks run through our registry, respect their budgets and are at least as strong as needed."""
 
 import copy
+
 import pytest
 import torch
 
 from editaudit.contracts.attacks import parse_attack
-from tests.unit.test_attacks import ours as robust
 from editaudit.worker.ml.data import digits_arrays
+from tests.unit.test_attacks import ours as robust
 
 pytestmark = pytest.mark.slow
 

@@ -189,9 +189,9 @@ def _check_argv(where: str, argv: list[str]) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     program, args = argv[0], argv[1:]
     if program in scripts:  # our own console script: the subcommand must exist and accept the arguments
-        from editaudit.cli.main import cli
-
         import click
+
+        from editaudit.cli.main import cli
 
         sub = cli.get_command(click.Context(cli), args[0])
         assert sub is not None, (where, argv)

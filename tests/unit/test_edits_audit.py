@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
+from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.worker.ml.audit.runner import run_audit, stratified_indices
 from editaudit.worker.ml.data import TensorDataset, digits_arrays, load_bytes
 from editaudit.worker.ml.edits import EditMethod, edit_method, run_edit
-from editaudit.contracts.edits import EDIT_PARAMS
 
 
 @pytest.fixture(scope="module")

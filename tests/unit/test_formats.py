@@ -8,8 +8,14 @@ import pytest
 import torch
 from safetensors.numpy import save as np_save
 
-from editaudit.contracts.formats import FormatError, dataset_to_npz, DatasetArrays, looks_like_pickle, parse_dataset, \
-    read_safetensors_header
+from editaudit.contracts.formats import (
+    DatasetArrays,
+    FormatError,
+    dataset_to_npz,
+    looks_like_pickle,
+    parse_dataset,
+    read_safetensors_header,
+)
 
 
 def test_header_read_without_loading():

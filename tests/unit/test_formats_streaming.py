@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 
-from editaudit.contracts.formats import FormatError, nonfinite_tensors, parse_dataset, read_safetensors_header, \
-    scan_dataset
+from editaudit.contracts.formats import (
+    FormatError,
+    nonfinite_tensors,
+    parse_dataset,
+    read_safetensors_header,
+    scan_dataset,
+)
 from editaudit.contracts.formats.npz_file import NpzArchive
 
 MIB = 1024 * 1024

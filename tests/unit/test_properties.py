@@ -13,8 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from editaudit.contracts.formats import DatasetArrays, FormatError, dataset_to_npz, parse_dataset, \
-    read_safetensors_header, scan_dataset
+from editaudit.contracts.formats import (
+    DatasetArrays,
+    FormatError,
+    dataset_to_npz,
+    parse_dataset,
+    read_safetensors_header,
+    scan_dataset,
+)
 from editaudit.gate.evaluate import GateUsageError, evaluate
 from editaudit.gate.policy import Policy, builtin_policy
 

@@ -10,8 +10,14 @@ from editaudit.worker.ml.archs import build_inner, create_model
 from editaudit.worker.ml.data import TensorDataset, digits_arrays
 from editaudit.worker.ml.edits import run_edit
 from editaudit.worker.ml.scenarios import (
-    SYNTHETIC_CLASSES, SYNTHETIC_THRESHOLD, background_mask, paste, synthetic_arrays, synthetic_texture_scenario,
-    texture, texture_scenario,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_THRESHOLD,
+    background_mask,
+    paste,
+    synthetic_arrays,
+    synthetic_texture_scenario,
+    texture,
+    texture_scenario,
 )
 from editaudit.worker.ml.train import train_classifier
 

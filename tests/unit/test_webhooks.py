@@ -108,9 +108,8 @@ def test_a_forbidden_address_passes_only_when_listed_literally():
 
 def test_send_time_resolution_refuses_a_host_that_resolves_to_metadata(monkeypatch):
     """A host on the list whose name resolves to the metadata address is refused before any connection."""
-    from editaudit.worker.jobs import webhooks as sender
-
     from editaudit.core.settings import Settings
+    from editaudit.worker.jobs import webhooks as sender
 
     def resolver(host, port, *args, **kwargs):
         assert host == "hooks.example.com"

@@ -25,8 +25,16 @@ from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
 from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
-from editaudit.worker.jobs.persist import (delta_stats, finish, load_dataset, load_edited_model, load_model, make_delta,
-                                           state_of, store_success)
+from editaudit.worker.jobs.persist import (
+    delta_stats,
+    finish,
+    load_dataset,
+    load_edited_model,
+    load_model,
+    make_delta,
+    state_of,
+    store_success,
+)
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import hold_out

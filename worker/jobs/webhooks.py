@@ -27,8 +27,15 @@ from sqlalchemy import and_, or_, select
 
 from editaudit.core import db
 from editaudit.core.settings import Settings
-from editaudit.core.webhooks import (DeliveryStatus, Target, UrlRefused, address_allowed, check_url, retry_delay,
-                                     signed_headers)
+from editaudit.core.webhooks import (
+    DeliveryStatus,
+    Target,
+    UrlRefused,
+    address_allowed,
+    check_url,
+    retry_delay,
+    signed_headers,
+)
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ class TensorDataset:
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
-    def take(self, idx: np.ndarray, tag: str) -> "TensorDataset":
+    def take(self, idx: np.ndarray, tag: str) -> TensorDataset:
         """The samples at `idx`, stored as they are; the identity (if known) names the selection by `tag`."""
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         pick = lambda v: None if v is None else v[t]  # noqa: E731
@@ -51,7 +51,7 @@ class TensorDataset:
                              None if self.identity is None else f"{self.identity}[{tag}]")
 
     @classmethod
-    def from_arrays(cls, a: DatasetArrays) -> "TensorDataset":
+    def from_arrays(cls, a: DatasetArrays) -> TensorDataset:
         opt = lambda v: None if v is None else torch.from_numpy(np.ascontiguousarray(v))  # noqa: E731
         return cls(torch.from_numpy(np.ascontiguousarray(a.x)), torch.from_numpy(a.y), opt(a.x_orig), opt(a.mask))
 

@@ -6,11 +6,23 @@ Nothing here ever unpickles: safetensors is a JSON header plus raw buffers, and 
 headers first, with `allow_pickle=False`.
 """
 
-from editaudit.contracts.formats.dataset import MAX_NPZ_EXPANDED_BYTES, DatasetArrays, DatasetSummary, \
-    dataset_to_npz, parse_dataset, scan_dataset
+from editaudit.contracts.formats.dataset import (
+    MAX_NPZ_EXPANDED_BYTES,
+    DatasetArrays,
+    DatasetSummary,
+    dataset_to_npz,
+    parse_dataset,
+    scan_dataset,
+)
 from editaudit.contracts.formats.errors import FormatError
-from editaudit.contracts.formats.safetensors_file import MAX_HEADER_BYTES, MAX_HEADER_DEPTH, SAFETENSORS_DTYPES, \
-    TensorInfo, nonfinite_tensors, read_safetensors_header
+from editaudit.contracts.formats.safetensors_file import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_DEPTH,
+    SAFETENSORS_DTYPES,
+    TensorInfo,
+    nonfinite_tensors,
+    read_safetensors_header,
+)
 from editaudit.contracts.formats.source import CHUNK_BYTES, Source, looks_like_pickle
 
 __all__ = [

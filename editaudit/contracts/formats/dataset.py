@@ -5,8 +5,9 @@ validated without ever sitting in memory whole. The worker loads the same file w
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class _Array:
     load: Callable[[], np.ndarray]
 
     @classmethod
-    def in_memory(cls, a: np.ndarray) -> "_Array":
+    def in_memory(cls, a: np.ndarray) -> _Array:
         flat = a.ravel(order="K")  # a view for any contiguous array
 
         def chunks():

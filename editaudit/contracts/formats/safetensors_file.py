@@ -8,14 +8,22 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import BinaryIO
 
 import numpy as np
 
 from editaudit.contracts.formats.errors import FormatError
-from editaudit.contracts.formats.source import CHUNK_BYTES, Source, iter_chunks, looks_like_pickle, opened, read_exact, \
-    read_into
+from editaudit.contracts.formats.source import (
+    CHUNK_BYTES,
+    Source,
+    iter_chunks,
+    looks_like_pickle,
+    opened,
+    read_exact,
+    read_into,
+)
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_HEADER_DEPTH = 4  # {name: {"shape": [..]}} is 3 deep; __metadata__ is a flat {str: str}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Union
 
 import numpy as np
 

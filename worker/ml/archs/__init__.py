@@ -1,5 +1,6 @@
 """Architecture registry (timm-style): `register_arch` + `create_model`. One family per file."""
 
+from editaudit.worker.ml.archs import smallcnn, tv  # noqa: F401,E402  (registration side effects)
 from editaudit.worker.ml.archs.registry import (  # noqa: F401
     ARCHS,
     ArchSpec,
@@ -10,4 +11,3 @@ from editaudit.worker.ml.archs.registry import (  # noqa: F401
     load_state_dict_strict,
     register_arch,
 )
-from editaudit.worker.ml.archs import smallcnn, tv  # noqa: F401,E402  (registration side effects)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +26,14 @@ from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
 from editaudit.contracts.audit_result import AuditResult, SplitSamples
 from editaudit.worker.ml.audit.attacks import make_attack
 from editaudit.worker.ml.audit.fastpath import prepare_model, to_device
-from editaudit.worker.ml.audit.stats import (AGGREGATE_METHOD, SINGLE_METHOD, aggregate_accuracy_delta,
-                                              newcombe_difference, paired_accuracy_delta, wilson)
+from editaudit.worker.ml.audit.stats import (
+    AGGREGATE_METHOD,
+    SINGLE_METHOD,
+    aggregate_accuracy_delta,
+    newcombe_difference,
+    paired_accuracy_delta,
+    wilson,
+)
 from editaudit.worker.ml.data import TensorDataset, stratified_indices
 
 Progress = Callable[[str, int, int], None]
@@ -50,7 +57,7 @@ class Evaluation:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Evaluation":
+    def from_json(cls, d: dict) -> Evaluation:
         return cls(**d)
 
 
@@ -121,7 +128,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
                         xb = to_device(xb, device)
                         gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, name, sev, b))
                         with torch.no_grad():
-                            outcome.append((fast(corrupt(xb, name, sev, gen)).argmax(1).cpu() == yb))
+                            outcome.append(fast(corrupt(xb, name, sev, gen)).argmax(1).cpu() == yb)
                         tick()
                     ev.correct[M.corruption_accuracy(split, name, sev)] = torch.cat(outcome).tolist()
             _aggregate_corruptions(ev.correct, split, cfg)

@@ -9,8 +9,9 @@ torch, imports that file too.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from editaudit.contracts.edits import EditParams, parse_hyperparams
 from editaudit.worker.ml.impl import resolve

@@ -20,7 +20,6 @@ from editaudit.worker.ml.audit.attacks.pgd import PGD
 from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, changed_keys, edit_method
 
-
 ROBUST = metrics.adv_accuracy("test", "pgd")  # best_robust: PGD-10 on a test subset
 
 

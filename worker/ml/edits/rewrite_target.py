@@ -98,7 +98,7 @@ class Target:
         pre = self.base + change * self.scale
         return pre.clamp_min(0) if self.relu else pre
 
-    def select(self, rows: torch.Tensor) -> "Target":
+    def select(self, rows: torch.Tensor) -> Target:
         return Target(self.base[rows], self.pre_goal[rows], self.goal[rows], self.scale, self.relu)
 
 

@@ -4,7 +4,7 @@ classified as its target, BatchNorm in eval mode."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

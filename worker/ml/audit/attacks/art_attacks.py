@@ -15,8 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from editaudit.contracts.attacks import (APGDParams, AutoAttackParams, CWParams, DeepFoolParams, EpsAttack,
-                                         MinimalL2Attack, SquareParams)
+from editaudit.contracts.attacks import (
+    APGDParams,
+    AutoAttackParams,
+    CWParams,
+    DeepFoolParams,
+    EpsAttack,
+    MinimalL2Attack,
+    SquareParams,
+)
 from editaudit.worker.ml.audit.attacks.base import Attack
 
 logging.getLogger("art").setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 15 benchmark types by their `audit.corruptions.names`, one family per file. Deviations from the reference code are
 listed in docs/corruptions.md."""
 
+from editaudit.worker.ml.audit.corruptions import blur, digital, noise, weather  # noqa: F401,E402  (registration)
 from editaudit.worker.ml.audit.corruptions.base import (  # noqa: F401
     CORRUPTION_NAMES,
     CORRUPTIONS,
@@ -9,4 +10,3 @@ from editaudit.worker.ml.audit.corruptions.base import (  # noqa: F401
     corrupt,
     register_corruption,
 )
-from editaudit.worker.ml.audit.corruptions import blur, digital, noise, weather  # noqa: F401,E402  (registration)

@@ -9,7 +9,7 @@ so a CPU generator and a CUDA generator both work (and a seed means the same cor
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from editaudit.worker.ml.audit.corruptions.base import rand, register_corruption, size_factor
 
-
 # ------------------------------------------------------------------------------------------------------ helpers
 
 

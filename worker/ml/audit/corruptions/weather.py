@@ -12,8 +12,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from editaudit.worker.ml.audit.corruptions.base import (REFERENCE_SIZE, luminance, rand, randn, register_corruption,
-                                                        size_factor)
+from editaudit.worker.ml.audit.corruptions.base import (
+    REFERENCE_SIZE,
+    luminance,
+    rand,
+    randn,
+    register_corruption,
+    size_factor,
+)
 from editaudit.worker.ml.audit.corruptions.blur import filter2d, gaussian_blur, line_kernel, zoom
 
 # loc, scale of the flake noise, flake zoom (px at 224), threshold, motion radius, motion sigma (px at 224), blend.
