@@ -30,7 +30,8 @@ USER editaudit
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')" || exit 1
-CMD ["uvicorn", "editaudit.service.app:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# editaudit's server entry (uvicorn with header/body timeouts and connection caps: docs/operations.md)
+CMD ["python", "-m", "editaudit.service.server", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
 
 FROM base AS worker
 # torch first, from the chosen wheel index (CUDA by default; .../whl/cpu for machines without an NVIDIA GPU), so

@@ -11,7 +11,7 @@ TORCH := --index-url https://download.pytorch.org/whl/cpu 'torch>=2.10,<2.15' 't
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast install-check serve manifest bench
+.PHONY: install demo lint test test-fast install-check serve manifest bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,8 +24,13 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/editaudit demo
 
-# the whole suite, then the release as users install it (wheel -> fresh venvs: gate, api, worker; see the script)
-test: install
+# static checks first (fail fast): ruff, then mypy over the tree as Python imports it (tests/tools/typecheck.py)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m tests.tools.typecheck
+
+# the static checks, the whole suite, then the release as users install it (wheel -> fresh venvs: gate, api, worker)
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	$(PY) -m tests.tools.install_check
 

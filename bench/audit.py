@@ -51,7 +51,8 @@ def art(model, x, y, params, batch, device, frozen):
     from art.estimators.classification import PyTorchClassifier
 
     clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                            nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu")
+                            nb_classes=10, clip_values=(0.0, 1.0),
+                            device_type="gpu" if device.type == "cuda" else "cpu")
     atk = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=params.eps, eps_step=params.effective_step_size,
                                           max_iter=params.steps, num_random_init=0, batch_size=batch, verbose=False)
     xa = atk.generate(x.numpy(), y.numpy())

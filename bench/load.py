@@ -4,7 +4,7 @@ clients each, and how much slower the audit read is than the health check. Print
 
     python bench/load.py [--seconds 30] [--mode auto|production|embedded] [--clients 64 128]
 
-production (the default when Postgres answers on 127.0.0.1:5432): `uvicorn editaudit.service.app:app` in its own
+production (the default when Postgres answers on 127.0.0.1:5432): `python -m editaudit.service.server` in its own
 process on a fresh Postgres database, with a Redis broker and a local object directory, and an API key from
 editaudit.core.keys; embedded: `editaudit serve` in a temporary directory (SQLite, anonymous on loopback). The
 audit row is written straight into the database, so no worker has to run an edit first. Every request must answer
@@ -31,6 +31,7 @@ import httpx
 
 from editaudit.contracts import metrics as M
 from editaudit.contracts.audit import CORRUPTION_NAMES
+from editaudit.contracts.audit_result import AuditResult
 from editaudit.core import db
 from editaudit.core.migrate import upgrade
 from editaudit.core.tables import render
@@ -61,10 +62,11 @@ def audit_result() -> dict:
     base = {n: 0.9 - i * 1e-4 for i, n in enumerate(names)}
     cand = {n: v - 0.004 for n, v in base.items()}
     deltas = {n: {"value": -0.004, "ci95": [-0.011, 0.003], "p_value": 0.31} for n in names}
-    samples = {"test": {"ids": list(range(450)), "of": 450}, "edit": {"ids": None, "of": 8},
-               "generalization": {"ids": None, "of": 112}}
-    return {"metrics": {"baseline": base, "candidate": cand}, "deltas": deltas, "samples": samples,
-            "durations_s": {"audit": 41.2, "edit": 1.3}, "device": "cpu"}
+    samples = {"test": {"n": 450, "ids": None, "of": 450}, "edit": {"n": 8, "ids": None, "of": 8},
+               "generalization": {"n": 112, "ids": None, "of": 112}}
+    result = {"metrics": {"baseline": base, "candidate": cand}, "deltas": deltas, "samples": samples,
+              "durations_s": {"audit": 41.2, "edit": 1.3}, "device": "cpu"}
+    return AuditResult.model_validate(result).stored()  # the shape a worker stores, checked by the contract
 
 
 def _unscoped(factory):
@@ -124,7 +126,7 @@ def wait_healthy(base: str, proc: subprocess.Popen, headers: dict, timeout_s: fl
 
 @contextmanager
 def production_server(tmp: Path):
-    """uvicorn on the app, on a fresh Postgres database (dropped afterwards) and a Redis broker."""
+    """The production server on the app, on a fresh Postgres database (dropped afterwards) and a Redis broker."""
     import psycopg
 
     name = f"editaudit_bench_{uuid.uuid4().hex[:8]}"
@@ -140,7 +142,7 @@ def production_server(tmp: Path):
         env = {**os.environ, "EDITAUDIT_DATABASE_URL": url, "EDITAUDIT_BROKER_URL": REDIS,
                "EDITAUDIT_STORE_URL": (tmp / "objects").as_uri(), "EDITAUDIT_DATA_DIR": str(tmp),
                "EDITAUDIT_QUEUE": f"editaudit-bench-{uuid.uuid4().hex[:8]}"}
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "editaudit.service.app:app", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "editaudit.service.server", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, proc, headers)

@@ -205,7 +205,8 @@ def raw_send(base: str, route: str, body_bytes: int, headers: dict[str, str], ch
     boundary = "benchboundary"
     preamble = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.safetensors\"\r\n"
                 "Content-Type: application/octet-stream\r\n\r\n").encode()
-    lines = [f"POST {route} HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: multipart/form-data; boundary={boundary}"]
+    lines = [f"POST {route} HTTP/1.1", f"Host: {host}:{port}",
+             f"Content-Type: multipart/form-data; boundary={boundary}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(preamble) + body_bytes}")
     piece = bytes(256 * 1024)
@@ -330,8 +331,8 @@ def refusal_cases(tmp: Path) -> list[list]:
             bound = REFUSAL_SLACK if not chunked else (limit_mb + 1) * MIB + REFUSAL_SLACK
             ok = status == 413 and sent <= bound
             rows.append([f"over the {limit_mb} MiB limit, " + ("chunked" if chunked else "Content-Length"),
-                         f"{body / MIB:.0f} MiB", status, f"{rss.growth / 1e6:.1f} MB", "", "", f"sent {sent / MIB:.2f} MiB "
-                         f"(<= {bound / MIB:.0f})", "ok" if ok else "FAIL"])
+                         f"{body / MIB:.0f} MiB", status, f"{rss.growth / 1e6:.1f} MB", "", "",
+                         f"sent {sent / MIB:.2f} MiB (<= {bound / MIB:.0f})", "ok" if ok else "FAIL"])
     with server(tmp / "auth", EDITAUDIT_API_TOKEN=TOKEN) as (base, _, _):
         status, sent = raw_send(base, "/datasets", body, {}, chunked=False)
         ok = status == 401 and sent <= REFUSAL_SLACK

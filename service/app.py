@@ -1,4 +1,5 @@
-"""The FastAPI application factory. `uvicorn editaudit.service.app:app` serves it with settings from the env."""
+"""The FastAPI application factory. `python -m editaudit.service.server` serves it with settings from the env, under
+the connection limits of editaudit.service.server (`uvicorn editaudit.service.app:app` still works, without them)."""
 
 from __future__ import annotations
 

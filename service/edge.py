@@ -3,11 +3,14 @@
 1. NUL bytes in the URL are refused (Postgres refuses them in text, which would surface as a 500).
 2. The credential: `Authorization: Bearer <key>` names the tenant, the actor and the scopes (editaudit.core.keys);
    the matched route names the scope it needs (`x-required-scope`, set by editaudit.service.openapi.op). 401 / 403
-   are answered from the headers alone. Only /healthz, /readyz and /metrics are public.
+   are answered from the headers alone; a request with two Authorization headers is a 400 (on every path). Only
+   /healthz, /readyz and /metrics are public.
 3. The body limit: `Content-Length` over the route's limit is a 413 before a byte is read. An upload's body is
-   counted as it streams and cut off with a 413 at the limit; every other body (at most MAX_JSON_BYTES) is read
-   here within `body_timeout_s`, checked for NULs and lone surrogates, and replayed to the app, so a request is
-   admitted (editaudit.service.admission) only once its body is in.
+   counted as it streams and cut off with a 413 at the limit, or a 408 when it arrives slower than
+   `body_min_bytes` per `body_timeout_s` of waiting; every other body (at most MAX_JSON_BYTES) is read
+   here within `body_timeout_s`, checked for NULs, lone surrogates and non-finite numbers (NaN, Infinity, 1e999:
+   422 naming the field, in both database modes), and replayed to the app, so a request is admitted
+   (editaudit.service.admission) only once its body is in.
 
 Key lookups are cached for `key_cache_s` (a revoked key stops working within that time)."""
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from urllib.parse import unquote_to_bytes
 
@@ -50,6 +54,10 @@ class EdgeChecks:
         if b"\x00" in unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()) or \
                 b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
             return await _refuse(scope, receive, send, 422, "the URL holds a NUL byte", "url")
+        if sum(name.lower() == b"authorization" for name, _ in scope.get("headers") or ()) > 1:
+            # which one counts would be up to whoever reads them (here the last; a proxy, the first): none does
+            return await _refuse(scope, receive, send, 400, "more than one Authorization header: send exactly one",
+                                 "Authorization")
         headers = dict(scope.get("headers") or [])
         route = self._route(scope)
         if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIX):
@@ -147,6 +155,12 @@ class EdgeChecks:
         why = unstorable(body)
         if why:
             return await _refuse(scope, receive, send, 422, f"the body holds {why}", "body")
+        # a large body's parse goes to a thread: the event loop serves every other connection meanwhile
+        found = nonfinite(body) if len(body) <= 64 * 1024 else await anyio.to_thread.run_sync(nonfinite, body)
+        if found:
+            field, literal = found
+            return await _refuse(scope, receive, send, 422, f"{field} is {literal}: numbers must be finite (JSON "
+                                 "has no NaN or Infinity; Python's json writes them unless allow_nan=False)", field)
         scope[BODY_IN] = True
         replayed = False
 
@@ -161,17 +175,36 @@ class EdgeChecks:
 
     async def _counted(self, scope, receive, send, limit: int):
         """Stream the body to the app, counting: past the limit the app's reading fails and its response is
-        replaced by a 413 (unless it already started answering)."""
-        seen = 0
+        replaced by a 413 (unless it already started answering). And timing: in every `body_timeout_s` the app
+        spends waiting for the body, at least `body_min_bytes` of it (or the rest) must arrive, else a 408 — only
+        time spent inside `receive()` counts, never the app's own work between reads."""
+        seen, got, waited = 0, 0, 0.0
+        window_s, minimum = self.svc.settings.body_timeout_s, self.svc.settings.body_min_bytes
+
+        def too_slow() -> Interrupt:
+            return Interrupt(refusal(scope, 408, f"the upload arrived too slowly: less than {minimum} bytes in "
+                                     f"{window_s:g} s (body_min_bytes per body_timeout_s)", "body",
+                                     min_bytes=minimum, window_s=window_s))
 
         async def counted_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, got, waited
+            start = time.monotonic()
+            try:
+                with anyio.fail_after(max(0.0, window_s - waited) if minimum else None):
+                    message = await receive()
+            except TimeoutError:
+                raise too_slow() from None
+            waited += time.monotonic() - start
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                got += len(message.get("body", b""))
                 if seen > limit:
                     raise Interrupt(refusal(scope, 413, f"the body is larger than {limit} bytes", "body",
                                             limit_bytes=limit))
+                if got >= minimum:
+                    got, waited = 0, 0.0  # a new window
+                elif waited >= window_s and message.get("more_body", False):
+                    raise too_slow()
             return message
 
         await run_interruptible(self.app, scope, counted_receive, send)
@@ -193,6 +226,49 @@ def unstorable(body: bytes) -> str | None:
         json.dumps(decoded, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return "a lone surrogate escape (not a character)"
+    return None
+
+
+class _NonFinite:
+    """Where json.loads met NaN, Infinity, -Infinity or a number too large for a float (1e999)."""
+
+    def __init__(self, literal: str):
+        self.literal = literal
+
+
+def nonfinite(body: bytes) -> tuple[str, str] | None:
+    """(the field, the literal) of the first non-finite number in a JSON body, whatever its content type claimed:
+    Python's json reads NaN / Infinity (not JSON, but what json.dumps writes) and 1e999 as floats, which SQLite
+    stores as text and Postgres refuses, so both modes refuse them here alike. The field is the dotted path the
+    validation errors use (`policy.rules.0.max`). None when finite or not JSON (the app names the parse error)."""
+    if not body.strip():
+        return None
+    seen: list[str] = []
+
+    def marked(literal: str) -> _NonFinite:
+        seen.append(literal)
+        return _NonFinite(literal)
+
+    def finite_or_marked(text: str) -> float | _NonFinite:
+        value = float(text)
+        return value if math.isfinite(value) else marked(text)
+
+    try:
+        decoded = json.loads(body, parse_constant=marked, parse_float=finite_or_marked)
+    except (ValueError, RecursionError):
+        return None
+    if not seen:  # the common case: nothing to locate
+        return None
+    stack: list[tuple[tuple, object]] = [((), decoded)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _NonFinite):
+            literal = value.literal if len(value.literal) <= 24 else value.literal[:21] + "..."
+            return ".".join(str(p) for p in path) or "body", literal
+        if isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(value))))
     return None
 
 

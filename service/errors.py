@@ -7,17 +7,19 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editaudit.core.repo import NotFound
+from editaudit.core.storage import ObjectMissing, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 PROBLEM = "application/problem+json"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Content Too Large",
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+          408: "Request Timeout", 409: "Conflict", 413: "Content Too Large",
           415: "Unsupported Media Type", 422: "Unprocessable Content", 503: "Service Unavailable",
           500: "Internal Server Error"}
 
@@ -71,7 +73,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = [{"field": "body", "reason": f"invalid JSON at character {e['loc'][-1]}: {e.get('ctx', {}).get('error')}"}
+        errors = [{"field": "body",
+                   "reason": f"invalid JSON at character {e['loc'][-1]}: {e.get('ctx', {}).get('error')}"}
                   if e.get("type") == "json_invalid" else {"field": _loc(e["loc"]), "reason": e["msg"]}
                   for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
@@ -85,6 +88,33 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
         return unavailable_response("the database is unavailable; retry shortly", request.url.path)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable):
+        """The object store is down, refuses us, or its directory cannot be read or written: transient or an
+        operator's to fix, never the request's. The detail stays generic (the log has the endpoint and the key)."""
+        log.warning("object store unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:300])
+        return unavailable_response("the object store is unavailable; retry shortly", request.url.path,
+                                    [{"field": "store", "reason": "unavailable"}])
+
+    @app.exception_handler(ObjectMissing)
+    async def _object_missing(request: Request, exc: ObjectMissing):
+        """A row names an object the store does not have (a store restored from an older backup, a bucket moved):
+        the server's integrity fault, not the request's, logged as an error for an operator. 503 with Retry-After,
+        as the store's other faults: the resource exists and comes back once the object does (a duplicate upload
+        puts it back)."""
+        log.error("a stored object is missing on %s: %s", request.url.path, exc)
+        return unavailable_response("the stored object of this resource is missing from the object store; an "
+                                    "operator must restore it (an upload of the same file does); retry later",
+                                    request.url.path, [{"field": "store", "reason": "object missing"}])
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(request: Request, exc: IntegrityError):
+        """A unique constraint another request got to first, where a route did not resolve the race itself (they
+        do: names and aliases lock, uploads answer with the winner's row; this is the net under them): 409, retry."""
+        log.warning("integrity conflict on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
+        return problem_response(409, "the request conflicts with a concurrent change; retry it", None,
+                                request.url.path)
+
     @app.exception_handler(DataError)
     async def _value_out_of_range(request: Request, exc: DataError):
         """A value the database cannot store (an integer past its column, a malformed literal): the request's
@@ -95,4 +125,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return problem_response(exc.status_code, str(exc.detail), None, request.url.path)
+        response = problem_response(exc.status_code, str(exc.detail), None, request.url.path)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: a 405 lists what the resource allows (every route on the path)
+            response.headers["Allow"] = allowed_methods(request) or response.headers.get("Allow", "")
+        return response
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route serves at this request's path (starlette's own 405 names one route's only)."""
+    from starlette.routing import Match
+
+    from editaudit.service.openapi import flat_routes  # it imports this module
+
+    methods: set[str] = set()
+    for route in flat_routes(request.app.routes):
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))

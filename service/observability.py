@@ -4,9 +4,12 @@
 included) and its request id is set for every line logged below it. Latency is labelled with the matched route's
 template (`/audits/{audit_id}`), never the raw path, so the number of series stays bounded whatever clients send.
 
-Job state (edits by status, audit durations) is read from the database, and the queue depth from the broker, when
-Prometheus scrapes, so every API replica reports the same job numbers: aggregate those with max, not sum. Each app
-has its own registry (tests build many apps in one process).
+`/metrics` is public and shows only figures about the service, none about a tenant's work: request latency by route
+template, the queue depth and each worker's heartbeat age. Job state (edits by status, audit durations) counts every
+tenant's jobs, so it is shown only to a scrape that presents `Authorization: Bearer <EDITAUDIT_METRICS_TOKEN>` (an
+operator's secret, no tenant's key; unset: never shown). Job state and heartbeats are read from the database, and the
+queue depth from the broker, when Prometheus scrapes, so every API replica reports the same numbers: aggregate those
+with max, not sum. Each app has its own registries (tests build many apps in one process).
 
 On startup it also sizes anyio's threadpool, where FastAPI runs the sync routes, to `api_threads` (the database
 pool is sized to cover it), and switches the process to JSON logs when `log_format` is json.
@@ -14,6 +17,7 @@ pool is sized to cover it), and switches the process to JSON logs when `log_form
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import threading
@@ -31,6 +35,7 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.logs import configure_json_logs, request_id
 from editaudit.core.queue import queue_depth
+from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 
 log = logging.getLogger(__name__)
@@ -45,23 +50,28 @@ MAX_AUDITS_PER_SCRAPE = 1000
 
 
 class Metrics:
-    """One app's registry. Request latency is observed as requests finish; the rest is read at scrape time."""
+    """One app's registries: `registry` (public: no tenant's figures) and `jobs` (every tenant's job state: operator
+    scrapes only). Request latency is observed as requests finish; the rest is read at scrape time."""
 
     def __init__(self, services) -> None:
         self.services = services
         self.registry = CollectorRegistry()
+        self.jobs = CollectorRegistry()
         self.latency = Histogram("editaudit_http_request_duration_seconds", "Requests by route template, method and "
                                  "status", ["method", "route", "status"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        self.edits = Gauge("editaudit_edits", "Edits by status, read from the database at scrape time", ["status"],
-                           registry=self.registry)
         self.queue_depth = Gauge("editaudit_queue_depth", "Jobs waiting in the broker's queue", registry=self.registry)
+        self.heartbeat_age = Gauge("editaudit_worker_heartbeat_age_seconds", "Seconds since each worker's last "
+                                   "heartbeat (written every reconcile_every_s, even while it runs a job)", ["worker"],
+                                   registry=self.registry)
+        self.edits = Gauge("editaudit_edits", "Edits by status, read from the database at scrape time", ["status"],
+                           registry=self.jobs)
         self.audit_duration = Histogram("editaudit_audit_duration_seconds", "Finished audits: from their job's "
                                         "(last) start to the audit's end", ["status"], buckets=JOB_BUCKETS,
-                                        registry=self.registry)
+                                        registry=self.jobs)
         self.audit_turnaround = Histogram("editaudit_audit_turnaround_seconds", "Finished audits: from submission "
                                           "(queue wait included) to the audit's end", ["status"], buckets=JOB_BUCKETS,
-                                          registry=self.registry)
+                                          registry=self.jobs)
         self.source_up = Gauge("editaudit_metrics_source_up", "1 when the source answered the last scrape",
                                ["source"], registry=self.registry)
         # audits are observed once each, as they finish after this process started (not the whole history)
@@ -71,11 +81,18 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.latency.labels(method if method in METHODS else "other", route, str(status)).observe(seconds)
 
-    def render(self) -> bytes:
+    def render(self, jobs: bool = False) -> bytes:
         """The exposition text, after reading the database and the broker; a source that fails is reported as down
-        (`editaudit_metrics_source_up`) and its series keep their last values."""
+        (`editaudit_metrics_source_up`) and its series keep their last values. `jobs`: add every tenant's job state
+        (an operator's scrape)."""
         with self._lock:  # concurrent scrapes must not observe the same audits twice
-            for source, read in (("database", self._read_database), ("broker", self._read_broker)):
+
+            def database() -> None:
+                self._read_heartbeats()
+                if jobs:
+                    self._read_database()
+
+            for source, read in (("database", database), ("broker", self._read_broker)):
                 try:
                     read()
                     self.source_up.labels(source).set(1)
@@ -83,7 +100,14 @@ class Metrics:
                     log.warning("metrics: the %s did not answer: %s", source, str(e).splitlines()[0][:200] if str(e)
                                 else type(e).__name__)
                     self.source_up.labels(source).set(0)
-            return generate_latest(self.registry)
+            return generate_latest(self.registry) + (generate_latest(self.jobs) if jobs else b"")
+
+    def _read_heartbeats(self) -> None:
+        with self.services.sessions() as s:  # worker_heartbeats belongs to no tenant: a plain session reads it
+            ages = db.heartbeat_ages(s)
+        self.heartbeat_age.clear()  # workers forgotten since the last scrape drop out
+        for name, age in ages.items():
+            self.heartbeat_age.labels(name).set(round(age, 3))
 
     def _read_database(self) -> None:
         with db.unscoped_session(self.services.sessions, "operator metrics: counts over every tenant") as s:
@@ -96,6 +120,8 @@ class Metrics:
         for status in {*(member.value for member in Status), *counts}:
             self.edits.labels(status).set(counts.get(status, 0))
         for status, created, finished, started in rows:
+            if finished is None:  # not asked for (finished_at > since)
+                continue
             self.audit_turnaround.labels(status).observe(max(0.0, (finished - created).total_seconds()))
             if started is not None:
                 self.audit_duration.labels(status).observe(max(0.0, (finished - started).total_seconds()))
@@ -202,10 +228,19 @@ def install(app) -> None:
 
 
 @router.get("/metrics", response_class=Response,
-            **op("get_metrics", None, public=True, responses={200: {
+            **op("get_metrics", None, 401, public=True, responses={200: {
                 "description": "Prometheus text exposition format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}))
 def get_metrics(request: Request) -> Response:
-    """Request latency by route template, method and status; edits by status; audit durations; queue depth.
-    Unauthenticated, like /healthz: it names no tenant's data."""
-    return Response(metrics_of(request.app).render(), media_type=CONTENT_TYPE_LATEST)
+    """Public, like /healthz, with no tenant's figures: request latency by route template, method and status; queue
+    depth; each worker's heartbeat age. With `Authorization: Bearer <EDITAUDIT_METRICS_TOKEN>` (the operator's
+    Prometheus), also edits by status and audit durations, which count every tenant's jobs. Any other credential is
+    a 401."""
+    token = request.app.state.services.settings.metrics_token
+    credential = request.headers.get("authorization")
+    if credential is not None and (token is None or not hmac.compare_digest(
+            credential.encode("latin-1", "replace"), f"Bearer {token}".encode("latin-1", "replace"))):
+        raise Problem(401, "/metrics takes no API key: without Authorization it shows the public figures; with "
+                      "'Bearer <EDITAUDIT_METRICS_TOKEN>' (the operator's) also every tenant's job figures",
+                      field="Authorization")
+    return Response(metrics_of(request.app).render(jobs=credential is not None), media_type=CONTENT_TYPE_LATEST)

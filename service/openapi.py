@@ -10,9 +10,11 @@ below), from /docs-assets/, which the edge lets through without a key (editaudit
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -31,6 +33,13 @@ log = logging.getLogger(__name__)
 # missing scope, a body over the limit, NUL bytes or invalid parameters, the database down
 COMMON_ERRORS = (400, 401, 403, 408, 413, 422, 503)
 PUBLIC_ERRORS = (422, 503)
+RETRY_AFTER: dict[str, Any] = {"Retry-After": {"description": "seconds to wait before retrying",
+                                               "schema": {"type": "integer"}}}
+# a route that reads or writes the object store (store=True) says so on its 503 (editaudit.service.errors)
+STORE_UNAVAILABLE: dict[str, Any] = {
+    "description": "Service Unavailable: the database or the object store is unavailable, or the stored object of "
+                   "this resource is missing (`errors[].field` = `store`); retry after Retry-After",
+    "headers": RETRY_AFTER}
 
 
 class FieldError(BaseModel):
@@ -55,19 +64,22 @@ class RouteDeclarationError(RuntimeError):
 
 
 def op(operation_id: str, scope: Scope | None, *errors: int, upload: bool = False, public: bool = False,
-       any_key: bool = False, responses: dict | None = None) -> dict:
+       any_key: bool = False, store: bool = False, responses: dict | None = None) -> dict:
     """Route keyword arguments: `@router.get(path, **op("get_edit", Scope.audits_read, 404))`. A route names the
     scope it needs; `scope` None only with `public` (no key at all: health and metrics) or `any_key` (any valid
-    key: the catalog of archs and methods). `responses`: the route's other documented answers. Whatever the scope,
-    the route's database session is its caller's tenant's (editaudit.service.deps.SessionDep)."""
+    key: the catalog of archs and methods). `store`: the route reads or writes the object store (its 503 says so).
+    `responses`: the route's other documented answers. Whatever the scope, the route's database session is its
+    caller's tenant's (editaudit.service.deps.SessionDep)."""
     if (scope is None) == (not (public or any_key)) or (public and any_key):
         raise RouteDeclarationError(f"route {operation_id!r}: name the scope it needs, or declare it public=True "
                                     "(no key) or any_key=True (any valid key): one of the three")
     statuses = sorted(set(errors) | set(PUBLIC_ERRORS if public else COMMON_ERRORS))
     extra = {"x-required-scope": scope.value if scope else None, "x-public": public, "x-any-key": any_key,
              "x-upload": upload}
-    return {"operation_id": operation_id, "openapi_extra": extra,
-            "responses": {**{s: {"description": TITLES.get(s, "Error")} for s in statuses}, **(responses or {})}}
+    documented = {s: {"description": TITLES.get(s, "Error")} for s in statuses}
+    if store:
+        documented[503] = copy.deepcopy(STORE_UNAVAILABLE)
+    return {"operation_id": operation_id, "openapi_extra": extra, "responses": {**documented, **(responses or {})}}
 
 
 def _schema(app: FastAPI) -> dict:
@@ -177,7 +189,7 @@ def install(app: FastAPI) -> None:
             app.openapi_schema = _schema(app)
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to supply the schema
     assets = swagger_ui_dir()
     if assets is None:  # the docs page needs the bundled assets; the schema itself does not
         log.warning("no /docs: Swagger UI's assets are missing (pip install fastapi-swagger)")

@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 PG_ADMIN = os.environ.get("EDITAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("EDITAUDIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SPEC = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8]}
+T = TypeVar("T")
+
+
+def wait_until(cond: Callable[[], T], what: str, timeout: float, poll: float = 0.2) -> T:
+    """The first truthy value of `cond()`, polled every `poll` seconds; AssertionError naming `what` after
+    `timeout` seconds (a wait that ends as soon as its condition holds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"never: {what}")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -36,7 +52,8 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture(scope="session")
 def digits_model():
-    """(safetensors bytes, spec, trained nn.Module): editaudit/smallcnn on builtin:digits-train, 4 epochs (the demo model)."""
+    """(safetensors bytes, spec, trained nn.Module): editaudit/smallcnn on builtin:digits-train, 4 epochs (the demo
+    model)."""
     import safetensors.torch
     import torch
 

@@ -30,10 +30,10 @@ if get_settings().log_format == "json":  # text: Celery sets up its own logging,
 
 
 @worker_init.connect
-def _on_start(**_):
+def _on_start(sender=None, **_):
     """Folders are made when a worker starts (or an API that sends to them); a worker that could not run every
-    method, attack and corruption the API accepts refuses to start; every worker runs the reconciler and sends the
-    webhook outbox (two threads: neither waits behind a job)."""
+    method, attack and corruption the API accepts refuses to start; every worker runs the reconciler (which beats
+    as the worker's Celery hostname) and sends the webhook outbox (two threads: neither waits behind a job)."""
     from editaudit.core import db
     from editaudit.core.queue import RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
@@ -47,5 +47,5 @@ def _on_start(**_):
     sessions = db.session_factory(settings.resolved_database_url)
     start_reconciler(db.unscoped_sessions(sessions, "the reconciler: every tenant's lapsed and lost jobs"),
                      lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings,
-                     queue_depth=lambda: queue_depth(app, settings))
+                     queue_depth=lambda: queue_depth(app, settings), name=getattr(sender, "hostname", None))
     start_deliverer(db.unscoped_sessions(sessions, "webhook delivery: every tenant's outbox"), settings)

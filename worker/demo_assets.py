@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-SPEC = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8]}
+SPEC: dict[str, Any] = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": [1, 8, 8]}
 
 
 def make_demo_assets(out: Path, epochs: int = 4) -> dict:
@@ -35,8 +36,8 @@ def make_demo_assets(out: Path, epochs: int = 4) -> dict:
 
     sc = texture_scenario(train, test, predict, k=8, seed=0)
     acc = lambda d: float((predict(d.x) == d.y).mean())  # noqa: E731
-    facts = {"spec": SPEC, "clean": acc(test), "textured": acc(sc["generalization"]), "edit_class": int(sc["edit_class"]),
-             "edit_before": acc(sc["edit"])}
+    facts = {"spec": SPEC, "clean": acc(test), "textured": acc(sc["generalization"]),
+             "edit_class": int(sc["edit_class"]), "edit_before": acc(sc["edit"])}
     out.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out / "model.safetensors")
     (out / "model.json").write_text(json.dumps(SPEC, indent=2) + "\n")

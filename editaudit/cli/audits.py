@@ -4,7 +4,8 @@ and the edited weights (streamed to a file and checked against the server's sha2
 from __future__ import annotations
 
 import sys
-from itertools import islice
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
@@ -13,20 +14,24 @@ from editaudit.cli.common import (
     EXIT_MISSING,
     api_options,
     client,
+    document_options,
     emit,
+    fetch,
     handled,
+    list_command,
     output_options,
-    quiet_option,
     show_document,
 )
-from editaudit.cli.edits import STATUSES
-from editaudit.cli.uploads import created_after_option, download_to, limit_option
-from editaudit.core.tables import audit_table, render
+from editaudit.cli.edits import status_option
+from editaudit.cli.uploads import download_to
+from editaudit.client import Client
+from editaudit.client.types import ReportFormat
+from editaudit.core.tables import audit_table
 
 REPORT_EXIT = ("Exit codes: 0 written, 2 error, 3 no such audit, or it has not succeeded (queued, running, failed, "
                "canceled: the message says which), 4 usage (an unknown format or policy).")
 # the CLI's format names -> the API's report suffixes
-API_REPORT = {"html": "html", "markdown": "md", "json": "json", "junit": "xml"}
+API_REPORT: dict[str, ReportFormat] = {"html": "html", "markdown": "md", "json": "json", "junit": "xml"}
 
 
 @click.group()
@@ -34,7 +39,7 @@ def audits():
     """Audits: baseline vs candidate numbers with paired statistics, and their reports."""
 
 
-def _summary(audit: dict, every_metric: bool) -> str:
+def _summary(audit: Mapping[str, Any], every_metric: bool) -> str:
     lines = [f"audit {audit['id']} {audit['status']} (edit {audit['edit_id']}; device {audit.get('device') or '-'})"]
     if (audit.get("metrics") or {}).get("baseline"):
         lines.append(audit_table(audit, headline_only=not every_metric))
@@ -47,34 +52,20 @@ def _summary(audit: dict, every_metric: bool) -> str:
 @audits.command("get", epilog=EXIT_CODES_HELP)
 @click.argument("audit_id")
 @click.option("--all", "every_metric", is_flag=True, help="Every metric, not only the headline ones.")
-@output_options(("table", "json"), what="the audit")
-@api_options
+@document_options("the audit")
 def get(audit_id, every_metric, fmt, output, url, key):
     """Show an audit: baseline, candidate, delta with its 95% interval and p-value per metric."""
-    with handled(url), client(url, key) as api:
-        audit = api.get_audit(audit_id)
+    audit = fetch(url, key, lambda api: api.get_audit(audit_id))
     show_document(audit, fmt, output, lambda: _summary(audit, every_metric))
 
 
-@audits.command("list", epilog=EXIT_CODES_HELP)
-@click.option("--edit-id", default=None, help="The audit of this edit (and of its sub-edits).")
-@click.option("--model-id", default=None, help="Only audits of edits of this model.")
-@click.option("--status", type=click.Choice(STATUSES), default=None)
-@click.option("--method", default=None, help="Only audits of edits by this method.")
-@created_after_option
-@limit_option
-@output_options(("table", "json"), what="the list")
-@quiet_option
-@api_options
-def list_(edit_id, model_id, status, method, created_after, limit, fmt, output, quiet, url, key):
-    """The tenant's audits, newest first (-q: the ids, e.g. AUDIT=$(editaudit audits list --edit-id "$EDIT" -q))."""
-    with handled(url), client(url, key) as api:
-        rows = list(islice(api.iter_audits(page_size=min(limit, 100), edit_id=edit_id, model_id=model_id,
-                                           status=status, method=method, created_after=created_after), limit))
-    show_document(rows, fmt, output, lambda: render(
-        ["id", "status", "edit", "created", "finished"],
-        [[a["id"], a["status"], a["edit_id"], a["created_at"][:19], (a.get("finished_at") or "-")[:19]]
-         for a in rows], align_right=set()), "\n".join(a["id"] for a in rows) if quiet else None)
+list_ = list_command(
+    audits, Client.iter_audits, ["id", "status", "edit", "created", "finished"],
+    lambda a: [a["id"], a["status"], a["edit_id"], a["created_at"][:19], (a.get("finished_at") or "-")[:19]],
+    "The tenant's audits, newest first (-q: the ids, e.g. AUDIT=$(editaudit audits list --edit-id \"$EDIT\" -q)).",
+    filters=[click.option("--edit-id", default=None, help="The audit of this edit (and of its sub-edits)."),
+             click.option("--model-id", default=None, help="Only audits of edits of this model."), status_option,
+             click.option("--method", default=None, help="Only audits of edits by this method.")])
 
 
 @audits.command("report", epilog=REPORT_EXIT)
@@ -98,8 +89,8 @@ def report(audit_id, fmt, output, policy, every_metric, url, key):
     with handled(url), client(url, key) as api:
         audit = api.get_audit(audit_id)
         if audit["status"] != "succeeded":
-            edit = api.get_edit(audit["edit_id"]) if audit["status"] in ("failed", "canceled") else {}
-            why = f": {edit['error']}" if edit.get("error") else ""
+            error = api.get_edit(audit["edit_id"]).get("error") if audit["status"] in ("failed", "canceled") else None
+            why = f": {error}" if error else ""
             click.echo(f"error: audit {audit_id} is {audit['status']}{why}; a report needs a finished audit"
                        + (f" (follow it with `editaudit edits wait {audit['edit_id']}`)"
                           if audit["status"] in ("queued", "running") else ""), err=True)

@@ -6,28 +6,57 @@ from __future__ import annotations
 import fnmatch
 import json
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import click
 
 from editaudit.cli.common import (
     EXIT_CODES_HELP,
     EXIT_ERROR,
-    api_options,
-    client,
+    document_command,
+    document_options,
     emit,
-    handled,
-    output_options,
+    fetch,
     read_document,
     show_document,
 )
 from editaudit.cli.edits import idempotency_option
+from editaudit.client import Client
 from editaudit.core.tables import render
 
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _yaml(obj) -> str:
+
+def _yaml(obj: Any) -> str:
     import yaml
 
     return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
+
+
+def _show_yaml(answer: Mapping[str, Any], fmt: str, output: str | None, head: str, document: Any) -> None:
+    """--json: the API's answer; else a `# head` comment and the document as YAML that a file may hold."""
+    if fmt == "json":
+        show_document(answer, fmt, output, str)
+    else:
+        emit(f"# {head}\n" + _yaml(document), output, "yaml" if output else None)
+
+
+def _store_options(what: str) -> Callable[[F], F]:
+    """NAME, FILE (YAML or JSON), --idempotency-key, and the options of a command that shows `what`."""
+    def decorate(fn: F) -> F:
+        fn = idempotency_option(document_options(what)(fn))
+        return click.argument("name")(click.argument("file", type=click.Path(exists=True, dir_okay=False))(fn))
+    return decorate
+
+
+def _store(file: str, what: str, url: str, key: str | None, create: Callable[[Client, dict[str, Any]], T]) -> T:
+    """Send FILE (YAML or JSON, a mapping) to the server with `create`; anything else is a usage error."""
+    doc = read_document(file, "FILE")
+    if not isinstance(doc, dict):
+        raise click.UsageError(f"FILE must hold {what}")
+    return fetch(url, key, lambda api: create(api, doc))
 
 
 # --- architectures and methods ----------------------------------------------------------------------------------------
@@ -35,13 +64,11 @@ def _yaml(obj) -> str:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("pattern", required=False, metavar="[GLOB]")
-@output_options(("table", "json"), what="the list")
-@api_options
+@document_options("the list")
 def archs(pattern, fmt, output, url, key):
     """The architectures a model spec's `arch` may name (one per line), e.g. `editaudit archs 'torchvision/res*'`.
     `timm/<name>` names any timm classifier as well."""
-    with handled(url), client(url, key) as api:
-        names = api.list_archs()["archs"]
+    names = fetch(url, key, lambda api: api.list_archs())["archs"]
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     show_document({"archs": names}, fmt, output, lambda: "\n".join(names))
@@ -51,7 +78,7 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def _type_of(schema: dict) -> str:
+def _type_of(schema: Mapping[str, Any]) -> str:
     if "enum" in schema:
         return "|".join(map(str, schema["enum"]))
     if "anyOf" in schema:
@@ -63,8 +90,7 @@ def _type_of(schema: dict) -> str:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("method", required=False)
-@output_options(("table", "json"), what="the list")
-@api_options
+@document_options("the list")
 def methods(method, fmt, output, url, key):
     """The edit methods with their traits; with METHOD, its hyperparams (type, default, meaning).
 
@@ -73,8 +99,7 @@ def methods(method, fmt, output, url, key):
       editaudit methods
       editaudit methods rewrite
     """
-    with handled(url), client(url, key) as api:
-        found = api.list_methods()["methods"]
+    found = fetch(url, key, lambda api: api.list_methods())["methods"]
     if method:
         match = [m for m in found if m["method"] == method]
         if not match:
@@ -112,22 +137,16 @@ def policies():
     """Gate policies stored on the server (versioned per name; `default` is built in)."""
 
 
-@policies.command("list", epilog=EXIT_CODES_HELP)
-@output_options(("table", "json"), what="the list")
-@api_options
-def policies_list(fmt, output, url, key):
-    """The tenant's policy names and the built-in ones."""
-    with handled(url), client(url, key) as api:
-        out = api.list_policies()
-    show_document(out, fmt, output, lambda: render(
+policies_list = document_command(
+    policies, "list", Client.list_policies, lambda out: render(
         ["policy", "kind"], [[n, "built-in"] for n in out["builtin"]] + [[n, f"tenant {out['tenant']}"]
-                                                                        for n in out["policies"]], align_right=set()))
+                                                                        for n in out["policies"]], align_right=set()),
+    "The tenant's policy names and the built-in ones.", what="the list")
 
 
 @policies.command("get", epilog="Exit codes: 0 ok, 2 error, 4 no such policy (usage).")
 @click.argument("name")
-@output_options(("table", "json"), what="the policy")
-@api_options
+@document_options("the policy")
 def policies_get(name, fmt, output, url, key):
     """A policy's latest version, as YAML a policy file may hold (--json: the API's answer, with its version).
 
@@ -135,23 +154,14 @@ def policies_get(name, fmt, output, url, key):
     Example:
       editaudit policies get default -o policy.yaml    # start a policy file from the shipped one
     """
-    with handled(url), client(url, key) as api:
-        out = api.get_policy(name)
-    if fmt == "json":
-        show_document(out, fmt, output, str)
-        return
-    head = f"# policy {out['name']}, version {out['version']}" + (f", tenant {out['tenant']}" if out.get("tenant")
-                                                                   else "") + "\n"
-    emit(head + _yaml(out["policy"]), output, "yaml" if output else None)
+    out = fetch(url, key, lambda api: api.get_policy(name))
+    _show_yaml(out, fmt, output, f"policy {out['name']}, version {out['version']}"
+               + (f", tenant {out['tenant']}" if out.get("tenant") else ""), out["policy"])
 
 
 @policies.command("create", epilog="Exit codes: 0 created, 2 error (the key lacks the admin scope, a policy that "
                                    "does not validate), 4 usage (an unreadable file, a built-in policy's name).")
-@click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@idempotency_option
-@output_options(("table", "json"), what="the stored policy")
-@api_options
+@_store_options("the stored policy")
 def policies_create(name, file, idempotency_key, fmt, output, url, key):
     """Store FILE (YAML or JSON, as `gate --policy FILE` reads it) as a new version of the server policy NAME (an
     admin key), so `promote --policy NAME` can use it.
@@ -161,11 +171,8 @@ def policies_create(name, file, idempotency_key, fmt, output, url, key):
       editaudit policies create release policy.yaml
       editaudit promote "$EDIT" --policy release
     """
-    doc = read_document(file, "FILE")
-    if not isinstance(doc, dict):
-        raise click.UsageError("FILE must hold a policy document (a mapping with `rules`)")
-    with handled(url), client(url, key) as api:
-        out = api.create_policy(name, doc, idempotency_key=idempotency_key)
+    out = _store(file, "a policy document (a mapping with `rules`)", url, key,
+                 lambda api, doc: api.create_policy(name, doc, idempotency_key=idempotency_key))
     show_document(out, fmt, output, lambda: f"policy {out['name']} version {out['version']} stored "
                                             f"({len(out['policy'].get('rules') or [])} rules)")
 
@@ -175,47 +182,29 @@ def profiles():
     """Audit profiles: named, versioned audit configs an edit request runs with `"audit": {"profile": NAME}`."""
 
 
-@profiles.command("list", epilog=EXIT_CODES_HELP)
-@output_options(("table", "json"), what="the list")
-@api_options
-def profiles_list(fmt, output, url, key):
-    """The tenant's audit profile names."""
-    with handled(url), client(url, key) as api:
-        out = api.list_audit_profiles()
-    show_document(out, fmt, output, lambda: "\n".join(out["profiles"]) if out["profiles"] else
-                  f"(tenant {out['tenant']} has no audit profiles)")
+profiles_list = document_command(
+    profiles, "list", Client.list_audit_profiles,
+    lambda out: "\n".join(out["profiles"]) if out["profiles"] else f"(tenant {out['tenant']} has no audit profiles)",
+    "The tenant's audit profile names.", what="the list")
 
 
 @profiles.command("get", epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @click.option("--version", "version", type=click.IntRange(1), default=None, help="A given version (default: latest).")
-@output_options(("table", "json"), what="the profile")
-@api_options
+@document_options("the profile")
 def profiles_get(name, version, fmt, output, url, key):
     """An audit profile's config (defaults included), as YAML."""
-    with handled(url), client(url, key) as api:
-        out = api.get_audit_profile(name, version=version)
-    if fmt == "json":
-        show_document(out, fmt, output, str)
-        return
-    emit(f"# audit profile {out['name']}, version {out['version']}\n" + _yaml(out["audit"]), output,
-         "yaml" if output else None)
+    out = fetch(url, key, lambda api: api.get_audit_profile(name, version=version))
+    _show_yaml(out, fmt, output, f"audit profile {out['name']}, version {out['version']}", out["audit"])
 
 
 @profiles.command("create", epilog="Exit codes: 0 created, 2 error (the key lacks the admin scope, an audit config "
                                    "that does not validate), 4 usage.")
-@click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@idempotency_option
-@output_options(("table", "json"), what="the stored profile")
-@api_options
+@_store_options("the stored profile")
 def profiles_create(name, file, idempotency_key, fmt, output, url, key):
     """Store FILE (the `audit` section of an edit request, YAML or JSON) as a new version of audit profile NAME."""
-    doc = read_document(file, "FILE")
-    if not isinstance(doc, dict):
-        raise click.UsageError("FILE must hold an audit config (a mapping)")
-    with handled(url), client(url, key) as api:
-        out = api.create_audit_profile(name, doc, idempotency_key=idempotency_key)
+    out = _store(file, "an audit config (a mapping)", url, key,
+                 lambda api, doc: api.create_audit_profile(name, doc, idempotency_key=idempotency_key))
     show_document(out, fmt, output, lambda: f"audit profile {out['name']} version {out['version']} stored")
 
 
@@ -231,12 +220,10 @@ def aliases():
 @click.argument("name")
 @click.option("--family", default=None, metavar="ROOT_MODEL_ID",
               help="The model family (its root model's id), when NAME exists in several.")
-@output_options(("table", "json"), what="the alias")
-@api_options
+@document_options("the alias")
 def aliases_get(name, family, fmt, output, url, key):
     """The model ALIAS serves now, and every move of it (promotions, overrides, refusals, reverts), newest first."""
-    with handled(url), client(url, key) as api:
-        out = api.get_alias(name, family=family)
+    out = fetch(url, key, lambda api: api.get_alias(name, family=family))
     show_document(out, fmt, output, lambda: (
         f"{out['name']} -> model {out['model_id']} (family {out['family']}, since {out['updated_at'][:19]})\n\n"
         + render(["at", "outcome", "edit", "model", "previous", "verdict", "actor", "reason"],
@@ -253,12 +240,10 @@ def promotions():
 
 @promotions.command("list", epilog=EXIT_CODES_HELP)
 @click.option("--edit-id", default=None, help="Only the moves of this edit.")
-@output_options(("table", "json"), what="the list")
-@api_options
+@document_options("the list")
 def promotions_list(edit_id, fmt, output, url, key):
     """Every promotion, override, refusal and revert, newest first."""
-    with handled(url), client(url, key) as api:
-        out = api.list_promotions(edit_id=edit_id)
+    out = fetch(url, key, lambda api: api.list_promotions(edit_id=edit_id))
     show_document(out, fmt, output, lambda: render(
         ["at", "alias", "outcome", "edit", "model", "verdict", "actor", "reason"],
         [[p["at"][:19], p["alias"], p["outcome"], p["edit_id"], p.get("model_id") or "-", p["verdict"],
@@ -269,14 +254,11 @@ def promotions_list(edit_id, fmt, output, url, key):
 
 
 @click.command(epilog="Exit codes: 0 ready, 2 not ready or unreachable (what is not ready is listed).")
-@output_options(("table", "json"), what="the checks")
-@api_options
+@document_options("the checks")
 def health(fmt, output, url, key):
-    """Whether the server answers (/healthz) and every dependency is ready (/readyz): database, broker, store,
-    workers."""
-    with handled(url), client(url, key) as api:
-        live = api.healthz()
-        ready = api.readyz()
+    """Whether the server answers (/healthz) and every dependency is ready (/readyz): database, broker, store;
+    and each worker's heartbeat (a stale one is a warning, not a failure)."""
+    live, ready = fetch(url, key, lambda api: (api.healthz(), api.readyz()))
     out = {"url": url, "health": live, "ready": ready}
 
     def table() -> str:
@@ -285,7 +267,10 @@ def health(fmt, output, url, key):
         if worker:
             rows.append(["local worker", f"{'alive' if worker.get('alive') else 'down'}, {worker.get('restarts')} "
                                          "restarts"])
-        return f"{url}: {ready.get('status')}\n\n" + render(["check", "state"], rows, align_right=set())
+        rows += [[f"worker {name}", f"beat {beat.get('age_s')} s ago" + ("" if beat.get("fresh") else " (stale)")]
+                 for name, beat in (ready.get("workers") or {}).items()]
+        warnings = "".join(f"\nwarning: {w}" for w in ready.get("warnings") or [])
+        return f"{url}: {ready.get('status')}{warnings}\n\n" + render(["check", "state"], rows, align_right=set())
 
     show_document(out, fmt, output, table)
     if ready.get("status") not in ("ok", "ready"):

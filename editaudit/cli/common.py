@@ -15,9 +15,10 @@ import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -186,6 +187,79 @@ def show_document(obj: Any, fmt: str, output: str | None, table: Callable[[], st
         emit(table(), output, fmt if output else None)
 
 
+Doc = TypeVar("Doc", bound=Mapping[str, Any])
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def document_options(what: str = "the result", supported: Iterable[str] = ("table", "json"),
+                     quiet: bool = False) -> Callable[[F], F]:
+    """The options a command that shows the server's answer ends with: output_options for `what`, -q/--quiet (with
+    `quiet`: the command prints ids) and --url/--key."""
+    def decorate(fn: F) -> F:
+        fn = api_options(fn)
+        return output_options(supported, what=what)(quiet_option(fn) if quiet else fn)
+    return decorate
+
+
+def fetch(url: str, key: str | None, call: Callable[[Client], R]) -> R:
+    """One request (or a few) to the server, its problems reported with their exit codes (`handled`)."""
+    with handled(url), client(url, key) as api:
+        return call(api)
+
+
+def ids(rows: Sequence[Mapping[str, Any]], quiet: bool) -> str | None:
+    """-q's answer for a listing: the ids, one per line; None without -q."""
+    return "\n".join(r["id"] for r in rows) if quiet else None
+
+
+def document_command(group: click.Group, name: str, call: Callable[..., Doc], table: Callable[[Doc], str],
+                     help: str, *, argument: str | None = None, what: str = "the result",
+                     epilog: str = EXIT_CODES_HELP) -> click.Command:
+    """`group name [ARGUMENT]`: one document from the server (`call(api, argument=VALUE)`, e.g. Client.get_model
+    with `model_id`) shown in the chosen format, `table(doc)` as the table."""
+    def command(fmt: str, output: str | None, url: str, key: str | None, **arguments: str) -> None:
+        doc = fetch(url, key, lambda api: call(api, **arguments))
+        show_document(doc, fmt, output, lambda: table(doc))
+
+    command = document_options(what)(command)
+    if argument is not None:
+        command = click.argument(argument)(command)
+    return group.command(name, help=help, epilog=epilog)(command)
+
+
+LIMIT_HELP = "At most this many, newest first (pages are followed)."
+limit_option = click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help=LIMIT_HELP)
+created_after_option = click.option("--created-after", default=None, metavar="ISO-TIME",
+                                    help="Only those created after this time: ISO 8601 with a timezone, e.g. "
+                                         "2025-01-31T00:00:00Z or 2025-01-31T00:00:00+02:00.")
+
+
+def list_command(group: click.Group, pages: Callable[..., Iterator[Doc]], headers: list[str],
+                 row: Callable[[Doc], list[Any]], help: str, *, filters: Sequence[Callable[[Any], Any]] = (),
+                 align_right: Iterable[int] = (), epilog: str = EXIT_CODES_HELP) -> click.Command:
+    """`group list [FILTERS] [--created-after T] [--limit N]`: the tenant's documents, newest first, following the
+    pages of `pages` (a Client.iter_* method; the filters are its keyword arguments) up to --limit; a table of
+    `headers` with a `row(doc)` each (--json: a JSON list; -q: the ids)."""
+    def command(limit: int, fmt: str, output: str | None, quiet: bool, url: str, key: str | None,
+                **chosen: Any) -> None:
+        rows = fetch(url, key, lambda api: list(islice(pages(api, page_size=min(limit, 100), **chosen), limit)))
+        show_document(rows, fmt, output, lambda: render_rows(headers, [row(r) for r in rows], set(align_right)),
+                      ids(rows, quiet))
+
+    command = document_options("the list", quiet=True)(command)
+    options: list[Callable[[Any], Any]] = [*filters, created_after_option, limit_option]
+    for option in reversed(options):
+        command = option(command)
+    return group.command("list", help=help, epilog=epilog)(command)
+
+
+def render_rows(headers: list[str], rows: list[list[Any]], align_right: set[int]) -> str:
+    from editaudit.core.tables import render
+
+    return render(headers, rows, align_right=align_right)
+
+
 def key_value_table(rows: list[tuple[str, Any]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {'-' if v is None or v == '' else v}" for k, v in rows)
@@ -277,7 +351,7 @@ def read_json(value: str, what: str) -> Any:
     """A JSON argument given inline, as `@file.json`, or `-` for stdin; unreadable or invalid JSON is a usage error."""
     try:
         if value == "-":
-            text = click.get_text_stream("stdin").read()
+            text = click.open_file("-").read()  # stdin, as click decodes it (left open)
         elif value.startswith("@"):
             text = Path(value[1:]).read_text(encoding="utf-8")
         else:

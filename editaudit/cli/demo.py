@@ -1,4 +1,5 @@
-"""`editaudit demo`: the whole product in about a minute on a 2-core CPU (docs/benchmarks.md), through the real HTTP API.
+"""`editaudit demo`: the whole product in about a minute on a 2-core CPU (docs/benchmarks.md), through the real HTTP
+API.
 
 The paper's story on sklearn's digits: 1. train a small CNN (seconds); 2. a procedural texture in the background
 (the "snow" of vehicles-on-snow) makes it misread one class; 8 textured exemplars with their clean twins and masks

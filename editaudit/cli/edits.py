@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import sys
-from itertools import islice
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from editaudit.cli.common import (
     EXIT_BLOCKED,
-    EXIT_CODES_HELP,
     EXIT_OK,
-    api_options,
     client,
+    document_command,
+    document_options,
+    fetch,
     handled,
     key_value_table,
-    output_options,
-    quiet_option,
+    list_command,
     read_json,
     show_document,
 )
 from editaudit.cli.progress import ProgressReporter, every_option
+from editaudit.client import Client
+from editaudit.client.types import Edit
 from editaudit.contracts.statuses import Status
-from editaudit.core.tables import render
 
 SUBMIT_EXIT = ("Exit codes: 0 queued (with --wait: succeeded), 1 the edit failed or was canceled, 2 error (a "
                "problem with the request, an unreachable server), 3 a model or dataset it names does not exist, "
@@ -48,7 +50,7 @@ def _wait_options(fn):
                         help="Seconds --wait waits at most (then exit 3).")(fn)
 
 
-def wait_for(api, edit_id: str, timeout: float, poll: float, every: float) -> dict:
+def wait_for(api: Client, edit_id: str, timeout: float, poll: float, every: float) -> Edit:
     """Follow an edit to a final status, with progress on stderr (a bar on a terminal, a line every `every` s in a
     log)."""
     reporter = ProgressReporter("edit", every=every)
@@ -63,9 +65,7 @@ def wait_for(api, edit_id: str, timeout: float, poll: float, every: float) -> di
 @click.option("--wait", is_flag=True, help="Follow the edit until it finishes, with progress on stderr.")
 @_wait_options
 @idempotency_option
-@output_options(("table", "json"), what="the answer (with --wait: the finished edit)")
-@quiet_option
-@api_options
+@document_options("the answer (with --wait: the finished edit)", quiet=True)
 def submit(body, wait, timeout, poll, progress_every, idempotency_key, fmt, output, quiet, url, key):
     """Submit the edit request in BODY.json ('-': stdin; its @files are then relative to the working directory).
 
@@ -109,12 +109,12 @@ def submit(body, wait, timeout, poll, progress_every, idempotency_key, fmt, outp
     sys.exit(EXIT_OK if edit["status"] == Status.succeeded else EXIT_BLOCKED)
 
 
-def _job_line(j: dict) -> str:
+def _job_line(j: Mapping[str, Any]) -> str:
     subs = f"; {len(j['sub_edits'])} sub-edits" if j.get("sub_edits") else ""
     return f"edit {j['id']} {j['status']} (audit {j['audit_id']}{subs})"
 
 
-def _outcome(edit) -> str:
+def _outcome(edit: Mapping[str, Any]) -> str:
     if edit["status"] == Status.succeeded:
         return f"edit {edit['id']} succeeded: edited model {edit['edited_model_id']}; audit {edit['audit_id']}"
     return f"edit {edit['id']} {edit['status']}: {edit.get('error') or 'no reason recorded'}"
@@ -123,30 +123,16 @@ def _outcome(edit) -> str:
 @edits.command("wait", epilog=WAIT_EXIT)
 @click.argument("edit_id")
 @_wait_options
-@output_options(("table", "json"), what="the finished edit")
-@quiet_option
-@api_options
+@document_options("the finished edit", quiet=True)
 def wait_(edit_id, timeout, poll, progress_every, fmt, output, quiet, url, key):
     """Follow EDIT_ID until it succeeds, fails or is canceled, with progress on stderr (a bar on a terminal, a
     line every --progress-every seconds in a log)."""
-    with handled(url), client(url, key) as api:
-        edit = wait_for(api, edit_id, timeout, poll, progress_every)
+    edit = fetch(url, key, lambda api: wait_for(api, edit_id, timeout, poll, progress_every))
     show_document(edit, fmt, output, lambda: _outcome(edit), edit["id"] if quiet else None)
     sys.exit(EXIT_OK if edit["status"] == Status.succeeded else EXIT_BLOCKED)
 
 
-@edits.command("get", epilog=EXIT_CODES_HELP)
-@click.argument("edit_id")
-@output_options(("table", "json"))
-@api_options
-def get(edit_id, fmt, output, url, key):
-    """Show an edit: status, progress, the model it made, its audit."""
-    with handled(url), client(url, key) as api:
-        edit = api.get_edit(edit_id)
-    show_document(edit, fmt, output, lambda: edit_table(edit))
-
-
-def edit_table(edit: dict) -> str:
+def edit_table(edit: Mapping[str, Any]) -> str:
     p = edit.get("progress") or {}
     rows = [("id", edit["id"]), ("status", edit["status"]), ("method", edit["method"]),
             ("layers", ", ".join(edit["layers"]) or "-"), ("model", edit["model_id"]),
@@ -162,36 +148,20 @@ def edit_table(edit: dict) -> str:
     return key_value_table(rows)
 
 
-@edits.command("list", epilog=EXIT_CODES_HELP)
-@click.option("--status", type=click.Choice(STATUSES), default=None)
-@click.option("--model-id", default=None, help="Only edits of this model.")
-@click.option("--method", default=None, help="Only edits by this method (finetune_layer, rewrite, ...).")
-@click.option("--created-after", default=None, metavar="ISO-TIME", help="e.g. 2025-01-31T00:00:00Z")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
-              help="At most this many, newest first (pages are followed).")
-@output_options(("table", "json"), what="the list")
-@quiet_option
-@api_options
-def list_(status, model_id, method, created_after, limit, fmt, output, quiet, url, key):
-    """The tenant's edits, newest first, as a table (--json: a JSON list; -q: the ids)."""
-    with handled(url), client(url, key) as api:
-        rows = list(islice(api.iter_edits(page_size=min(limit, 100), status=status, model_id=model_id,
-                                          method=method, created_after=created_after), limit))
-    show_document(rows, fmt, output, lambda: render(
-        ["id", "status", "method", "layers", "model", "edited model", "created"],
-        [[e["id"], e["status"], e["method"], ",".join(e["layers"]) or "-", e["model_id"], e["edited_model_id"] or "-",
-          e["created_at"][:19]] for e in rows], align_right=set()),
-        "\n".join(e["id"] for e in rows) if quiet else None)
+get = document_command(edits, "get", Client.get_edit, edit_table,
+                       "Show an edit: status, progress, the model it made, its audit.", argument="edit_id")
 
-
-@edits.command("cancel", epilog=EXIT_CODES_HELP)
-@click.argument("edit_id")
-@output_options(("table", "json"))
-@api_options
-def cancel(edit_id, fmt, output, url, key):
-    """Cancel a queued or running edit (a running one stops at its next batch and stores nothing); exit 3 when it
-    has already finished."""
-    with handled(url), client(url, key) as api:
-        edit = api.cancel_edit(edit_id)
-    show_document(edit, fmt, output, lambda: f"edit {edit['id']} {edit['status']}")
+status_option = click.option("--status", type=click.Choice(STATUSES), default=None)
+model_id_option = click.option("--model-id", default=None, help="Only edits of this model.")
+list_ = list_command(
+    edits, Client.iter_edits, ["id", "status", "method", "layers", "model", "edited model", "created"],
+    lambda e: [e["id"], e["status"], e["method"], ",".join(e["layers"]) or "-", e["model_id"],
+               e["edited_model_id"] or "-", e["created_at"][:19]],
+    "The tenant's edits, newest first, as a table (--json: a JSON list; -q: the ids).",
+    filters=[status_option, model_id_option,
+             click.option("--method", default=None, help="Only edits by this method (finetune_layer, rewrite, ...).")])
+cancel = document_command(
+    edits, "cancel", Client.cancel_edit, lambda edit: f"edit {edit['id']} {edit['status']}",
+    "Cancel a queued or running edit (a running one stops at its next batch and stores nothing); exit 3 when it\n"
+    "has already finished.", argument="edit_id")
 

@@ -23,6 +23,7 @@ from editaudit.core.keys import credentials_exist
 from editaudit.core.migrate import upgrade
 from editaudit.core.settings import Settings
 from editaudit.service.app import create_app
+from editaudit.service.server import make_server
 
 
 def free_port() -> int:
@@ -39,7 +40,8 @@ def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess
             env[f"EDITAUDIT_{name.upper()}"] = str(value.resolve()) if name == "data_dir" else \
                 json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     cmd = [sys.executable, "-m", "celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo",
-           "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"embedded-{os.getpid()}@%h"]
+           "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+           "-n", f"embedded-{os.getpid()}@%h"]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
 
@@ -111,8 +113,9 @@ class EmbeddedServer:
         else:
             print("editaudit: no local worker (the `worker` extra is not installed here): jobs wait in "
                   f"{self.settings.broker_folder} for a worker started on the same data directory", flush=True)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning" if self.quiet else "info")
-        self.server = uvicorn.Server(config)
+        # the production server's connection limits (header timeout, caps, bounded log): editaudit.service.server
+        self.server = make_server(app, self.settings, self.host, self.port,
+                                  log_level="warning" if self.quiet else "info")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -159,7 +162,7 @@ class EmbeddedServer:
         self._stopping.set()
         if self.supervisor is not None:  # no restart can race the shutdown below
             self.supervisor.join(timeout=10)
-        if self.server:
+        if self.server and self.thread is not None:
             self.server.should_exit = True
             self.thread.join(timeout=10)
         if self.worker and self.worker.poll() is None:

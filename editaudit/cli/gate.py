@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,7 +56,7 @@ def _rules_policy(policy: str | None, rules: list, api: Client) -> str | dict:
     return Policy.model_validate(doc).model_dump(mode="json", exclude_none=True)
 
 
-def render_gate(result: dict, fmt: str, edit_id: str) -> str:
+def render_gate(result: Mapping[str, Any], fmt: str, edit_id: str) -> str:
     from editaudit.gate.evaluate import GateResult
     from editaudit.gate.render import as_html, as_junit, as_markdown, as_table
 

@@ -5,6 +5,7 @@ made through an API that already requires one."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -80,10 +81,11 @@ def list_(tenant, as_json, data_dir):
 
     try:
         with _session(data_dir) as s:
-            rows = [{"id": k.id, "prefix": k.prefix, "tenant": k.tenant, "name": k.name, "scopes": list(k.scopes),
-                     "created_at": k.created_at.isoformat(),
-                     "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
-                    for k in list_keys(s, tenant)]
+            rows: list[dict[str, Any]] = [
+                {"id": k.id, "prefix": k.prefix, "tenant": k.tenant, "name": k.name, "scopes": list(k.scopes),
+                 "created_at": k.created_at.isoformat(),
+                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+                for k in list_keys(s, tenant)]
     except SQLAlchemyError as e:
         _database_error(e)
     if as_json:
@@ -109,6 +111,7 @@ def revoke(id_or_prefix, data_dir):
     try:
         with _session(data_dir) as s:
             row = revoke_key(s, id_or_prefix)
+            assert row.revoked_at is not None  # revoke_key sets it
             line = (f"revoked key {row.prefix}… (tenant {row.tenant!r}, name {row.name!r}) at "
                     f"{row.revoked_at.isoformat()}")
     except KeyError_ as e:

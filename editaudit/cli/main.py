@@ -120,7 +120,7 @@ class Cli(click.Group):
 
     def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.commands = LazyCommands(lazy or {})  # type: ignore[assignment]
+        self.commands = LazyCommands(lazy or {})
 
     def add_lazy(self, name: str, target: str, short_help: str = "") -> None:
         """Register `module:attribute` as subcommand `name`, imported when invoked."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import click
@@ -71,7 +71,7 @@ class ProgressReporter:
 
     # --- what to show ---
 
-    def facts(self, edit: dict[str, Any], now: float) -> dict[str, Any]:
+    def facts(self, edit: Mapping[str, Any], now: float) -> dict[str, Any]:
         """status, stage, done, total, elapsed and eta (seconds or None) for this poll."""
         if self.start is None:
             self.start = now
@@ -113,7 +113,7 @@ class ProgressReporter:
 
     # --- when to show it ---
 
-    def __call__(self, edit: dict[str, Any]) -> None:
+    def __call__(self, edit: Mapping[str, Any]) -> None:
         now = self.clock()
         f = self.facts(edit, now)
         if self.tty:

@@ -39,8 +39,10 @@ def serve(host: str, port: int, data_dir: str | None):
             # leaving the context stops the worker too (nothing is left running)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: server.stop())
-            while server.thread.is_alive():
-                server.thread.join(timeout=0.5)
+            thread = server.thread
+            assert thread is not None  # started on entering the context
+            while thread.is_alive():
+                thread.join(timeout=0.5)
     except RuntimeError as e:  # a busy port, or an API that did not start: nothing was left running
         raise click.ClickException(str(e)) from None
 

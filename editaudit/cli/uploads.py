@@ -5,37 +5,32 @@ existing id."""
 from __future__ import annotations
 
 import sys
-from itertools import islice
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import click
 
 from editaudit.cli.common import (
     EXIT_CODES_HELP,
     api_options,
-    client,
-    handled,
+    document_command,
+    document_options,
+    fetch,
     key_value_table,
-    output_options,
-    quiet_option,
+    list_command,
     read_json,
     show_document,
 )
 from editaudit.cli.edits import idempotency_option
+from editaudit.client import Client
+from editaudit.client.types import Download
 from editaudit.core.tables import render
 
 FILE = click.Path(exists=True, dir_okay=False, readable=True)
-limit_option = click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
-                            help="At most this many, newest first (pages are followed).")
-created_after_option = click.option("--created-after", default=None, metavar="ISO-TIME",
-                                    help="Only those created after this time, e.g. 2025-01-31T00:00:00Z.")
 
 
-def _ids(rows: list[dict], quiet: bool) -> str | None:
-    return "\n".join(r["id"] for r in rows) if quiet else None
-
-
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -56,37 +51,25 @@ def models():
               help='The model spec, inline or @spec.json: {"arch": "editaudit/smallcnn", "num_classes": 10, '
                    '"input_shape": [1, 8, 8]} (optional "mean", "std"; `editaudit archs` lists architectures).')
 @idempotency_option
-@output_options(("table", "json"), what="the model")
-@quiet_option
-@api_options
+@document_options("the model", quiet=True)
 def upload_model(file, spec, idempotency_key, fmt, output, quiet, url, key):
     """Upload FILE (a safetensors state_dict; pickle files are refused) and print the model's id."""
     spec_obj = read_json(spec, "--spec")
     if not isinstance(spec_obj, dict):
         raise click.UsageError("--spec must be a JSON object")
-    with handled(url), client(url, key) as api:
-        model = api.upload_model(file, spec_obj, idempotency_key=idempotency_key)
+    model = fetch(url, key, lambda api: api.upload_model(file, spec_obj, idempotency_key=idempotency_key))
     show_document(model, fmt, output, lambda: f"model {model['id']}  {model['arch']}  sha256 {model['sha256'][:12]}…"
                                               f"  {model['size_bytes']} bytes", model["id"] if quiet else None)
 
 
-@models.command("list", epilog=EXIT_CODES_HELP)
-@created_after_option
-@limit_option
-@output_options(("table", "json"), what="the list")
-@quiet_option
-@api_options
-def list_models(created_after, limit, fmt, output, quiet, url, key):
-    """The tenant's models, newest first (uploaded ones and those edits made)."""
-    with handled(url), client(url, key) as api:
-        rows = list(islice(api.iter_models(page_size=min(limit, 100), created_after=created_after), limit))
-    show_document(rows, fmt, output, lambda: render(
-        ["id", "arch", "size", "parent", "made by edit", "created"],
-        [[m["id"], m["arch"], _size(m.get("size_bytes")), m.get("parent_model_id") or "-", m.get("edit_id") or "-",
-          m["created_at"][:19]] for m in rows], align_right={2}), _ids(rows, quiet))
+list_models = list_command(
+    models, Client.iter_models, ["id", "arch", "size", "parent", "made by edit", "created"],
+    lambda m: [m["id"], m["arch"], _size(m.get("size_bytes")), m.get("parent_model_id") or "-",
+               m.get("edit_id") or "-", m["created_at"][:19]],
+    "The tenant's models, newest first (uploaded ones and those edits made).", align_right={2})
 
 
-def model_table(m: dict) -> str:
+def model_table(m: Mapping[str, Any]) -> str:
     spec = m.get("spec") or {}
     return key_value_table([
         ("id", m["id"]), ("arch", m["arch"]), ("num classes", spec.get("num_classes")),
@@ -96,23 +79,17 @@ def model_table(m: dict) -> str:
         ("created", m["created_at"])])
 
 
-@models.command("get", epilog=EXIT_CODES_HELP)
-@click.argument("model_id")
-@output_options(("table", "json"), what="the model")
-@api_options
-def get_model(model_id, fmt, output, url, key):
-    """Show a model: architecture, spec, size, sha256, and the edit that made it (if one did)."""
-    with handled(url), client(url, key) as api:
-        model = api.get_model(model_id)
-    show_document(model, fmt, output, lambda: model_table(model))
+get_model = document_command(
+    models, "get", Client.get_model, model_table,
+    "Show a model: architecture, spec, size, sha256, and the edit that made it (if one did).",
+    argument="model_id", what="the model")
 
 
 @models.command("layers", epilog=EXIT_CODES_HELP)
 @click.argument("model_id")
 @click.option("--match", "pattern", default=None, metavar="GLOB",
               help="Only layers whose name matches, e.g. 'layer4*'.")
-@output_options(("table", "json"), what="the layers")
-@api_options
+@document_options("the layers")
 def layers(model_id, pattern, fmt, output, url, key):
     """The layers an edit may name in `layers` (with type, weight shape and parameter count).
 
@@ -122,8 +99,7 @@ def layers(model_id, pattern, fmt, output, url, key):
     """
     import fnmatch
 
-    with handled(url), client(url, key) as api:
-        out = api.get_model_layers(model_id)
+    out = fetch(url, key, lambda api: api.get_model_layers(model_id))
     if pattern:
         out = {**out, "layers": [lay for lay in out["layers"] if fnmatch.fnmatchcase(lay["name"], pattern)]}
     show_document(out, fmt, output, lambda: f"model {out['model_id']} ({out['arch']}): {len(out['layers'])} "
@@ -133,24 +109,18 @@ def layers(model_id, pattern, fmt, output, url, key):
                         f"{lay['parameters']:,}"] for lay in out["layers"]], align_right={3}))
 
 
-@models.command("lineage", epilog=EXIT_CODES_HELP)
-@click.argument("model_id")
-@output_options(("table", "json"), what="the lineage")
-@api_options
-def lineage(model_id, fmt, output, url, key):
-    """Where a model comes from (its ancestors, root first, each with the edit that made the next) and the models
-    edits made from it."""
-    with handled(url), client(url, key) as api:
-        out = api.get_model_lineage(model_id)
+def lineage_table(out: Mapping[str, Any]) -> str:
+    rows = [["ancestor", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["ancestors"]
+            if n["id"] != out["model_id"]]
+    rows.append(["this model", out["model_id"], "", ""])
+    rows += [["child", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["children"]]
+    return render(["", "model", "made by edit", "created"], rows, align_right=set())
 
-    def table() -> str:
-        rows = [["ancestor", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["ancestors"]
-                if n["id"] != out["model_id"]]
-        rows.append(["this model", out["model_id"], "", ""])
-        rows += [["child", n["id"], n.get("edit_id") or "-", n["created_at"][:19]] for n in out["children"]]
-        return render(["", "model", "made by edit", "created"], rows, align_right=set())
 
-    show_document(out, fmt, output, table)
+lineage = document_command(
+    models, "lineage", Client.get_model_lineage, lineage_table,
+    "Where a model comes from (its ancestors, root first, each with the edit that made the next) and the models\n"
+    "edits made from it.", argument="model_id", what="the lineage")
 
 
 @models.command("download", epilog=EXIT_CODES_HELP)
@@ -165,15 +135,18 @@ def download_model(model_id, output, url, key):
     download_to(output, lambda api, dest: api.download_model_weights(model_id, dest), url, key)
 
 
-def download_to(output: str, fetch, url: str, key: str | None) -> None:
+def download_to(output: str, download: Callable[[Client, str | IO[bytes]], Download], url: str,
+                key: str | None) -> None:
     """Stream a download to a file (or stdout for '-') and say what was written on stderr."""
-    with handled(url), client(url, key) as api:
+    def to_output(api: Client) -> Download:
         if output == "-":
-            got = fetch(api, sys.stdout.buffer)
+            got = download(api, sys.stdout.buffer)
             sys.stdout.buffer.flush()
-        else:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            got = fetch(api, output)
+            return got
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        return download(api, output)
+
+    got = fetch(url, key, to_output)
     where = "stdout" if output == "-" else got["path"]
     click.echo(f"wrote {where} ({got['size']} bytes, sha256 {got['sha256']} verified)", err=output == "-")
 
@@ -183,51 +156,37 @@ def datasets():
     """Edit, generalization and test sets: safetensors or .npz with x, y (optional x_orig, mask)."""
 
 
-def dataset_line(d: dict) -> str:
+def dataset_line(d: Mapping[str, Any]) -> str:
     return f"dataset {d['id']}  n={d['n']}  shape={d['shape']}  sha256 {d['sha256'][:12]}…"
 
 
 @datasets.command("upload", epilog=EXIT_CODES_HELP)
 @click.argument("file", type=FILE)
 @idempotency_option
-@output_options(("table", "json"), what="the dataset")
-@quiet_option
-@api_options
+@document_options("the dataset", quiet=True)
 def upload_dataset(file, idempotency_key, fmt, output, quiet, url, key):
     """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N]; or an
     image-folder archive) and print the dataset's id."""
-    with handled(url), client(url, key) as api:
-        ds = api.upload_dataset(file, idempotency_key=idempotency_key)
+    ds = fetch(url, key, lambda api: api.upload_dataset(file, idempotency_key=idempotency_key))
     show_document(ds, fmt, output, lambda: dataset_line(ds), ds["id"] if quiet else None)
 
 
-@datasets.command("list", epilog=EXIT_CODES_HELP)
-@created_after_option
-@limit_option
-@output_options(("table", "json"), what="the list")
-@quiet_option
-@api_options
-def list_datasets(created_after, limit, fmt, output, quiet, url, key):
-    """The tenant's datasets, newest first (the builtin:digits-train / builtin:digits-test sets are not listed)."""
-    with handled(url), client(url, key) as api:
-        rows = list(islice(api.iter_datasets(page_size=min(limit, 100), created_after=created_after), limit))
-    show_document(rows, fmt, output, lambda: render(
-        ["id", "file", "n", "shape", "x_orig", "mask", "created"],
-        [[d["id"], d.get("filename") or "-", d["n"], "x".join(map(str, d.get("shape") or [])),
-          "yes" if d.get("has_x_orig") else "-", "yes" if d.get("has_mask") else "-", d["created_at"][:19]]
-         for d in rows], align_right={2}), _ids(rows, quiet))
+list_datasets = list_command(
+    datasets, Client.iter_datasets, ["id", "file", "n", "shape", "x_orig", "mask", "created"],
+    lambda d: [d["id"], d.get("filename") or "-", d["n"], "x".join(map(str, d.get("shape") or [])),
+               "yes" if d.get("has_x_orig") else "-", "yes" if d.get("has_mask") else "-", d["created_at"][:19]],
+    "The tenant's datasets, newest first (the builtin:digits-train / builtin:digits-test sets are not listed).",
+    align_right={2})
 
 
-@datasets.command("get", epilog=EXIT_CODES_HELP)
-@click.argument("dataset_id")
-@output_options(("table", "json"), what="the dataset")
-@api_options
-def get_dataset(dataset_id, fmt, output, url, key):
-    """Show a dataset: size, shape, the fields it has, sha256."""
-    with handled(url), client(url, key) as api:
-        d = api.get_dataset(dataset_id)
-    show_document(d, fmt, output, lambda: key_value_table([
+def dataset_table(d: Mapping[str, Any]) -> str:
+    return key_value_table([
         ("id", d["id"]), ("file", d.get("filename")), ("n", d["n"]),
         ("shape", "x".join(map(str, d.get("shape") or []))),
         ("x_orig", "yes" if d.get("has_x_orig") else "no"), ("mask", "yes" if d.get("has_mask") else "no"),
-        ("sha256", d["sha256"]), ("created", d["created_at"])]))
+        ("sha256", d["sha256"]), ("created", d["created_at"])])
+
+
+get_dataset = document_command(datasets, "get", Client.get_dataset, dataset_table,
+                               "Show a dataset: size, shape, the fields it has, sha256.", argument="dataset_id",
+                               what="the dataset")

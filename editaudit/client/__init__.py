@@ -18,8 +18,8 @@ operationId, returning TypedDicts (`editaudit.client.types`). It needs only http
 """
 
 from editaudit.client.api import Client
-from editaudit.client.errors import ApiError, ChecksumError, ClientError
+from editaudit.client.errors import ApiError, ChecksumError, ClientError, IncompleteDownload
 from editaudit.client.http import DEFAULT_URL, Operation, default_key, default_url, operations
 
-__all__ = ["ApiError", "ChecksumError", "Client", "ClientError", "DEFAULT_URL", "Operation", "default_key",
-           "default_url", "operations"]
+__all__ = ["ApiError", "ChecksumError", "Client", "ClientError", "DEFAULT_URL", "IncompleteDownload", "Operation",
+           "default_key", "default_url", "operations"]

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import httpx
 
-from editaudit.client.http import Transport, operation
+from editaudit.client.http import Transport, operation, operation_of
 from editaudit.client.types import (
     TERMINAL_STATUSES,
     Alias,
@@ -96,11 +96,12 @@ class Client:
     def close(self) -> None:
         self._t.close()
 
-    def _json(self, method: Callable[..., Any], params: dict[str, Any] | None = None, **content: Any) -> Any:
-        return self._t.send(method.operation, params or {}, **content).json()  # type: ignore[attr-defined]
+    def _json(self, method: Callable[..., T], params: dict[str, Any] | None = None, **content: Any) -> T:
+        """The JSON answer of `method`'s operation, as the type `method` declares (the server's schema)."""
+        return cast(T, self._t.send(operation_of(method), params or {}, **content).json())
 
     def _text(self, method: Callable[..., Any], params: dict[str, Any] | None = None) -> str:
-        return self._t.send(method.operation, params or {}).text  # type: ignore[attr-defined]
+        return self._t.send(operation_of(method), params or {}).text
 
     # --- health and catalog -----------------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Client:
     def iter_models(self, *, page_size: int | None = None, created_after: datetime | str | None = None
                     ) -> Iterator[Model]:
         """Every model, newest first, fetching pages as the iteration goes."""
-        return _pages(self.list_models, page_size, created_after=created_after)
+        return pages(self.list_models, page_size, created_after=created_after)
 
     @operation("GET", "/models/{model_id}")
     def get_model(self, model_id: str) -> Model:
@@ -156,7 +157,7 @@ class Client:
     @operation("GET", "/models/{model_id}/weights")
     def download_model_weights(self, model_id: str, dest: Dest) -> Download:
         """Stream the model's safetensors to `dest`, verified against the server's sha256."""
-        return self._t.download(self.download_model_weights.operation, {"model_id": model_id}, dest)
+        return self._t.download(operation_of(self.download_model_weights), {"model_id": model_id}, dest)
 
     @operation("GET", "/models/{model_id}/layers")
     def get_model_layers(self, model_id: str) -> Layers:
@@ -185,7 +186,7 @@ class Client:
 
     def iter_datasets(self, *, page_size: int | None = None, created_after: datetime | str | None = None
                       ) -> Iterator[Dataset]:
-        return _pages(self.list_datasets, page_size, created_after=created_after)
+        return pages(self.list_datasets, page_size, created_after=created_after)
 
     @operation("GET", "/datasets/{dataset_id}")
     def get_dataset(self, dataset_id: str) -> Dataset:
@@ -210,7 +211,7 @@ class Client:
     def iter_edits(self, *, page_size: int | None = None, model_id: str | None = None, status: Status | None = None,
                    method: str | None = None, created_after: datetime | str | None = None) -> Iterator[EditSummary]:
         """Every edit matching the filters, newest first, following `next_cursor`."""
-        return _pages(self.list_edits, page_size, model_id=model_id, status=status, method=method,
+        return pages(self.list_edits, page_size, model_id=model_id, status=status, method=method,
                       created_after=created_after)
 
     @operation("GET", "/edits/{edit_id}")
@@ -221,12 +222,12 @@ class Client:
     def download_edit_weights(self, edit_id: str, dest: Dest) -> Download:
         """Stream the edited model's safetensors to `dest`, verified against the server's sha256 (ApiError 409
         while the edit has not succeeded)."""
-        return self._t.download(self.download_edit_weights.operation, {"edit_id": edit_id}, dest)
+        return self._t.download(operation_of(self.download_edit_weights), {"edit_id": edit_id}, dest)
 
     @operation("GET", "/edits/{edit_id}/delta")
     def download_edit_delta(self, edit_id: str, dest: Dest) -> Download:
         """Only the tensors the edit changed (new values), as safetensors."""
-        return self._t.download(self.download_edit_delta.operation, {"edit_id": edit_id}, dest)
+        return self._t.download(operation_of(self.download_edit_delta), {"edit_id": edit_id}, dest)
 
     @operation("POST", "/edits/{edit_id}/cancel")
     def cancel_edit(self, edit_id: str) -> Edit:
@@ -263,7 +264,7 @@ class Client:
     def iter_audits(self, *, page_size: int | None = None, edit_id: str | None = None, model_id: str | None = None,
                     status: Status | None = None, method: str | None = None,
                     created_after: datetime | str | None = None) -> Iterator[AuditSummary]:
-        return _pages(self.list_audits, page_size, edit_id=edit_id, model_id=model_id, status=status, method=method,
+        return pages(self.list_audits, page_size, edit_id=edit_id, model_id=model_id, status=status, method=method,
                       created_after=created_after)
 
     @operation("GET", "/audits/{audit_id}")
@@ -354,7 +355,6 @@ class Client:
     def list_webhooks(self, *, limit: int | None = None, cursor: str | None = None,
                       created_after: datetime | str | None = None) -> Page[Webhook]:
         return self._json(self.list_webhooks, {"limit": limit, "cursor": cursor, "created_after": created_after})
-
     @operation("GET", "/webhooks/{webhook_id}")
     def get_webhook(self, webhook_id: str) -> Webhook:
         return self._json(self.get_webhook, {"webhook_id": webhook_id})
@@ -362,7 +362,7 @@ class Client:
     @operation("DELETE", "/webhooks/{webhook_id}")
     def delete_webhook(self, webhook_id: str) -> None:
         """Stop sending to it; its pending deliveries end failed."""
-        self._t.send(self.delete_webhook.operation, {"webhook_id": webhook_id})  # type: ignore[attr-defined]
+        self._t.send(operation_of(self.delete_webhook), {"webhook_id": webhook_id})
 
     @operation("GET", "/webhooks/{webhook_id}/deliveries", query=("limit", "cursor", "status"))
     def list_webhook_deliveries(self, webhook_id: str, *, limit: int | None = None, cursor: str | None = None,
@@ -370,15 +370,15 @@ class Client:
         """What was sent to the webhook, newest first, with each attempt's outcome."""
         return self._json(self.list_webhook_deliveries, {"webhook_id": webhook_id, "limit": limit, "cursor": cursor,
                                                          "status": status})
-
     @operation("POST", "/webhooks/{webhook_id}/test")
     def test_webhook(self, webhook_id: str) -> WebhookDelivery:
         """Queue a `ping` event to the webhook; a worker sends it (follow it with list_webhook_deliveries)."""
         return self._json(self.test_webhook, {"webhook_id": webhook_id})
 
 
-def _pages(list_page: Callable[..., Page[T]], page_size: int | None, **filters: Any) -> Iterator[T]:
-    """Items of every page of a listing, requesting the next page only when the previous one is used up."""
+def pages(list_page: Callable[..., Page[T]], page_size: int | None, **filters: Any) -> Iterator[T]:
+    """Items of every page of a listing (`client.list_webhooks`, or any list_* with its other arguments bound),
+    requesting the next page only when the previous one is used up: what the iter_* methods return."""
     cursor = None
     while True:
         page = list_page(limit=page_size, cursor=cursor, **filters)

@@ -3,7 +3,7 @@ checksum as `ChecksumError`. Network failures stay httpx's (`httpx.TransportErro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -24,7 +24,8 @@ class ApiError(ClientError):
         self.title: str = str(self.body.get("title") or "")
         self.detail: str = str(self.body.get("detail") or self.title or f"HTTP {status}")
         raw = self.body.get("errors")
-        self.errors: list[FieldError] = [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+        items = raw if isinstance(raw, list) else []
+        self.errors: list[FieldError] = [cast(FieldError, e) for e in items if isinstance(e, dict)]
         self.retry_after = retry_after  # seconds, from Retry-After on 503 (the database or a dependency is down)
         super().__init__(f"HTTP {status}: {self.detail}")
 
@@ -47,3 +48,9 @@ class ApiError(ClientError):
 class ChecksumError(ClientError):
     """A download's bytes do not hash to the X-Content-SHA256 the server sent (or it sent none): the partial file
     is removed, nothing is left at the destination."""
+
+
+class IncompleteDownload(ChecksumError):
+    """A download that broke off before its last byte (the connection dropped, fewer bytes than Content-Length: the
+    server's store failed mid-object): a ChecksumError too, since what arrived cannot hash to the object's sha256;
+    the partial file is removed. Retry the download."""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from editaudit import __version__
-from editaudit.client.errors import ApiError, ChecksumError
+from editaudit.client.errors import ApiError, ChecksumError, IncompleteDownload
 from editaudit.client.types import Download
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -63,6 +63,12 @@ def operation(method: str, path: str, query: tuple[str, ...] = ()) -> Callable[[
         fn.operation = Operation(fn.__name__, method, path, tuple(query))  # type: ignore[attr-defined]
         return fn
     return mark
+
+
+def operation_of(fn: Callable[..., Any]) -> Operation:
+    """The operation a marked method carries."""
+    op: Operation = fn.operation  # type: ignore[attr-defined]
+    return op
 
 
 def operations(cls: type) -> dict[str, Operation]:
@@ -118,7 +124,8 @@ class Transport:
 
     def download(self, op: Operation, params: dict[str, Any], dest: str | os.PathLike[str] | IO[bytes]) -> Download:
         """Streams the body to `dest` (a path: written to `<dest>.part`, renamed once verified; or a binary file),
-        hashing as it writes, and raises ChecksumError unless the hash matches the server's X-Content-SHA256."""
+        hashing as it writes, and raises ChecksumError unless the hash matches the server's X-Content-SHA256
+        (IncompleteDownload, one, when the body broke off: never a short file taken for the whole)."""
         r = self.http.send(self.build(op, params), stream=True)
         try:
             if r.status_code >= 400:
@@ -130,25 +137,36 @@ class Transport:
                 part = final.with_name(final.name + ".part")
                 try:
                     with open(part, "wb") as f:
-                        size, digest = _copy(r, f)
+                        size, digest = _copy(r, f, str(final))
                     _verify(expected, digest, str(final))
                     os.replace(part, final)
                 finally:
                     part.unlink(missing_ok=True)
                 return Download(path=str(final), size=size, sha256=digest)
-            size, digest = _copy(r, dest)
+            size, digest = _copy(r, dest, "the file object")
             _verify(expected, digest, "the file object")
             return Download(path=None, size=size, sha256=digest)
         finally:
             r.close()
 
 
-def _copy(r: httpx.Response, f: IO[bytes]) -> tuple[int, str]:
+def _copy(r: httpx.Response, f: IO[bytes], where: str) -> tuple[int, str]:
+    """(size, sha256) of the body written to `f`; IncompleteDownload when it breaks off or falls short of its
+    Content-Length."""
     h, size = hashlib.sha256(), 0
-    for chunk in r.iter_bytes(CHUNK):
-        f.write(chunk)
-        h.update(chunk)
-        size += len(chunk)
+    declared = r.headers.get("Content-Length")
+    of = f" of {declared}" if declared else ""
+    try:
+        for chunk in r.iter_bytes(CHUNK):
+            f.write(chunk)
+            h.update(chunk)
+            size += len(chunk)
+    except httpx.TransportError as e:
+        raise IncompleteDownload(f"{where}: the download broke off after {size}{of} bytes ({e or type(e).__name__}); "
+                                 "retry it") from e
+    encoded = r.headers.get("Content-Encoding", "identity") != "identity"  # then Content-Length counts other bytes
+    if declared and declared.isdigit() and not encoded and int(declared) != size:
+        raise IncompleteDownload(f"{where}: {size} bytes arrived{of}; retry the download")
     return size, h.hexdigest()
 
 

@@ -37,9 +37,16 @@ class Health(TypedDict):
     worker: WorkerHealth | None  # the embedded server's local worker; None when workers run elsewhere
 
 
+class WorkerBeat(TypedDict):
+    age_s: float  # since the worker's last heartbeat
+    fresh: bool  # within the server's worker_stale_s
+
+
 class Ready(TypedDict):
     status: str
-    checks: dict[str, str]
+    checks: dict[str, str]  # database, migrations, broker, store
+    workers: dict[str, WorkerBeat]  # by worker name: informational, never a reason for 503
+    warnings: list[str]  # e.g. no worker beat recently
 
 
 class Archs(TypedDict):

@@ -10,11 +10,13 @@ names the implementation (an `Attack[ThisParams]`), which the worker imports on 
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, SerializeAsAny, field_validator, model_validator
+from pydantic_core import CoreSchema
 
-from editaudit.contracts.registry import Registry, Strict, check_impl
+from editaudit.contracts.registry import Registry, Seed, Strict, check_impl
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"  # an id is a part of metric names: <split>.adv.<id>.accuracy
 
@@ -26,21 +28,21 @@ class AttackParams(Strict):
     native: ClassVar[bool] = False
     norm_bounded: ClassVar[bool] = False
 
-    id: str = Field(None, pattern=ID_PATTERN, validate_default=False,
+    id: str = Field(None, pattern=ID_PATTERN, validate_default=False,  # type: ignore[assignment]  # _default_id sets it
                     description="metric name part: <split>.adv.<id>.accuracy (default: the attack's name)")
     name: str
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="before")
     @classmethod
-    def _default_id(cls, data):
+    def _default_id(cls, data: Any) -> Any:
         """Without an `id`, an attack is named by its `name` (the first PGD of an audit is `pgd`)."""
         if isinstance(data, dict) and data.get("id") is None:
             data = {**data, "id": cls.model_fields["id"].default or cls.model_fields["name"].default}
         return data
 
-    def radii(self) -> list[float]:
-        """The radii this attack is run at: its own first (that is the metric), then any sweep."""
+    def radii(self) -> Sequence[float | None]:
+        """The radii this attack is run at: its own first (that is the metric), then any sweep (None: unbounded)."""
         return []
 
     def note(self) -> str | None:
@@ -112,7 +114,7 @@ def register_attack_params(cls: type[A]) -> type[A]:
     return cls
 
 
-def _norm_alias(v):
+def _norm_alias(v: Any) -> Any:
     """Accept the spellings people use for norms: "inf", "linf", np.inf, 2, "2", "l2"."""
     if isinstance(v, str):
         v = v.lower()
@@ -144,8 +146,9 @@ class EpsAttack(AttackParams):
     def at_eps(self, eps: float) -> EpsAttack:
         """The same attack at another radius; an explicit step size scales with eps."""
         update = {"eps": eps}
-        if getattr(self, "step_size", None) is not None and self.eps > 0:
-            update["step_size"] = self.step_size * eps / self.eps
+        step_size = getattr(self, "step_size", None)
+        if step_size is not None and self.eps > 0:
+            update["step_size"] = step_size * eps / self.eps
         return self.model_copy(update=update)
 
 
@@ -330,13 +333,13 @@ class _RegisteredAttacks:
     """JSON schema of an attack spec: oneOf the registered params classes, computed when a schema is generated."""
 
     @classmethod
-    def __get_pydantic_json_schema__(cls, _core_schema, handler):
+    def __get_pydantic_json_schema__(cls, _core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
         return ATTACK_PARAMS.json_schema(handler)
 
 
 AttackSpec = Annotated[SerializeAsAny[AttackParams], BeforeValidator(ATTACK_PARAMS.parse_tagged), _RegisteredAttacks]
 
 
-def parse_attack(raw: dict) -> AttackParams:
+def parse_attack(raw: dict[str, Any]) -> AttackParams:
     """Validate one attack spec; the `name` picks its schema (an unknown name lists the valid ones)."""
     return ATTACK_PARAMS.parse_tagged(raw)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
 from editaudit.contracts.attacks import ATTACK_PARAMS, AttackSpec
-from editaudit.contracts.registry import Strict
+from editaudit.contracts.registry import Seed, Strict
 
 # The 15 ImageNet-C corruption types (Hendrycks & Dietterich 2019) -> their family; the worker's corruptions/
 # registry implements each name (a parity test keeps the two equal). A new corruption adds its name here.
@@ -47,12 +47,12 @@ class AuditConfig(Strict):
     attacks: list[AttackSpec] = Field(default_factory=list, max_length=16)
     corruptions: CorruptionConfig | None = None
     max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(256, ge=1, le=65536)
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile on CUDA (auto: large audits)")
 
     @model_validator(mode="after")
-    def _check(self):
+    def _check(self) -> Self:
         ids = [a.id for a in self.attacks]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:

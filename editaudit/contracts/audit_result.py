@@ -14,7 +14,7 @@ reads every stored shape: `schema_version` 1 is the untyped dict of before, whic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, TypeAdapter
@@ -201,9 +201,11 @@ class RecordedCorruptions(CorruptionConfig):
 
 
 class RecordedAuditConfig(AuditConfig):
-    """An AuditConfig as stored with an audit, read without failing on what this process no longer knows."""
+    """An AuditConfig as stored with an audit, read without failing on what this process no longer knows (or
+    accepted before it was refused at the door: a seed out of today's range)."""
 
     attacks: list[RecordedAttack] = Field(default_factory=list)
+    seed: int = 0
     corruptions: RecordedCorruptions | None = None
 
 
@@ -218,8 +220,8 @@ RecordedConfig = Annotated[AuditConfig, BeforeValidator(_recorded_config)]
 # --- the result ------------------------------------------------------------------------------------------------------
 
 # method sections with a fixed shape (their fields below); any other section goes to `sections`
-TYPED_SECTIONS = {"alpha_curve": TypeAdapter(list[AlphaPoint]), "mli": TypeAdapter(MLISummary),
-                  "sweep": TypeAdapter(SweepTable)}
+TYPED_SECTIONS: dict[str, TypeAdapter[Any]] = {"alpha_curve": TypeAdapter(list[AlphaPoint]),
+                                               "mli": TypeAdapter(MLISummary), "sweep": TypeAdapter(SweepTable)}
 
 
 class AuditResult(Part):
@@ -257,7 +259,7 @@ class AuditResult(Part):
 
     # -- writing
 
-    def add_sections(self, sections: Mapping[str, Any], keys) -> None:
+    def add_sections(self, sections: Mapping[str, Any], keys: Iterable[str]) -> None:
         """An edit method's additions (its params' `audit_sections`): the typed ones to their fields, any other
         one to `sections`."""
         for key in (k for k in keys if k in sections):
@@ -266,20 +268,20 @@ class AuditResult(Part):
             else:
                 self.sections[key] = sections[key]
 
-    def stored(self) -> dict:
+    def stored(self) -> dict[str, Any]:
         """What goes into `audits.result`: everything but the config and the profile (their own columns). NaN and
         infinities are the caller's to clean (JSON has none)."""
         return self.model_dump(mode="json", by_alias=True, exclude={"config", "profile"})
 
     @classmethod
-    def from_document(cls, doc: Mapping) -> AuditResult:
+    def from_document(cls, doc: Mapping[str, Any]) -> AuditResult:
         """A document in this shape that may carry more (the API's audit JSON: its id, status, times ...) and nulls
         where there is nothing yet."""
         return cls.model_validate({k: v for k, v in doc.items() if v is not None})
 
     @classmethod
-    def from_stored(cls, result: Mapping | None, config: Mapping | AuditConfig | None = None,
-                    profile: Mapping | None = None) -> AuditResult:
+    def from_stored(cls, result: Mapping[str, Any] | None, config: Mapping[str, Any] | AuditConfig | None = None,
+                    profile: Mapping[str, Any] | None = None) -> AuditResult:
         """A row's result in any stored shape, with the row's config and profile. Shape 1 (no `schema_version`)
         carried a copy of the config, dropped here for the column's; its method sections were top-level keys,
         moved to `sections` unless typed. No result yet (None): an empty one."""

@@ -32,7 +32,7 @@ def edit_passes(params: EditParams, edit_examples: int) -> int:
     return total
 
 
-def estimate(params: EditParams, cfg: AuditConfig, split_sizes: dict[str, int], layers: int = 1) -> dict:
+def estimate(params: EditParams, cfg: AuditConfig, split_sizes: dict[str, int], layers: int = 1) -> dict[str, int]:
     """{"audit", "edit", "total"} in image passes; `split_sizes` = images per audited split before max_samples."""
     images = sum(min(n, cfg.max_samples or n) for n in split_sizes.values())
     audit, edit = audit_passes(cfg, images), edit_passes(params, split_sizes.get("edit", 0))

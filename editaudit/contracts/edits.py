@@ -26,13 +26,13 @@ implementation (an `EditMethod[ThisParams]`), which the worker imports on first 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from editaudit.contracts.registry import Registry, Strict, check_impl
+from editaudit.contracts.registry import Registry, Seed, Strict, check_impl
 
 LayerUse = Literal["none", "optional", "required"]
 MAX_SWEEP_LAYERS = 32  # a sweep is one queue message: keep it well inside the broker's visibility timeout
@@ -61,7 +61,7 @@ class EditParams(Strict):
     audit_sections: ClassVar[tuple[str, ...]] = ()
     sweep_info: ClassVar[tuple[str, ...]] = ("delta",)
 
-    seed: int = Field(0, description="seeds every random draw of the edit")
+    seed: Seed = Field(0, description="seeds every random draw of the edit")
 
     def nested(self) -> list[tuple[str, EditParams]]:
         """(field path, params) of the edits this one runs inside itself."""
@@ -71,7 +71,7 @@ class EditParams(Strict):
         """split -> the field whose setting needs it (e.g. a generalization target needs a generalization_set)."""
         return {}
 
-    def rank_limit(self, weight_shape) -> int:
+    def rank_limit(self, weight_shape: Sequence[int]) -> int:
         """The largest `rank` this edit can use on a weight of this shape."""
         return max_rank(weight_shape)
 
@@ -115,7 +115,7 @@ EDIT_PARAMS: Registry[EditParams] = Registry("edit method", "method")
 E = TypeVar("E", bound=EditParams)
 
 
-def register_edit_params(method: str):
+def register_edit_params(method: str) -> Callable[[type[E]], type[E]]:
     """Class decorator: register a params class as the hyperparameters of `method`; its body names the
     implementation (`impl = "package.module:Class"`)."""
 
@@ -128,7 +128,7 @@ def register_edit_params(method: str):
     return deco
 
 
-def parse_hyperparams(method: str, hyperparams: dict | None) -> EditParams:
+def parse_hyperparams(method: str, hyperparams: dict[str, Any] | None) -> EditParams:
     """The method's params from a raw dict (KeyError naming the valid methods for an unknown one)."""
     return EDIT_PARAMS[method].model_validate(hyperparams or {})
 
@@ -142,7 +142,7 @@ def holdout_size(n: int) -> int:
     return k if 1 <= k < n else 0
 
 
-def max_rank(weight_shape) -> int:
+def max_rank(weight_shape: Sequence[int]) -> int:
     """The largest rank a change of this weight can have: min(out, in * kernel) (conv weights flattened)."""
     return min(weight_shape[0], math.prod(weight_shape[1:]))
 
@@ -176,7 +176,7 @@ class FinetuneParams(_Locality):
 
     impl = "editaudit.worker.ml.edits.finetune:Finetune"
     dataset_fields = LOCALITY
-    layer_fields = ("from_layer",)
+    layer_fields: ClassVar[tuple[str, ...]] = ("from_layer",)
     sweep_info = ("delta", "final_loss")
 
     steps: int = Field(30, ge=1, le=100_000, description="optimizer steps")
@@ -267,12 +267,13 @@ class RewriteParams(EditParams):
     solver: Literal["closed_form", "iterative"] = "closed_form"
     steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
     lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
-    ridge: float = Field(0.01, gt=0, le=10.0, description="regulariser of C and of the least squares, x mean eigenvalue")
+    ridge: float = Field(0.01, gt=0, le=10.0,
+                         description="regulariser of C and of the least squares, x mean eigenvalue")
     use_mask: bool = Field(True, description="weight the keys by the edit set's mask (if it has one)")
     reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
     reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
 
-    def rank_limit(self, weight_shape) -> int:
+    def rank_limit(self, weight_shape: Sequence[int]) -> int:
         return weight_shape[1] if self.keys == "pixel" and len(weight_shape) == 4 else max_rank(weight_shape)
 
 
@@ -298,11 +299,11 @@ class BaseEdit(Strict):
     not a failed job) and stored with their defaults."""
 
     method: str = "finetune_layer"
-    hyperparams: dict = Field(default_factory=dict)
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
     _params: EditParams = PrivateAttr()
 
     @model_validator(mode="after")
-    def _check(self):
+    def _check(self) -> Self:
         bases = sorted(name for name, cls in EDIT_PARAMS.items() if cls.interpolation_base)
         if self.method not in bases:
             raise ValueError(f"base.method must be one of {bases}, got {self.method!r}")
@@ -332,7 +333,7 @@ class InterpolateParams(EditParams):
     alpha: AlphaPolicy = Field(default_factory=AlphaPolicy)
 
     @model_validator(mode="after")
-    def _one_base(self):
+    def _one_base(self) -> Self:
         if self.base is not None and self.base_edit_id is not None:
             raise ValueError("give either base (an inline edit) or base_edit_id, not both")
         if self.base is None and self.base_edit_id is None:

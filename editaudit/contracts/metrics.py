@@ -19,6 +19,7 @@ Names are stable dotted paths that policies use (`<split>.<measure>`):
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 SPLITS = ("test", "edit", "generalization")
@@ -130,7 +131,7 @@ def lower_is_better(name: str) -> bool:
     return m is not None and m.lower_is_better
 
 
-def headline(names) -> list[str]:
+def headline(names: Iterable[str]) -> list[str]:
     """The names worth a glance, sorted: everything but the per-type corruption detail."""
     return sorted(n for n in set(names) if (m := parse(n)) is None or m.headline)
 
@@ -140,7 +141,7 @@ def corruption_cell(name: str, split: str) -> tuple[str, int] | None:
     m = parse(name)
     if m is None or m.split != split or m.measure != "corruption" or m.stat != "accuracy":
         return None
-    if m.corruption == MEAN or m.severity in (None, MEAN):
+    if m.corruption is None or m.severity is None or MEAN in (m.corruption, m.severity):
         return None
     return m.corruption, int(m.severity)
 
@@ -150,7 +151,7 @@ def is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
 
 
-def examples(attack_ids=("pgd",), corruptions=()) -> list[str]:
+def examples(attack_ids: Collection[str] = ("pgd",), corruptions: Collection[str] = ()) -> list[str]:
     """Well-formed names for suggestions: every split's simple measures, the given attacks, corruption summaries."""
     out = []
     for s in SPLITS:
@@ -161,7 +162,7 @@ def examples(attack_ids=("pgd",), corruptions=()) -> list[str]:
     return out
 
 
-def closest(name: str, candidates, n: int = 3) -> list[str]:
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=n, cutoff=0.5)

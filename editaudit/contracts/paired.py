@@ -74,7 +74,10 @@ def samples_needed(b: int, c: int, n: int, margin: float, alpha: float = 0.05) -
     within `margin`; None when no size can (the observed drop is not below the margin)."""
     if n <= 0 or (b - c) / n >= margin:
         return None
-    shows = lambda m: drop_upper_bound(b * m / n, c * m / n, m, alpha) <= margin  # noqa: E731
+
+    def shows(m: int) -> bool:
+        return drop_upper_bound(b * m / n, c * m / n, m, alpha) <= margin
+
     if shows(n):
         return n
     lo, hi = n, 2 * n

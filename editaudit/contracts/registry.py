@@ -9,9 +9,10 @@ lazily (editaudit.worker.ml.impl). The contracts never import it: the API stays 
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, TypeVar
+from collections.abc import ItemsView, Iterator
+from typing import Annotated, Any, Generic, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError
 from pydantic_core import InitErrorDetails
 
 
@@ -19,6 +20,13 @@ class Strict(BaseModel):
     """Unknown fields are errors: a typo in a hyperparameter must not silently fall back to a default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+SEED_MAX = 2**31 - 1
+# every seed a request carries (an edit's, an audit's, an attack's): what every generator the job hands it to takes
+# (numpy's default_rng refuses negatives, its legacy seed stops at 2**32, an int32 column at 2**31), so an
+# out-of-range seed is a 422 naming its field, never a job that fails later
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description=f"0 to {SEED_MAX}")]
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -37,7 +45,7 @@ def check_impl(cls: type, kind: str, name: str) -> None:
         raise ValueError(f"{kind} {name!r} ({cls.__qualname__}): impl must be 'package.module:Class', got {impl!r}")
 
 
-def prefixed(e: ValidationError, *prefix) -> ValidationError:
+def prefixed(e: ValidationError, *prefix: str | int) -> ValidationError:
     """The same errors, located under `prefix` (for a part validated on its own inside a larger model)."""
     return ValidationError.from_exception_data(e.title, [
         InitErrorDetails(type=x["type"], loc=(*prefix, *x["loc"]), input=x["input"], ctx=x.get("ctx", {}))
@@ -48,7 +56,8 @@ class Registry(Generic[P]):
     """name -> params class. `kind` names the things in messages ("edit method", "attack")."""
 
     def __init__(self, kind: str, key: str):
-        self.kind, self.key, self.classes = kind, key, {}
+        self.kind, self.key = kind, key
+        self.classes: dict[str, type[P]] = {}
 
     def register(self, name: str, cls: type[P]) -> type[P]:
         if name in self.classes and self.classes[name] is not cls:
@@ -69,20 +78,20 @@ class Registry(Generic[P]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; valid names: {sorted(self.classes)}") from None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.classes)
 
     def names(self) -> list[str]:
         return sorted(self.classes)
 
-    def items(self):
+    def items(self) -> ItemsView[str, type[P]]:
         return self.classes.items()
 
     def parse_tagged(self, raw: Any) -> P:
         """Validate `{key: name, ...}` with the class registered under that name; pydantic errors come back with
         their location prefixed by the name (`pgd.eps`), as a discriminated union would report them."""
         if isinstance(raw, BaseModel):
-            return raw
+            return cast(P, raw)  # already validated: taken as it is
         if not isinstance(raw, dict):
             raise ValueError(f"an {self.kind} is an object with a {self.key!r} field")
         name = raw.get(self.key)
@@ -93,7 +102,7 @@ class Registry(Generic[P]):
         except ValidationError as e:
             raise prefixed(e, name) from None
 
-    def json_schema(self, handler) -> dict:
+    def json_schema(self, handler: GetJsonSchemaHandler) -> dict[str, Any]:
         """oneOf the registered classes, discriminated by `key`; computed when the schema is generated."""
         refs = {name: handler(cls.__pydantic_core_schema__) for name, cls in sorted(self.classes.items())}
         return {"oneOf": list(refs.values()), "discriminator": {"propertyName": self.key}}

@@ -31,14 +31,32 @@ def expected_shapes(arch: str, num_classes: int, in_channels: int) -> dict[str, 
     return {k: tuple(tokens[d] if isinstance(d, str) else d for d in dims) for k, dims in keys.items()}
 
 
+# a safetensors dtype -> the kind of number it holds (the manifest's "dtypes" say which kind each key needs)
+DTYPE_CLASSES = {"F64": "float", "F32": "float", "F16": "float", "BF16": "float", "F8_E4M3": "float",
+                 "F8_E5M2": "float", "I64": "int", "I32": "int", "I16": "int", "I8": "int", "U8": "int", "U16": "int",
+                 "U32": "int", "U64": "int", "BOOL": "bool"}
+
+
+def expected_dtype(arch: str, key: str) -> str | None:
+    """"float", "int" or "bool": the kind of number the key holds (the manifest lists the keys that are not float);
+    None from a manifest written before dtypes were recorded (version 1): such checkpoints are checked by shape."""
+    kinds = manifest()["archs"][arch].get("dtypes")
+    return None if kinds is None else kinds.get(key, "float")
+
+
 def first_mismatch(arch: str, num_classes: int, in_channels: int, header: dict[str, TensorInfo]) -> str | None:
-    """The first way `header` fails to fit the architecture, as a sentence naming the key; None when it fits."""
+    """The first way `header` fails to fit the architecture, as a sentence naming the key; None when it fits. A
+    tensor of the wrong kind (a float weight declared I32, a counter declared F32) does not fit: loading it would
+    convert the bytes' meaning, not just their width."""
     expected = expected_shapes(arch, num_classes, in_channels)
     for key, shape in expected.items():
         if key not in header:
             return f"missing key {key!r}"
         if header[key].shape != shape:
             return f"key {key!r} has shape {list(header[key].shape)}, expected {list(shape)}"
+        want, got = expected_dtype(arch, key), DTYPE_CLASSES.get(header[key].dtype)
+        if want is not None and got != want:
+            return f"key {key!r} is {header[key].dtype}, expected a {want} dtype ({_examples(want)})"
     for key in header:
         if key not in expected:
             return f"unexpected key {key!r}"
@@ -85,3 +103,7 @@ def _numel(shape) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def _examples(kind: str) -> str:
+    return ", ".join(d for d, k in DTYPE_CLASSES.items() if k == kind)

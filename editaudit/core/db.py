@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -69,8 +70,12 @@ class TenantOwned:
 
 class Model(TenantOwned, Base):
     __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("tenant", "upload_key", name="uq_models_tenant_upload_key"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # an uploaded model's identity in its tenant (repo.upload_key of its sha256 and spec): identical uploads are one
+    # row however many arrive at once; NULL for edited models (the worker's) and duplicates from before 0012
+    upload_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     arch: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict] = mapped_column(JSON)
     object_key: Mapped[str] = mapped_column(String(300))
@@ -82,8 +87,12 @@ class Model(TenantOwned, Base):
 
 class Dataset(TenantOwned, Base):
     __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("tenant", "upload_key", name="uq_datasets_tenant_upload_key"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # the content's sha256 (what makes two uploads of a tenant the same dataset), unique per tenant; NULL for
+    # duplicates from before 0012
+    upload_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     filename: Mapped[str] = mapped_column(String(300))
     object_key: Mapped[str] = mapped_column(String(300))
     n: Mapped[int] = mapped_column(Integer)
@@ -145,7 +154,8 @@ class Audit(TenantOwned, Base):
 
 
 class TenantVersioned(TenantOwned):
-    """A tenant's named document: every POST adds a version, the latest one is in force unless one is named
+    """A tenant's named document: every POST of a changed document adds a version (one writer of a name at a time:
+    repo.serialise), the latest one is in force unless one is named
     (editaudit.core.repo.latest_version / add_version)."""
 
     __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
@@ -278,6 +288,24 @@ class WebhookDelivery(TenantOwned, Base):
     history: Mapped[list] = mapped_column(JSON, default=list)  # [{attempt, at, status_code, error}], newest last
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WorkerHeartbeat(Base):
+    """A worker's liveness: its reconciler thread writes `beat_at` every pass, whatever its job thread is doing (a
+    solo-pool worker busy with a 3-hour audit answers no ping, but beats). /readyz and /metrics read the ages
+    without pinging anyone. Belongs to no tenant (it names workers, never jobs): any session may touch it."""
+
+    __tablename__ = "worker_heartbeats"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # Celery's hostname, e.g. celery@host-1
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def heartbeat_ages(s: Session, now: datetime | None = None) -> dict[str, float]:
+    """Worker name -> seconds since its last heartbeat (freshest first)."""
+    now = now or utcnow()
+    rows = s.execute(select(WorkerHeartbeat.name, WorkerHeartbeat.beat_at).order_by(WorkerHeartbeat.beat_at.desc()))
+    return {name: max(0.0, (now - at).total_seconds()) for name, at in rows}
 
 
 @lru_cache(maxsize=8)

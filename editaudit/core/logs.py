@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("editaudit_request_id", default=None)
 edit_id: ContextVar[str | None] = ContextVar("editaudit_edit_id", default=None)
@@ -41,7 +42,7 @@ class JsonFormatter(logging.Formatter):
     explicit `extra={"edit_id": ...}` wins over the context's value."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        line: dict[str, Any] = {"ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
                 "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
         for name, var in CONTEXT.items():
             line[name] = getattr(record, name, None) or var.get()

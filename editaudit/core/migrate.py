@@ -25,7 +25,9 @@ def head_revision(url: str) -> str:
     """The newest migration this code ships (read from the scripts once per URL)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert head is not None, "the package ships its migrations"
+    return head
 
 
 def current_revision(connection) -> str | None:

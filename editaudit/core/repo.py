@@ -1,12 +1,17 @@
 """Queries the API and the worker share: rows by id (NotFound when absent), finishing an edit, a sweep's sub-edits,
-a model's family, dataset facts. Functions of a session; the caller commits. None of them filters by tenant: the
-session does (editaudit.core.db, "Tenant scope"); in an API request's session another tenant's rows do not exist."""
+a model's family, dataset facts, named locks and versioned documents. Functions of a session; the caller commits.
+None of them filters by tenant: the session does (editaudit.core.db, "Tenant scope"); in an API request's session
+another tenant's rows do not exist."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import hashlib
+import json
+import logging
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.datasets import BUILTIN_DATASETS, is_builtin
@@ -14,6 +19,7 @@ from editaudit.contracts.statuses import TERMINAL, Status
 from editaudit.core import db, webhooks
 
 Row = TypeVar("Row")
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -24,7 +30,8 @@ class NotFound(LookupError):
         self.detail, self.field = detail, field
 
 
-KIND_OF = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit", db.Webhook: "webhook"}
+KIND_OF: dict[type, str] = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit",
+                            db.Webhook: "webhook"}
 
 
 def get_or_404(s: Session, table: type[Row], id_: str, field: str | None = None) -> Row:
@@ -65,7 +72,9 @@ def family_of(s: Session, model_id: str) -> str:
     seen = set()
     while model_id not in seen:
         seen.add(model_id)
-        parent = s.get(db.Model, model_id).parent_model_id
+        model = s.get(db.Model, model_id)
+        assert model is not None, f"model {model_id} of a lineage is missing"
+        parent = model.parent_model_id
         if parent is None:
             return model_id
         model_id = parent
@@ -86,7 +95,35 @@ def dataset_facts(s: Session, ref: str, field: str) -> dict:
     return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}
 
 
+def serialise(s: Session, table: type[Any], *name: str) -> None:
+    """Hold, until the session's transaction ends, the lock of the session tenant's `name` in `table`: code that reads
+    a named thing and then writes what depends on it (a document's next version, what an alias served before a
+    promotion) takes it first, so such writers run one at a time and each reads what the one before it committed,
+    whether the row exists yet or not. Postgres: a transaction-scoped advisory lock on a 64-bit hash of (table,
+    tenant, name): writers of other names do not wait. SQLite: the database's write lock (it has one writer at a
+    time whatever the name), taken now by an UPDATE that matches nothing, as BEGIN IMMEDIATE would; reads after it
+    see every committed write. Call it before the transaction's first read of the thing it guards."""
+    tenant = db.session_tenant(s)
+    bind = s.connection()
+    if bind.dialect.name == "postgresql":
+        digest = hashlib.sha256("\x00".join((table.__tablename__, tenant, *name)).encode()).digest()
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)})
+    else:
+        s.execute(text(f"UPDATE {table.__tablename__} SET id = id WHERE 1 = 0"))
+
+
+def upload_key(*parts) -> str:
+    """What makes two uploads of a tenant the same one (a model: its weights' sha256 and its spec): a digest of the
+    parts in canonical JSON. Unique per tenant (models.upload_key, datasets.upload_key: migration 0012), so identical
+    uploads are one row however many arrive at once. Migration 0012 computes the same for the rows before it."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 Versioned = TypeVar("Versioned", bound=db.TenantVersioned)
+
+
+def _tablename(table: type[Any]) -> str:
+    return str(table.__tablename__)  # a mapped class's (the TenantVersioned mixin does not declare it)
 
 
 def latest_version(s: Session, table: type[Versioned], name: str, version: int | None = None) -> Versioned | None:
@@ -97,13 +134,31 @@ def latest_version(s: Session, table: type[Versioned], name: str, version: int |
     return s.scalars(q.limit(1)).first()
 
 
-def add_version(s: Session, table: type[Versioned], name: str, **document) -> Versioned:
-    """A new version of the session tenant's named document (1 for a new name), committed."""
-    latest = latest_version(s, table, name)
-    row = table(name=name, version=(latest.version + 1) if latest else 1, **document)
-    s.add(row)
-    s.commit()
-    return row
+VERSION_ATTEMPTS = 5
+
+
+def add_version(s: Session, table: type[Versioned], name: str, **document) -> tuple[Versioned, bool]:
+    """(the version, whether this call created it), committed: a new version of the session tenant's named document
+    (1 for a new name), or the latest one unchanged when it holds the same document (a re-POST is not a new version).
+    Writers of one name take its lock (`serialise`), so concurrent ones get distinct, consecutive versions and never
+    the unique constraint; if a writer that does not lock (an older process) takes the number first, this retries."""
+    for attempt in range(1, VERSION_ATTEMPTS + 1):
+        serialise(s, table, name)
+        latest = latest_version(s, table, name)
+        if latest is not None and all(getattr(latest, k) == v for k, v in document.items()):
+            s.commit()  # ends the transaction: the lock goes
+            return latest, False
+        row = table(**{"name": name, "version": (latest.version + 1) if latest else 1, **document})
+        s.add(row)
+        try:
+            s.commit()
+            return row, True
+        except IntegrityError:
+            s.rollback()
+            if attempt == VERSION_ATTEMPTS:
+                raise  # the API answers 409 (editaudit.service.errors)
+            log.warning("version %s of %s %r was taken concurrently; retrying", row.version, _tablename(table), name)
+    raise AssertionError("unreachable")
 
 
 def version_names(s: Session, table: type[Versioned]) -> list[str]:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_TOKEN_CHARS = 24
@@ -27,10 +27,35 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     api_token: str | None = Field(None, description="a bootstrap admin key of tenant `default` (the compose file "
                                   "sets it from .env); further keys: `editaudit keys create`")
-    body_timeout_s: float = Field(30, gt=0, description="a JSON body must arrive within this (408 otherwise)")
+    metrics_token: str | None = Field(None, description="the operator's secret for /metrics: a scrape presenting "
+                                      "`Authorization: Bearer <it>` also gets the job figures, which count every "
+                                      "tenant's jobs (edits by status, audit durations); unset: /metrics shows only "
+                                      "the public figures. Not an API key: it opens nothing else")
+    body_timeout_s: float = Field(30, gt=0, description="a JSON body must arrive within this, and an upload must "
+                                  "bring body_min_bytes in every such span of waiting for it (408 otherwise)")
+    body_min_bytes: int = Field(1024 * 1024, ge=0, description="the least an upload must deliver per body_timeout_s "
+                                "spent waiting for it (or the rest of its body): a slower one is cut off with 408; "
+                                "0: no minimum rate")
+    # connection-level limits (editaudit.service.server): what a front proxy would enforce, enforced by the API too
+    header_timeout_s: float = Field(10, gt=0, description="a connection's request head must arrive within this after "
+                                    "it connects, and after each response; otherwise it is closed")
+    max_connections: int = Field(10_000, ge=16, description="open client connections at once (lowered at start to "
+                                 "fit the file descriptor limit); at the cap the oldest idle connection is closed to "
+                                 "make room, or, with none idle, the new one")
+    max_connections_per_ip: int = Field(256, ge=0, description="open connections from one client address (more are "
+                                        "closed as they arrive); 0: no per-address cap (behind a front proxy, or "
+                                        "list the proxy in connection_exempt_ips)")
+    connection_exempt_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"], description="addresses "
+                                             "or networks (JSON list) free of the per-address cap, which may also "
+                                             "use connection_headroom: the loopback health probe")
+    connection_headroom: int = Field(32, ge=0, description="connections beyond max_connections that exempt addresses "
+                                     "may still open when every open connection is inside a request")
     key_cache_s: float = Field(5, ge=0, description="how long a key lookup is cached (a revoked key stops working "
                                "within this time)")
     max_upload_mb: int = Field(2048, ge=1)
+    max_safetensors_header_mb: float = Field(8, gt=0, le=100, description="a checkpoint's JSON header (tensor "
+                                             "names, dtypes, shapes) is at most this; a larger one is refused "
+                                             "(422) before it is read. 8 MiB holds ~100k tensor entries")
     queue: str = "editaudit"
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
@@ -49,6 +74,9 @@ class Settings(BaseSettings):
                                            "health check: it holds during a long job)")
     reconcile_every_s: float = Field(15, ge=0.2, description="how often each worker looks for lapsed leases and "
                                      "queued jobs whose message was lost")
+    worker_stale_s: float = Field(120, gt=0, description="a worker whose last heartbeat (written every "
+                                  "reconcile_every_s, even during a job) is older than this counts as gone: /readyz "
+                                  "warns when no worker is fresher (it stays 200)")
     requeue_after_s: float = Field(120, ge=1, description="a job still queued this long after it was sent is sent "
                                    "again (a duplicate message finds the job leased and is dropped)")
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line with its "
@@ -93,13 +121,26 @@ class Settings(BaseSettings):
                 parse_allowed(entry)  # ValueError naming the entry
         return v
 
-    @field_validator("api_token")
+    @field_validator("connection_exempt_ips")
     @classmethod
-    def _no_default_secret(cls, v: str | None) -> str | None:
+    def _exempt_networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"connection_exempt_ips: {entry!r} is not an IP address or network") from None
+        return v
+
+    @field_validator("api_token", "metrics_token")
+    @classmethod
+    def _no_default_secret(cls, v: str | None, info: ValidationInfo) -> str | None:
+        env = f"EDITAUDIT_{(info.field_name or '').upper()}"
         if v is not None and v.strip().lower() in {"", "changethis", "secret", "token", "changeme"}:
-            raise ValueError("EDITAUDIT_API_TOKEN is set to a placeholder; choose a real secret or unset it")
-        if v is not None and len(v) < MIN_TOKEN_CHARS:  # an admin secret short enough to guess is no secret
-            raise ValueError(f"EDITAUDIT_API_TOKEN must be at least {MIN_TOKEN_CHARS} characters (e.g. python -c "
+            raise ValueError(f"{env} is set to a placeholder; choose a real secret or unset it")
+        if v is not None and len(v) < MIN_TOKEN_CHARS:  # a secret short enough to guess is no secret
+            raise ValueError(f"{env} must be at least {MIN_TOKEN_CHARS} characters (e.g. python -c "
                              "\"import secrets; print(secrets.token_urlsafe(32))\")")
         return v
 

@@ -1,4 +1,8 @@
-"""Content-addressed object store: a local directory or any S3-compatible server (AWS, MinIO, moto)."""
+"""Content-addressed object store: a local directory or any S3-compatible server (AWS, MinIO, moto).
+
+Two faults, whichever the store: `StoreUnavailable` (it cannot be used now) and `ObjectMissing` (no object under
+the key). Nothing else escapes a store's methods, so the API maps the first to 503 with Retry-After and the second to
+an integrity fault, and a worker tells a store outage from a bug."""
 
 from __future__ import annotations
 
@@ -9,15 +13,35 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol, Union
+from typing import BinaryIO, Protocol, TypeAlias
 from urllib.parse import unquote, urlparse
 
-FileSource = Union[str, os.PathLike, BinaryIO]
+FileSource: TypeAlias = str | os.PathLike[str] | BinaryIO
 HASH_CHUNK = 4 * 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
 
 
+class StoreUnavailable(OSError):
+    """The store cannot be used now: it did not answer (connection refused or reset, a timeout), answered with an
+    error other than "no such object" after the retries (5xx, throttling, access denied, no such bucket), a stream
+    broke off mid-object, or a directory store failed to read or write (permissions, a disk error, a missing mount).
+    Transient or an operator's to fix, never the request's: the API answers 503 with Retry-After. An OSError, as the
+    I/O failure it is."""
+
+
+class ObjectMissing(KeyError):
+    """No object under the key: a KeyError, as the protocol has always raised for one. Behind a row that names the
+    object it is an integrity fault (a store restored from an older backup, a bucket moved): the API answers 503 and
+    logs it; a duplicate upload puts the object back."""
+
+    def __str__(self) -> str:
+        return f"no object {self.args[0]!r} in the store" if self.args else "no such object"
+
+
 class ObjectStore(Protocol):
+    """Every method raises StoreUnavailable when the store cannot be used; get and stream raise ObjectMissing for a
+    missing key."""
+
     def put(self, key: str, data: bytes) -> bool:
         """Store `data` under `key`; returns True when this call created the object (False: it already existed)."""
 
@@ -28,8 +52,9 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
-        """(size, chunks) of an object, for downloads that must not hold it in memory; KeyError when missing
-        (raised here, before the first chunk)."""
+        """(size, chunks) of an object, for downloads that must not hold it in memory; ObjectMissing (a KeyError) when
+        missing and StoreUnavailable when the store does not answer, both raised here, before the first chunk; the
+        chunks raise StoreUnavailable if the store fails mid-object (never a silently short object)."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -57,7 +82,7 @@ def sha256_file(src: FileSource, chunk: int = HASH_CHUNK) -> tuple[str, int]:
     buf = bytearray(chunk)
     view = memoryview(buf)
     with _reading(src) as f:
-        while k := f.readinto(buf):
+        while k := f.readinto(buf):  # type: ignore[attr-defined]  # BinaryIO does not declare it; every file has it
             h.update(view[:k])
             size += k
     return h.hexdigest(), size
@@ -83,6 +108,22 @@ def content_key(kind: str, digest: str, suffix: str) -> str:
     return f"{kind}/{digest[:2]}/{digest}{suffix}"
 
 
+@contextmanager
+def _local_faults(what: str, key: str, missing: bool = True) -> Iterator[None]:
+    """A directory store's OSErrors as the store's faults: a missing file is ObjectMissing where `missing` (a read),
+    anything else (permissions, a disk error, a path through a file) StoreUnavailable."""
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except FileNotFoundError as e:
+        if missing:
+            raise ObjectMissing(key) from None
+        raise StoreUnavailable(f"the store's directory could not {what} {key!r}: {e}") from e
+    except OSError as e:
+        raise StoreUnavailable(f"the store's directory could not {what} {key!r}: {e}") from e
+
+
 class LocalStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -95,14 +136,16 @@ class LocalStore:
         return p
 
     def put(self, key: str, data: bytes) -> bool:
-        return self._write(key, lambda f: f.write(data))
+        with _local_faults("write", key, missing=False):
+            return self._write(key, lambda f: f.write(data))
 
     def put_file(self, key: str, src: FileSource) -> bool:
         def copy(dst: BinaryIO) -> None:
             with _reading(src) as f:
                 shutil.copyfileobj(f, dst, HASH_CHUNK)
 
-        return self._write(key, copy)
+        with _local_faults("write", key, missing=False):
+            return self._write(key, copy)
 
     def _write(self, key: str, fill) -> bool:
         """Write a temporary file beside the object, then publish it atomically: readers never see half an object,
@@ -126,34 +169,58 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
-        try:
+        with _local_faults("read", key):
             return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
 
     def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
-        try:
+        with _local_faults("read", key):
             f = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
-        except FileNotFoundError:
-            raise KeyError(key) from None
+            size = os.fstat(f.fileno()).st_size
 
         def chunks() -> Iterator[bytes]:
-            with f:
+            with f, _local_faults("read", key, missing=False):
                 while block := f.read(chunk):
                     yield block
 
-        return os.fstat(f.fileno()).st_size, chunks()
+        return size, chunks()
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        with _local_faults("look up", key, missing=False):
+            return self._path(key).exists()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        with _local_faults("delete", key, missing=False):
+            self._path(key).unlink(missing_ok=True)
+
+
+_S3_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+@contextmanager
+def _s3_faults(what: str, key: str, missing: bool = True) -> Iterator[None]:
+    """botocore's and boto3's errors as the store's faults: "no such key" is ObjectMissing where `missing` (a read),
+    anything else (no connection, a timeout, a 5xx or throttling after the retries, access denied, no such bucket, a
+    body cut off mid-object) StoreUnavailable."""
+    import urllib3.exceptions
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except ClientError as e:
+        if missing and e.response.get("Error", {}).get("Code") in _S3_MISSING:
+            raise ObjectMissing(key) from None
+        raise StoreUnavailable(f"the object store refused to {what} {key!r}: {e}") from e
+    except (BotoCoreError, Boto3Error, urllib3.exceptions.HTTPError, OSError) as e:
+        raise StoreUnavailable(f"the object store could not {what} {key!r}: {e}") from e
 
 
 class S3Store:
     """S3 or an S3-compatible server. Transient errors (connection refused or reset, throttling, 5xx) are retried
-    by botocore's standard mode with jittered exponential backoff, `attempts` tries in all; then they raise."""
+    by botocore's standard mode with jittered exponential backoff, `attempts` tries in all; then they raise
+    StoreUnavailable."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1",
                  attempts: int = 6, multipart_threshold: int = 64 * 1024 * 1024, part_size: int = 8 * 1024 * 1024):
@@ -176,55 +243,57 @@ class S3Store:
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise
+        with _s3_faults("look up", key, missing=False):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _S3_MISSING:
+                    return False
+                raise
 
     def put(self, key: str, data: bytes) -> bool:
         if self.exists(key):
             return False
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                               ChecksumAlgorithm="SHA256")
+        with _s3_faults("write", key, missing=False):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   ChecksumAlgorithm="SHA256")
         return True
 
     def put_file(self, key: str, src: FileSource) -> bool:
         if self.exists(key):
             return False
         extra = {"ChecksumAlgorithm": "SHA256"}
-        if isinstance(src, (str, os.PathLike)):  # parts read lazily from the file
-            self.client.upload_file(os.fspath(src), self.bucket, self._key(key), Config=self.transfer, ExtraArgs=extra)
-            return True
-        with _reading(src) as f:
-            self.client.upload_fileobj(f, self.bucket, self._key(key), Config=self.transfer, ExtraArgs=extra)
+        with _s3_faults("write", key, missing=False):
+            if isinstance(src, (str, os.PathLike)):  # parts read lazily from the file
+                self.client.upload_file(os.fspath(src), self.bucket, self._key(key), Config=self.transfer,
+                                        ExtraArgs=extra)
+                return True
+            with _reading(src) as f:
+                self.client.upload_fileobj(f, self.bucket, self._key(key), Config=self.transfer, ExtraArgs=extra)
         return True
 
     def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
-        try:
+        with _s3_faults("read", key):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                raise KeyError(key) from None
-            raise
 
     def stream(self, key: str, chunk: int = STREAM_CHUNK) -> tuple[int, Iterator[bytes]]:
-        from botocore.exceptions import ClientError
-
-        try:
+        with _s3_faults("read", key):
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                raise KeyError(key) from None
-            raise
-        return obj["ContentLength"], obj["Body"].iter_chunks(chunk)
+        body = obj["Body"]
+
+        def chunks() -> Iterator[bytes]:  # botocore checks the length at the end: a short body raises, never ends
+            with _s3_faults("read", key, missing=False):
+                try:
+                    yield from body.iter_chunks(chunk)
+                finally:
+                    body.close()
+
+        return obj["ContentLength"], chunks()
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with _s3_faults("delete", key, missing=False):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-east-1") -> ObjectStore:

@@ -20,8 +20,10 @@ def render(headers: list[str], rows: list[list], align_right: set[int] | None = 
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     right = align_right if align_right is not None else set(range(1, len(headers)))
 
-    def line(vals):
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+    def line(vals: list[str]) -> str:
+        # a row has a cell per header at least (widths reads each); one with more is cut to the headers
+        cols = enumerate(zip(vals, widths, strict=False))
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in cols).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 

@@ -28,9 +28,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.statuses import TERMINAL, Status
@@ -255,12 +256,12 @@ def _insert(s: Session, values: dict, dedupe: bool) -> bool:
     request)."""
     conn = s.connection()
     name = conn.dialect.name
-    table = db.WebhookDelivery.__table__
+    table = cast(Table, db.WebhookDelivery.__table__)
     if dedupe and name in ("postgresql", "sqlite"):
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=["webhook_id",
                                                                                            "dedupe_key"])
         if name == "postgresql":  # psycopg reports no rowcount here: RETURNING says whether the row went in
@@ -287,9 +288,9 @@ def emit(s: Session, tenant: str, event: str, data: dict, dedupe_key: str | None
         if not subscribed(hook.events, event):
             continue
         row_id = db.new_id()
-        values = dict(id=row_id, tenant=hook.tenant, webhook_id=hook.id, event=str(event), dedupe_key=dedupe_key,
-                      payload=body, status=DeliveryStatus.pending, attempts=0, next_attempt_at=now, history=[],
-                      created_at=now)
+        values: dict[str, Any] = dict(
+            id=row_id, tenant=hook.tenant, webhook_id=hook.id, event=str(event), dedupe_key=dedupe_key, payload=body,
+            status=DeliveryStatus.pending, attempts=0, next_attempt_at=now, history=[], created_at=now)
         if _insert(s, values, dedupe_key is not None):
             written.append(row_id)
     return written

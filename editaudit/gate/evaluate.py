@@ -13,6 +13,7 @@ import fnmatch
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from editaudit.contracts import metrics
 from editaudit.contracts.audit import CORRUPTION_NAMES
@@ -55,22 +56,22 @@ class GateResult:
     rules: list[RuleOutcome]
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "rules": [asdict(r) for r in self.rules], "notes": self.notes}
 
     @classmethod
-    def from_dict(cls, d: dict) -> GateResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
         """From a gate response (`POST /gate`, `GET /edits/{id}/gate`)."""
         return cls(d["verdict"], [RuleOutcome(**r) for r in d["rules"]], list(d.get("notes") or []))
 
 
-def as_result(audit: AuditResult | Mapping) -> AuditResult:
+def as_result(audit: AuditResult | Mapping[str, Any]) -> AuditResult:
     """The audit as the contract's model: the model itself, or a document in its shape (the API's audit JSON)."""
     return audit if isinstance(audit, AuditResult) else AuditResult.from_document(audit)
 
 
-def evaluate(audit: AuditResult | Mapping, policy: Policy, tenant: str | None = None, typos_are_usage: bool = True,
-             datasets: Mapping | None = None) -> GateResult:
+def evaluate(audit: AuditResult | Mapping[str, Any], policy: Policy, tenant: str | None = None,
+             typos_are_usage: bool = True, datasets: Mapping[str, Any] | None = None) -> GateResult:
     """`tenant`: whose gate this is (a required profile must be that tenant's). `typos_are_usage`: an explicit
     adversarial metric whose attack id the audit never ran raises GateUsageError (ad-hoc and inline rules: a typo)
     instead of counting as missing (named policies: the audit does not meet them). `datasets`: split -> {ref,
@@ -91,7 +92,8 @@ def evaluate(audit: AuditResult | Mapping, policy: Policy, tenant: str | None = 
                     continue
                 outcome = "fail" if on_missing == "fail" else "warn"
                 rows.append(RuleOutcome(rule.describe(), metric, b, c, None, rule.threshold, None, outcome,
-                                        "metric missing from the audit" + (" (fail-closed)" if outcome == "fail" else ""),
+                                        "metric missing from the audit"
+                                        + (" (fail-closed)" if outcome == "fail" else ""),
                                         decision=rule.effective_decision, lenient=rule.lenient))
                 continue
             rows.append(_decide(rule, metric, b, c, audit.deltas.get(metric) or Delta(), audit.samples))
@@ -119,16 +121,19 @@ def _targets(audit: AuditResult, names: list[str], rule: Rule, index: int, stric
     if rule.attack is not None:
         ids = [a.id for a in attacks if rule.attack.matches(a)]
         return [metrics.adv_accuracy(rule.split, i) for i in ids] or [rule.target]
-    if metrics.is_pattern(rule.metric):
-        return [n for n in names if fnmatch.fnmatchcase(n, rule.metric)] or [rule.metric]
-    parsed = metrics.parse(rule.metric)
+    metric = rule.metric
+    assert metric is not None  # Rule._one_kind: a rule names a metric or an attack selector
+    if metrics.is_pattern(metric):
+        return [n for n in names if fnmatch.fnmatchcase(n, metric)] or [metric]
+    parsed = metrics.parse(metric)
+    assert parsed is not None  # Rule._grammar: a metric that is not a pattern parses
     ran = [a.id for a in attacks]
     if strict and parsed.measure == "adv" and ran and parsed.attack not in ran:
         candidates = [metrics.adv_accuracy(parsed.split, i) for i in ran] + names
         raise GateUsageError(f"rule {index}: this audit ran no attack with id {parsed.attack!r} (it ran {ran}); "
-                             f"did you mean {' or '.join(metrics.closest(rule.metric, candidates)) or 'one of those'}?",
-                             f"policy.rules.{index}.metric", metrics.closest(rule.metric, candidates))
-    return [rule.metric]
+                             f"did you mean {' or '.join(metrics.closest(metric, candidates)) or 'one of those'}?",
+                             f"policy.rules.{index}.metric", metrics.closest(metric, candidates))
+    return [metric]
 
 
 def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: Delta,
@@ -136,13 +141,16 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: Delta,
     t, kind = rule.threshold, rule.kind
     diff = None if b is None else c - b
     p = delta.p_value
-    row = lambda outcome, reason, **kw: RuleOutcome(  # noqa: E731
-        rule.describe(), metric, b, c, diff, t, p, outcome, reason, decision=rule.effective_decision,
-        lenient=rule.lenient, **kw)
+
+    def row(outcome: str, reason: str, **kw: Any) -> RuleOutcome:
+        return RuleOutcome(rule.describe(), metric, b, c, diff, t, p, outcome, reason,
+                           decision=rule.effective_decision, lenient=rule.lenient, **kw)
+
     if kind == "min":
         return row("pass" if c >= t else rule.severity, f"candidate {c:.4f} {'>=' if c >= t else '<'} {t:g}")
     if kind == "max":
         return row("pass" if c <= t else rule.severity, f"candidate {c:.4f} {'<=' if c <= t else '>'} {t:g}")
+    assert b is not None  # a drop rule without a baseline is a missing metric (evaluate)
     if not (math.isfinite(b) and math.isfinite(c)):
         return row(rule.severity, f"baseline {b} or candidate {c} is not a number; fail-closed")
     relative = kind == "max_relative_drop"
@@ -157,12 +165,15 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: Delta,
         if bad and p is not None and p >= rule.alpha:
             bad, reason = False, f"{reason}, but not significant (p={p:.3g} >= {rule.alpha:g}); lenient decision"
         return row(rule.severity if bad else "pass", reason, n=delta.paired_n)
-    counts, n = delta.discordant, delta.paired_n
-    if not counts or not n or scale <= 0:
-        why = "no paired counts for this metric" if not counts or not n else "baseline is 0: no relative drop"
-        return row(rule.severity, f"{word} {drop:+.4f}: cannot bound it ({why}); fail-closed", n=n, undecided=True)
-    lost, gained = counts.baseline_only, counts.candidate_only
-    per_image = _images(metric, n, samples)
+    counts, paired = delta.discordant, delta.paired_n
+    if not counts or not paired or scale <= 0:
+        why = "no paired counts for this metric" if not counts or not paired else "baseline is 0: no relative drop"
+        return row(rule.severity, f"{word} {drop:+.4f}: cannot bound it ({why}); fail-closed", n=paired,
+                   undecided=True)
+    lost: float = counts.baseline_only
+    gained: float = counts.candidate_only
+    n: float = paired
+    per_image = _images(metric, paired, samples)
     aggregate = per_image != n
     if aggregate:  # k conditions of the same images: count each image once
         lost, gained, n = lost * per_image / n, gained * per_image / n, per_image
@@ -171,7 +182,8 @@ def _decide(rule: Rule, metric: str, b: float | None, c: float, delta: Delta,
     if bound <= t + 1e-12:
         return row("pass", f"{word} {drop:+.4f}, {1 - rule.alpha:.0%} upper bound {bound:+.4f} <= {t:g} ({per})",
                    n=round(n), bound=bound)
-    needed = None if aggregate else samples_needed(lost, gained, n, t * scale, rule.alpha)
+    needed = None if aggregate else samples_needed(counts.baseline_only, counts.candidate_only, paired, t * scale,
+                                                   rule.alpha)
     if drop > t:
         reason = f"{word} {drop:+.4f} > {t:g} (upper bound {bound:+.4f}, {per})"
     else:
@@ -191,8 +203,8 @@ def _images(metric: str, n: int, samples: Mapping[str, SplitSamples]) -> int:
     return images if m is not None and m.aggregate and images and n > images else n
 
 
-def check_requirements(audit: AuditResult | Mapping, req: Requirements, tenant: str | None = None,
-                       datasets: Mapping | None = None) -> list[RuleOutcome]:
+def check_requirements(audit: AuditResult | Mapping[str, Any], req: Requirements, tenant: str | None = None,
+                       datasets: Mapping[str, Any] | None = None) -> list[RuleOutcome]:
     """One row per requirement: pass, or fail naming what the recorded audit lacks."""
     if datasets is None and isinstance(audit, Mapping):
         datasets = audit.get("datasets")
@@ -222,9 +234,9 @@ def check_requirements(audit: AuditResult | Mapping, req: Requirements, tenant: 
             + (", ".join(a.describe() for a in attacks) or "no attack"))
     if req.corruptions is not None:
         ran = config.corruptions if config is not None else None
-        have = set(ran.resolved_names) if ran else set()
-        want = set(CORRUPTION_NAMES) if req.corruptions.names == "all" else set(req.corruptions.names)
-        missing_names = sorted(want - have)
+        have_names = set(ran.resolved_names) if ran else set()
+        want_names = set(CORRUPTION_NAMES) if req.corruptions.names == "all" else set(req.corruptions.names)
+        missing_names = sorted(want_names - have_names)
         missing_sev = sorted(set(req.corruptions.severities) - set(ran.severities if ran else []))
         add("corruptions", not missing_names and not missing_sev and bool(ran),
             "the audit ran no corruptions" if not ran else
@@ -233,13 +245,13 @@ def check_requirements(audit: AuditResult | Mapping, req: Requirements, tenant: 
         got = samples[split].n if split in samples else 0
         add(f"{least} samples of {split}", got >= least, f"the audit used {got} samples of {split}")
     for split in req.full_splits:
-        got = samples.get(split)
-        add(f"all of {split}", got is not None and got.n == got.of,
-            f"the audit used {got.n if got else 0} of {got.of if got else 0} samples of {split} (a subset)")
+        used = samples.get(split)
+        add(f"all of {split}", used is not None and used.n == used.of,
+            f"the audit used {used.n if used else 0} of {used.of if used else 0} samples of {split} (a subset)")
     for split in req.splits:
         add(f"split {split}", split in samples, f"the audit did not cover {split}")
-    for split, want in req.datasets.items():
-        have = datasets.get(split) or {}
-        add(f"{split} set {want}", want in (have.get("ref"), have.get("sha256")),
-            f"the audit's {split} set is {have.get('ref')} (sha256 {str(have.get('sha256'))[:12]})")
+    for split, ref in req.datasets.items():
+        audited = datasets.get(split) or {}
+        add(f"{split} set {ref}", ref in (audited.get("ref"), audited.get("sha256")),
+            f"the audit's {split} set is {audited.get('ref')} (sha256 {str(audited.get('sha256'))[:12]})")
     return rows

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,7 +32,7 @@ from editaudit.contracts.audit_result import UnrecognizedAttack
 
 KINDS = ("min", "max", "max_drop", "max_relative_drop")
 DROP_KINDS = ("max_drop", "max_relative_drop")
-POLICY_VERSION = 1
+POLICY_VERSION: Final = 1
 Decision = Literal["non_inferiority", "significant_drop"]
 Split = Literal["test", "edit", "generalization"]
 
@@ -61,7 +61,10 @@ class AttackSelector(_Strict):
         """`attack`: one of the audit's attacks as it ran (its recorded config, parsed by the attack registry)."""
         if isinstance(attack, UnrecognizedAttack):  # recorded, but this server cannot say what it was
             return False
-        at_least = lambda value, floor: floor is None or (value is not None and value >= floor)  # noqa: E731
+
+        def at_least(value: float | None, floor: float | None) -> bool:
+            return floor is None or (value is not None and value >= floor)
+
         return (attack.name == self.name and (self.norm is None or attack.ball_norm() == self.norm)
                 and at_least(attack.radius(), self.min_eps) and at_least(attack.iterations(), self.min_steps)
                 and at_least(attack.restart_count(), self.min_restarts)
@@ -120,12 +123,12 @@ class Rule(_Strict):
 
     @field_validator("require_significance", mode="before")
     @classmethod
-    def _bool_alpha(cls, v):
+    def _bool_alpha(cls, v: Any) -> Any:
         return {True: 0.05, False: None}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("metric")
     @classmethod
-    def _grammar(cls, v):
+    def _grammar(cls, v: str | None) -> str | None:
         if v is not None and not metrics.is_pattern(v) and metrics.parse(v) is None:
             hint = metrics.closest(v, metrics.examples())
             raise ValueError(f"{v!r} is not a metric name (<split>.<measure>, see editaudit.contracts.metrics)"
@@ -133,7 +136,7 @@ class Rule(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _one_kind(self):
+    def _one_kind(self) -> Self:
         set_kinds = [k for k in KINDS if getattr(self, k) is not None]
         if len(set_kinds) != 1:
             raise ValueError(f"a rule needs exactly one of {list(KINDS)}; got {set_kinds or 'none'}")
@@ -168,7 +171,10 @@ class Rule(_Strict):
 
     @property
     def target(self) -> str:
-        return self.metric or f"{self.split}.adv.[{self.attack.describe()}].accuracy"
+        if self.metric:
+            return self.metric
+        assert self.attack is not None  # _one_kind: a rule names a metric or an attack selector
+        return f"{self.split}.adv.[{self.attack.describe()}].accuracy"
 
     def describe(self) -> str:
         how = {"non_inferiority": f" (bound {1 - self.alpha:.0%})", "significant_drop": f" (p<{self.alpha:g}, lenient)",

@@ -5,6 +5,8 @@ of samples and which were decided leniently."""
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from editaudit.core.tables import render
@@ -15,7 +17,7 @@ WORD = {"pass": "PASS", "warn": "PASS with warnings", "fail": "BLOCKED"}
 HEADERS = ["rule", "metric", "baseline", "candidate", "Δ", "n", "bound", "threshold", "outcome", "why"]
 
 
-def _f(v, signed=False) -> str:
+def _f(v: float | None, signed: bool = False) -> str:
     return "—" if v is None else (f"{v:+.4f}" if signed else f"{v:.4f}")
 
 
@@ -69,7 +71,7 @@ def as_html(result: GateResult, title: str = "editaudit gate") -> str:
             + (f"<ul>{notes}</ul>" if notes else "") + "</body></html>")
 
 
-def as_table(result: dict) -> str:
+def as_table(result: Mapping[str, Any]) -> str:
     """A gate response (`POST /gate`) as the terminal table `editaudit gate` prints, verdict last."""
     gr = GateResult.from_dict(result)
     policy = result["policy"].get("name") or "inline"

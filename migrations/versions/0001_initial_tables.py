@@ -1,7 +1,7 @@
 """initial tables
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 13:17:43.989065
 """
 import sqlalchemy as sa

@@ -1,4 +1,5 @@
-"""`/audit-profiles`: a tenant's named audit configs; every POST adds a version. `POST /edits` names one with
+"""`/audit-profiles`: a tenant's named audit configs; a POST of a changed config adds a version (the same config
+again is not a new one). `POST /edits` names one with
 `"audit": {"profile": NAME}`, and a gate policy can require it, so the platform team decides how hard an edit is
 attacked, not its submitter."""
 
@@ -20,13 +21,17 @@ router = APIRouter(tags=["audit profiles"])
 
 
 @router.post("/audit-profiles", status_code=201, response_model=AuditProfileOut,
-             **op("create_audit_profile", Scope.admin, 409))
+             **op("create_audit_profile", Scope.admin, 409, responses={
+                 200: {"model": AuditProfileOut, "description": "the config is the latest version's already: that "
+                                                                "version"}}))
 def put_audit_profile(body: AuditProfileIn, s: SessionDep, sessions: TenantSessionsDep, request: Request):
-    """A new version of the named profile (admin: the platform team decides how hard edits are attacked)."""
+    """A new version of the named profile, 201 (admin: the platform team decides how hard edits are attacked); the
+    latest version's config again: that version, 200. Concurrent POSTs of one name get distinct, consecutive versions
+    (or, for one config, one version)."""
     def create() -> JSONResponse:
-        row = repo.add_version(s, db.AuditProfile, body.name, config=body.audit.model_dump(mode="json"))
+        row, created = repo.add_version(s, db.AuditProfile, body.name, config=body.audit.model_dump(mode="json"))
         out = AuditProfileOut.model_validate(row, from_attributes=True)
-        return JSONResponse(jsonable_encoder(out), status_code=201,
+        return JSONResponse(jsonable_encoder(out), status_code=201 if created else 200,
                             headers={"Location": f"/audit-profiles/{body.name}?version={row.version}"})
 
     return idempotent(request, sessions, payload_hash(body.model_dump(mode="json")), create)

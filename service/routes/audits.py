@@ -3,8 +3,6 @@ editaudit.contracts.metrics, and the audit's reports."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
@@ -17,7 +15,7 @@ from editaudit.service.deps import SessionDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.audits import AuditOut
-from editaudit.service.schemas.listing import AuditSummary, Page
+from editaudit.service.schemas.listing import AuditSummary, CreatedAfter, Page
 from editaudit.service.services import reports
 from editaudit.service.services.audits import audit_out
 from editaudit.service.services.gating import gate_for
@@ -33,7 +31,7 @@ REPORT_DOC = {200: {"description": "the report", "content": {t.split(";")[0]: {}
 @router.get("/audits", response_model=Page[AuditSummary], **op("list_audits", Scope.audits_read))
 def list_audits(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
                 cursor: str | None = None, edit_id: str | None = None, model_id: str | None = None,
-                status: Status | None = None, method: str | None = None, created_after: datetime | None = None):
+                status: Status | None = None, method: str | None = None, created_after: CreatedAfter = None):
     """The tenant's audits, newest first, filtered by edit, the edited model, status, method and creation time."""
     q = select(db.Audit)
     if edit_id is not None:

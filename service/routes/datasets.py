@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import PurePath
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from editaudit.contracts.formats import FormatError, scan_dataset
 from editaudit.contracts.scopes import Scope
@@ -17,10 +15,10 @@ from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.datasets import DatasetOut
-from editaudit.service.schemas.listing import Page
+from editaudit.service.schemas.listing import CreatedAfter, Page
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
-from editaudit.service.services.uploads import created_response, ensure_object, spooled_upload, store_and_insert
+from editaudit.service.services.uploads import created_response, insert_once, spooled_upload
 
 router = APIRouter(tags=["datasets"])
 
@@ -30,11 +28,12 @@ def dataset_out(row: db.Dataset) -> DatasetOut:
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut,
-             **op("upload_dataset", Scope.models_write, 409, 415, upload=True,
+             **op("upload_dataset", Scope.models_write, 409, 415, upload=True, store=True,
                   responses={200: {"model": DatasetOut, "description": "the same file exists: that dataset"}}))
 def upload_dataset(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, request: Request,
                    file: UploadFile = File(description="safetensors or .npz with x, y (optional x_orig, mask)")):
-    """Identical content in the same tenant returns the existing dataset (200, not a second row)."""
+    """Identical content in the same tenant returns the existing dataset (200, not a second row), however many
+    arrive at once."""
     spooled, _ = spooled_upload(file, "file", svc.settings.max_upload_mb)
     filename = PurePath(file.filename or "upload").name[:200]
     if "\x00" in filename:
@@ -46,23 +45,19 @@ def upload_dataset(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, requ
     digest, _ = sha256_file(spooled)
 
     def create() -> JSONResponse:
-        same = s.scalars(select(db.Dataset).filter_by(sha256=digest).order_by(db.Dataset.created_at)
-                         .limit(1)).first()
-        if same is not None:
-            ensure_object(svc.store, same.object_key, spooled)
-            return created_response(dataset_out(same), f"/datasets/{same.id}", created=False)
         key = content_key("datasets", digest, summary.suffix)
-        row = store_and_insert(s, svc.store, key, spooled, lambda: db.Dataset(
+        row, created = insert_once(s, svc.store, db.Dataset, digest, key, spooled, lambda: db.Dataset(
             sha256=digest, filename=filename, object_key=key, n=summary.n, shape=summary.shape,
-            label_max=summary.label_max, has_x_orig=summary.has_x_orig, has_mask=summary.has_mask))
-        return created_response(dataset_out(row), f"/datasets/{row.id}")
+            label_max=summary.label_max, has_x_orig=summary.has_x_orig, has_mask=summary.has_mask,
+            upload_key=digest))
+        return created_response(dataset_out(row), f"/datasets/{row.id}", created=created)
 
     return idempotent(request, sessions, payload_hash(digest), create)
 
 
 @router.get("/datasets", response_model=Page[DatasetOut], **op("list_datasets", Scope.audits_read))
 def list_datasets(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
-                  cursor: str | None = None, created_after: datetime | None = None):
+                  cursor: str | None = None, created_after: CreatedAfter = None):
     """The tenant's uploaded datasets, newest first (built-in ones are named `builtin:...`, see README)."""
     rows, nxt = page(s, db.Dataset, limit, cursor, created_after)
     return Page[DatasetOut](items=[dataset_out(r) for r in rows], next_cursor=nxt)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -18,7 +17,7 @@ from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.edits import EditAccepted, EditOut, EditRequest, SubEdit
-from editaudit.service.schemas.listing import EditSummary, Page
+from editaudit.service.schemas.listing import CreatedAfter, EditSummary, Page
 from editaudit.service.services.edit_requests import add_edit_rows, validate_edit
 from editaudit.service.services.gating import get_succeeded_edit
 from editaudit.service.services.idempotency import idempotent, payload_hash
@@ -62,7 +61,7 @@ def edit_out(s, edit: db.Edit) -> EditOut:
 @router.get("/edits", response_model=Page[EditSummary], **op("list_edits", Scope.audits_read))
 def list_edits(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE), cursor: str | None = None,
                model_id: str | None = None, status: Status | None = None, method: str | None = None,
-               created_after: datetime | None = None):
+               created_after: CreatedAfter = None):
     """The tenant's edits, newest first, filtered by model, status, method and creation time."""
     q = select(db.Edit)
     for column, value in ((db.Edit.model_id, model_id), (db.Edit.status, status), (db.Edit.method, method)):
@@ -79,19 +78,20 @@ def get_edit(edit_id: str, s: SessionDep):
 
 
 @router.get("/edits/{edit_id}/weights", response_class=Response,
-            **op("download_edit_weights", Scope.audits_read, 404, 409, responses=DOWNLOAD))
+            **op("download_edit_weights", Scope.audits_read, 404, 409, store=True, responses=DOWNLOAD))
 def get_edit_weights(edit_id: str, s: SessionDep, svc: SvcDep):
     edit = get_succeeded_edit(s, edit_id, "weights")
+    assert edit.edited_model_id is not None  # a succeeded edit made a model
     model = repo.get_or_404(s, db.Model, edit.edited_model_id)
     return object_response(svc.store, model.object_key, f"{model.id}.safetensors", model.sha256)
 
 
 @router.get("/edits/{edit_id}/delta", response_class=Response,
-            **op("download_edit_delta", Scope.audits_read, 404, 409, responses=DOWNLOAD))
+            **op("download_edit_delta", Scope.audits_read, 404, 409, store=True, responses=DOWNLOAD))
 def get_edit_delta(edit_id: str, s: SessionDep, svc: SvcDep):
     """The changed tensors (new values) as safetensors: the parent's weights updated with these are the edit's."""
     edit = get_succeeded_edit(s, edit_id, "delta")
-    if edit.delta_object_key is None:
+    if edit.delta_object_key is None or edit.delta_sha256 is None:
         raise Problem(404, f"edit {edit_id} finished before deltas were recorded; diff its weights with its parent's",
                       field="edit_id")
     return object_response(svc.store, edit.delta_object_key, f"{edit_id}.delta.safetensors", edit.delta_sha256)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
@@ -17,19 +16,14 @@ from editaudit.core.storage import content_key, sha256_file
 from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.openapi import op
-from editaudit.service.schemas.listing import Page
+from editaudit.service.schemas.listing import CreatedAfter, Page
 from editaudit.service.schemas.models import LayersOut, LineageOut, ModelOut, ModelSpec
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
-from editaudit.service.services.uploads import (
-    created_response,
-    ensure_object,
-    object_response,
-    spooled_upload,
-    store_and_insert,
-)
+from editaudit.service.services.uploads import created_response, insert_once, object_response, spooled_upload
 
 router = APIRouter(tags=["models"])
+MIB = 1024 * 1024
 DOWNLOAD = {200: {"content": {"application/octet-stream": {}}, "description": "the safetensors file"}}
 
 
@@ -57,16 +51,17 @@ def model_out(m: db.Model) -> ModelOut:
 
 
 @router.post("/models", status_code=201, response_model=ModelOut,
-             **op("upload_model", Scope.models_write, 409, 415, upload=True,
+             **op("upload_model", Scope.models_write, 409, 415, upload=True, store=True,
                   responses={200: {"model": ModelOut, "description": "the same upload exists: that model"}}))
 def upload_model(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, request: Request,
                  weights: UploadFile = File(description="a safetensors state_dict"),
                  spec: str = Form(description='JSON, e.g. {"arch": "torchvision/resnet18", "num_classes": 10, ...}')):
-    """Identical weights and spec in the same tenant return the existing model (200, not a second row)."""
+    """Identical weights and spec in the same tenant return the existing model (200, not a second row), however
+    many arrive at once."""
     model_spec = parse_spec(spec)
     spooled, size = spooled_upload(weights, "weights", svc.settings.max_upload_mb)
     try:
-        header = read_safetensors_header(spooled)
+        header = read_safetensors_header(spooled, max_header_bytes=int(svc.settings.max_safetensors_header_mb * MIB))
     except FormatError as e:
         raise Problem(415 if e.pickle else 422, e.reason, field="weights") from None
     mismatch = arch_manifest.first_mismatch(model_spec.arch, model_spec.num_classes, model_spec.input_shape[0], header)
@@ -78,24 +73,20 @@ def upload_model(svc: SvcDep, s: SessionDep, sessions: TenantSessionsDep, reques
     digest, _ = sha256_file(spooled)
     spec_dict = model_spec.model_dump()
 
+    identity = repo.upload_key(digest, spec_dict)
+
     def create() -> JSONResponse:
-        existing = s.scalars(select(db.Model).filter_by(sha256=digest, parent_model_id=None)
-                             .order_by(db.Model.created_at)).all()
-        same = next((m for m in existing if m.spec == spec_dict), None)
-        if same is not None:
-            ensure_object(svc.store, same.object_key, spooled)
-            return created_response(model_out(same), f"/models/{same.id}", created=False)
         key = content_key("models", digest, ".safetensors")
-        row = store_and_insert(s, svc.store, key, spooled, lambda: db.Model(
-            sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=size))
-        return created_response(model_out(row), f"/models/{row.id}")
+        row, created = insert_once(s, svc.store, db.Model, identity, key, spooled, lambda: db.Model(
+            sha256=digest, arch=model_spec.arch, spec=spec_dict, object_key=key, size_bytes=size, upload_key=identity))
+        return created_response(model_out(row), f"/models/{row.id}", created=created)
 
     return idempotent(request, sessions, payload_hash(digest, spec_dict), create)
 
 
 @router.get("/models", response_model=Page[ModelOut], **op("list_models", Scope.audits_read))
 def list_models(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
-                cursor: str | None = None, created_after: datetime | None = None):
+                cursor: str | None = None, created_after: CreatedAfter = None):
     """The tenant's models (uploads and edited ones), newest first."""
     rows, nxt = page(s, db.Model, limit, cursor, created_after)
     return Page[ModelOut](items=[model_out(m) for m in rows], next_cursor=nxt)
@@ -107,7 +98,7 @@ def get_model(model_id: str, s: SessionDep):
 
 
 @router.get("/models/{model_id}/weights", response_class=Response,
-            **op("download_model_weights", Scope.audits_read, 404, responses=DOWNLOAD))
+            **op("download_model_weights", Scope.audits_read, 404, store=True, responses=DOWNLOAD))
 def get_model_weights(model_id: str, s: SessionDep, svc: SvcDep):
     row = repo.get_or_404(s, db.Model, model_id)
     return object_response(svc.store, row.object_key, f"{row.id}.safetensors", row.sha256)
@@ -126,7 +117,7 @@ def get_model_layers(model_id: str, s: SessionDep):
             **op("get_model_lineage", Scope.audits_read, 404))
 def get_model_lineage(model_id: str, s: SessionDep):
     """Ancestors (root first, each with the edit that made the next one) and the models edited from this one."""
-    row = repo.get_or_404(s, db.Model, model_id)
+    row: db.Model | None = repo.get_or_404(s, db.Model, model_id)
     chain, seen = [], set()
     while row is not None and row.id not in seen:
         seen.add(row.id)

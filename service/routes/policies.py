@@ -1,4 +1,5 @@
-"""`/policies`: a tenant's named gate policies; every POST adds a version, the latest one is in force."""
+"""`/policies`: a tenant's named gate policies; a POST of a changed document adds a version, the latest one is in
+force; the same document again is not a new version."""
 
 from __future__ import annotations
 
@@ -19,18 +20,25 @@ from editaudit.service.services.idempotency import idempotent, payload_hash
 router = APIRouter(tags=["policies"])
 
 
-@router.post("/policies", status_code=201, response_model=PolicyOut, **op("create_policy", Scope.admin, 409))
+UNCHANGED = {200: {"model": PolicyOut, "description": "the document is the latest version's already: that version"}}
+
+
+@router.post("/policies", status_code=201, response_model=PolicyOut,
+             **op("create_policy", Scope.admin, 409, responses=UNCHANGED))
 def put_policy(body: PolicyIn, s: SessionDep, sessions: TenantSessionsDep, request: Request):
-    """A new version of the named policy (admin: whoever submits edits must not write the rules they are held to)."""
+    """A new version of the named policy, 201 (admin: whoever submits edits must not write the rules they are held
+    to); the latest version's document again: that version, 200. Concurrent POSTs of one name get distinct,
+    consecutive versions (or, for one document, one version)."""
     if builtin_policy(body.name) is not None:  # a tenant policy named `default` would replace what gates expect
         raise Problem(409, f"{body.name!r} is a built-in policy's name; choose another", field="name")
     policy = validate_policy(body.policy, "policy")
 
     def create() -> JSONResponse:
-        row = repo.add_version(s, db.PolicyVersion, body.name,
-                               document=policy.model_dump(mode="json", exclude_none=True))
+        row, created = repo.add_version(s, db.PolicyVersion, body.name,
+                                        document=policy.model_dump(mode="json", exclude_none=True))
         out = PolicyOut.model_validate(row, from_attributes=True)
-        return JSONResponse(jsonable_encoder(out), status_code=201, headers={"Location": f"/policies/{body.name}"})
+        return JSONResponse(jsonable_encoder(out), status_code=201 if created else 200,
+                            headers={"Location": f"/policies/{body.name}"})
 
     return idempotent(request, sessions, payload_hash(body.model_dump(mode="json")), create)
 

@@ -4,8 +4,6 @@ trigger token, and whoever may add one decides where the tenant's events go."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -17,7 +15,7 @@ from editaudit.core import db, repo, webhooks
 from editaudit.service.deps import SessionDep, SvcDep, TenantSessionsDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
-from editaudit.service.schemas.listing import Page
+from editaudit.service.schemas.listing import CreatedAfter, Page
 from editaudit.service.schemas.webhooks import DeliveryOut, DeliveryState, WebhookCreated, WebhookIn, WebhookOut
 from editaudit.service.services.idempotency import idempotent, payload_hash
 from editaudit.service.services.listing import MAX_PAGE, page
@@ -47,7 +45,7 @@ def create_webhook(body: WebhookIn, s: SessionDep, svc: SvcDep, sessions: Tenant
     events = [webhooks.ALL] if webhooks.ALL in events else events
 
     def create() -> JSONResponse:
-        live = s.scalar(select(func.count()).select_from(db.Webhook).where(db.Webhook.disabled_at.is_(None)))
+        live = s.scalar(select(func.count()).select_from(db.Webhook).where(db.Webhook.disabled_at.is_(None))) or 0
         if live >= MAX_WEBHOOKS:
             raise Problem(409, f"tenant {db.session_tenant(s)!r} has {live} webhooks, the most it may have; delete one "
                           "first", field="url")
@@ -63,7 +61,7 @@ def create_webhook(body: WebhookIn, s: SessionDep, svc: SvcDep, sessions: Tenant
 
 @router.get("/webhooks", response_model=Page[WebhookOut], **op("list_webhooks", Scope.admin))
 def list_webhooks(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE),
-                  cursor: str | None = None, created_after: datetime | None = None):
+                  cursor: str | None = None, created_after: CreatedAfter = None):
     """The tenant's webhooks, newest first (no secrets)."""
     rows, nxt = page(s, db.Webhook, limit, cursor, created_after,
                      select(db.Webhook).where(db.Webhook.disabled_at.is_(None)))

@@ -14,6 +14,17 @@ class HealthOut(BaseModel):
                                         "run elsewhere (production)")
 
 
+class WorkerBeat(BaseModel):
+    age_s: float = Field(description="seconds since the worker's last heartbeat (its reconciler thread beats every "
+                         "reconcile_every_s, even while a job runs)")
+    fresh: bool = Field(description="beaten within worker_stale_s")
+
+
 class ReadyOut(BaseModel):
     status: str
-    checks: dict[str, str] = Field(description="database, migrations, broker, store, worker: ok or why not")
+    checks: dict[str, str] = Field(description="database, migrations, broker, store: ok or why not (any not ok: "
+                                   "503)")
+    workers: dict[str, WorkerBeat] = Field(default_factory=dict, description="each worker's heartbeat, by name "
+                                           "(informational: busy or absent workers never make the API unready)")
+    warnings: list[str] = Field(default_factory=list, description="what an operator should look at that does not "
+                                "stop this API from serving, e.g. no worker has beaten recently")

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from fastapi import Query
+from pydantic import BaseModel, BeforeValidator, Field
 
 from editaudit.contracts.statuses import Status
 
 Item = TypeVar("Item")
+
+
+def iso_timestamp(v: object) -> object:
+    """An ISO 8601 timestamp with its timezone, as the API prints them (`2026-01-31T12:00:00Z`, `...+02:00`):
+    nothing else. Pydantic alone would read `0.5` or `1700000000` as Unix time and a zone-less time as local, so
+    a typo would silently filter by 1970."""
+    if v is None or isinstance(v, datetime):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("an ISO 8601 timestamp with a timezone is required, e.g. 2026-01-31T12:00:00Z")
+    try:
+        at = datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{v[:40]!r} is not an ISO 8601 timestamp: e.g. 2026-01-31T12:00:00Z (in a URL, write "
+                         "+02:00 as %2B02:00)") from None
+    if at.tzinfo is None:
+        raise ValueError(f"{v[:40]!r} has no timezone: add Z (UTC) or an offset such as %2B02:00")
+    return at
+
+
+CreatedAfter = Annotated[datetime | None, BeforeValidator(iso_timestamp), Query(
+    description="only rows created after this instant: ISO 8601 with a timezone, e.g. 2026-01-31T12:00:00Z")]
 
 
 class Page(BaseModel, Generic[Item]):

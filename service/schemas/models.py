@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 
 class ModelSpec(BaseModel):
@@ -13,8 +13,8 @@ class ModelSpec(BaseModel):
     arch: str = Field(description="a registered architecture, e.g. torchvision/resnet18 or editaudit/smallcnn")
     num_classes: int = Field(ge=2, le=100_000)
     input_shape: list[int] = Field(min_length=3, max_length=3, description="[C, H, W]")
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    mean: list[FiniteFloat] | None = None
+    std: list[FiniteFloat] | None = None
 
     @model_validator(mode="after")
     def _check(self):

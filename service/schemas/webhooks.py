@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from editaudit.core.webhooks import MAX_URL_CHARS
 
 EventName = Literal["edit.succeeded", "edit.failed", "edit.canceled", "audit.completed", "gate.evaluated", "*"]
+
+
+def _every_event() -> list[EventName]:
+    return ["*"]
 DeliveryState = Literal["pending", "delivering", "succeeded", "failed"]
 
 
@@ -17,7 +21,7 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=MAX_URL_CHARS, description="http(s) URL on a host the operator "
                      "allows (EDITAUDIT_WEBHOOK_ALLOWED_HOSTS); no user:password@")
-    events: list[EventName] = Field(default_factory=lambda: ["*"], min_length=1, max_length=10,
+    events: list[EventName] = Field(default_factory=_every_event, min_length=1, max_length=10,
                                     description="event types to send, or [\"*\"] for all")
     description: str | None = Field(None, max_length=500)
 

@@ -6,6 +6,7 @@ on a method's name. The hyperparameters are stored as validated, defaults includ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -126,9 +127,9 @@ def _check_rewritable(model: db.Model, index: int, layer: str) -> None:
 
 def _check_rank(model: db.Model, index: int, layer: str, params: EditParams, field: str) -> None:
     """rank(ΔW) can be at most what the method allows on the layer's weight (`rank_limit`)."""
-    rank = params.rank
-    shape = arch_manifest.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0]).get(
-        f"{layer}.weight", [])
+    rank: int = params.rank  # type: ignore[attr-defined]  # called for ranked methods: their params have one
+    shapes = arch_manifest.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0])
+    shape: Sequence[int] = shapes.get(f"{layer}.weight", [])
     if len(shape) < 2:
         raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
                            "edits need a linear or conv layer", field=f"layers.{index}")

@@ -78,7 +78,7 @@ def evaluate_gate(s: Session, edit_id: str, policy_ref: str | dict) -> dict:
     """gate_for, recorded as a `gate.evaluated` webhook event (the gate routes; a JUnit report renders the gate
     without being one)."""
     result = gate_for(s, edit_id, policy_ref)
-    webhooks.gate_evaluated(s, s.get(db.Edit, edit_id), result)
+    webhooks.gate_evaluated(s, repo.get_or_404(s, db.Edit, edit_id), result)  # gate_for found it
     s.commit()
     return result
 
@@ -94,14 +94,25 @@ def edit_datasets(s: Session, edit: db.Edit) -> dict[str, dict]:
     return out
 
 
+def locked_alias(s: Session, family: str, name: str) -> db.Alias | None:
+    """The family's alias `name` (None before its first promotion), read under its lock (repo.serialise), held
+    until the transaction ends: promotions and reverts of one alias run one at a time, each reading what the one
+    before it committed, so every promotion row's previous_model_id is what the alias served just before it and
+    the rows' ids follow the order the alias moved in."""
+    repo.serialise(s, db.Alias, family, name)
+    return s.scalars(select(db.Alias).filter_by(family=family, name=name)
+                     .execution_options(populate_existing=True)).first()
+
+
 def promote(s: Session, edit_id: str, alias_name: str, policy_ref: str | dict,
             override_reason: str | None, actor: str | None) -> dict:
     """Move the family's alias to the edit's model when the gate passes, or with a recorded override; a refusal is
-    recorded too (then 409 with the gate's result)."""
+    recorded too (then 409 with the gate's result). The gate is evaluated first; what the alias serves is read
+    under the alias's lock, with the record and the move in the same transaction."""
     result = gate_for(s, edit_id, policy_ref)
     edit = repo.get_or_404(s, db.Edit, edit_id)
     family = repo.family_of(s, edit.model_id)
-    alias = s.scalars(select(db.Alias).filter_by(family=family, name=alias_name)).first()
+    alias = locked_alias(s, family, alias_name)
     previous = alias.model_id if alias else None
     if previous is not None and previous != edit.model_id:  # audited against a model the alias no longer serves
         result = {**result, "verdict": Verdict.fail, "notes": [*result.get("notes", []), (
@@ -116,6 +127,7 @@ def promote(s: Session, edit_id: str, alias_name: str, policy_ref: str | dict,
                        outcome=outcome, override_reason=override_reason, actor=actor, gate=result))
     webhooks.gate_evaluated(s, edit, result, promotion={"alias": alias_name, "outcome": str(outcome)})
     if outcome != PromotionOutcome.refused:
+        assert edit.edited_model_id is not None  # gate_for gates a finished audit: its edit made a model
         if alias is None:
             alias = db.Alias(family=family, name=alias_name, model_id=edit.edited_model_id)
             s.add(alias)
@@ -133,10 +145,13 @@ def promote(s: Session, edit_id: str, alias_name: str, policy_ref: str | dict,
 def revert(s: Session, edit_id: str, reason: str | None, actor: str | None) -> dict:
     """Undo an edit: every alias of the session's tenant that points at the edited model goes back to the model it
     pointed at before this edit was promoted to it (the edit's parent when there is no such record), each move
-    recorded as a promotion with outcome `reverted`. Idempotent."""
+    recorded as a promotion with outcome `reverted`. Idempotent. Each alias is moved under its lock (taken in name
+    order, as promotions take theirs: no deadlock), re-read there: one a promotion moved meanwhile stays put."""
     edit = get_succeeded_edit(s, edit_id, "revert")
     family = repo.family_of(s, edit.model_id)
-    moved = s.scalars(select(db.Alias).filter_by(family=family, model_id=edit.edited_model_id)).all()
+    names = sorted(s.scalars(select(db.Alias.name).filter_by(family=family, model_id=edit.edited_model_id)).all())
+    moved = [a for a in (locked_alias(s, family, name) for name in names)
+             if a is not None and a.model_id == edit.edited_model_id]
     targets = {}
     for alias in moved:
         promoted = s.scalars(select(db.Promotion).filter_by(family=family, alias=alias.name,

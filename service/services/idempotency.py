@@ -2,7 +2,8 @@
 original response instead of a second resource. Same key and payload: the stored response; same key, other
 payload: 422; the first request still running: 409. Keys are per tenant (the sessions' tenant) and route. A record
 left in flight by a crashed process is taken over after STALE_S; a create that fails records nothing (fix the
-request, retry)."""
+request, retry). Concurrent requests with one key: the unique (tenant, key, route) lets one claim it; the others get
+409 while it runs and its response once it has finished: one resource, never a 500."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from datetime import timedelta
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +30,8 @@ REPLAYED_HEADERS = ("location",)
 
 def payload_hash(*parts) -> str:
     """A stable digest of what was asked: JSON-able parts in canonical form (for an upload: its sha256 and spec)."""
-    return hashlib.sha256(json.dumps(jsonable_encoder(parts), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    canonical = json.dumps(jsonable_encoder(parts), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def idempotent(request: Request, sessions: Callable[[], Session], digest: str,
@@ -54,9 +56,10 @@ def idempotent(request: Request, sessions: Callable[[], Session], digest: str,
         raise
     with sessions() as s:
         row = _find(s, key, route)
-        row.status, row.body = response.status_code, response.body.decode()
-        row.headers = {h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers}
-        s.commit()
+        if row is not None and row.status is None:  # else a request took it over as stale: its record stands
+            row.status, row.body = response.status_code, bytes(response.body).decode()
+            row.headers = {h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers}
+            s.commit()
     return response
 
 
@@ -68,8 +71,9 @@ def _claim(s: Session, key: str, route: str, digest: str) -> db.IdempotencyRecor
     """None when this request now owns the key; else the existing record."""
     stale = _find(s, key, route)
     if stale is not None and stale.status is None and stale.created_at < db.utcnow() - timedelta(seconds=STALE_S):
-        s.delete(stale)  # its request died mid-way (the process crashed): the key is free again
-        s.commit()
+        # its request died mid-way (the process crashed): the key is free again; a conditional delete, as a
+        # concurrent request may free it too (or its owner may finish after all)
+        _delete_in_flight(s, stale.id)
     s.add(db.IdempotencyRecord(key=key, route=route, request_hash=digest))
     try:
         s.commit()
@@ -89,14 +93,23 @@ def _replay(record: db.IdempotencyRecord, digest: str, key: str) -> JSONResponse
     if record.status is None:
         raise Problem(409, f"a request with Idempotency-Key {key!r} is still in progress; retry shortly",
                       field="Idempotency-Key")
+    assert record.body is not None  # stored with its status
     response = JSONResponse(json.loads(record.body), status_code=record.status, headers=record.headers or {})
     response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _delete_in_flight(s: Session, record_id: int) -> None:
+    """Delete a record still in flight, if it still is: zero rows when another request got there first (never the
+    StaleDataError of deleting a loaded row twice)."""
+    s.execute(delete(db.IdempotencyRecord).where(db.IdempotencyRecord.id == record_id,
+                                                 db.IdempotencyRecord.status.is_(None))
+              .execution_options(synchronize_session=False))
+    s.commit()
 
 
 def _forget(sessions: Callable[[], Session], key: str, route: str) -> None:
     with sessions() as s:
         row = _find(s, key, route)
         if row is not None and row.status is None:
-            s.delete(row)
-            s.commit()
+            _delete_in_flight(s, row.id)

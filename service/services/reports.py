@@ -192,7 +192,8 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{t
 figure{{display:inline-block;margin:1em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>editaudit audit <code>{esc(audit.id)}</code></h1><p>edit <code>{esc(audit.edit_id)}</code> —
 status <b>{esc(audit.status)}</b></p>{notes}{figs}
-<h2>All metrics</h2><table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>Δ</th><th>95% CI</th><th>p</th></tr>
+<h2>All metrics</h2><table>\
+<tr><th>metric</th><th>baseline</th><th>candidate</th><th>Δ</th><th>95% CI</th><th>p</th></tr>
 {rows}</table><h2>Run</h2><pre>{esc(json.dumps(meta, indent=2, default=str))}</pre></body></html>"""
 
 

@@ -235,7 +235,8 @@ def test_rewrite_refuses_a_layer_its_graph_rules_out(api_client):
     spec = {"arch": "torchvision/mobilenet_v2", "num_classes": 10, "input_shape": [3, 32, 32]}
     state = {k: v.contiguous() for k, v in build_inner(spec["arch"], 10, [3, 32, 32]).state_dict().items()}
     model = post_model(api_client, safetensors.torch.save(state), spec).json()["id"]
-    body = {"model_id": model, "method": "rewrite", "edit_set": "builtin:digits-train", "test_set": "builtin:digits-test"}
+    body = {"model_id": model, "method": "rewrite", "edit_set": "builtin:digits-train",
+            "test_set": "builtin:digits-test"}
     r = api_client.post("/edits", json={**body, "layers": ["features.2.conv.1.0"]})
     assert "grouped" in assert_problem(r, 422, "layers.0")["detail"]
     r = api_client.post("/edits", json={**body, "layers": ["features.3.conv.2"]})  # ends a residual block: fine here

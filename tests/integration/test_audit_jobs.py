@@ -26,6 +26,39 @@ def test_baseline_is_cached_and_reused(edit_factory):
     assert c.get(f"/audits/{third['audit_id']}").json()["baseline_cached"] is False
 
 
+def test_the_baseline_cache_is_each_tenants_own(api_client, digits_model, failures_npz):
+    """Two tenants audit the same model on the same data with the same config: B's first audit computes its own
+    baseline (`baseline_cached: false`), so the flag never tells B that A audited that model; each tenant's second
+    audit reuses its own entry, and the rewrite memo is keyed the same way."""
+    import json
+
+    from editaudit.worker.jobs import run_edit_job
+    from tests.conftest import SPEC, key_headers
+
+    c = api_client
+    audit = {"attacks": [PGD], "max_samples": 64}
+
+    def audit_of(headers: dict, model_id: str, dataset_id: str) -> dict:
+        job = c.post("/edits", headers=headers, json={
+            "model_id": model_id, "method": "finetune_layer", "layers": ["fc"], "edit_set": dataset_id,
+            "test_set": "builtin:digits-test", "audit": audit}).json()
+        run_edit_job(c.settings, job["id"])
+        return c.get(f"/audits/{job['audit_id']}", headers=headers).json()
+
+    tenants = {}
+    for tenant in ("team-a", "team-b"):
+        h = key_headers(c.settings, tenant)
+        model = c.post("/models", headers=h, files={"weights": ("m.safetensors", digits_model[0])},
+                       data={"spec": json.dumps(SPEC)}).json()
+        ds = c.post("/datasets", headers=h, files={"file": ("f.npz", failures_npz)}).json()
+        tenants[tenant] = (h, model["id"], ds["id"])
+    a_first, a_second = (audit_of(*tenants["team-a"]) for _ in range(2))
+    b_first, b_second = (audit_of(*tenants["team-b"]) for _ in range(2))
+    assert (a_first["baseline_cached"], a_second["baseline_cached"]) == (False, True)
+    assert (b_first["baseline_cached"], b_second["baseline_cached"]) == (False, True), "B never sees A's entry"
+    assert b_first["metrics"]["baseline"] == a_first["metrics"]["baseline"], "the same numbers, computed again"
+
+
 def test_cancel_a_queued_edit(edit_factory):
     c = edit_factory.client
     job = edit_factory.submit(run=False, audit={"attacks": [PGD]})
@@ -167,7 +200,7 @@ def test_layer_sweep_runs_one_sub_edit_per_layer_and_compares_them(edit_factory)
     assert [r["layer"] for r in table["rows"]] == ["fc1", "fc"]
     assert {"edit.accuracy", "test.accuracy", "test.adv.pgd.accuracy"} <= set(table["metrics"])
     assert set(table["best"]) == set(table["metrics"]) and table["best"]["edit.accuracy"] in ("fc1", "fc")
-    for sub, row in zip(job["sub_edits"], table["rows"]):
+    for sub, row in zip(job["sub_edits"], table["rows"], strict=True):
         edit = c.get(f"/edits/{sub['id']}").json()
         assert edit["status"] == "succeeded" and edit["sweep_id"] == job["id"] and edit["layers"] == [sub["layer"]]
         assert {k.rsplit(".", 1)[0] for k in edit["info"]["changed_keys"]} == {sub["layer"]}

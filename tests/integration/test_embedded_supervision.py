@@ -8,27 +8,20 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from editaudit.cli.embedded import EmbeddedServer, free_port
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_until
 
 pytestmark = pytest.mark.slow
 WAIT_S = 120
 
 
 def _until(cond, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"never: {what}")
+    return wait_until(cond, what, WAIT_S)
 
 
 def _workers_of(serve_pid: int) -> list[int]:
@@ -97,12 +90,14 @@ def test_readyz_checks_every_dependency(tmp_path):
 
     settings = make_settings(tmp_path)
     with EmbeddedServer(settings) as server:
-        ready = _until(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=10)).status_code == 200 and r.json(),
-                       "ready")
-        assert ready["checks"] == dict.fromkeys(["database", "migrations", "broker", "store", "worker"], "ok")
+        ready = _until(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=10)).status_code == 200 and
+                       r.json()["workers"] and r.json(), "ready, with the local worker's heartbeat")
+        assert ready["checks"] == dict.fromkeys(["database", "migrations", "broker", "store"], "ok")
+        assert ready["warnings"] == [] and all(w["fresh"] for w in ready["workers"].values()), ready
     command.downgrade(alembic_config(settings.resolved_database_url), "0005")  # older database, newer code, no worker
     with TestClient(create_app(settings, allow_anonymous=True)) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.headers["retry-after"]
         checks = r.json()["checks"]
-        assert "run migrate" in checks["migrations"] and checks["worker"] != "ok" and checks["store"] == "ok"
+        assert "run migrate" in checks["migrations"] and checks["store"] == "ok" and "worker" not in checks
+        assert r.json()["warnings"], "no heartbeat to read: a warning, never the reason for the 503"

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from contextlib import contextmanager
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
@@ -41,7 +42,11 @@ def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz, **extr
     workers = []
 
     def worker(name: str):
-        proc = start_worker(settings, tmp_path / f"{name}.log")
+        # one torch thread: the worker shares 2 cores with the API and pytest, and torch's default (a thread per
+        # core) then spins its threads against them: SLOW_AUDIT took ~40 s instead of ~4 s on a busy machine, all of
+        # it waited for by the tests that let the audit run on after the fault
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
+            proc = start_worker(settings, tmp_path / f"{name}.log")
         workers.append(proc)
         return proc
 

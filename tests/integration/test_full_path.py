@@ -133,9 +133,9 @@ def test_production_path_postgres_redis_s3_worker(tmp_path, postgres_url, redis_
     edits = (res["job"]["id"], job["id"])
     with create_engine(postgres_url).connect() as conn:
         assert conn.execute(text("select count(*) from edits where status = 'succeeded' and id in (:a, :b)"),
-                            dict(zip("ab", edits))).scalar() == 2
+                            dict(zip("ab", edits, strict=True))).scalar() == 2
         assert conn.execute(text("select count(*) from models where edit_id in (:a, :b) and parent_model_id = :m"),
-                            {**dict(zip("ab", edits)), "m": res["model"]["id"]}).scalar() == 2
+                            {**dict(zip("ab", edits, strict=True)), "m": res["model"]["id"]}).scalar() == 2
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
     assert sum(k.startswith("run/models/") for k in keys) == 3 and sum(k.startswith("run/datasets/") for k in keys) == 1
 

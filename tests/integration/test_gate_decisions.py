@@ -15,7 +15,8 @@ from tests.integration.test_gate_api import cli
 
 # measured here: this edit costs ~17 points of robust accuracy on 30 audited samples (9 lost, 4 gained: McNemar
 # p = 0.27, so "only significant drops count" lets it through), 10 points of clean accuracy (p = 0.38)
-SMALL_AUDIT_EDIT = {"method": "finetune_layer", "layers": ["fc"], "hyperparams": {"lr": 0.003, "steps": 30, "stop_when_fixed": False, "locality_weight": 0},
+SMALL_AUDIT_EDIT = {"method": "finetune_layer", "layers": ["fc"],
+                    "hyperparams": {"lr": 0.003, "steps": 30, "stop_when_fixed": False, "locality_weight": 0},
                     "audit": {"attacks": [{"name": "pgd", "eps": 0.05, "steps": 10}], "max_samples": 30, "seed": 3}}
 PGD10 = {"name": "pgd", "norm": "inf", "min_eps": 0.03, "min_steps": 10}
 REQUIRES_PGD10 = {"version": 1, "requires": {"attacks": [PGD10], "min_samples": {"test": 350}},

@@ -157,3 +157,115 @@ def test_nul_bytes_are_refused_at_the_edge(api_client):
                         headers={"content-type": "application/json"})
     assert_problem(r, 413, "body")
     assert api_client.get("/healthz").status_code == 200
+
+
+def _redeclared(data: bytes, key: str, dtype: str) -> bytes:
+    """The same safetensors bytes with one tensor's declared dtype changed (to one of the same width)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header[key]["dtype"] = dtype
+    return st(header, data[8 + n :])
+
+
+@pytest.mark.parametrize("key,dtype", [("fc.weight", "I32"), ("features.1.num_batches_tracked", "F64"),
+                                       ("features.1.running_var", "BOOL")])
+def test_a_tensor_of_the_wrong_kind_of_dtype_is_refused(api_client, digits_model, key, dtype):
+    """A float32 weight declared int32 has the right size and shape: only its dtype says the bytes would be read as
+    integers (and loaded as garbage). Refused at upload, naming the tensor and what it should be."""
+    state = valid_state(digits_model)
+    if dtype == "BOOL":  # 1-byte: give it a tensor of matching size
+        state[key] = np.zeros(state[key].shape, np.uint8)
+    body = assert_problem(post_model(api_client, _redeclared(st_from(state), key, dtype)), 422, "weights")
+    assert f"'{key}' is {dtype}" in body["detail"], body
+    assert ("float" if key != "features.1.num_batches_tracked" else "int") in body["detail"]
+    assert_nothing_stored(api_client)
+
+
+def test_a_checkpoint_of_other_widths_of_the_right_kind_is_accepted(api_client, digits_model):
+    """The check is the dtype's kind, not its width: float16 weights and an int32 counter load fine."""
+    state = valid_state(digits_model)
+    state = {k: v.astype(np.float16) if v.dtype == np.float32 else v.astype(np.int32) for k, v in state.items()}
+    assert post_model(api_client, st_from(state)).status_code == 201
+
+
+HUNDRED_MIB = 100 * 1024 * 1024
+
+
+def _hundred_mib_header() -> bytes:
+    """A checkpoint whose JSON header is 100 MiB of empty lists: valid JSON that json.loads turns into ~25 bytes of
+    Python objects per 3 bytes of text (the old parser: 1.27 GB and 22 s per request)."""
+    inner = HUNDRED_MIB - len(b'{"w":[]}')
+    raw = b'{"w":[' + b"[]," * (inner // 3 - 1) + b"[]" + b" " * (inner % 3 + 1) + b"]}"
+    raw = raw[: HUNDRED_MIB - 2] + b"]}"
+    assert len(raw) == HUNDRED_MIB
+    return struct.pack("<Q", len(raw)) + raw + bytes(8)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the API process's peak RSS from /proc")
+def test_a_100_mib_header_is_refused_in_bounded_memory_and_time(tmp_path):
+    """The API in its own process (uvicorn), so its peak RSS is its own: two concurrent uploads whose header claims
+    100 MiB are refused (422, before the header is read: the limit is 8 MiB) with the peak growing by far less than
+    one old parse (1.27 GB), each within seconds."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    from editaudit.cli.embedded import free_port
+    from editaudit.core.migrate import upgrade
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    upgrade(settings.resolved_database_url)
+    token = "hostile-header-test-" + "x" * 24
+    port = free_port()
+    env = {**os.environ, "EDITAUDIT_DATA_DIR": str(tmp_path), "EDITAUDIT_API_TOKEN": token,
+           "EDITAUDIT_QUEUE": settings.queue}
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "editaudit.service.app:app", "--host", "127.0.0.1",
+                            "--port", str(port), "--log-level", "warning"], env=env)
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        small = st({"w": F32}, b"0" * 8)  # warm up the upload path: multipart, the parser, the manifest
+        spec = {"spec": json.dumps(SPEC)}
+        assert httpx.post(f"{url}/models", files={"weights": ("m.safetensors", small)}, data=spec, headers=headers,
+                          timeout=60).status_code == 422
+        before = _peak_rss_kib(api.pid)
+        data = _hundred_mib_header()
+        answers: list = []
+
+        def upload():
+            start = time.monotonic()
+            r = httpx.post(f"{url}/models", files={"weights": ("m.safetensors", data)}, data=spec, headers=headers,
+                           timeout=120)
+            answers.append((r, time.monotonic() - start))
+
+        threads = [threading.Thread(target=upload) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        grown_mib = (_peak_rss_kib(api.pid) - before) / 1024
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    assert len(answers) == 2
+    for r, seconds in answers:
+        body = assert_problem(r, 422, "weights")
+        assert f"{HUNDRED_MIB} bytes" in body["detail"] and "at most 8388608" in body["detail"], body
+        assert seconds < 30, f"{seconds:.1f} s to refuse (sending 100 MiB included)"
+    assert grown_mib < 200, f"the API's peak RSS grew by {grown_mib:.0f} MiB for two 100 MiB headers"

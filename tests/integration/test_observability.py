@@ -1,5 +1,6 @@
-"""/metrics (latency by route template, edits by status, audit durations, queue depth) and the request id, read
-through the in-process API."""
+"""/metrics (public: latency by route template, queue depth, worker heartbeat ages; with the operator's token also
+edits by status and audit durations), /readyz's worker heartbeats, and the request id, read through the in-process
+API; and /readyz while a real worker is busy with a long job (Postgres, Redis, a `celery worker` process)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,28 @@ import io
 import json
 import logging
 import re
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from editaudit.core import db
 from editaudit.core.logs import JsonFormatter
 from tests.conftest import unscoped
 
+METRICS_TOKEN = "operator-prometheus-" + "s" * 24
+OPERATOR = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
-def scrape(client) -> dict[str, list]:
-    response = client.get("/metrics")
+
+@pytest.fixture()
+def app_settings_extra() -> dict:
+    return {"metrics_token": METRICS_TOKEN}
+
+
+def scrape(client, headers: dict | None = None) -> dict[str, list]:
+    response = client.get("/metrics", headers=headers or {})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
 
@@ -52,13 +63,16 @@ def test_metrics_label_latency_by_route_template_and_read_job_state(api_client):
     assert api_client.get("/audits/f00dfeed0123%00").status_code == 422  # refused by the edge, before routing
     add_finished_edit(api_client)
 
-    families = scrape(api_client)
+    public = scrape(api_client)
+    for family in ("editaudit_edits", "editaudit_audit_duration_seconds", "editaudit_audit_turnaround_seconds"):
+        assert family not in public, f"{family} counts every tenant's jobs: not for an anonymous scrape"
+    families = scrape(api_client, OPERATOR)
     latency = "editaudit_http_request_duration_seconds"
     assert sample(families, latency, latency + "_count", method="GET", route="/audits/{audit_id}", status="404") == 1
     assert sample(families, latency, latency + "_count", method="GET", route="/healthz", status="200") == 1
     assert sample(families, latency, latency + "_count", method="GET", route="unmatched", status="404") == 1
     assert sample(families, latency, latency + "_count", method="GET", route="/audits/{audit_id}", status="422") == 1
-    assert "f00dfeed0123" not in api_client.get("/metrics").text  # raw paths never become labels
+    assert "f00dfeed0123" not in api_client.get("/metrics", headers=OPERATOR).text  # raw paths never become labels
 
     assert sample(families, "editaudit_edits", "editaudit_edits", status="succeeded") == 1
     assert sample(families, "editaudit_edits", "editaudit_edits", status="queued") == 0
@@ -74,7 +88,47 @@ def test_metrics_label_latency_by_route_template_and_read_job_state(api_client):
     assert sample(families, turnaround, turnaround + "_sum", status="succeeded") == 15
 
     # each finished audit is observed once, however often Prometheus scrapes
-    assert sample(scrape(api_client), duration, duration + "_count", status="succeeded") == 1
+    assert sample(scrape(api_client, OPERATOR), duration, duration + "_count", status="succeeded") == 1
+
+
+def test_metrics_show_no_tenant_figures_without_the_operator_token(api_client):
+    """Public: what the service does (latency, queue, workers), nothing about whose jobs; a tenant's API key is not
+    the operator's token (401), nor is a wrong one."""
+    add_finished_edit(api_client)
+    public = api_client.get("/metrics").text
+    assert "editaudit_edits" not in public and "editaudit_audit_" not in public and "editaudit_queue_depth" in public
+    for credential in ("Bearer wrong", f"Bearer {METRICS_TOKEN}x", "Basic abc"):
+        r = api_client.get("/metrics", headers={"Authorization": credential})
+        assert r.status_code == 401 and r.json()["errors"][0]["field"] == "Authorization", r.text
+    assert 'editaudit_edits{status="succeeded"} 1.0' in api_client.get("/metrics", headers=OPERATOR).text
+
+
+def test_worker_heartbeats_are_in_metrics_and_readyz_which_stays_ready_without_workers(api_client):
+    """No worker at all: ready (the API serves; jobs wait in the queue), with a warning. A worker that beat: its
+    age, in /readyz's body and as a gauge; one silent past worker_stale_s: stale, and the warning is back."""
+    from editaudit.worker.jobs.reconcile import beat
+
+    api_client.api.state.ready_checks = (float("-inf"), None)  # nothing cached from an earlier probe
+    r = api_client.get("/readyz")
+    assert r.status_code == 200 and r.json()["workers"] == {}, r.text
+    assert "no worker has beaten" in r.json()["warnings"][0]
+    sessions = api_client.services.sessions
+    now = db.utcnow()
+    beat(sessions, "celery@busy-1", now - timedelta(minutes=5), now=now - timedelta(seconds=3))
+    beat(sessions, "celery@gone-2", now - timedelta(hours=1), now=now - timedelta(seconds=600))
+    api_client.api.state.ready_checks = (float("-inf"), None)
+    ready = api_client.get("/readyz").json()
+    assert ready["status"] == "ready" and set(ready["checks"]) == {"database", "migrations", "broker", "store"}
+    assert ready["workers"]["celery@busy-1"]["fresh"] and 3 <= ready["workers"]["celery@busy-1"]["age_s"] < 60
+    assert not ready["workers"]["celery@gone-2"]["fresh"] and ready["warnings"] == []
+    families = scrape(api_client)
+    age = "editaudit_worker_heartbeat_age_seconds"
+    assert 3 <= sample(families, age, age, worker="celery@busy-1") < 60
+    assert sample(families, age, age, worker="celery@gone-2") >= 600
+    beat(sessions, "celery@busy-1", now, now=now - timedelta(seconds=500))  # it too falls silent
+    api_client.api.state.ready_checks = (float("-inf"), None)
+    r = api_client.get("/readyz")
+    assert r.status_code == 200 and "no worker has beaten in the last 120 s" in r.json()["warnings"][0], r.text
 
 
 def test_metrics_is_public_and_documented_as_text(api_client):
@@ -170,3 +224,62 @@ def test_admission_queues_requests_past_the_limit_and_answers_503_once_they_wait
     anyio.run(main)
     assert statuses == {"/slow": 200, "/refused": 503, "/multipart": 503, "/trickle": 200, "/queued": 200}
     assert finished == ["/slow", "/queued", "/trickle"]
+
+
+def test_the_reconciler_thread_beats_into_the_database_and_forgets_long_silent_workers(tmp_path):
+    from editaudit.core.migrate import upgrade
+    from editaudit.worker.jobs.reconcile import HEARTBEAT_FORGET_S, start_reconciler
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, reconcile_every_s=0.2)
+    upgrade(settings.resolved_database_url)
+    sessions = unscoped(db.session_factory(settings.resolved_database_url))
+    with sessions() as s:
+        long_ago = db.utcnow() - timedelta(seconds=HEARTBEAT_FORGET_S + 60)
+        s.add(db.WorkerHeartbeat(name="celery@scaled-away", beat_at=long_ago, started_at=long_ago))
+        s.commit()
+    stop = start_reconciler(sessions, lambda _id: None, settings, name="celery@test")
+    try:
+        beats = []
+        for _ in range(200):
+            with sessions() as s:
+                row = s.get(db.WorkerHeartbeat, "celery@test")
+                beats.append(row.beat_at if row else None)
+            if len({b for b in beats if b}) >= 2:
+                break
+            time.sleep(0.05)
+        assert len({b for b in beats if b}) >= 2, "beats every pass"
+        with sessions() as s:
+            assert set(db.heartbeat_ages(s)) == {"celery@test"}, "the long-silent worker was forgotten"
+    finally:
+        stop.set()
+
+
+@pytest.mark.slow
+def test_readyz_stays_ready_while_the_only_worker_runs_a_long_job(tmp_path, postgres_url, redis_url, digits_model,
+                                                                   failures_npz):
+    """The production path: one solo-pool `celery worker`, busy with a long PGD audit, answers no ping; /readyz used
+    to ping and so answered 503 during every job. Now it is 200 throughout, with the worker's heartbeat (its
+    reconciler thread beats while the job thread works) in its body and in /metrics."""
+    from tests.integration.test_faults import _mid_audit, _stack, _wait
+
+    long_audit = {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 3000}]}
+    with _stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz, metrics_token=METRICS_TOKEN) as c:
+        c.worker("solo")
+        job = c.post("/edits", json={**c.body, "audit": long_audit}).json()
+        _wait(c, job["id"], _mid_audit, "reached the audit")
+        answers = []
+        for _ in range(16):  # 8 s: past the readiness cache (2 s) several times
+            r = c.get("/readyz")
+            answers.append((r.status_code, r.json()))
+            time.sleep(0.5)
+        assert not c.app.state.services.celery.control.ping(timeout=1.0), "a busy worker answers no ping"
+        assert c.get(f"/edits/{job['id']}").json()["status"] == "running", "the job ran all along"
+        families = scrape(c)
+    assert [code for code, _ in answers] == [200] * len(answers), answers
+    body = answers[-1][1]
+    assert body["status"] == "ready" and body["warnings"] == [] and len(body["workers"]) == 1, body
+    (name, beat), = body["workers"].items()
+    assert name.startswith("embedded-") and beat["fresh"] and beat["age_s"] < 10, body
+    age = "editaudit_worker_heartbeat_age_seconds"
+    assert sample(families, age, age, worker=name) < 10

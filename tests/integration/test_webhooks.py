@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from editaudit.core import db
-from tests.conftest import key_headers, unscoped
+from tests.conftest import key_headers, unscoped, wait_until
 from tests.integration.test_api_errors import assert_problem
 
 WAIT_S = 60
@@ -26,13 +26,7 @@ FAST = {"attacks": [], "max_samples": 64}
 
 
 def _until(cond, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
+    return wait_until(cond, what, timeout, poll=0.05)
 
 
 # --- an independent Standard Webhooks verifier (what a receiver runs) ----------------------------------------------

@@ -161,7 +161,7 @@ def link_torch(bin_: Path) -> None:
         raise Failed("this interpreter has no torch to link; run from the project's venv (make install)")
     for dist in dists:
         for f in dist.files or []:
-            src = Path(dist.locate_file(f)).resolve()
+            src = Path(str(dist.locate_file(f))).resolve()
             dst = site / f
             if not src.is_file() or ".." in f.parts:
                 continue  # scripts outside site-packages (bin/) are not needed to import

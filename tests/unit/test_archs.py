@@ -51,3 +51,32 @@ def test_mismatching_state_dict_names_the_key():
 def test_unknown_arch_lists_valid_names():
     with pytest.raises(KeyError, match="valid names"):
         build_inner("torchvision/nope", 10, [3, 32, 32])
+
+
+def test_the_manifest_records_each_keys_kind_of_dtype(monkeypatch):
+    """Counters are int, weights and float buffers float; a manifest from before dtypes (version 1) still reads,
+    and then checks shapes only."""
+    from editaudit.contracts.formats import TensorInfo
+
+    assert manifest.expected_dtype("editaudit/smallcnn", "features.1.num_batches_tracked") == "int"
+    assert manifest.expected_dtype("editaudit/smallcnn", "fc.weight") == "float"
+    shapes = manifest.expected_shapes("editaudit/smallcnn", 10, 1)
+    header = {k: TensorInfo("I64" if k.endswith("num_batches_tracked") else "F32", v) for k, v in shapes.items()}
+    assert manifest.first_mismatch("editaudit/smallcnn", 10, 1, header) is None
+    header["fc.bias"] = TensorInfo("I32", shapes["fc.bias"])
+    assert "'fc.bias' is I32, expected a float dtype" in manifest.first_mismatch("editaudit/smallcnn", 10, 1, header)
+    old = {**manifest.manifest(), "version": 1,
+           "archs": {a: {k: v for k, v in e.items() if k != "dtypes"} for a, e in manifest.manifest()["archs"].items()}}
+    monkeypatch.setattr(manifest, "manifest", lambda: old)
+    assert manifest.expected_dtype("editaudit/smallcnn", "fc.bias") is None
+    assert manifest.first_mismatch("editaudit/smallcnn", 10, 1, header) is None
+
+
+def test_the_worker_refuses_a_state_dict_of_the_wrong_kind_of_dtype():
+    net = build_inner("editaudit/smallcnn", 10, [1, 8, 8])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["fc.weight"] = state["fc.weight"].to(torch.int32)
+    with pytest.raises(ValueError, match="'fc.weight' is torch.int32, expected a float dtype"):
+        load_state_dict_strict(net, state)
+    state["fc.weight"] = state["fc.weight"].to(torch.float16)  # another width of the right kind loads
+    load_state_dict_strict(net, state)

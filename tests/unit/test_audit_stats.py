@@ -40,7 +40,8 @@ def test_aggregate_counts_images_not_conditions():
     lost = {i for i in range(images) if rng.random() < 0.10}
     gained = {i for i in range(images) if i not in lost and rng.random() < 0.05}
     base = [rng.random() < 0.7 or i in lost for _ in range(k) for i in range(images)]
-    cand = [(b and i not in lost) or i in gained for b, i in zip(base, [i for _ in range(k) for i in range(images)])]
+    index = [i for _ in range(k) for i in range(images)]
+    cand = [(b and i not in lost) or i in gained for b, i in zip(base, index, strict=True)]
     agg = aggregate_accuracy_delta(base, cand, images)
     naive = paired_accuracy_delta(base, cand)
     assert agg["value"] == pytest.approx(naive["value"])
@@ -72,9 +73,11 @@ def test_success_rate_and_collapse_read_robustness_off_a_working_model():
     base_adv = [i < 30 for i in range(100)]  # 30 of the 90 right ones survive the attack
     cand_pred = [0] * 100  # collapsed: right on the 10 zeros only
     cand_adv = [y == 0 for y in labels]  # the attack cannot move a constant model
-    base = Evaluation({"test.accuracy": [p == y for p, y in zip(base_pred, labels)], "test.adv.pgd.accuracy": base_adv},
+    base = Evaluation({"test.accuracy": [p == y for p, y in zip(base_pred, labels, strict=True)],
+                       "test.adv.pgd.accuracy": base_adv},
                       {"test": base_pred})
-    cand = Evaluation({"test.accuracy": [p == y for p, y in zip(cand_pred, labels)], "test.adv.pgd.accuracy": cand_adv},
+    cand = Evaluation({"test.accuracy": [p == y for p, y in zip(cand_pred, labels, strict=True)],
+                       "test.adv.pgd.accuracy": cand_adv},
                       {"test": cand_pred})
     out = compare(base, cand)
     m = out["metrics"]

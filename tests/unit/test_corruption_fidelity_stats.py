@@ -55,5 +55,5 @@ def batch() -> torch.Tensor:
 @pytest.mark.parametrize("name", CORRUPTION_NAMES)
 def test_mean_abs_change_matches_the_reference(name, batch):
     ours = [mean_abs_change(name, s, batch) for s in range(1, 6)]
-    ratios = [o / r for o, r in zip(ours, REFERENCE_MAC[name])]
+    ratios = [o / r for o, r in zip(ours, REFERENCE_MAC[name], strict=True)]
     assert all(abs(r - 1) <= MAC_TOL for r in ratios), [round(r, 3) for r in ratios]

@@ -2,6 +2,7 @@
 reference libraries where the reference is a library call (PIL JPEG/BOX resize, HSV brightness)."""
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_frost_covers_more_of_the_image_with_severity():
         y = corrupt(x, "frost", s, gen(3))
         a, b = x - x.mean((1, 2, 3), keepdim=True), y - y.mean((1, 2, 3), keepdim=True)
         corr.append(float(((a * b).sum((1, 2, 3)) / (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt()).mean()))
-    assert all(b < a for a, b in zip(corr, corr[1:])), corr
+    assert all(b < a for a, b in itertools.pairwise(corr)), corr
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -121,7 +122,7 @@ def test_jpeg_matches_pil():
         return Image.open(buf)
 
     for severity, quality in enumerate([25, 18, 15, 10, 7], start=1):
-        ref = _pil_round_trip(x, lambda im: pil_jpeg(im, quality))
+        ref = _pil_round_trip(x, lambda im, quality=quality: pil_jpeg(im, quality))
         ours = corrupt(x, "jpeg_compression", severity, gen())
         effect = (ref - x).abs().mean()
         assert abs((ours - x).abs().mean() - effect) < 0.1 * effect  # as strong as libjpeg's
@@ -134,7 +135,7 @@ def test_pixelate_matches_pil_box_resize_on_whole_blocks():
 
     x = smooth_images(1, 3, 64, grid=16)
     for severity, c in [(2, 0.5), (5, 0.25)]:  # 64 * c is whole, so both tile the image the same way
-        ref = _pil_round_trip(x, lambda im: im.resize((int(64 * c),) * 2, Image.BOX).resize((64, 64), Image.BOX))
+        ref = _pil_round_trip(x, lambda im, c=c: im.resize((int(64 * c),) * 2, Image.BOX).resize((64, 64), Image.BOX))
         assert (corrupt(x, "pixelate", severity, gen()) - ref).abs().max() < 2 / 255
 
 

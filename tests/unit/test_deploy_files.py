@@ -69,7 +69,7 @@ def test_services_share_the_production_urls():
 def _stages() -> dict[str, str]:
     text = (ROOT / "Dockerfile").read_text()
     parts = re.split(r"^FROM \S+ AS (\w+)\s*$", text, flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))  # re.split: text, then (name, stage) pairs
 
 
 def test_dockerfile_images_install_the_built_wheel():

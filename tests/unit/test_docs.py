@@ -40,7 +40,7 @@ def test_the_demo_figures_agree_everywhere():
     for metric in ("test.accuracy", "generalization.accuracy", "edit.accuracy"):
         assert figures[metric] in readme, (metric, figures[metric])
     seconds = f"{figures['seconds']} s"
-    cli_help = (ROOT / "editaudit" / "cli" / "server.py").read_text() + (ROOT / "editaudit" / "cli" / "main.py").read_text()
+    cli_help = "".join((ROOT / "editaudit" / "cli" / name).read_text() for name in ("server.py", "main.py"))
     for where, text in (("README.md", readme), ("the CLI's help", cli_help)):
         stated = set(re.findall(r"(\d+) s on (?:a )?2[- ]C(?:PU|ore)", text, flags=re.I))
         assert stated == {figures["seconds"]}, (where, stated, seconds)

@@ -14,7 +14,8 @@ from editaudit.worker.ml.edits import EditMethod, edit_method, run_edit
 @pytest.fixture(scope="module")
 def setup(digits_wrapped, failures_npz):
     te = digits_arrays("test")
-    return digits_wrapped, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    test = TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    return digits_wrapped, load_bytes(failures_npz, "f.npz"), test
 
 
 def test_every_method_has_a_spec_and_an_implementation():
@@ -31,7 +32,7 @@ def test_finetune_layer_fixes_the_edit_set_and_changes_only_that_layer(setup):
     assert set(r.changed) == {"fc.weight", "fc.bias"}
     # the original model is untouched
     assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(),
-                                                 copy.deepcopy(setup[0]).net.state_dict().values()))
+                                                 copy.deepcopy(setup[0]).net.state_dict().values(), strict=True))
 
 
 def test_finetune_is_deterministic(setup):

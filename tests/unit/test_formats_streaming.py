@@ -92,8 +92,7 @@ def test_a_64_mib_float_dataset_is_validated_in_bounded_memory(tmp_path):
     path = tmp_path / "big.safetensors"
 
     def x_fill(nbytes):  # values in [0,1]; the very last one is 2.0: found only by reading to the end
-        for part in zeros(nbytes - 4):
-            yield part
+        yield from zeros(nbytes - 4)
         yield np.float32(2.0).tobytes()
 
     write_safetensors(path, {"x": ("F32", (n, 3, 32, 32), x_fill),
@@ -143,7 +142,7 @@ def test_an_npz_bomb_is_refused_without_expanding(tmp_path):
     _bomb(path, 256)
     assert path.stat().st_size < 2 * MIB, "a bomb: small on the wire"
     for read in (scan_dataset, parse_dataset):
-        peak = peak_of(lambda: pytest.raises(FormatError, read, path, "bomb.npz", max_expanded=64 * MIB))
+        peak = peak_of(lambda read=read: pytest.raises(FormatError, read, path, "bomb.npz", max_expanded=64 * MIB))
         assert peak < 4 * MIB, f"{read.__name__}: peak {peak / MIB:.1f} MiB"
         with pytest.raises(FormatError, match="expands beyond"):
             read(path, "bomb.npz", max_expanded=64 * MIB)
@@ -170,7 +169,7 @@ def test_an_npz_member_that_lies_about_its_size_stops_at_the_declared_size():
         data[pos + at : pos + at + 4] = struct.pack("<I", declared)
     del real, member
     for read in (scan_dataset, parse_dataset):
-        peak = peak_of(lambda: pytest.raises(FormatError, read, bytes(data), "d.npz", max_expanded=4 * MIB))
+        peak = peak_of(lambda read=read: pytest.raises(FormatError, read, bytes(data), "d.npz", max_expanded=4 * MIB))
         assert peak < 8 * MIB, f"{read.__name__}: peak {peak / MIB:.1f} MiB"
         with pytest.raises(FormatError, match="x.npy"):
             read(bytes(data), "d.npz", max_expanded=4 * MIB)
@@ -238,3 +237,78 @@ def _npz(arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+def _header_file(raw: bytes, body: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+LIMIT = 8 * MIB  # the default header limit (MAX_HEADER_BYTES)
+
+
+def _at_the_limit(kind: str) -> bytes:
+    """Headers of about LIMIT bytes built to make a whole-document json.loads expensive: each refused."""
+    if kind == "empty lists":  # json.loads: ~25 bytes of list per 3 bytes of text
+        raw = b'{"w":{"dtype":"F32","shape":[' + b"[]," * (LIMIT // 3 - 40) + b'[]],"data_offsets":[0,0]}}'
+    elif kind == "many tensors":  # each entry valid on its own, past MAX_TENSORS
+        raw = b"{" + b",".join(b'"%d":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}' % i
+                               for i in range(LIMIT // 60)) + b"}"
+    else:  # metadata of many short pairs, past MAX_METADATA_ENTRIES
+        raw = b'{"__metadata__":{' + b",".join(b'"%x":""' % i for i in range(LIMIT // 12)) + b"}}"
+    assert len(raw) <= LIMIT
+    return _header_file(raw)
+
+
+@pytest.mark.parametrize("kind", ["empty lists", "many tensors", "metadata"])
+def test_a_hostile_header_at_the_limit_is_refused_in_bounded_memory(kind):
+    data = _at_the_limit(kind)
+    peak = peak_of(lambda: pytest.raises(FormatError, read_safetensors_header, data))
+    # the header's bytes and text, and the tensors checked so far (65536 at most): whole-document json.loads
+    # needed ~25 bytes per byte of the first kind
+    assert peak < 8 * LIMIT, f"peak {peak / MIB:.0f} MiB for a {len(data) / MIB:.0f} MiB header"
+
+
+def test_a_header_over_the_limit_is_refused_before_it_is_read():
+    data = _header_file(b" " * (LIMIT + 1))
+
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, n=-1):
+            out = super().read(n)
+            Counting.read_bytes += len(out)
+            return out
+
+    with pytest.raises(FormatError, match=f"{LIMIT + 1} bytes; at most {LIMIT}"):
+        read_safetensors_header(Counting(data))
+    assert Counting.read_bytes < 64 * 1024, "the header itself was never read"
+    ok = _header_file(json.dumps({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}).encode() + b" " * 100,
+                      b"\x00")
+    with pytest.raises(FormatError, match="at most 64"):
+        read_safetensors_header(ok, max_header_bytes=64)
+    assert read_safetensors_header(ok)["w"].shape == (1,)
+
+
+@pytest.mark.parametrize("raw,match", [
+    (b'{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
+     "named twice"),
+    (b'{"__metadata__":{"a":"b"},"__metadata__":{}}', "named twice"),
+    (b'{"__metadata__":{"a":1},"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', "map strings to strings"),
+    (b'{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}} x', "not JSON"),
+    (b'{"w":{"dtype":"U8","shape":[NaN],"data_offsets":[0,1]}}', "shape"),
+    (b'{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":{}}}', "exactly"),
+])
+def test_the_entry_by_entry_parser_is_as_strict_as_the_spec(raw, match):
+    with pytest.raises(FormatError, match=match):
+        read_safetensors_header(_header_file(raw, b"\x00"))
+
+
+def test_the_entry_by_entry_parser_reads_what_writers_write():
+    """Escapes in names, metadata, whitespace and any key order: the same answer as safetensors' own writer."""
+    state = {'a "quoted"\\name': np.zeros((2, 3), np.float32), "b\u00e9": np.ones(4, np.int64)}
+    data = st_save(state, metadata={"format": "pt", "note": "{}[],:\"\\"})
+    header = read_safetensors_header(data)
+    assert {k: (v.dtype, v.shape) for k, v in header.items()} == {'a "quoted"\\name': ("F32", (2, 3)),
+                                                                  "b\u00e9": ("I64", (4,))}
+    raw = b'\n{ "__metadata__" : { } ,\n "w" : { "shape" : [ 1 ] , "data_offsets" : [ 0 , 1 ] , "dtype" : "U8" } }\t'
+    assert read_safetensors_header(_header_file(raw, b"\x00"))["w"].dtype == "U8"

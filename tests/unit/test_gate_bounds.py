@@ -86,7 +86,8 @@ def test_sample_size_planning():
     assert samples_needed(0, 0, 30, 0.01) == 268  # z^2 (1 - m) / m = 267.8
     assert drop_upper_bound(0, 0, 268) <= 0.01 < drop_upper_bound(0, 0, 267)
     m = samples_needed(3, 2, 450, 0.01)
-    assert drop_upper_bound(3 * m / 450, 2 * m / 450, m) <= 0.01 < drop_upper_bound(3 * (m - 1) / 450, 2 * (m - 1) / 450, m - 1)
+    assert drop_upper_bound(3 * m / 450, 2 * m / 450, m) <= 0.01 \
+        < drop_upper_bound(3 * (m - 1) / 450, 2 * (m - 1) / 450, m - 1)
     assert samples_needed(3, 0, 30, 0.03) is None, "an observed drop of 10 points never shows a 3-point margin"
     assert samples_needed(0, 0, 500, 0.01) == 500, "already enough"
 

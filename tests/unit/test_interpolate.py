@@ -11,7 +11,8 @@ from editaudit.worker.ml.edits.interpolate import interpolated
 @pytest.fixture(scope="module")
 def setup(digits_wrapped, failures_npz):
     te = digits_arrays("test")
-    return digits_wrapped, load_bytes(failures_npz, "f.npz"), TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    test = TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
+    return digits_wrapped, load_bytes(failures_npz, "f.npz"), test
 
 
 def test_endpoints_reproduce_original_and_single_layer_edit(setup):

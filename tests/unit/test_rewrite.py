@@ -20,8 +20,8 @@ def _acc(model, ds):
         return float((model(ds.x).argmax(1) == ds.y).float().mean())
 
 
-@pytest.mark.parametrize("layer", [nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=1), nn.Conv2d(3, 4, (3, 1), dilation=2),
-                                   nn.Linear(7, 4)])
+@pytest.mark.parametrize("layer", [nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=1),
+                                   nn.Conv2d(3, 4, (3, 1), dilation=2), nn.Linear(7, 4)])
 def test_keys_and_values_are_the_layers_linear_map(layer):
     x = torch.rand(2, 3, 9, 9) if isinstance(layer, nn.Conv2d) else torch.rand(6, 7)
     model = nn.Sequential(nn.Identity(), layer)
@@ -64,7 +64,9 @@ def test_second_moment_goes_through_the_memo(digits_wrapped, scenario):
     runs = [run_edit("rewrite", digits_wrapped, scenario["edit"], ["fc1"], {}, reference={"test": scenario["test"]},
                      memo=memo) for _ in range(2)]
     assert len(computed) == 1 and "fc1" in computed[0]
-    assert all(torch.equal(a, b) for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()))
+    first, second = (r.model.state_dict() for r in runs)
+    assert list(first) == list(second)
+    assert all(torch.equal(a, b) for a, b in zip(first.values(), second.values(), strict=True))
 
 
 def test_rewrite_refuses_what_it_cannot_do(digits_wrapped, scenario):

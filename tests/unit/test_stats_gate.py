@@ -162,7 +162,8 @@ def test_parse_assignment_and_policy_file(tmp_path):
     with pytest.raises(ValueError, match="METRIC=VALUE"):
         parse_assignment("test.accuracy", "min")
     p = tmp_path / "policy.yaml"
-    p.write_text("version: 1\nrules:\n  - metric: test.accuracy\n    max_drop: 0.01\n  - {metric: edit.accuracy, min: 0.9}\n")
+    p.write_text("version: 1\nrules:\n  - metric: test.accuracy\n    max_drop: 0.01\n"
+                 "  - {metric: edit.accuracy, min: 0.9}\n")
     assert [r.kind for r in load_policy(p).rules] == ["max_drop", "min"]
     p.write_text("version: 2\nrules: [{metric: test.accuracy, min: 1}]\n")
     with pytest.raises(ValueError, match="version"):

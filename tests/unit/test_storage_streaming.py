@@ -105,3 +105,40 @@ def test_downloaded_streams_an_object_to_a_temporary_file_and_removes_it(tmp_pat
     with pytest.raises(KeyError):
         with downloaded(store, "datasets/" + "0" * 64 + ".npz"):
             pass
+
+
+def test_a_directory_store_raises_only_the_stores_two_faults(tmp_path):
+    """A missing object is ObjectMissing (a KeyError, as always); a directory that cannot be used (here a file where
+    it should be, as an unmounted volume) is StoreUnavailable on every call that reaches it."""
+    from editaudit.core.storage import ObjectMissing, StoreUnavailable
+
+    root = tmp_path / "objects"
+    store = LocalStore(root)
+    for call in (store.get, store.stream):
+        with pytest.raises(ObjectMissing) as missing:
+            call("models/ab/x")
+        assert isinstance(missing.value, KeyError) and "models/ab/x" in str(missing.value)
+    store.put("models/ab/x", b"data")
+    root.rename(tmp_path / "away")
+    root.write_bytes(b"")
+    for call in (lambda: store.get("models/ab/x"), lambda: store.stream("models/ab/x"),
+                 lambda: store.put("models/cd/y", b"1"), lambda: store.put_file("models/cd/y", io.BytesIO(b"1")),
+                 lambda: store.delete("models/ab/x")):
+        with pytest.raises(StoreUnavailable):
+            call()
+
+
+def test_an_s3_store_raises_only_the_stores_two_faults(s3_server):
+    from editaudit.core.storage import ObjectMissing, StoreUnavailable
+
+    endpoint, bucket = s3_server
+    store = S3Store(bucket, "faults", endpoint_url=endpoint)
+    for call in (store.get, store.stream):
+        with pytest.raises(ObjectMissing):
+            call("nope")
+    assert store.exists("nope") is False
+    # refused (NoSuchBucket): not a missing object. (HEAD answers a bare 404 either way: exists() says False)
+    elsewhere = S3Store("no-such-bucket", endpoint_url=endpoint, attempts=1)
+    for call in (lambda: elsewhere.get("k"), lambda: elsewhere.stream("k"), lambda: elsewhere.put("k", b"1")):
+        with pytest.raises(StoreUnavailable):
+            call()

@@ -33,12 +33,15 @@ def ident_hash(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def baseline_cache_key(model_sha: str, spec: dict, datasets: dict[str, str], config: dict, device: str) -> str:
-    """(model sha256 + spec, dataset identities, audit config, device type, library versions) -> an object key.
-    The spec carries the normalisation; the device type decides RNG streams and precision (bf16 on CUDA)."""
-    return content_key("cache/baseline", ident_hash({"model": model_sha, "spec": spec, "datasets": datasets,
-                                                     "config": config, "device": device, "versions": versions()}),
-                       ".json")
+def baseline_cache_key(tenant: str, model_sha: str, spec: dict, datasets: dict[str, str | None], config: dict,
+                       device: str) -> str:
+    """(tenant, model sha256 + spec, dataset identities, audit config, device type, library versions) -> an object
+    key. The spec carries the normalisation; the device type decides RNG streams and precision (bf16 on CUDA). The
+    tenant: an audit says whether its baseline came from the cache (`baseline_cached`), so a cache shared across
+    tenants would tell B that A audited the same model on the same data; each tenant has its own entries."""
+    return content_key("cache/baseline", ident_hash({"tenant": tenant, "model": model_sha, "spec": spec,
+                                                     "datasets": datasets, "config": config, "device": device,
+                                                     "versions": versions()}), ".json")
 
 
 def cache_get(store: ObjectStore, key: str, decode):
@@ -72,11 +75,13 @@ def cache_put(store: ObjectStore, key: str, data: bytes) -> None:
 
 class StoreMemo:
     """Backs the ML core's `memo(name, compute)` with the object store: a tensor is kept under a content address of
-    (model sha + spec, device type, library versions, name) — the name carries the identity of the data it was
-    computed on — so every later edit of the same model reuses it."""
+    (tenant, model sha + spec, device type, library versions, name) — the name carries the identity of the data it
+    was computed on — so every later edit of the same model by the same tenant reuses it (an edit's `info.memo`
+    lists hits: shared across tenants, it would reveal another tenant's work)."""
 
     def __init__(self, store: ObjectStore, ident: dict):
-        self.store, self.ident, self.report = store, ident, {"hits": [], "misses": []}
+        self.store, self.ident = store, ident
+        self.report: dict[str, list[str]] = {"hits": [], "misses": []}
 
     def __call__(self, name: str, compute):
         key = content_key("cache/memo", ident_hash({**self.ident, "name": name}), ".safetensors")

@@ -8,11 +8,18 @@ change is a conditional update and a duplicate message is dropped by the lease).
     (a broker that lost its messages, e.g. Redis without persistence restarted; while messages wait in the queue,
     queued jobs are behind them, not lost, and are left alone).
 Sub-edits of a layer sweep are run by their sweep's job, so only the sweep is sent again.
+
+Before each pass the thread also beats: it touches `worker_alive_file` (the container health check) and writes the
+worker's row in `worker_heartbeats` (its name and the time), which /readyz and /metrics read. It beats whatever the
+job thread is doing, so a worker deep in a long job still reads as alive; rows not beaten for HEARTBEAT_FORGET_S
+are deleted (workers scaled away).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -85,17 +92,49 @@ def _send(send: Callable[[str], None], edit_id: str) -> bool:
         return False
 
 
-def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
-                     queue_depth: Callable[[], int] = lambda: 0) -> threading.Event:
-    """Run `reconcile` every `reconcile_every_s` on a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
+HEARTBEAT_FORGET_S = 24 * 3600
 
-    def loop():
+
+def beat(sessions, name: str, started_at: datetime, now: datetime | None = None) -> None:
+    """Write this worker's heartbeat row (insert or update), and forget workers silent for HEARTBEAT_FORGET_S."""
+    now = now or db.utcnow()
+    with sessions() as s:
+        row = s.get(db.WorkerHeartbeat, name)
+        if row is None:
+            s.add(db.WorkerHeartbeat(name=name, beat_at=now, started_at=started_at))
+        else:
+            row.beat_at, row.started_at = now, started_at
+        s.query(db.WorkerHeartbeat).filter(db.WorkerHeartbeat.beat_at < now - timedelta(
+            seconds=HEARTBEAT_FORGET_S)).delete(synchronize_session=False)
+        s.commit()
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
+                     queue_depth: Callable[[], int] = lambda: 0, name: str | None = None) -> threading.Event:
+    """Run `reconcile` every `reconcile_every_s` on a daemon thread, beating before each pass as `name` (Celery's
+    hostname; by default host:pid); set the returned event to stop it."""
+    stop = threading.Event()
+    name = name or default_worker_name()
+    started_at = db.utcnow()
+
+    def beat_now() -> None:
         from editaudit.worker.health import touch
 
-        touch(settings.worker_alive_file)
+        touch(settings.worker_alive_file)  # before the pass: a database outage is not the worker's death
+        try:
+            beat(sessions, name, started_at)
+        except Exception as e:  # noqa: BLE001 - the database is down: /readyz reports that, and the beat resumes
+            log.warning("could not write the heartbeat of %s: %s", name, str(e).splitlines()[0][:200] if str(e)
+                        else type(e).__name__)
+
+    def loop():
+        beat_now()
         while not stop.wait(settings.reconcile_every_s):
-            touch(settings.worker_alive_file)  # before the pass: a database outage is not the worker's death
+            beat_now()
             try:
                 reconcile(sessions, send, settings, queue_depth=queue_depth)
             except Exception:  # noqa: BLE001 - a database outage must not end the loop

@@ -86,14 +86,16 @@ def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: s
         job = {c: getattr(edit, c) for c in ("method", "layers", "hyperparams", "edit_set", "generalization_set",
                                              "test_set")}
         audit_id, audit_config, spec, model_key = audit.id, audit.config, model_row.spec, model_row.object_key
-        model_sha = model_row.sha256
+        model_sha, tenant = model_row.sha256, edit.tenant
     lease = Lease(sessions, edit_id, token, settings.lease_s, settings.job_time_limit_s)
     with heartbeat(lease):
-        _attempt(settings, sessions, store, edit_id, lease, job, audit_id, audit_config, spec, model_key, model_sha)
+        _attempt(settings, sessions, store, edit_id, lease, job, audit_id, audit_config, spec, model_key, model_sha,
+                 tenant)
 
 
 def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lease: Lease, job: dict, audit_id: str,
-             audit_config: dict, spec: dict, model_key: str, model_sha: str) -> None:
+             audit_config: dict, spec: dict, model_key: str, model_sha: str, tenant: str) -> None:
+    """`tenant` keys the caches: one tenant's cached baseline or memo never serves (nor reveals) another's."""
     token = lease.token
     try:
         device = pick_device(settings.device)
@@ -111,13 +113,14 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         if held_out:
             reference.update(dict.fromkeys(params.held_out_roles(), held_out[0]))
         linked = {field: load_edited_model(ref, sessions, store, spec) for field, ref in params.edit_refs().items()}
-        memo = StoreMemo(store, {"model": model_sha, "spec": spec, "device": device.type, "versions": versions()})
+        memo = StoreMemo(store, {"tenant": tenant, "model": model_sha, "spec": spec, "device": device.type,
+                                 "versions": versions()})
         edited = run_edit(job["method"], baseline, splits["edit"], job["layers"], params, device, progress,
                           reference=reference, linked_models=linked, memo=memo)
         edited.info["memo"] = memo.report
         edit_seconds = time.perf_counter() - t0
-        cache_key = baseline_cache_key(model_sha, spec, {k: ds.identity for k, ds in splits.items()}, audit_config,
-                                       device.type)
+        cache_key = baseline_cache_key(tenant, model_sha, spec, {k: ds.identity for k, ds in splits.items()},
+                                       audit_config, device.type)
         cached = cache_get(store, cache_key, lambda data: Evaluation.from_json(json.loads(data)))
         result, base_eval = run_audit(baseline, edited.model, splits, audit_config, device, progress,
                                       baseline_eval=cached)

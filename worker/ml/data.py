@@ -66,7 +66,7 @@ def stratified_indices(y: np.ndarray, max_samples: int | None, seed: int) -> np.
     quota = np.floor(counts / n * max_samples).astype(int)
     for i in np.argsort(-(counts / n * max_samples - quota))[: max_samples - quota.sum()]:
         quota[i] += 1
-    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(picked))
 
 
@@ -94,7 +94,8 @@ def digits_arrays(split: str) -> DatasetArrays:
     return DatasetArrays(x=np.ascontiguousarray(x[sel]), y=y[sel])
 
 
-_BUILTINS = {"builtin:digits-train": lambda: digits_arrays("train"), "builtin:digits-test": lambda: digits_arrays("test")}
+_BUILTINS = {"builtin:digits-train": lambda: digits_arrays("train"),
+             "builtin:digits-test": lambda: digits_arrays("test")}
 assert set(_BUILTINS) == set(BUILTIN_DATASETS)
 
 

@@ -8,6 +8,8 @@ images of every class; the test set is the clean test split. numpy only, so it i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from editaudit.contracts.formats import DatasetArrays
@@ -47,12 +49,13 @@ def paste(x: np.ndarray, mask: np.ndarray, tex: np.ndarray, strength: float = 0.
 
 def texture_scenario(train: DatasetArrays, test: DatasetArrays, predict, k: int = 8, seed: int = 0,
                      edit_class: int | None = None, strength: float = 0.35,
-                     threshold: float = 0.15) -> dict[str, DatasetArrays]:
+                     threshold: float = 0.15) -> dict[str, Any]:
     """Build edit / generalization / test sets. `predict(x) -> labels` is the model to break: the edit class is the
     one whose textured images it gets wrong most often (unless given). At the default strength a 4-epoch digits
     smallcnn drops from 0.97 to about 0.56 on textured test images (it reads the texture as strokes of an 8).
     The texture has as many channels as the images; `threshold` separates background from object."""
-    tex = texture(*test.x.shape[2:], seed=seed, channels=test.x.shape[1])
+    h, w = test.x.shape[2:]
+    tex = texture(h, w, seed=seed, channels=test.x.shape[1])
     mask_te = background_mask(test.x, threshold)
     textured_te = paste(test.x, mask_te, tex, strength)
     wrong = predict(textured_te) != test.y

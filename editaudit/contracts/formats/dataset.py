@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from functools import partial
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from editaudit.contracts.formats.errors import FormatError
 from editaudit.contracts.formats.npz_file import NpzArchive
-from editaudit.contracts.formats.safetensors_file import numpy_dtype, read_safetensors_header, read_tensor
+from editaudit.contracts.formats.safetensors_file import TensorInfo, numpy_dtype, read_safetensors_header, read_tensor
 from editaudit.contracts.formats.source import CHUNK_BYTES, Source, iter_chunks, looks_like_pickle, opened
 
 MAX_NPZ_EXPANDED_BYTES = 8 * 1024**3  # without an upload limit passed in, a zip bomb still must not expand far
@@ -69,7 +70,7 @@ class _Array:
     def in_memory(cls, a: np.ndarray) -> _Array:
         flat = a.ravel(order="K")  # a view for any contiguous array
 
-        def chunks():
+        def chunks() -> Iterator[np.ndarray]:
             step = max(CHUNK_BYTES // max(a.itemsize, 1), 1)
             for i in range(0, flat.size, step):
                 yield flat[i : i + step]
@@ -85,17 +86,17 @@ def _safetensors_arrays(f: BinaryIO) -> dict[str, _Array]:
             continue
         dtype = numpy_dtype(info, name, field=f"file.{name}")
 
-        def chunks(info=info, dtype=dtype, name=name):
+        def chunks(info: TensorInfo = info, dtype: np.dtype = dtype, name: str = name) -> Iterator[np.ndarray]:
             f.seek(info.start)
             return iter_chunks(f, info.end - info.start, dtype, name)
 
-        out[name] = _Array(dtype, info.shape, chunks, lambda info=info, name=name: read_tensor(f, info, name))
+        out[name] = _Array(dtype, info.shape, chunks, partial(read_tensor, f, info, name))
     return out
 
 
 def _npz_arrays(f: BinaryIO, max_expanded: int) -> dict[str, _Array]:
     archive = NpzArchive(f, max_expanded)
-    return {name: _Array(m.dtype, m.shape, lambda name=name: archive.chunks(name), lambda name=name: archive.load(name))
+    return {name: _Array(m.dtype, m.shape, partial(archive.chunks, name), partial(archive.load, name))
             for name, m in archive.members.items() if name in ARRAYS}
 
 
@@ -185,7 +186,8 @@ def _label_max(y: _Array) -> int:
             lo, hi = a if lo is None else min(lo, a), b if hi is None else max(hi, b)
     if lo is not None and lo < 0:
         raise FormatError("labels must lie in [0, 2^63)", field="file.y")
-    return int(hi)
+    assert hi is not None  # N > 0 (_check_headers refuses an empty dataset first)
+    return hi
 
 
 def _check_mask(m: _Array) -> None:
@@ -245,6 +247,6 @@ def parse_dataset(src: Source, filename: str = "", max_expanded: int | None = No
 def dataset_to_npz(ds: DatasetArrays) -> bytes:
     """Serialise arrays as an .npz upload (used by the demo and tests to build uploads)."""
     buf = io.BytesIO()
-    extra = {k: v for k, v in (("x_orig", ds.x_orig), ("mask", ds.mask)) if v is not None}
+    extra: dict[str, Any] = {k: v for k, v in (("x_orig", ds.x_orig), ("mask", ds.mask)) if v is not None}
     np.savez(buf, x=ds.x, y=ds.y, **extra)
     return buf.getvalue()

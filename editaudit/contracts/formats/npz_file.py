@@ -9,7 +9,7 @@ import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class _Capped:
     """A member's decompressed stream that refuses to yield more than `limit` bytes: zipfile stops at the declared
     size already; this says so explicitly, whatever the archive's local headers claim."""
 
-    def __init__(self, stream, limit: int, name: str):
+    def __init__(self, stream: IO[bytes], limit: int, name: str):
         self.stream, self.left, self.name = stream, limit, name
 
     def _count(self, n: int) -> None:
@@ -52,13 +52,13 @@ class _Capped:
         self._count(len(data))
         return data
 
-    def readinto(self, b) -> int:
-        k = self.stream.readinto(b)
+    def readinto(self, b: memoryview) -> int:
+        k = cast(zipfile.ZipExtFile, self.stream).readinto(b)  # ZipFile.open's file (typed as IO[bytes])
         self._count(k)
         return k
 
 
-def _read_header(stream) -> tuple[tuple[int, ...], np.dtype, int]:
+def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
     version = np.lib.format.read_magic(stream)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(stream)

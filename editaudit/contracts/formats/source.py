@@ -8,14 +8,21 @@ import os
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Union
+from typing import BinaryIO, Protocol, TypeAlias, cast
 
 import numpy as np
 
 from editaudit.contracts.formats.errors import FormatError
 
-Source = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
+Source: TypeAlias = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
 CHUNK_BYTES = 16 * 1024 * 1024  # one slice of a tensor checked at a time: memory stays bounded by this
+
+
+class ReadsInto(Protocol):
+    """A binary file that fills a buffer. typing.BinaryIO does not declare `readinto`, which every file the parsers
+    read has (open files, BytesIO, the API's spooled uploads, npz_file's capped zip members)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 @contextmanager
@@ -42,19 +49,20 @@ def read_exact(f: BinaryIO, n: int, what: str, field: str = "file") -> bytes:
     return data
 
 
-def read_into(f: BinaryIO, out: np.ndarray, what: str, field: str = "file") -> np.ndarray:
+def read_into(f: BinaryIO | ReadsInto, out: np.ndarray, what: str, field: str = "file") -> np.ndarray:
     """Fill a preallocated array from the current position: one copy, no intermediate bytes object."""
-    view = memoryview(out.reshape(-1)).cast("B") if out.size else memoryview(b"")
+    view = out.reshape(-1).data.cast("B") if out.size else memoryview(b"")
+    reader = cast(ReadsInto, f)
     got = 0
     while got < len(view):
-        k = f.readinto(view[got:])
+        k = reader.readinto(view[got:])
         if not k:
             raise FormatError(f"{what}: the file ends {len(view) - got} bytes early", field=field)
         got += k
     return out
 
 
-def iter_chunks(f: BinaryIO, nbytes: int, dtype: np.dtype, what: str, field: str = "file",
+def iter_chunks(f: BinaryIO | ReadsInto, nbytes: int, dtype: np.dtype, what: str, field: str = "file",
                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
     """`nbytes` from the current position as flat arrays of `dtype`, one bounded slice at a time. Each slice is a
     view of one reused buffer: valid until the next one is produced, so a consumer reduces it and lets it go."""
@@ -62,12 +70,13 @@ def iter_chunks(f: BinaryIO, nbytes: int, dtype: np.dtype, what: str, field: str
     step = max(chunk_bytes // dtype.itemsize, 1) * dtype.itemsize
     buf = bytearray(min(step, nbytes))
     view = memoryview(buf)
+    reader = cast(ReadsInto, f)
     left = nbytes
     while left > 0:
         want = min(step, left)
         got = 0
         while got < want:
-            k = f.readinto(view[got:want])
+            k = reader.readinto(view[got:want])
             if not k:
                 raise FormatError(f"{what}: the file ends {left - got} bytes early", field=field)
             got += k

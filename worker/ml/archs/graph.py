@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.fx
@@ -52,7 +53,7 @@ def trace(net: nn.Module) -> torch.fx.GraphModule:
 
 
 def _module(gm: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Module | None:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
+    return gm.get_submodule(cast(str, node.target)) if node.op == "call_module" else None  # a module's path
 
 
 def _is_add(node: torch.fx.Node) -> bool:
@@ -95,7 +96,7 @@ def topology(gm: torch.fx.GraphModule, layer: str) -> Topology:
         if isinstance(_module(gm, nxt), NORMS):
             if norm is not None:
                 return Topology("layer", node.name)
-            norm = nxt.target
+            norm = cast(str, nxt.target)  # a call_module node (a norm): its target is the module's path
         after = _single_user(nxt)
         if after is None:
             return Topology("layer", node.name)

@@ -53,6 +53,10 @@ class Normalized(nn.Module):
     names always refer to `net`'s names (e.g. `layer4.1.conv2`).
     """
 
+    net: nn.Module
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int):
         super().__init__()
         self.net = net
@@ -65,8 +69,17 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+def dtype_kind(dtype: torch.dtype) -> str:
+    """"float", "int", "bool" (or "complex"): the kind of number a tensor holds, whatever its width (the manifest
+    records each key's; editaudit.core.arch_manifest checks an upload's against it)."""
+    if dtype == torch.bool:
+        return "bool"
+    return "float" if dtype.is_floating_point else "complex" if dtype.is_complex else "int"
+
+
 def load_state_dict_strict(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load with a readable error naming the first mismatching key (missing, unexpected or wrong shape)."""
+    """Load with a readable error naming the first mismatching key (missing, unexpected, wrong shape or wrong kind
+    of dtype: float, int or bool)."""
     expected = net.state_dict()
     for key, ref in expected.items():
         if key not in state:
@@ -74,6 +87,9 @@ def load_state_dict_strict(net: nn.Module, state: dict[str, torch.Tensor]) -> No
         if tuple(state[key].shape) != tuple(ref.shape):
             raise ValueError(f"state_dict does not fit the architecture: {key!r} has shape "
                              f"{list(state[key].shape)}, expected {list(ref.shape)}")
+        if dtype_kind(state[key].dtype) != dtype_kind(ref.dtype):  # a copy would convert values, not reread bytes
+            raise ValueError(f"state_dict does not fit the architecture: {key!r} is {state[key].dtype}, expected "
+                             f"a {dtype_kind(ref.dtype)} dtype like {ref.dtype}")
     for key in state:
         if key not in expected:
             raise ValueError(f"state_dict does not fit the architecture: unexpected key {key!r}")

@@ -5,6 +5,9 @@ output, or why it cannot).
 The API has no torch, yet must refuse a checkpoint that does not fit its architecture (422 naming the first
 mismatching key). It reads this manifest instead. Shapes that follow `num_classes` or the input channel count are
 stored as the tokens "num_classes" / "in_channels", found by building each architecture twice on the meta device.
+Each key's dtype class is stored too (manifest version 2: "dtypes" lists the keys that are not "float", e.g.
+BatchNorm's `num_batches_tracked` -> "int"), so a float32 tensor declared int32 is refused at upload instead of
+being loaded as garbage.
 A unit test rebuilds it and checks it is current:  python -m editaudit.worker.ml.archs.signatures
 """
 
@@ -22,6 +25,7 @@ from torch import nn
 
 from editaudit.worker.ml.archs import ARCHS
 from editaudit.worker.ml.archs.graph import rewrite_kinds
+from editaudit.worker.ml.archs.registry import dtype_kind
 
 MANIFEST = Path(str(resources.files("editaudit").joinpath("data/arch_signatures.json.gz")))
 _A = {"num_classes": 1013, "in_channels": 7}
@@ -39,11 +43,11 @@ def _params_on_meta():
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         original(self, name, param)
 
-    nn.Module.register_parameter = register
+    nn.Module.register_parameter = register  # type: ignore[method-assign]  # patched for this block only
     try:
         yield
     finally:
-        nn.Module.register_parameter = original
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
 def _build(name: str, cfg: dict) -> nn.Module:
@@ -71,8 +75,8 @@ def signature(name: str) -> dict:
     keys = {}
     for key, sa in a.items():
         sb = b[key]
-        dims = []
-        for da, db in zip(sa, sb):
+        dims: list[int | str] = []
+        for da, db in zip(sa, sb, strict=True):  # one tensor's shape in both builds: the same rank
             if da == db:
                 dims.append(da)
             else:
@@ -81,11 +85,13 @@ def signature(name: str) -> dict:
                     raise RuntimeError(f"{name}.{key}: dimension {da}/{db} follows no known hyperparameter")
                 dims.append(token)
         keys[key] = dims
-    return {"channels": ARCHS[name].channels, "keys": keys, "rewrite": rewrite_kinds(_build(name, _B))}
+    net = _build(name, _B)
+    dtypes = {k: kind for k, v in net.state_dict().items() if (kind := dtype_kind(v.dtype)) != "float"}
+    return {"channels": ARCHS[name].channels, "keys": keys, "dtypes": dtypes, "rewrite": rewrite_kinds(net)}
 
 
 def build_manifest() -> dict:
-    return {"version": 1, "torch": torch.__version__.split("+")[0], "archs": {n: signature(n) for n in sorted(ARCHS)}}
+    return {"version": 2, "torch": torch.__version__.split("+")[0], "archs": {n: signature(n) for n in sorted(ARCHS)}}
 
 
 def write(path: Path = MANIFEST) -> Path:

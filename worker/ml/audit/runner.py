@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from editaudit.contracts import metrics as M
+from editaudit.contracts.attacks import EpsAttack
 from editaudit.contracts.audit import CORRUPTION_NAMES, AuditConfig
 from editaudit.contracts.audit_result import AuditResult, SplitSamples
 from editaudit.worker.ml.audit.attacks import make_attack
@@ -98,7 +99,11 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
             radii = params.radii()
             accs = []
             for k, eps in enumerate(radii):
-                p = params if k == 0 else params.at_eps(eps)
+                if k == 0:
+                    p = params
+                else:  # a sweep: only a norm-bounded attack has more than one radius
+                    assert isinstance(params, EpsAttack) and eps is not None
+                    p = params.at_eps(eps)
                 attack, outcome = make_attack(p), []
                 for b, xb, yb in _batches(ds, cfg.batch_size, device):
                     xb, yb = to_device(xb, device), yb.to(device)
@@ -112,7 +117,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
                     ev.correct[M.adv_accuracy(split, params.id)] = ok.tolist()
                 accs.append(_mean(ok.tolist()))
             if len(radii) > 1:
-                order = np.argsort(radii)
+                order = np.argsort(np.asarray(radii, dtype=float))
                 ev.curves[M.adv_key(split, params.id)] = {"eps": [radii[i] for i in order],
                                                          "accuracy": [accs[i] for i in order]}
             ev.durations_s[M.adv_key(split, params.id)] = time.perf_counter() - t0
@@ -138,6 +143,7 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
 
 def _aggregate_corruptions(correct: dict, split: str, cfg: AuditConfig) -> None:
     """Means as concatenated per-sample outcomes, so they get paired statistics like any other accuracy."""
+    assert cfg.corruptions is not None  # called for an audit that ran corruptions
     names, sevs = cfg.corruptions.resolved_names, cfg.corruptions.severities
     cell = lambda n, s: correct[M.corruption_accuracy(split, n, s)]  # noqa: E731
     for n in names:
@@ -160,6 +166,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
         intervals["baseline"][name], intervals["candidate"][name] = wilson(sum(b), len(b)), wilson(sum(c), len(c))
         parsed = M.parse(name)
+        assert parsed is not None  # the evaluation names its metrics with editaudit.contracts.metrics
         deltas[name] = aggregate_accuracy_delta(b, c, len(base.preds[parsed.split])) if parsed.aggregate \
             else paired_accuracy_delta(b, c)
     for split in base.preds:  # drawdown (Sinitsin et al. 2020): accuracy lost by the edit, baseline - candidate
@@ -169,7 +176,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
                                        "p_value": d["p_value"]}
     for split, bp in base.preds.items():
         cp = cand.preds[split]
-        agree = sum(p == q for p, q in zip(bp, cp))
+        agree = sum(p == q for p, q in zip(bp, cp, strict=True))  # both models' predictions on the same inputs
         name = M.agreement(split)
         metrics["baseline"][name], metrics["candidate"][name] = 1.0, agree / len(bp)
         lo, hi = wilson(agree, len(bp))
@@ -178,8 +185,10 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         name = M.top_class_share(split)
         metrics["baseline"][name], metrics["candidate"][name] = _top_share(bp), _top_share(cp)
         deltas[name] = {"value": _top_share(cp) - _top_share(bp), "ci95": None, "p_value": None}
-    for name in [n for n in base.correct if (m := M.parse(n)) is not None and m.measure == "adv"]:
+    for name in list(base.correct):
         m = M.parse(name)
+        if m is None or m.measure != "adv" or m.attack is None:
+            continue
         clean = M.accuracy(m.split)
         rates = [_success_rate(ev.correct[clean], ev.correct[name]) for ev in (base, cand)]
         rate_name = M.adv_success_rate(m.split, m.attack)
@@ -198,7 +207,7 @@ def _top_share(preds: list[int]) -> float:
 def _success_rate(clean: list[bool], robust: list[bool]) -> tuple[float | None, int, int]:
     """(rate, flipped, clean-correct): the share of clean-correct inputs the attack flips."""
     right = sum(clean)
-    flipped = sum(1 for c, r in zip(clean, robust) if c and not r)
+    flipped = sum(1 for c, r in zip(clean, robust, strict=True) if c and not r)
     return (flipped / right if right else None), flipped, right
 
 
@@ -273,7 +282,7 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
 
     t0 = time.perf_counter()
     cached = baseline_eval is not None
-    base = baseline_eval if cached else evaluate_model(baseline, splits, cfg, device, tick)
+    base = baseline_eval if baseline_eval is not None else evaluate_model(baseline, splits, cfg, device, tick)
     cand = evaluate_model(candidate, splits, cfg, device, tick)
     out = compare(base, cand)
     result = AuditResult(

@@ -46,8 +46,8 @@ def _check_pairs(base: list, cand: list) -> int:
 
 def discordant(base_correct: list[bool], cand_correct: list[bool]) -> tuple[int, int]:
     """(b, c): inputs the edit lost (right before, wrong after) and gained."""
-    b = sum(1 for p, q in zip(base_correct, cand_correct) if p and not q)
-    c = sum(1 for p, q in zip(base_correct, cand_correct) if q and not p)
+    b = sum(1 for p, q in zip(base_correct, cand_correct, strict=True) if p and not q)
+    c = sum(1 for p, q in zip(base_correct, cand_correct, strict=True) if q and not p)
     return b, c
 
 

@@ -18,8 +18,8 @@ from editaudit.worker.ml.impl import resolve
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
+    from editaudit.worker.ml.archs.registry import Normalized
     from editaudit.worker.ml.data import TensorDataset
 
 Progress = Callable[[str, int, int], None]
@@ -45,7 +45,7 @@ class EditContext(Generic[P]):
     """What a method gets: the model to edit (a copy; the original stays untouched), the data, its params (typed:
     `EditContext[FinetuneParams]`) and a progress hook."""
 
-    model: nn.Module  # editaudit Normalized wrapper; layer names refer to model.net
+    model: Normalized  # the wrapper; layer names refer to model.net
     edit_set: TensorDataset
     layers: list[str]
     params: P
@@ -54,7 +54,7 @@ class EditContext(Generic[P]):
     # other splits (generalization, test) and the datasets the params name, by role (locality, reference)
     reference: dict[str, TensorDataset] = field(default_factory=dict)
     # the edited models of earlier edits the params name, by field (the params' edit_ref_fields)
-    linked_models: dict[str, nn.Module] = field(default_factory=dict)
+    linked_models: dict[str, Normalized] = field(default_factory=dict)
     # memo(name, compute): statistics worth keeping across edits of the same model and reference data (rewrite's
     # second moment); the job layer backs it with the object store, the ML core on its own just computes
     memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo
@@ -67,7 +67,7 @@ class EditContext(Generic[P]):
 
 @dataclass
 class EditResult:
-    model: nn.Module
+    model: Normalized
     changed: list[str]  # state_dict keys (of model.net) whose values the edit changed
     info: dict = field(default_factory=dict)
     audit: dict = field(default_factory=dict)  # sections the method adds to the audit (its params' audit_sections)
@@ -107,9 +107,9 @@ def changed_keys(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
     return [k for k in before if not torch.equal(before[k], after[k])]
 
 
-def run_edit(method: str, model: nn.Module, edit_set: TensorDataset, layers: list[str],
+def run_edit(method: str, model: Normalized, edit_set: TensorDataset, layers: list[str],
              hyperparams: dict | EditParams, device: torch.device | str = "cpu", progress: Progress = _no_progress,
-             reference: dict[str, TensorDataset] | None = None, linked_models: dict[str, nn.Module] | None = None,
+             reference: dict[str, TensorDataset] | None = None, linked_models: dict[str, Normalized] | None = None,
              memo: Callable[[str, Callable[[], torch.Tensor]], torch.Tensor] = _no_memo) -> EditResult:
     """Edit a deep copy of `model` and check the result is finite. `hyperparams` may be a raw dict (validated here)
     or the method's params already validated."""

@@ -8,14 +8,15 @@ the alpha-curve; if two evaluations contradict monotonicity the search falls bac
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
-from torch import nn
 
 from editaudit.contracts import metrics
 from editaudit.contracts.attacks import PGDParams
 from editaudit.contracts.edits import InterpolateParams
+from editaudit.worker.ml.archs.registry import Normalized
 from editaudit.worker.ml.audit.attacks.pgd import PGD
 from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, changed_keys, edit_method
@@ -27,7 +28,7 @@ def layer_of(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
-def interpolated(model0: nn.Module, model1: nn.Module, layer: str, alpha: float) -> nn.Module:
+def interpolated(model0: Normalized, model1: Normalized, layer: str, alpha: float) -> Normalized:
     """A copy of model0 whose `layer` parameters are W0 + alpha (W1 - W0); alpha = 0 is model0 exactly."""
     out = copy.deepcopy(model0)
     m0 = dict(model0.net.named_modules())[layer]
@@ -62,13 +63,14 @@ def _robust_accuracy(model, ds, eps, device) -> float:
 class AlphaSearch:
     """Evaluates points of the path once each and remembers them (the alpha-curve)."""
 
-    def __init__(self, ctx: EditContext[InterpolateParams], model1: nn.Module, layer: str):
+    def __init__(self, ctx: EditContext[InterpolateParams], model1: Normalized, layer: str):
         self.ctx, self.model1, self.layer = ctx, model1, layer
         pol = ctx.params.alpha
         self.pol = pol
-        self.target_ds = ctx.edit_set if pol.target_split == "edit" else ctx.reference.get("generalization")
-        if self.target_ds is None:
+        target_ds = ctx.edit_set if pol.target_split == "edit" else ctx.reference.get("generalization")
+        if target_ds is None:
             raise ValueError("alpha.target_split = generalization needs a generalization_set")
+        self.target_ds = target_ds
         self.target = metrics.accuracy(pol.target_split)  # the metric the search drives
         self.points: dict[float, dict] = {}
         self.robust_ds = None
@@ -97,13 +99,13 @@ class AlphaSearch:
     def monotone(self) -> bool:
         tol = 1.0 / len(self.target_ds)  # one example
         vals = [self.points[a][self.target] for a in sorted(self.points)]
-        return all(b >= a - tol for a, b in zip(vals, vals[1:]))
+        return all(b >= a - tol for a, b in itertools.pairwise(vals))
 
     def window_note(self, alpha: float) -> str:
         """Whether the evaluated points exclude a smaller alpha that also reaches the target. Bisection sees a few
         points: between them a non-monotone path could hide a success window it cannot rule out."""
         below = sorted(a for a in self.points if a < alpha)
-        gaps = [b - a for a, b in zip([0.0, *below], [*below, alpha])]
+        gaps = [b - a for a, b in zip([0.0, *below], [*below, alpha], strict=True)]
         widest = max(gaps, default=0.0)
         if alpha == 0.0:
             return "yes: alpha = 0 reaches the target"

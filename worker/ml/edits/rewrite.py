@@ -16,6 +16,8 @@ rank <= r (the flattened ΔW up to r·kh·kw). A layer that ends a residual bloc
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +63,8 @@ def _check_layer(module: nn.Module, name: str) -> None:
 def keys_of(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     """[M, d] keys: one row per output location; `weight.flatten(1) @ key + bias` is the layer's output there."""
     if isinstance(module, nn.Conv2d):
-        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+        padding = cast(tuple[int, ...], module.padding)  # numbers: plain_layer_problem refuses "same" / "valid"
+        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
     return inp.reshape(-1, inp.shape[-1])
 
@@ -107,14 +110,17 @@ def location_weights(module: nn.Module, grid: torch.Tensor, mask: torch.Tensor |
 
 
 def second_moment(model: nn.Module, module: nn.Module, images: torch.Tensor, device: torch.device,
-                  batch_size: int = 128, key_fn=keys_of) -> torch.Tensor:
+                  batch_size: int = 128,
+                  key_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = keys_of) -> torch.Tensor:
     """C = E[k kᵀ] over every key the images produce (float64, on CPU)."""
-    total, count = None, 0
+    total: torch.Tensor | None = None
+    count = 0
     for i in range(0, len(images), batch_size):
         inp, _ = layer_io(model, module, images[i : i + batch_size], device, batch_size)
         k = key_fn(module, inp).double()
         total = k.T @ k if total is None else total + k.T @ k
         count += k.shape[0]
+    assert total is not None, "no images"
     return (total / count).cpu()
 
 
@@ -188,7 +194,8 @@ class Rewrite(EditMethod[RewriteParams]):
         module = dict(ctx.model.net.named_modules())[layer]
         _check_layer(module, layer)
         es = ctx.edit_set
-        if es.orig_pixels is None:
+        x_orig = es.x_orig
+        if x_orig is None:
             raise ValueError("rewrite needs the edit set's x_orig (the untransformed twin of each x): the values are "
                              "the layer's outputs on x_orig")
         ctx.model.eval()  # BatchNorm statistics stay as trained
@@ -201,7 +208,7 @@ class Rewrite(EditMethod[RewriteParams]):
         in_name = next(n for n in gm.graph.nodes if n.name == topo.layer_node).args[0].name
         pre, out = matched_nodes(topo)
         on_x = capture(ctx.model, gm, es.x, [in_name, pre], ctx.device)
-        on_orig = capture(ctx.model, gm, es.x_orig, [pre, out], ctx.device)
+        on_orig = capture(ctx.model, gm, x_orig, [pre, out], ctx.device)
         inp = on_x[in_name]
         rows = lambda t: values_of(module, t).double().cpu()  # noqa: E731 - [M, C], channels last
         base = rows(on_x[pre])
@@ -260,6 +267,7 @@ class Rewrite(EditMethod[RewriteParams]):
                 break
         else:
             es = ctx.edit_set
+            assert es.orig_pixels is not None  # apply() refused an edit set without x_orig
             name, ds, identity = "edit.x_orig", TensorDataset(es.orig_pixels, es.y), None
         if len(ds) > p.reference_samples:  # only the subset is converted to float (uploads may be uint8)
             gen = torch.Generator().manual_seed(p.seed)

@@ -14,7 +14,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from editaudit.worker.ml.archs.graph import Topology
+from editaudit.worker.ml.archs.graph import NORMS, Topology
 
 
 class _Stop(Exception):
@@ -30,7 +30,9 @@ def net_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         seen.append(args[0])
         raise _Stop
 
-    handle = model.net.register_forward_pre_hook(hook)
+    net = model.net  # the wrapper's network (editaudit's Normalized, or any module wrapping one as `net`)
+    assert isinstance(net, nn.Module), net
+    handle = net.register_forward_pre_hook(hook)
     try:
         model(x)
     except _Stop:
@@ -43,7 +45,8 @@ def net_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class _Recorder(torch.fx.Interpreter):
     def __init__(self, gm: torch.fx.GraphModule, names: set[str]):
         super().__init__(gm)
-        self.names, self.seen = names, {}
+        self.names = names
+        self.seen: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: torch.fx.Node):
         out = super().run_node(n)
@@ -68,6 +71,7 @@ def capture(model: nn.Module, gm: torch.fx.GraphModule, x: torch.Tensor, names: 
 
 def norm_scale(norm: nn.Module) -> torch.Tensor:
     """BatchNorm's per-channel scale in eval mode: weight / sqrt(running_var + eps)."""
+    assert isinstance(norm, NORMS), norm  # topology() found it among the norms
     if norm.running_var is None:
         raise ValueError(f"{norm} normalises with batch statistics even in eval mode; rewrite cannot map a target "
                          "back through it")

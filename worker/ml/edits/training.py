@@ -4,7 +4,7 @@ classified as its target, BatchNorm in eval mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from editaudit.worker.ml.edits.base import EditContext
 
 
-def train_steps(ctx: EditContext, params: list[torch.nn.Parameter], steps: int,
+def train_steps(ctx: EditContext, params: Sequence[torch.Tensor], steps: int,
                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """Optimise `params` for at most `steps` steps; `forward` is the model being edited (default: ctx.model; low_rank
     passes the model with its factored update). The locality set is `ctx.reference["locality"]`."""
