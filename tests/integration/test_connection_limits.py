@@ -77,15 +77,9 @@ def raw_get(s: socket.socket, path: str = "/healthz", headers: dict | None = Non
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     try:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode())
-        reply = b""
-        while b"\r\n" not in reply:
-            data = s.recv(4096)
-            if not data:
-                break
-            reply += data
     except OSError:
         return b""
-    return reply.split(b"\r\n", 1)[0]
+    return _reply(s).split(b"\r\n", 1)[0]
 
 
 def get_from(source: str, url: str, headers: dict | None = None) -> httpx.Response:
