@@ -66,8 +66,7 @@ def _store(file: str, what: str, url: str, key: str | None, create: Callable[[Cl
 @click.argument("pattern", required=False, metavar="[GLOB]")
 @document_options("the list")
 def archs(pattern, fmt, output, url, key):
-    """The architectures a model spec's `arch` may name (one per line), e.g. `editaudit archs 'torchvision/res*'`.
-    `timm/<name>` names any timm classifier as well."""
+    """The architectures a model spec's `arch` may name (one per line), e.g. `editaudit archs 'torchvision/res*'`."""
     names = fetch(url, key, lambda api: api.list_archs())["archs"]
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]

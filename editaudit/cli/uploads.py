@@ -165,8 +165,8 @@ def dataset_line(d: Mapping[str, Any]) -> str:
 @idempotency_option
 @document_options("the dataset", quiet=True)
 def upload_dataset(file, idempotency_key, fmt, output, quiet, url, key):
-    """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N]; or an
-    image-folder archive) and print the dataset's id."""
+    """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N];
+    optional x_orig and mask) and print the dataset's id."""
     ds = fetch(url, key, lambda api: api.upload_dataset(file, idempotency_key=idempotency_key))
     show_document(ds, fmt, output, lambda: dataset_line(ds), ds["id"] if quiet else None)
 
