@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from editaudit.core.repo import NotFound
+from editaudit.core.repo import NotFound, NotReady
 from editaudit.core.storage import ObjectMissing, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
         return problem_response(404, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path)
+
+    @app.exception_handler(NotReady)
+    async def _not_ready(request: Request, exc: NotReady):
+        response = problem_response(409, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path,
+                                    resource_status=exc.status)
+        if exc.status == "validating":
+            response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -35,7 +35,7 @@ def _on_start(sender=None, **_):
     method, attack and corruption the API accepts refuses to start; every worker runs the reconciler (which beats
     as the worker's Celery hostname) and sends the webhook outbox (two threads: neither waits behind a job)."""
     from editaudit.core import db
-    from editaudit.core.queue import RUN_EDIT, enqueue, queue_depth
+    from editaudit.core.queue import INGEST, RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
     from editaudit.worker.jobs.webhooks import start_deliverer
     from editaudit.worker.ml.parity import check_parity
@@ -47,5 +47,6 @@ def _on_start(sender=None, **_):
     sessions = db.session_factory(settings.resolved_database_url)
     start_reconciler(db.unscoped_sessions(sessions, "the reconciler: every tenant's lapsed and lost jobs"),
                      lambda edit_id: enqueue(app, settings, RUN_EDIT, edit_id), settings,
-                     queue_depth=lambda: queue_depth(app, settings), name=getattr(sender, "hostname", None))
+                     queue_depth=lambda: queue_depth(app, settings), name=getattr(sender, "hostname", None),
+                     send_ingest=lambda kind, row_id: enqueue(app, settings, INGEST, kind, row_id))
     start_deliverer(db.unscoped_sessions(sessions, "webhook delivery: every tenant's outbox"), settings)

@@ -28,8 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("editaudit.cli.gate:gate_command", "Decide whether an edit may ship (exit 0 pass, 1 blocked)."),
     "promote": ("editaudit.cli.gate:promote", "Move an alias to an edit's model if its gate passes."),
     "revert": ("editaudit.cli.gate:revert", "Move the aliases an edit was promoted to back."),
-    "models": ("editaudit.cli.uploads:models", "Checkpoints: upload, list, get, layers, lineage, download."),
-    "datasets": ("editaudit.cli.uploads:datasets", "Edit, generalization and test sets: upload, list, get."),
+    "models": ("editaudit.cli.uploads:models", "Checkpoints: upload, import (timm, Hugging Face), list, get, "
+               "layers, lineage, download."),
+    "datasets": ("editaudit.cli.uploads:datasets", "Edit, generalization and test sets: upload, "
+                 "import (image-folder archives), list, get."),
     "edits": ("editaudit.cli.edits:edits", "Edits with their audits: submit, wait, get, list, cancel."),
     "audits": ("editaudit.cli.audits:audits", "Audits: get, list, report (html, markdown, json, junit)."),
     "weights": ("editaudit.cli.audits:weights", "Download an edited model's weights (sha256-verified)."),

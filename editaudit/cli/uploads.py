@@ -1,6 +1,7 @@
-"""`editaudit models upload|list|get|layers|lineage|download` and `editaudit datasets upload|list|get`: files in, ids
-out, and what the server holds. An upload is streamed, not read into memory; the same content again answers the
-existing id."""
+"""`editaudit models upload|import|list|get|layers|lineage|download` and `editaudit datasets upload|import|list|get`:
+files in, ids out, and what the server holds. An upload is streamed, not read into memory; the same content again
+answers the existing id. `import` also waits, with progress, while a worker checks what the API cannot (a timm or
+Hugging Face checkpoint, an image-folder archive)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from editaudit.cli.common import (
     show_document,
 )
 from editaudit.cli.edits import idempotency_option
+from editaudit.cli.progress import ProgressReporter, every_option
 from editaudit.client import Client
 from editaudit.client.types import Download
 from editaudit.core.tables import render
@@ -42,7 +44,8 @@ def _size(n: float | None) -> str:
 
 @click.group()
 def models():
-    """Checkpoints: safetensors state_dicts checked against their architecture; their layers and lineage."""
+    """Checkpoints: safetensors state_dicts checked against their architecture (registered ones, timm, Hugging
+    Face); their layers and lineage."""
 
 
 @models.command("upload", epilog=EXIT_CODES_HELP)
@@ -62,17 +65,101 @@ def upload_model(file, spec, idempotency_key, fmt, output, quiet, url, key):
                                               f"  {model['size_bytes']} bytes", model["id"] if quiet else None)
 
 
+@models.command("import", epilog="Exit codes: 0 ready, 1 the worker's check refused it (invalid: the reason is "
+                                   "printed), 2 error, 3 not found, 4 usage.")
+@click.argument("source")
+@click.option("--weights", type=FILE, default=None, metavar="FILE",
+              help="timm: the safetensors state_dict (a Hugging Face folder holds its own model.safetensors).")
+@click.option("--num-classes", type=int, default=None, help="timm: classes (default: from the checkpoint's "
+                                                              "classifier, else timm's pretrained config).")
+@click.option("--input-shape", default=None, metavar="C,H,W", help="timm: input shape (default: the pretrained "
+                                                                    "config's input_size).")
+@click.option("--spec", "extra", default=None, metavar="JSON|@FILE",
+              help='More spec fields, e.g. {"class_names": [...], "preprocess": {"resize": 256}}.')
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait while a worker checks the checkpoint (validating -> ready | invalid).")
+@every_option
+@document_options("the model", quiet=True)
+def import_model(source, weights, num_classes, input_shape, extra, wait, progress_every, fmt, output, quiet, url,
+                 key):
+    """Import a timm model (SOURCE = timm/<name>, with --weights) or a Hugging Face image classifier (SOURCE = a
+    folder with config.json, model.safetensors and optionally preprocessor_config.json, as save_pretrained writes
+    it). Nothing is downloaded: timm builds the architecture with pretrained=False, transformers from the config
+    (no remote code), and the weights are yours. A worker builds the model and loads the weights; the first tensor
+    that does not fit is named.
+
+    \b
+    Examples:
+      editaudit models import timm/resnet50 --weights resnet50.safetensors
+      editaudit models import ./vit-finetuned
+    """
+    spec = dict(read_json(extra, "--spec")) if extra else {}
+    if num_classes is not None:
+        spec["num_classes"] = num_classes
+    if input_shape is not None:
+        try:
+            spec["input_shape"] = [int(d) for d in input_shape.split(",")]
+        except ValueError:
+            raise click.UsageError("--input-shape takes C,H,W, e.g. 3,224,224") from None
+    folder = Path(source)
+    if folder.is_dir():
+        if weights is not None:
+            raise click.UsageError("a Hugging Face folder holds its own model.safetensors; drop --weights")
+        upload = lambda api: api.import_hf_model(folder, wait=False, **spec)  # noqa: E731
+    elif source.startswith("timm/"):
+        if weights is None:
+            raise click.UsageError("timm models need --weights (a safetensors state_dict)")
+        upload = lambda api: api.import_timm_model(source, weights, wait=False, **spec)  # noqa: E731
+    else:
+        raise click.UsageError(f"{source!r} is neither timm/<name> nor a folder with a Hugging Face config.json")
+    model = fetch(url, key, lambda api: _wait(api, "model", upload(api), wait, progress_every))
+    show_document(model, fmt, output, lambda: model_line(model), model["id"] if quiet else None)
+    _exit_for(model)
+
+
+def model_line(m: Mapping[str, Any]) -> str:
+    spec = m.get("spec") or {}
+    line = (f"model {m['id']}  {m['arch']}  {m.get('status', 'ready')}  classes={spec.get('num_classes', '?')}  "
+            f"input={'x'.join(map(str, spec.get('input_shape') or [])) or '?'}  sha256 {m['sha256'][:12]}…")
+    return line + (f"\n  invalid: {m['error']}" if m.get("status") == "invalid" else "")
+
+
+def _wait(api: Client, kind: str, row: Any, wait: bool, every: float) -> Any:
+    """The row once a worker has checked it (with progress on stderr), or as uploaded with --no-wait."""
+    if not wait or row.get("status") != "validating":
+        return row
+    reporter = ProgressReporter(kind, every=every)
+
+    def show(current: Mapping[str, Any]) -> None:
+        p = current.get("progress") or {}
+        reporter({"id": current["id"], "status": current["status"],
+                  "progress": {"stage": "decoding images" if p.get("total") else "checking", "done": p.get("done"),
+                               "total": p.get("total")}})
+
+    try:
+        return api.wait_until_ready(kind, row["id"], on_progress=show, timeout=None)
+    finally:
+        reporter.close()
+
+
+def _exit_for(row: Mapping[str, Any]) -> None:
+    if row.get("status") == "invalid":
+        click.echo(f"{row['id']} is invalid: {row.get('error')}", err=True)
+        sys.exit(1)
+
+
 list_models = list_command(
-    models, Client.iter_models, ["id", "arch", "size", "parent", "made by edit", "created"],
-    lambda m: [m["id"], m["arch"], _size(m.get("size_bytes")), m.get("parent_model_id") or "-",
-               m.get("edit_id") or "-", m["created_at"][:19]],
-    "The tenant's models, newest first (uploaded ones and those edits made).", align_right={2})
+    models, Client.iter_models, ["id", "arch", "status", "size", "parent", "made by edit", "created"],
+    lambda m: [m["id"], m["arch"], m.get("status", "ready"), _size(m.get("size_bytes")),
+               m.get("parent_model_id") or "-", m.get("edit_id") or "-", m["created_at"][:19]],
+    "The tenant's models, newest first (uploaded ones and those edits made).", align_right={3})
 
 
 def model_table(m: Mapping[str, Any]) -> str:
     spec = m.get("spec") or {}
     return key_value_table([
-        ("id", m["id"]), ("arch", m["arch"]), ("num classes", spec.get("num_classes")),
+        ("id", m["id"]), ("arch", m["arch"]), ("status", m.get("status")), ("error", m.get("error")),
+        ("num classes", spec.get("num_classes")),
         ("input shape", "x".join(map(str, spec.get("input_shape") or [])) or None),
         ("size", f"{_size(m.get('size_bytes'))} ({m.get('size_bytes')} bytes)"), ("sha256", m["sha256"]),
         ("parent model", m.get("parent_model_id")), ("made by edit", m.get("edit_id")),
@@ -153,35 +240,74 @@ def download_to(output: str, download: Callable[[Client, str | IO[bytes]], Downl
 
 @click.group()
 def datasets():
-    """Edit, generalization and test sets: safetensors or .npz with x, y (optional x_orig, mask)."""
+    """Edit, generalization and test sets: safetensors or .npz with x, y (optional x_orig, mask), or image-folder
+    archives decoded by a worker."""
 
 
 def dataset_line(d: Mapping[str, Any]) -> str:
-    return f"dataset {d['id']}  n={d['n']}  shape={d['shape']}  sha256 {d['sha256'][:12]}…"
+    classes = f"  classes={len(d['classes'])}" if d.get("classes") else ""
+    line = (f"dataset {d['id']}  {d.get('status', 'ready')}  n={d['n']}  shape={d['shape']}{classes}  "
+            f"sha256 {d['sha256'][:12]}…")
+    return line + (f"\n  invalid: {d['error']}" if d.get("status") == "invalid" else "")
+
+
+options_option = click.option(
+    "--options", default=None, metavar="JSON|@FILE",
+    help='Archives: {"resize": 256, "crop": [224, 224], "interpolation": "bilinear", "class_to_idx": {"cat": 0}} '
+         "(resize the shorter side, then centre-crop; labels default to the sorted class folders).")
 
 
 @datasets.command("upload", epilog=EXIT_CODES_HELP)
 @click.argument("file", type=FILE)
+@options_option
 @idempotency_option
 @document_options("the dataset", quiet=True)
-def upload_dataset(file, idempotency_key, fmt, output, quiet, url, key):
+def upload_dataset(file, options, idempotency_key, fmt, output, quiet, url, key):
     """Upload FILE (.safetensors or .npz: x float32 [N,C,H,W] in [0,1] or uint8 [N,H,W,C], y int64 [N];
-    optional x_orig and mask) and print the dataset's id."""
-    ds = fetch(url, key, lambda api: api.upload_dataset(file, idempotency_key=idempotency_key))
+    optional x_orig and mask; or an image-folder archive, which a worker then decodes: see `import`) and print
+    the dataset's id."""
+    opts = read_json(options, "--options") if options else None
+    ds = fetch(url, key, lambda api: api.upload_dataset(file, options=opts, idempotency_key=idempotency_key))
     show_document(ds, fmt, output, lambda: dataset_line(ds), ds["id"] if quiet else None)
 
 
+@datasets.command("import", epilog="Exit codes: 0 ready, 1 the worker could not decode it (invalid: the member is "
+                                   "named), 2 error (a hostile or malformed archive is refused with the member "
+                                   "named), 3 not found, 4 usage.")
+@click.argument("file", type=FILE)
+@options_option
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait, with progress, while a worker decodes the archive into shards.")
+@every_option
+@document_options("the dataset", quiet=True)
+def import_dataset(file, options, wait, progress_every, fmt, output, quiet, url, key):
+    """Import an image-folder archive (.tar, .tar.gz, .zip; one folder per class, PNG / JPEG / WebP; optional
+    x/, x_orig/ and mask/ trees for rewrite's twins) or a tensor file, and wait until it is ready.
+
+    \b
+    Example:
+      editaudit datasets import ./images.tar --options '{"resize": 256, "crop": [224, 224]}'
+    """
+    opts = read_json(options, "--options") if options else None
+    ds = fetch(url, key, lambda api: _wait(api, "dataset", api.upload_dataset(file, options=opts), wait,
+                                           progress_every))
+    show_document(ds, fmt, output, lambda: dataset_line(ds), ds["id"] if quiet else None)
+    _exit_for(ds)
+
+
 list_datasets = list_command(
-    datasets, Client.iter_datasets, ["id", "file", "n", "shape", "x_orig", "mask", "created"],
-    lambda d: [d["id"], d.get("filename") or "-", d["n"], "x".join(map(str, d.get("shape") or [])),
+    datasets, Client.iter_datasets, ["id", "file", "status", "n", "shape", "x_orig", "mask", "created"],
+    lambda d: [d["id"], d.get("filename") or "-", d.get("status", "ready"), d["n"],
+               "x".join(map(str, d.get("shape") or [])),
                "yes" if d.get("has_x_orig") else "-", "yes" if d.get("has_mask") else "-", d["created_at"][:19]],
     "The tenant's datasets, newest first (the builtin:digits-train / builtin:digits-test sets are not listed).",
-    align_right={2})
+    align_right={3})
 
 
 def dataset_table(d: Mapping[str, Any]) -> str:
     return key_value_table([
-        ("id", d["id"]), ("file", d.get("filename")), ("n", d["n"]),
+        ("id", d["id"]), ("file", d.get("filename")), ("status", d.get("status")), ("error", d.get("error")),
+        ("n", d["n"]), ("classes", ", ".join(d["classes"][:20]) if d.get("classes") else None),
         ("shape", "x".join(map(str, d.get("shape") or []))),
         ("x_orig", "yes" if d.get("has_x_orig") else "no"), ("mask", "yes" if d.get("has_mask") else "no"),
         ("sha256", d["sha256"]), ("created", d["created_at"])])

@@ -75,6 +75,27 @@ def _file_part(data: Upload, default_name: str) -> Iterator[tuple[str, Any]]:
         yield Path(getattr(data, "name", None) or default_name).name, data
 
 
+def _dataset_name(data: Upload) -> str:
+    """The name bytes without one are sent under: what their first bytes say they are (a gzip or tar archive, a zip
+    of images or an .npz, else safetensors)."""
+    if not isinstance(data, bytes):
+        return "data.npz"
+    if data[:2] == b"\x1f\x8b":
+        return "data.tar.gz"
+    if data[257:262] == b"ustar":
+        return "data.tar"
+    if data[:4] == b"PK\x03\x04":
+        import io
+        import zipfile
+
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile:
+            return "data.npz"
+        return "data.npz" if any(n.endswith(".npy") for n in names) else "data.zip"
+    return "data.safetensors"
+
+
 class Client:
     """A typed client of the editaudit API.
 
@@ -132,13 +153,61 @@ class Client:
     # --- models -----------------------------------------------------------------------------------------------------
 
     @operation("POST", "/models")
-    def upload_model(self, weights: Upload, spec: ModelSpec | Mapping[str, Any], *,
+    def upload_model(self, weights: Upload, spec: ModelSpec | Mapping[str, Any] | None = None, *,
+                     config: Mapping[str, Any] | None = None, preprocessor_config: Mapping[str, Any] | None = None,
                      idempotency_key: str | None = None) -> Model:
-        """Upload a safetensors state_dict with its spec. The same weights and spec again return the existing
-        model (not a second one)."""
+        """Upload a safetensors state_dict with its spec (and, for a Hugging Face model, its config.json and
+        preprocessor_config.json as dicts). The same weights and spec again return the existing model (not a
+        second one). A timm or Hugging Face model comes back `validating`: see `wait_until_ready`."""
+        files: dict[str, Any] = {}
+        for name, doc in (("config", config), ("preprocessor_config", preprocessor_config)):
+            if doc is not None:
+                files[name] = (f"{name}.json", json.dumps(dict(doc)).encode(), "application/json")
+        data = {"spec": json.dumps(dict(spec))} if spec is not None else {}
         with _file_part(weights, "model.safetensors") as (name, f):
-            return self._json(self.upload_model, files={"weights": (name, f, "application/octet-stream")},
-                              data={"spec": json.dumps(dict(spec))}, headers={IDEMPOTENCY_HEADER: idempotency_key})
+            return self._json(self.upload_model, files={"weights": (name, f, "application/octet-stream"), **files},
+                              data=data, headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    def import_timm_model(self, name: str, weights: Upload, *, num_classes: int | None = None,
+                          input_shape: Sequence[int] | None = None, wait: bool = True, **spec: Any) -> Model:
+        """A timm classifier (`name` as timm spells it, e.g. "resnet50", or "timm/resnet50") with its weights; what
+        the spec leaves out comes from timm's pretrained config. With `wait`, returns once a worker has checked it
+        (`ready`, or ApiError-free `invalid` with `error`)."""
+        arch = name if name.startswith("timm/") else f"timm/{name}"
+        body = {"arch": arch, **{k: v for k, v in (("num_classes", num_classes), ("input_shape", input_shape))
+                                 if v is not None}, **spec}
+        model = self.upload_model(weights, body)
+        return self.wait_until_ready("model", model["id"]) if wait else model
+
+    def import_hf_model(self, directory: str | os.PathLike[str], *, wait: bool = True, **spec: Any) -> Model:
+        """A Hugging Face image classifier saved with `save_pretrained(..., safe_serialization=True)`: the
+        directory's config.json, preprocessor_config.json (when present) and model.safetensors."""
+        folder = Path(directory)
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found: save the model with safe_serialization=True (pickle files "
+                                    "such as pytorch_model.bin are refused)")
+        config = json.loads((folder / "config.json").read_text())
+        pre = folder / "preprocessor_config.json"
+        model = self.upload_model(weights, spec or None, config=config,
+                                  preprocessor_config=json.loads(pre.read_text()) if pre.is_file() else None)
+        return self.wait_until_ready("model", model["id"]) if wait else model
+
+    def wait_until_ready(self, kind: str, row_id: str, *, timeout: float | None = 600.0, poll: float = 1.0,
+                         on_progress: Callable[[Any], None] | None = None) -> Any:
+        """Poll a model or dataset ("model" | "dataset") until it is no longer `validating`; returns it (`ready`, or
+        `invalid` with `error`). TimeoutError after `timeout` seconds (None: no limit)."""
+        get = {"model": self.get_model, "dataset": self.get_dataset}[kind]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            row = cast(Any, get(row_id))
+            if on_progress is not None:
+                on_progress(row)
+            if row.get("status", "ready") != "validating":
+                return row
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} {row_id} still validating after {timeout:.0f}s")
+            time.sleep(poll)
 
     @operation("GET", "/models", query=("limit", "cursor", "created_after"))
     def list_models(self, *, limit: int | None = None, cursor: str | None = None,
@@ -171,13 +240,24 @@ class Client:
     # --- datasets ---------------------------------------------------------------------------------------------------
 
     @operation("POST", "/datasets")
-    def upload_dataset(self, file: Upload, *, filename: str | None = None,
+    def upload_dataset(self, file: Upload, *, filename: str | None = None, options: Mapping[str, Any] | None = None,
                        idempotency_key: str | None = None) -> Dataset:
-        """Upload safetensors or .npz with x, y (optional x_orig, mask). The file name's suffix tells the format:
-        give `filename` when uploading bytes that are not an .npz."""
-        with _file_part(file, "data.npz") as (name, f):
+        """Upload safetensors or .npz with x, y (optional x_orig, mask), or an image-folder archive (.tar, .tar.gz,
+        .zip; `options`: resize, crop, interpolation, class_to_idx). The file name's suffix tells the format: give
+        `filename` when uploading bytes that are not an .npz. An archive comes back `validating`: see
+        `wait_until_ready` or `import_dataset`."""
+        data = {"options": json.dumps(dict(options))} if options is not None else {}
+        with _file_part(file, _dataset_name(file)) as (name, f):
             return self._json(self.upload_dataset, files={"file": (filename or name, f, "application/octet-stream")},
-                              headers={IDEMPOTENCY_HEADER: idempotency_key})
+                              data=data, headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    def import_dataset(self, file: Upload, *, options: Mapping[str, Any] | None = None, wait: bool = True,
+                       on_progress: Callable[[Dataset], None] | None = None, timeout: float | None = 3600.0
+                       ) -> Dataset:
+        """Upload a dataset (an archive is decoded by a worker) and, with `wait`, return it once it is `ready` or
+        `invalid`; `on_progress` sees each poll (its `progress`: images decoded so far)."""
+        ds = self.upload_dataset(file, options=options)
+        return self.wait_until_ready("dataset", ds["id"], on_progress=on_progress, timeout=timeout) if wait else ds
 
     @operation("GET", "/datasets", query=("limit", "cursor", "created_after"))
     def list_datasets(self, *, limit: int | None = None, cursor: str | None = None,

@@ -65,14 +65,25 @@ class Methods(TypedDict):
 
 # --- models and datasets --------------------------------------------------------------------------------------------
 
+class Preprocess(TypedDict):
+    resize: NotRequired[int | None]  # shorter side; then a centre crop to the input size
+    interpolation: NotRequired[str]
+
+
 class ModelSpec(TypedDict):
-    """Sent with a checkpoint: `{"arch": "torchvision/resnet18", "num_classes": 10, "input_shape": [3, 32, 32]}`."""
+    """Sent with a checkpoint: `{"arch": "torchvision/resnet18", "num_classes": 10, "input_shape": [3, 32, 32]}`;
+    for `timm/<name>` every field but `arch` may be left to timm's pretrained config."""
 
     arch: str
-    num_classes: int
-    input_shape: list[int]  # [C, H, W]
+    num_classes: NotRequired[int]
+    input_shape: NotRequired[list[int]]  # [C, H, W]
     mean: NotRequired[list[float] | None]
     std: NotRequired[list[float] | None]
+    class_names: NotRequired[list[str] | None]
+    preprocess: NotRequired[Preprocess | None]
+
+
+IngestStatus = Literal["validating", "ready", "invalid"]
 
 
 class Model(TypedDict):
@@ -80,6 +91,8 @@ class Model(TypedDict):
     sha256: str
     arch: str
     spec: dict[str, Any]
+    status: IngestStatus  # edits need "ready"; timm / Hugging Face uploads are "validating" until a worker checked them
+    error: str | None  # why it is "invalid"
     size_bytes: int
     parent_model_id: str | None  # set on a model an edit produced
     edit_id: str | None
@@ -89,8 +102,10 @@ class Model(TypedDict):
 class Layer(TypedDict):
     name: str
     type: str
-    weight_shape: list[int]
+    weight_shape: list[int] | None  # None: the module owns parameters but no weight
     parameters: int
+    rewrite: NotRequired[str | None]  # Linear / Conv2d: what rewrite matches there
+    checkpoint_name: NotRequired[str | None]  # its path in the checkpoint, where transformers renamed it
 
 
 class Layers(TypedDict):
@@ -121,6 +136,11 @@ class Dataset(TypedDict):
     filename: str
     has_x_orig: bool
     has_mask: bool
+    status: IngestStatus  # archives are "validating" until a worker has decoded them
+    error: str | None
+    classes: list[str] | None
+    options: dict[str, Any] | None
+    progress: dict[str, Any] | None
     created_at: str
 
 

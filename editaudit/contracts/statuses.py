@@ -13,6 +13,15 @@ class Status(StrEnum):
     canceled = "canceled"
 
 
+class IngestStatus(StrEnum):
+    """A model or dataset upload: usable (`ready`), being checked by a worker (`validating`: timm and Hugging Face
+    checkpoints, image-folder archives), or refused by that check (`invalid`, with the reason)."""
+
+    validating = "validating"
+    ready = "ready"
+    invalid = "invalid"
+
+
 ACTIVE = frozenset({Status.queued, Status.running})  # a worker may still pick it up or finish it
 TERMINAL = frozenset({Status.succeeded, Status.failed, Status.canceled})
 

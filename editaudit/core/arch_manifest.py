@@ -21,6 +21,16 @@ def arch_names() -> list[str]:
     return sorted(manifest()["archs"])
 
 
+# families whose checkpoints only a worker can check (their shapes follow a config the API cannot evaluate without
+# torch): an upload of one is `validating` until the ingest job has built the model and loaded the weights
+WORKER_CHECKED = {"timm/": "any timm image classifier by its timm name, e.g. timm/resnet50 (pretrained=False)",
+                  "hf/": "a Hugging Face image classifier: upload its config.json (arch hf/<model_type> follows)"}
+
+
+def worker_checked(arch: str) -> bool:
+    return arch.startswith(tuple(WORKER_CHECKED)) and arch not in manifest()["archs"]
+
+
 def required_channels(arch: str) -> int | None:
     return manifest()["archs"][arch]["channels"]
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 
-from editaudit.contracts.statuses import Status
+from editaudit.contracts.statuses import IngestStatus, Status
 from editaudit.core.settings import get_settings
 
 
@@ -82,6 +82,12 @@ class Model(TenantOwned, Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     parent_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True)
     edit_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # `validating` until a worker has checked a checkpoint the API cannot (timm, Hugging Face), then `ready` or
+    # `invalid` (`error` says why); `spec` is then the resolved spec and `info` what the check found (module table)
+    status: Mapped[str] = mapped_column(String(16), default=IngestStatus.ready, server_default=IngestStatus.ready)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -100,6 +106,15 @@ class Dataset(TenantOwned, Base):
     label_max: Mapped[int] = mapped_column(BigInteger)  # labels are int64
     has_x_orig: Mapped[bool] = mapped_column(default=False)
     has_mask: Mapped[bool] = mapped_column(default=False)
+    # an image-folder archive is `validating` until the ingest job has decoded it into shards (`manifest`), then
+    # `ready` or `invalid` (`error` names the member); tensor uploads are `ready` at once
+    status: Mapped[str] = mapped_column(String(16), default=IngestStatus.ready, server_default=IngestStatus.ready)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    classes: Mapped[list | None] = mapped_column(JSON, nullable=True)  # class names, index = label
+    manifest: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # a sharded dataset's shards
+    options: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # import options: resize, crop, class_to_idx
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the ingest job's {"done", "total"}
+    ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("editaudit_request_id", default=None)
 edit_id: ContextVar[str | None] = ContextVar("editaudit_edit_id", default=None)
-CONTEXT = {"request_id": request_id, "edit_id": edit_id}
+ingest: ContextVar[str | None] = ContextVar("editaudit_ingest", default=None)  # "models/<id>" | "datasets/<id>"
+CONTEXT = {"request_id": request_id, "edit_id": edit_id, "ingest": ingest}
 
 # a LogRecord's own attributes; anything else on a record came from `extra=` and goes into the line as a field
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message",

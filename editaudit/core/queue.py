@@ -7,7 +7,8 @@ from celery import Celery
 
 from editaudit.core.settings import Settings
 
-RUN_EDIT = "editaudit.run_edit"  # the one task: an edit and its audit (or a layer sweep), by edit id
+RUN_EDIT = "editaudit.run_edit"  # an edit and its audit (or a layer sweep), by edit id
+INGEST = "editaudit.ingest"  # check a model or decode a dataset the API cannot: ("models" | "datasets", id)
 
 
 def broker_dirs(settings: Settings) -> None:

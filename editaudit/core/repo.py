@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.datasets import BUILTIN_DATASETS, is_builtin
-from editaudit.contracts.statuses import TERMINAL, Status
+from editaudit.contracts.statuses import TERMINAL, IngestStatus, Status
 from editaudit.core import db, webhooks
 
 Row = TypeVar("Row")
@@ -28,6 +28,25 @@ class NotFound(LookupError):
     def __init__(self, detail: str, field: str):
         super().__init__(detail)
         self.detail, self.field = detail, field
+
+
+class NotReady(LookupError):
+    """A model or dataset a worker has not finished checking (`validating`), or found unusable (`invalid`): the API
+    answers 409 naming `field` (with Retry-After while it is validating)."""
+
+    def __init__(self, detail: str, field: str, status: str):
+        super().__init__(detail)
+        self.detail, self.field, self.status = detail, field, status
+
+
+def require_ready(row: db.Model | db.Dataset, field: str) -> None:
+    if row.status == IngestStatus.ready:
+        return
+    kind = KIND_OF[type(row)]
+    if row.status == IngestStatus.validating:
+        raise NotReady(f"{kind} {row.id} is still validating (a worker is checking it); retry when its status is "
+                       "ready", field, row.status)
+    raise NotReady(f"{kind} {row.id} is invalid: {row.error}", field, row.status)
 
 
 KIND_OF: dict[type, str] = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit",
@@ -92,7 +111,9 @@ def dataset_facts(s: Session, ref: str, field: str) -> dict:
     row = s.get(db.Dataset, ref)
     if row is None:
         raise NotFound(f"no dataset with id {ref!r}", field)
-    return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig}
+    require_ready(row, field)
+    return {"n": row.n, "shape": row.shape, "label_max": row.label_max, "has_x_orig": row.has_x_orig,
+            "classes": None if (row.options or {}).get("class_to_idx") else row.classes}
 
 
 def serialise(s: Session, table: type[Any], *name: str) -> None:

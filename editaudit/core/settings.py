@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from editaudit.contracts.formats.archive import ArchiveLimits
+
 MIN_TOKEN_CHARS = 24
 
 
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     max_safetensors_header_mb: float = Field(8, gt=0, le=100, description="a checkpoint's JSON header (tensor "
                                              "names, dtypes, shapes) is at most this; a larger one is refused "
                                              "(422) before it is read. 8 MiB holds ~100k tensor entries")
+    archive_max_members: int = Field(200_000, ge=1, description="entries in one image-folder archive (directories "
+                                     "and skipped files count)")
+    archive_max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one image in an archive, "
+                                          "read from its header before anything decodes it")
+    archive_max_pixels: int = Field(16_000_000_000, ge=1, description="pixels in one archive, all images together")
+    archive_max_expanded_mb: int = Field(65_536, ge=1, description="bytes an archive's members expand to (a gzip or "
+                                         "zip bomb stops here)")
     queue: str = "editaudit"
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
@@ -143,6 +152,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{env} must be at least {MIN_TOKEN_CHARS} characters (e.g. python -c "
                              "\"import secrets; print(secrets.token_urlsafe(32))\")")
         return v
+
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(self.archive_max_members, self.archive_max_image_pixels, self.archive_max_pixels,
+                             self.archive_max_expanded_mb * 1024 * 1024)
 
     @property
     def resolved_database_url(self) -> str:

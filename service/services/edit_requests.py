@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from editaudit.contracts.audit import AuditConfig
 from editaudit.contracts.cost import estimate
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size
+from editaudit.contracts.formats.shards import resized_size
 from editaudit.contracts.statuses import Status
-from editaudit.core import arch_manifest, db, repo
+from editaudit.core import arch_manifest, db, layers, repo
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.schemas.edits import EditRequest
 from editaudit.service.services.profiles import resolve_audit
@@ -33,6 +34,7 @@ class ValidEdit:
 def validate_edit(s: Session, req: EditRequest, max_passes: int | None = None) -> ValidEdit:
     """Every id the request names must be one the session sees (the caller's tenant's, in an API request)."""
     model = repo.get_or_404(s, db.Model, req.model_id)
+    repo.require_ready(model, "model_id")
     audit, profile = resolve_audit(s, req.audit_profile) if req.audit_profile else (req.audit, None)
     if req.method not in EDIT_PARAMS:
         raise Problem(422, f"unknown edit method {req.method!r}", field="method", valid=EDIT_PARAMS.names())
@@ -69,7 +71,10 @@ def _check_cost(req: EditRequest, params: EditParams, audit: AuditConfig, facts:
 
 
 def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None:
-    valid_layers = arch_manifest.layer_names(model.arch)
+    """`layers` resolved (names, blocks, globs: editaudit.core.layers) and checked against what the method takes;
+    `req.layers` becomes the resolved list, which the edit row stores."""
+    table = layers.module_table(model.arch, model.spec, model.info)
+    valid_layers = [row["name"] for row in table]
     if params.layers == "required" and not req.layers:
         raise Problem(422, f"method {req.method!r} needs at least one layer in `layers`", field="layers",
                       valid=valid_layers)
@@ -77,14 +82,16 @@ def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None
         raise Problem(422, f"method {req.method!r} edits the whole model and takes no `layers`; use one of "
                            f"{_methods_taking_layers()} to restrict an edit to layers", field="layers")
     if req.sweep:
+        _check_sweep(req, params)  # as written (distinct entries), and again as resolved (a glob may match many)
+    try:
+        req.layers = layers.resolve(req.layers, table)
+    except layers.LayerError as e:
+        raise Problem(422, f"{e.reason} in {model.arch}", field=f"layers.{e.index}", closest=e.closest) from None
+    if req.sweep:
         _check_sweep(req, params)
     elif params.single_layer and len(req.layers) != 1:
-        raise Problem(422, f"method {req.method!r} edits exactly one layer; got {len(req.layers)} (or set "
-                           "\"sweep\": true to edit each of them in turn)", field="layers")
-    for i, layer in enumerate(req.layers):
-        if layer not in valid_layers:
-            raise Problem(422, f"unknown layer {layer!r} for {model.arch}", field=f"layers.{i}",
-                          closest=arch_manifest.closest(layer, valid_layers))
+        raise Problem(422, f"method {req.method!r} edits exactly one layer; `layers` names {len(req.layers)}: "
+                           f"{req.layers[:8]} (or set \"sweep\": true to edit each of them in turn)", field="layers")
     one_at_a_time = req.sweep or params.single_layer
     for prefix, p in params.scopes():
         for name in p.layer_fields:
@@ -94,10 +101,10 @@ def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None
                               closest=arch_manifest.closest(value, valid_layers))
         if p.ranked and one_at_a_time:
             for i, layer in enumerate(req.layers):
-                _check_rank(model, i, layer, p, f"{prefix}.rank")
+                _check_rank(table, i, layer, p, f"{prefix}.rank")
         if p.rewrites_layer_map:
             for i, layer in enumerate(req.layers):
-                _check_rewritable(model, i, layer)
+                _check_rewritable(table, model, i, layer)
 
 
 def _methods_taking_layers() -> list[str]:
@@ -115,24 +122,27 @@ def _check_sweep(req: EditRequest, params: EditParams) -> None:
                            "instead", field=f"hyperparams.{field}")
 
 
-def _check_rewritable(model: db.Model, index: int, layer: str) -> None:
-    kind = arch_manifest.rewrite_kind(model.arch, layer)
+def _check_rewritable(table: list[dict], model: db.Model, index: int, layer: str) -> None:
+    row = layers.row_of(table, layer)
+    kind = None if row is None else row.get("rewrite")
     if kind is None:
-        raise Problem(422, f"layer {layer!r} is not a Linear or Conv2d layer; a key -> value rewrite needs one",
+        what = "a block" if row is None else f"a {row['type']} layer"
+        raise Problem(422, f"layer {layer!r} is {what}; a key -> value rewrite needs one Linear or Conv2d layer",
                       field=f"layers.{index}")
     if kind.startswith("unsupported"):
         raise Problem(422, f"layer {layer!r} of {model.arch} cannot be rewritten: {kind.split(': ', 1)[1]}",
                       field=f"layers.{index}")
 
 
-def _check_rank(model: db.Model, index: int, layer: str, params: EditParams, field: str) -> None:
+def _check_rank(table: list[dict], index: int, layer: str, params: EditParams, field: str) -> None:
     """rank(ΔW) can be at most what the method allows on the layer's weight (`rank_limit`)."""
     rank: int = params.rank  # type: ignore[attr-defined]  # called for ranked methods: their params have one
-    shapes = arch_manifest.expected_shapes(model.arch, model.spec["num_classes"], model.spec["input_shape"][0])
-    shape: Sequence[int] = shapes.get(f"{layer}.weight", [])
+    row = layers.row_of(table, layer)
+    shape: Sequence[int] = [] if row is None else (row["weight_shape"] or [])
     if len(shape) < 2:
-        raise Problem(422, f"layer {layer!r} has no matrix or conv weight (weight shape {list(shape)}); low-rank "
-                           "edits need a linear or conv layer", field=f"layers.{index}")
+        what = "a block" if row is None else f"weight shape {list(shape)}"
+        raise Problem(422, f"layer {layer!r} has no matrix or conv weight ({what}); low-rank edits need one linear "
+                           "or conv layer", field=f"layers.{index}")
     limit = params.rank_limit(shape)
     if rank > limit:
         raise Problem(422, f"rank {rank} is larger than layer {layer!r} (weight {list(shape)}) allows: at most {limit}",
@@ -165,10 +175,14 @@ def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditP
         facts = facts_of[field] = repo.dataset_facts(s, ref, field)
         if facts["n"] == 0:  # uploads refuse N = 0 already; rows from elsewhere must not start a job either
             raise Problem(422, f"{field} is empty (N = 0): an edit needs at least one example", field=field)
-        if list(facts["shape"]) != list(spec["input_shape"]):
-            raise Problem(422, f"{field} images are {facts['shape']} but the model takes {spec['input_shape']}",
-                          field=field)
-        if needs_labels and facts["label_max"] >= spec["num_classes"]:
+        _check_shape(field, facts["shape"], spec)
+        if needs_labels and facts.get("classes") and spec.get("class_names"):
+            missing = [c for c in facts["classes"] if c not in spec["class_names"]]
+            if missing:
+                raise Problem(422, f"{field} has classes the model does not: {missing[:10]} (labels follow the "
+                                   "model's class_names by name)", field=field, closest=arch_manifest.closest(
+                                       missing[0], spec["class_names"]))
+        elif needs_labels and facts["label_max"] >= spec["num_classes"]:
             raise Problem(422, f"{field} has label {facts['label_max']} but the model has {spec['num_classes']} "
                                "classes (labels must be < num_classes)", field=field)
     if params.held_out_roles() and not holdout_size(facts_of["test_set"]["n"]):
@@ -176,6 +190,31 @@ def _check_datasets(s: Session, req: EditRequest, model: db.Model, params: EditP
                            f"{facts_of['test_set']['n']} images are too few; name a locality_set or set "
                            "locality_weight to 0", field="test_set")
     return facts_of
+
+
+def _check_shape(field: str, shape: list[int], spec: dict) -> None:
+    """A dataset fits the model's input as it is, or through the model's preprocessing (resize the shorter side,
+    centre-crop to the input size; the worker applies it per batch, in [0, 1] pixel space)."""
+    want = list(spec["input_shape"])
+    if list(shape) == want:
+        return
+    if shape[0] != want[0]:
+        raise Problem(422, f"{field} images have {shape[0]} channels but the model takes {want[0]}", field=field)
+    pre = spec.get("preprocess") or {}
+    resize = pre.get("resize")
+    if pre.get("resize_exact") is not None:
+        scaled = [int(d) for d in pre["resize_exact"]]
+    elif resize is not None:  # as the worker computes it (editaudit.worker.ml.data.TensorDataset.with_preprocess)
+        w, h = resized_size(shape[2], shape[1], resize)
+        scaled = [h, w]
+    else:
+        scaled = list(shape[1:])
+    if resize is None and any(d < w for d, w in zip(scaled, want[1:], strict=True)):
+        raise Problem(422, f"{field} images are {shape} but the model takes {want}; give the model a "
+                           "spec.preprocess.resize, or import the archive with resize/crop", field=field)
+    if any(d < w for d, w in zip(scaled, want[1:], strict=True)):
+        raise Problem(422, f"{field} images {shape} resized to a shorter side of {resize} are {scaled}, smaller than "
+                           f"the model's input {want[1:]}", field=field)
 
 
 def add_edit_rows(s: Session, v: ValidEdit) -> tuple[db.Edit, db.Audit, list[tuple[str, db.Edit, db.Audit]]]:

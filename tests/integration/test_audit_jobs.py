@@ -148,7 +148,8 @@ def test_layers_and_lineage(edit_factory):
     c = edit_factory.client
     layers = c.get(f"/models/{edit_factory.model['id']}/layers").json()["layers"]
     by_name = {x["name"]: x for x in layers}
-    assert by_name["fc"] == {"name": "fc", "type": "Linear", "weight_shape": [10, 128], "parameters": 1290}
+    assert by_name["fc"] == {"name": "fc", "type": "Linear", "weight_shape": [10, 128], "parameters": 1290,
+                             "rewrite": "layer", "checkpoint_name": None}
     assert by_name["features.0"]["type"] == "Conv2d" and by_name["features.1"]["type"] == "BatchNorm"
     job = edit_factory.submit(audit={"attacks": []})
     edited = c.get(f"/edits/{job['id']}").json()["edited_model_id"]

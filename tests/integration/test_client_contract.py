@@ -153,7 +153,11 @@ def _arguments(fn) -> tuple[list, dict]:
     hints = typing.get_type_hints(fn)
     for name, p in list(inspect.signature(fn).parameters.items())[1:]:
         value = io.BytesIO() if name == "dest" else SAMPLE.get(name, f"{name}-1")
-        if typing.get_origin(hints[name]) is collections.abc.Mapping:
+        hint = hints[name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Mapping[...] | None`: the Mapping
+            members = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = members[0] if len(members) == 1 else hint
+        if typing.get_origin(hint) is collections.abc.Mapping:
             value = {}  # create_policy's document (gate's `policy` is a name or a document: a name here)
         if p.kind is p.KEYWORD_ONLY:
             if name not in ("page_size", "filename"):

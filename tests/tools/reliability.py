@@ -22,6 +22,10 @@ SUITES = {
     "Embedded supervision: the local worker, signals, a busy port": "tests/integration/test_embedded_supervision.py",
     "Leases and the reconciler (the real job code, in process)": "tests/integration/test_leases.py",
     "Hostile uploads": "tests/integration/test_hostile_files.py",
+    "Hostile image-folder archives at the API (422 naming the member, nothing stored, nothing decoded)":
+        "tests/integration/test_archive_uploads.py",
+    "The archive scanner on its own: traversal, links, devices, bombs, truncated and mislabelled images":
+        "tests/unit/test_archive_scan.py",
     "Properties of the parsers and the gate (hypothesis)": "tests/unit/test_properties.py",
     "Schema fuzzing in the production mode (schemathesis: a case per operation, 25 generated requests each)":
         "tests/integration/test_schemathesis.py",

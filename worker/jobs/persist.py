@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import PurePath
+import tempfile
+from pathlib import Path, PurePath
 
 import safetensors.torch
 import torch
@@ -22,24 +23,62 @@ from editaudit.worker.jobs.cache import versions
 from editaudit.worker.jobs.lease import LeaseLost, held
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.data import TensorDataset, load_builtin, load_file
+from editaudit.worker.ml.sharded import load_sharded
 
 log = logging.getLogger(__name__)
 
 
-def load_dataset(ref: str, sessions, store: ObjectStore) -> TensorDataset:
+def load_dataset(ref: str, sessions, store: ObjectStore, spec: dict | None = None) -> TensorDataset:
     """A dataset id or builtin name as tensors, tagged with its identity (what caches key on): an upload's sha256,
-    a built-in's name at this editaudit version."""
+    a built-in's name at this editaudit version. A sharded dataset (an ingested archive) is streamed from its
+    shards, downloaded to a folder that lives as long as the dataset. With the model's `spec`: labels follow its
+    `class_names` by name when the dataset has class names (and no explicit class_to_idx), and images of another
+    size get the model's preprocessing (resize, centre crop) per batch."""
     if is_builtin(ref):
         ds = load_builtin(ref)
         ds.identity = f"{ref}@{editaudit.__version__}"
         return ds
     with sessions() as s:
         row = s.get(db.Dataset, ref)
-        key, filename, digest = row.object_key, row.filename, row.sha256
-    with downloaded(store, key, PurePath(key).suffix) as path:
-        ds = load_file(path, filename)
-    ds.identity = digest
+        key, filename, digest, manifest = row.object_key, row.filename, row.sha256, row.manifest
+        classes = None if (row.options or {}).get("class_to_idx") else row.classes
+        identity = row.upload_key or digest  # an archive's identity includes its import options
+    if manifest is not None:
+        ds = _load_shards(store, manifest)
+    else:
+        with downloaded(store, key, PurePath(key).suffix) as path:
+            ds = load_file(path, filename)
+    ds.identity = identity
+    if spec is not None:
+        ds = _fit_to_model(ds, classes, spec)
     return ds
+
+
+def _load_shards(store: ObjectStore, manifest: dict) -> TensorDataset:
+    folder = tempfile.TemporaryDirectory(prefix="editaudit-shards-")
+    paths = []
+    for i, shard in enumerate(manifest["shards"]):
+        path = Path(folder.name) / f"{i:06d}.safetensors"
+        _, chunks = store.stream(shard["key"])
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        paths.append(path)
+    ds = load_sharded(manifest, paths)
+    ds.keep_alive = folder  # removed when the dataset is garbage-collected
+    return ds
+
+
+def _fit_to_model(ds: TensorDataset, classes: list[str] | None, spec: dict) -> TensorDataset:
+    names = spec.get("class_names")
+    if classes and names:
+        index = {name: i for i, name in enumerate(names)}
+        missing = [c for c in classes if c not in index]
+        if missing:
+            raise ValueError(f"the dataset's classes {missing[:10]} are not among the model's class_names")
+        ds.y = torch.tensor([index[c] for c in classes], dtype=torch.int64)[ds.y]
+    hw = tuple(spec["input_shape"][1:])
+    return ds.with_preprocess(spec.get("preprocess"), hw)
 
 
 def load_model(store: ObjectStore, key: str, spec: dict):

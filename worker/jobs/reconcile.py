@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from editaudit.contracts.statuses import Status
+from editaudit.contracts.statuses import IngestStatus, Status
 from editaudit.core import db
 from editaudit.core.settings import Settings
 from editaudit.worker.jobs.lease import give_up, lapsed
@@ -92,6 +92,38 @@ def _send(send: Callable[[str], None], edit_id: str) -> bool:
         return False
 
 
+def resend_ingests(sessions, send_ingest: Callable[[str, str], None], settings: Settings,
+                   now: datetime | None = None, queue_depth: Callable[[], int] = lambda: 0) -> list[str]:
+    """Send again the ingest of every upload still `validating` whose job shows no sign of life for
+    `requeue_after_s` (created that long ago, and no progress written since), when the queue is empty: its message
+    was lost or its worker died. The ingest is idempotent, so a duplicate costs time, never data."""
+    now = now or db.utcnow()
+    if _depth(queue_depth):
+        return []
+    cutoff = now - timedelta(seconds=settings.requeue_after_s)
+    sent = []
+    with sessions() as s:
+        waiting = (db.Model.status == IngestStatus.validating, db.Model.created_at < cutoff)
+        stale: list[tuple[str, str, dict | None]] = [
+            ("models", row_id, None) for row_id in s.scalars(select(db.Model.id).where(*waiting))]
+        stale += [("datasets", row_id, progress) for row_id, progress in s.execute(
+            select(db.Dataset.id, db.Dataset.progress).where(db.Dataset.status == IngestStatus.validating,
+                                                             db.Dataset.created_at < cutoff)).all()]
+    for kind, row_id, progress in stale:
+        at = (progress or {}).get("at")  # the ingest's last progress write (epoch seconds)
+        if at is not None and at > cutoff.timestamp():
+            continue
+        try:
+            send_ingest(kind, row_id)
+            sent.append(f"{kind}/{row_id}")
+        except Exception:  # noqa: BLE001 - broker down: a later pass retries
+            log.exception("reconciler: could not send the ingest of %s %s", kind, row_id)
+            break
+    if sent:
+        log.warning("reconciler: sent again the ingest of %s", sent)
+    return sent
+
+
 HEARTBEAT_FORGET_S = 24 * 3600
 
 
@@ -114,7 +146,8 @@ def default_worker_name() -> str:
 
 
 def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
-                     queue_depth: Callable[[], int] = lambda: 0, name: str | None = None) -> threading.Event:
+                     queue_depth: Callable[[], int] = lambda: 0, name: str | None = None,
+                     send_ingest: Callable[[str, str], None] | None = None) -> threading.Event:
     """Run `reconcile` every `reconcile_every_s` on a daemon thread, beating before each pass as `name` (Celery's
     hostname; by default host:pid); set the returned event to stop it."""
     stop = threading.Event()
@@ -137,6 +170,8 @@ def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
             beat_now()
             try:
                 reconcile(sessions, send, settings, queue_depth=queue_depth)
+                if send_ingest is not None:
+                    resend_ingests(sessions, send_ingest, settings, queue_depth=queue_depth)
             except Exception:  # noqa: BLE001 - a database outage must not end the loop
                 log.exception("reconciler pass failed; retrying")
 

@@ -36,6 +36,7 @@ from editaudit.worker.jobs.persist import (
     store_success,
 )
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
+from editaudit.worker.ml.archs.registry import checkpoint_state
 from editaudit.worker.ml.audit.runner import Evaluation, run_audit
 from editaudit.worker.ml.data import hold_out
 from editaudit.worker.ml.edits import run_edit
@@ -71,6 +72,24 @@ def note_held_out(samples: dict[str, SplitSamples], record: dict, roles: set[str
     row.held_out = HeldOut(**record, roles=sorted(roles))
 
 
+def saved_names(state: dict, saved: dict, keys: list[str]) -> list[str]:
+    """`keys` (the network's names) as the saved checkpoint names the same tensors."""
+    if saved is state:
+        return keys
+    by_tensor = {id(v): k for k, v in saved.items()}
+    return [by_tensor.get(id(state[k]), k) for k in keys]
+
+
+def inputs_record(spec: dict, splits: dict) -> dict:
+    """What the model saw, for the audit's resolved config: its input, normalisation and preprocessing (attacks and
+    corruptions act on the preprocessed [0, 1] image; mean/std are applied inside the model), and per split the
+    stored image shape and whether it was preprocessed."""
+    return {"input_shape": spec["input_shape"], "mean": spec.get("mean"), "std": spec.get("std"),
+            "preprocess": spec.get("preprocess"), "class_names": bool(spec.get("class_names")),
+            "splits": {name: {"n": len(ds), "stored_shape": list(getattr(ds, "stored_shape", spec["input_shape"])),
+                              "preprocessed": bool(getattr(ds, "preprocess", None))} for name, ds in splits.items()}}
+
+
 def run_single_edit(settings: Settings, sessions, store: ObjectStore, edit_id: str) -> None:
     """One attempt at the edit, under its lease (`lease.py`): a delivery that finds a live lease is dropped, and an
     attempt that lost its lease writes nothing."""
@@ -101,7 +120,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         device = pick_device(settings.device)
         params = parse_hyperparams(job["method"], job["hyperparams"])  # validated once, here, for this process
         baseline = load_model(store, model_key, spec)
-        splits = {split: load_dataset(job[f"{split}_set"], sessions, store)
+        splits = {split: load_dataset(job[f"{split}_set"], sessions, store, spec)
                   for split in metrics.SPLITS if job[f"{split}_set"]}
         progress = ProgressWriter(sessions, edit_id, lease=lease)
         t0 = time.perf_counter()
@@ -109,7 +128,7 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         held_out = hold_out_for_edit(params, splits)  # before `reference`: the audit and the edit see the rest
         reference = {k: v for k, v in splits.items() if k != "edit"}
         for role, (_, ref, _) in params.datasets().items():  # locality / reference sets, nested edits' included
-            reference[role] = load_dataset(ref, sessions, store)
+            reference[role] = load_dataset(ref, sessions, store, spec)
         if held_out:
             reference.update(dict.fromkeys(params.held_out_roles(), held_out[0]))
         linked = {field: load_edited_model(ref, sessions, store, spec) for field, ref in params.edit_refs().items()}
@@ -127,12 +146,15 @@ def _attempt(settings: Settings, sessions, store: ObjectStore, edit_id: str, lea
         if cached is None:
             cache_put(store, cache_key, json.dumps(base_eval.to_json()).encode())
         result.durations_s["edit"] = edit_seconds
+        result.sections["inputs"] = inputs_record(spec, splits)
         if held_out:
             note_held_out(result.samples, held_out[1], params.held_out_roles())
         result.add_sections(edited.audit, params.audit_sections)
         state = state_of(edited.model.net)
-        weights = safetensors.torch.save(state)
-        delta = make_delta(state, edited.changed, {"parent_sha256": model_sha, "method": job["method"]})
+        saved = checkpoint_state(spec["arch"], edited.model.net, state)  # in the layout the upload had
+        weights = safetensors.torch.save(saved)
+        delta = make_delta(saved, saved_names(state, saved, edited.changed),
+                           {"parent_sha256": model_sha, "method": job["method"]})
         edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
     except LeaseLost:
         log.warning("edit %s: attempt %s lost its lease to another attempt; dropping its work", edit_id, token)

@@ -2,10 +2,19 @@
 
 Shared by the API (validation before anything is stored) and the worker (loading). Every reader takes a path, an
 open binary file or bytes, and reads in bounded slices: an upload is never held in memory whole to be checked.
+Image-folder archives (.tar, .tar.gz, .zip, from an open file) are checked from their members' headers, never decoded.
 Nothing here ever unpickles: safetensors is a JSON header plus raw buffers, and `.npz` members are read as `.npy`
 headers first, with `allow_pickle=False`.
 """
 
+from editaudit.contracts.formats.archive import (
+    ArchiveLimits,
+    ArchiveSummary,
+    Member,
+    is_archive_name,
+    iter_archive,
+    scan_archive,
+)
 from editaudit.contracts.formats.dataset import (
     MAX_NPZ_EXPANDED_BYTES,
     DatasetArrays,
@@ -27,6 +36,7 @@ from editaudit.contracts.formats.source import CHUNK_BYTES, Source, looks_like_p
 
 __all__ = [
     "CHUNK_BYTES", "MAX_HEADER_BYTES", "MAX_HEADER_DEPTH", "MAX_NPZ_EXPANDED_BYTES", "SAFETENSORS_DTYPES",
-    "DatasetArrays", "DatasetSummary", "FormatError", "Source", "TensorInfo", "dataset_to_npz", "looks_like_pickle",
-    "nonfinite_tensors", "parse_dataset", "read_safetensors_header", "scan_dataset",
+    "ArchiveLimits", "ArchiveSummary", "DatasetArrays", "DatasetSummary", "FormatError", "Member", "Source",
+    "TensorInfo", "dataset_to_npz", "is_archive_name", "iter_archive", "looks_like_pickle", "nonfinite_tensors",
+    "parse_dataset", "read_safetensors_header", "scan_archive", "scan_dataset",
 ]

@@ -251,8 +251,7 @@ def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str
     out, samples = {}, {}
     for name, ds in splits.items():
         idx = stratified_indices(ds.y.numpy(), cfg.max_samples, _seed(cfg.seed, name) % 2**32)
-        t = torch.from_numpy(idx)
-        out[name] = TensorDataset(ds.pixels[t], ds.y[t])
+        out[name] = ds.take(idx, f"audit:{cfg.seed}:{cfg.max_samples}")
         samples[name] = SplitSamples(n=len(idx), of=len(ds), ids=idx.tolist() if len(idx) < len(ds) else None)
     return out, samples
 

@@ -120,8 +120,8 @@ def run_edit(method: str, model: Normalized, edit_set: TensorDataset, layers: li
     if params.single_layer and len(layers) != 1:
         raise ValueError(f"{method} edits exactly one layer; got layers = {list(layers)}")
     names = dict(model.net.named_modules())
-    for layer in layers:
-        if layer not in names or not any(True for _ in names[layer].parameters(recurse=False)):
+    for layer in layers:  # a layer, or a block of them (all its parameters, for the methods that take many)
+        if layer not in names or not any(True for _ in names[layer].parameters()):
             raise ValueError(f"unknown layer {layer!r}")
     if len(edit_set) == 0:
         raise ValueError("the edit set is empty")

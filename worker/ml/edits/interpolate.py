@@ -18,7 +18,6 @@ from editaudit.contracts.attacks import PGDParams
 from editaudit.contracts.edits import InterpolateParams
 from editaudit.worker.ml.archs.registry import Normalized
 from editaudit.worker.ml.audit.attacks.pgd import PGD
-from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, changed_keys, edit_method
 
 ROBUST = metrics.adv_accuracy("test", "pgd")  # best_robust: PGD-10 on a test subset
@@ -28,16 +27,22 @@ def layer_of(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
+def in_layer(key: str, layer: str) -> bool:
+    """Whether state_dict key `key` belongs to `layer`, a layer or a block of them."""
+    return layer == "" or key == layer or key.startswith(layer + ".")
+
+
 def interpolated(model0: Normalized, model1: Normalized, layer: str, alpha: float) -> Normalized:
-    """A copy of model0 whose `layer` parameters are W0 + alpha (W1 - W0); alpha = 0 is model0 exactly."""
+    """A copy of model0 whose `layer` parameters (every parameter under it, for a block) are W0 + alpha (W1 - W0);
+    alpha = 0 is model0 exactly."""
     out = copy.deepcopy(model0)
     m0 = dict(model0.net.named_modules())[layer]
-    m1 = dict(model1.net.named_modules())[layer]
-    mo = dict(out.net.named_modules())[layer]
+    m1 = dict(dict(model1.net.named_modules())[layer].named_parameters())
+    mo = dict(dict(out.net.named_modules())[layer].named_parameters())
     with torch.no_grad():
-        for name, w0 in m0.named_parameters(recurse=False):
-            w1 = dict(m1.named_parameters(recurse=False))[name]
-            getattr(mo, name).copy_(w0 if alpha == 0 else w1 if alpha == 1 else torch.lerp(w0, w1, alpha))
+        for name, w0 in m0.named_parameters():
+            w1 = m1[name]
+            mo[name].copy_(w0 if alpha == 0 else w1 if alpha == 1 else torch.lerp(w0, w1, alpha))
     return out
 
 
@@ -80,7 +85,7 @@ class AlphaSearch:
                 raise ValueError("alpha.mode = best_robust needs the test set")
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(test), generator=g)[: pol.robust_samples]
-            self.robust_ds = TensorDataset(test.pixels[idx], test.y[idx])
+            self.robust_ds = test.take(idx, f"robust:0:{pol.robust_samples}")
 
     def score(self, alpha: float) -> float:
         alpha = round(alpha, 6)
@@ -160,9 +165,10 @@ class Interpolate(EditMethod[InterpolateParams]):
                 copy.deepcopy(ctx.model), ctx.edit_set, [layer], p.base.params, ctx.device, ctx.progress,
                 ctx.reference, memo=ctx.memo))
             model1 = base_result.model
-        moved = {layer_of(k) for k in changed_keys(ctx.model.net.state_dict(), model1.net.state_dict())}
-        if moved - {layer}:
-            raise ValueError(f"the base edit changed other layers than {layer!r}: {sorted(moved - {layer})}")
+        moved = {layer_of(k) for k in changed_keys(ctx.model.net.state_dict(), model1.net.state_dict())
+                 if not in_layer(k, layer)}
+        if moved:
+            raise ValueError(f"the base edit changed other layers than {layer!r}: {sorted(moved)}")
         search = AlphaSearch(ctx, model1, layer)
         if p.alpha.mode == "fixed":
             alpha, how = p.alpha.alpha, "fixed"

@@ -19,6 +19,10 @@ from editaudit.worker.ml.edits.training import train_steps
 class LowRank(EditMethod[LowRankParams]):
     def apply(self, ctx: EditContext[LowRankParams]) -> EditResult:
         p, layer = ctx.params, ctx.layer
+        module = dict(ctx.model.net.named_modules())[layer]
+        if not isinstance(module._parameters.get("weight"), torch.Tensor):
+            raise ValueError(f"low_rank edits one layer with a weight (a Linear or conv); {layer!r} is a "
+                             f"{type(module).__name__} without one of its own: name one of its layers")
         key = f"net.{layer}.weight"
         w0 = dict(ctx.model.named_parameters())[key].detach()
         if w0.dim() < 2:

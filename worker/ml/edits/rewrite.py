@@ -54,7 +54,10 @@ def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch
 
 def _check_layer(module: nn.Module, name: str) -> None:
     if not isinstance(module, (nn.Linear, nn.Conv2d)):
-        raise ValueError(f"rewrite edits a Linear or Conv2d layer; {name!r} is a {type(module).__name__}")
+        inner = next((f"{name}.{n}" if name else n for n, m in module.named_modules()
+                      if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+        hint = f" (a block: name one of its layers, e.g. {inner!r})" if inner else ""
+        raise ValueError(f"rewrite edits a Linear or Conv2d layer; {name!r} is a {type(module).__name__}{hint}")
     problem = plain_layer_problem(module)
     if problem:
         raise ValueError(f"rewrite cannot edit {name!r}: it is {problem}")
@@ -201,7 +204,11 @@ class Rewrite(EditMethod[RewriteParams]):
         ctx.model.eval()  # BatchNorm statistics stay as trained
         ctx.progress("keys", 0, 3)
         clock = _Clock()
-        gm = trace(ctx.model.net)
+        try:  # the shape of the edit images: a concrete trace's example input
+            gm = trace(ctx.model.net, input_shape=list(es.images(slice(0, 1)).shape[1:]))
+        except Exception as exc:  # noqa: BLE001 - the graph is how rewrite finds what to match: say why it has none
+            raise ValueError(f"rewrite cannot edit {layer!r}: the model cannot be traced "
+                             f"({type(exc).__name__}: {exc})") from exc
         topo = topology(gm, layer)
         if topo.kind == "unsupported":
             raise ValueError(f"rewrite cannot edit {layer!r}: {topo.reason}")
@@ -268,7 +275,7 @@ class Rewrite(EditMethod[RewriteParams]):
         else:
             es = ctx.edit_set
             assert es.orig_pixels is not None  # apply() refused an edit set without x_orig
-            name, ds, identity = "edit.x_orig", TensorDataset(es.orig_pixels, es.y), None
+            name, ds, identity = "edit.x_orig", TensorDataset(es.orig_pixels, es.y, preprocess=es.preprocess), None
         if len(ds) > p.reference_samples:  # only the subset is converted to float (uploads may be uint8)
             gen = torch.Generator().manual_seed(p.seed)
             pick = torch.randperm(len(ds), generator=gen)[: p.reference_samples].sort().values

@@ -65,7 +65,10 @@ def train_only(ctx: EditContext, params: list[torch.nn.Parameter]) -> None:
 
 
 def layer_params(ctx: EditContext) -> list[torch.nn.Parameter]:
+    """The parameters of the named layers, blocks included (every parameter under them), each once: layers may
+    overlap (`layer4` and `layer4.1.conv2`)."""
     modules = dict(ctx.model.net.named_modules())
-    return [prm for layer in ctx.layers for prm in modules[layer].parameters(recurse=False)]
+    params = {id(prm): prm for layer in ctx.layers for prm in modules[layer].parameters()}
+    return list(params.values())
 
 
