@@ -66,11 +66,16 @@ def _store(file: str, what: str, url: str, key: str | None, create: Callable[[Cl
 @click.argument("pattern", required=False, metavar="[GLOB]")
 @document_options("the list")
 def archs(pattern, fmt, output, url, key):
-    """The architectures a model spec's `arch` may name (one per line), e.g. `editaudit archs 'torchvision/res*'`."""
-    names = fetch(url, key, lambda api: api.list_archs())["archs"]
+    """The architectures a model spec's `arch` may name (one per line), e.g. `editaudit archs 'torchvision/res*'`,
+    then (without a GLOB) the families a worker checks: `timm/<name>` (any timm classifier) and `hf/<model_type>` (a
+    Hugging Face config.json; see `editaudit models import`)."""
+    out = fetch(url, key, lambda api: api.list_archs())
+    names = out["archs"]
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    show_document({"archs": names}, fmt, output, lambda: "\n".join(names))
+    families = {} if pattern else out.get("families") or {}
+    show_document({"archs": names, "families": families}, fmt, output, lambda: "\n".join(
+        names + [f"{prefix}<name>  {about}" for prefix, about in families.items()]))
 
 
 def _cut(text: str, n: int) -> str:

@@ -51,6 +51,7 @@ class Ready(TypedDict):
 
 class Archs(TypedDict):
     archs: list[str]
+    families: NotRequired[dict[str, str]]  # "timm/", "hf/": prefixes a worker checks, with what they take
 
 
 class MethodInfo(TypedDict):

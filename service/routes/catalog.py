@@ -17,7 +17,8 @@ TRAITS = ("layers", "single_layer", "ranked", "needs_x_orig", "layer_fields", "e
 
 @router.get("/archs", response_model=ArchsOut, **op("list_archs", None, any_key=True))
 def list_archs():
-    return ArchsOut(archs=arch_manifest.arch_names())
+    """Registered architectures (checked at upload) and the families a worker checks (timm, Hugging Face)."""
+    return ArchsOut(archs=arch_manifest.arch_names(), families=arch_manifest.WORKER_CHECKED)
 
 
 @router.get("/methods", response_model=MethodsOut, **op("list_methods", None, any_key=True))

@@ -81,7 +81,9 @@ class ModelOut(BaseModel):
 
 
 class ArchsOut(BaseModel):
-    archs: list[str]
+    archs: list[str] = Field(description="registered architectures, checked at upload")
+    families: dict[str, str] = Field(default_factory=dict, description="prefixes a worker checks (timm/<name>, "
+                                                                       "hf/<model_type>), with what they take")
 
 
 class LayerOut(BaseModel):
