@@ -1,9 +1,10 @@
 """A dataset uploaded as several safetensors shards (POST /datasets with more than one `file` part): each shard is
 checked as an ordinary dataset and against the shard layout (x uint8 [k,H,W,C], y int64 [k], optional x_orig and
 mask, as the ingest job writes them), they must agree with one another, and they become one sharded dataset the
-worker streams shard by shard, `ready` at once. Each shard is its own object (content addressed); the manifest is
-the row's object, stored with the row (store-then-row); shards stored by an upload that then fails are removed
-unless another dataset's manifest lists them."""
+worker streams shard by shard, `ready` at once. Each shard is its own object, content addressed within the tenant
+(one tenant's upload or cleanup never touches another's objects); the manifest is the row's object, stored with the
+row (store-then-row); shards stored by an upload that then fails are removed unless a dataset's manifest lists
+them."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def upload_shards(svc, s, sessions, request: Request, parts: list[UploadFile]) -
             raise Problem(422, f"shard {i} holds {got.shape} images (x_orig: {got.has_x_orig}, mask: {got.has_mask}); "
                                f"shard 0 holds {first.shape} (x_orig: {first.has_x_orig}, mask: {first.has_mask})",
                           field=f"file.{i}")
-    shards = [{"key": content_key("shards", c["digest"], ".safetensors"), "sha256": c["digest"], "n": c["summary"].n,
+    prefix = f"tenants/{sha256(db.session_tenant(s).encode())[:16]}/shards"  # never another tenant's object
+    shards = [{"key": content_key(prefix, c["digest"], ".safetensors"), "sha256": c["digest"], "n": c["summary"].n,
                "bytes": c["size"]} for c in checked]
     try:
         manifest = parse_manifest({"version": 1, "n": sum(c["summary"].n for c in checked), "shape": first.shape,
@@ -87,8 +89,8 @@ def _check_part(svc, index: int, part: UploadFile) -> dict:
 
 
 def remove_unlisted(s, store, keys: list[str]) -> None:
-    """Delete the shard objects `keys` unless a dataset's manifest (any tenant's: identical shards are one object)
-    lists them."""
+    """Delete the shard objects `keys` unless a dataset's manifest lists them (asked across tenants: a yes or no,
+    never a row)."""
     if not keys:
         return
     why = "an upload's cleanup: a shard object serves every dataset whose manifest lists it"
