@@ -70,8 +70,10 @@ def write_tar(path: Path, n: int, members: list[bytes]) -> None:
 
 def child_ingest(tar: Path, out: Path) -> dict:
     from editaudit.contracts.formats.archive import ArchiveLimits, iter_archive, scan_archive
+    from editaudit.worker.memory import steady_allocator
     from editaudit.worker.ml.ingest import decode_to_shards
 
+    steady_allocator()  # as every worker process sets it (editaudit.worker.celery_app)
     limits = ArchiveLimits()
     (out / "shards").mkdir(parents=True)
     t0 = time.perf_counter()
@@ -100,10 +102,12 @@ def child_audit(out: Path, batch: int) -> dict:
     from torch import nn
 
     from editaudit.contracts.audit import AuditConfig
+    from editaudit.worker.memory import steady_allocator
     from editaudit.worker.ml.archs.registry import Normalized
     from editaudit.worker.ml.audit.runner import evaluate_model
     from editaudit.worker.ml.sharded import load_sharded
 
+    steady_allocator()  # as every worker process sets it (editaudit.worker.celery_app)
     manifest = json.loads((out / "manifest.json").read_text())
     t0 = time.perf_counter()
     ds = load_sharded(manifest, [out / s["key"] for s in manifest["shards"]])
