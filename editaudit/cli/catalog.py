@@ -75,7 +75,7 @@ def archs(pattern, fmt, output, url, key):
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     families = {} if pattern else out.get("families") or {}
     show_document({"archs": names, "families": families}, fmt, output, lambda: "\n".join(
-        names + [f"{prefix}<name>  {about}" for prefix, about in families.items()]))
+        names + [f"{prefix}*  {about}" for prefix, about in families.items()]))
 
 
 def _cut(text: str, n: int) -> str:

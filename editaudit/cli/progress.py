@@ -18,7 +18,7 @@ import click
 
 WIDTH = 24
 DEFAULT_EVERY = 5.0
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "ready", "invalid"})  # jobs; models and datasets checked
 
 
 def format_duration(seconds: float | None) -> str:

@@ -132,9 +132,9 @@ def _wait(api: Client, kind: str, row: Any, wait: bool, every: float) -> Any:
 
     def show(current: Mapping[str, Any]) -> None:
         p = current.get("progress") or {}
+        stage = ("decoding images" if p.get("total") else "checking") if current["status"] == "validating" else ""
         reporter({"id": current["id"], "status": current["status"],
-                  "progress": {"stage": "decoding images" if p.get("total") else "checking", "done": p.get("done"),
-                               "total": p.get("total")}})
+                  "progress": {"stage": stage, "done": p.get("done"), "total": p.get("total")}})
 
     try:
         return api.wait_until_ready(kind, row["id"], on_progress=show, timeout=None)
@@ -189,11 +189,15 @@ def layers(model_id, pattern, fmt, output, url, key):
     out = fetch(url, key, lambda api: api.get_model_layers(model_id))
     if pattern:
         out = {**out, "layers": [lay for lay in out["layers"] if fnmatch.fnmatchcase(lay["name"], pattern)]}
+    renamed = any(lay.get("checkpoint_name") for lay in out["layers"])
     show_document(out, fmt, output, lambda: f"model {out['model_id']} ({out['arch']}): {len(out['layers'])} "
-                  "editable layers\n\n" + render(
-                      ["layer", "type", "weight shape", "parameters"],
+                  "editable layers (a block's path or a glob names several)\n\n" + render(
+                      ["layer", "type", "weight shape", "parameters", "rewrite"] + (["in the checkpoint"] if renamed
+                                                                                    else []),
                       [[lay["name"], lay["type"], "x".join(map(str, lay.get("weight_shape") or [])) or "-",
-                        f"{lay['parameters']:,}"] for lay in out["layers"]], align_right={3}))
+                        f"{lay['parameters']:,}", lay.get("rewrite") or "-"]
+                       + ([lay.get("checkpoint_name") or "-"] if renamed else []) for lay in out["layers"]],
+                      align_right={3}))
 
 
 def lineage_table(out: Mapping[str, Any]) -> str:
