@@ -38,11 +38,12 @@ def _on_start(sender=None, **_):
     from editaudit.core.queue import INGEST, RUN_EDIT, enqueue, queue_depth
     from editaudit.worker.jobs.reconcile import start_reconciler
     from editaudit.worker.jobs.webhooks import start_deliverer
-    from editaudit.worker.memory import steady_allocator
+    from editaudit.worker.memory import set_threads, steady_allocator
     from editaudit.worker.ml.parity import check_parity
 
     settings = get_settings()
     steady_allocator()  # before any job: batch-sized tensors must not fragment the heap (editaudit.worker.memory)
+    set_threads(settings.torch_threads)
     broker_dirs(settings)
     load_plugins(settings.plugins)
     check_parity()

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
                                          "zip bomb stops here)")
     queue: str = "editaudit"
     device: str = Field("auto", description="worker device: auto | cpu | cuda | cuda:N")
+    torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads each worker process gives torch "
+                                      "(torch.set_num_threads); unset: torch's default (the cores it sees). Workers "
+                                      "sharing a host's cores run faster with their share each (docs/operations.md)")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
     job_time_limit_s: float = Field(5 * 3600, ge=1, description="an attempt running longer fails (checked between "

@@ -14,3 +14,11 @@ def test_steady_allocator_sets_the_thresholds_where_there_is_glibc():
     assert out.returncode == 0, out.stderr
     expected = "True" if ctypes.util.find_library("c") and sys.platform.startswith("linux") else "False"
     assert out.stdout.strip() == expected
+
+
+def test_the_torch_thread_count_is_the_setting():
+    code = ("from editaudit.core.settings import Settings; from editaudit.worker.memory import set_threads; "
+            "print(set_threads(Settings(torch_threads=1).torch_threads), set_threads(None))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]  # set, then left as it is
