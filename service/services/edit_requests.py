@@ -94,11 +94,17 @@ def _check_layers(req: EditRequest, model: db.Model, params: EditParams) -> None
                            f"{req.layers[:8]} (or set \"sweep\": true to edit each of them in turn)", field="layers")
     one_at_a_time = req.sweep or params.single_layer
     for prefix, p in params.scopes():
-        for name in p.layer_fields:
+        for name in p.layer_fields:  # one module (a block's path, or its name in the checkpoint), stored resolved
             value = getattr(p, name)
-            if value and value not in valid_layers:
-                raise Problem(422, f"unknown {name} {value!r} for {model.arch}", field=f"{prefix}.{name}",
-                              closest=arch_manifest.closest(value, valid_layers))
+            if value:
+                try:
+                    found = [] if layers.GLOB & set(value) else layers.resolve([value], table)
+                except layers.LayerError:
+                    found = []
+                if len(found) != 1:
+                    raise Problem(422, f"unknown {name} {value!r} for {model.arch} (one module's path)",
+                                  field=f"{prefix}.{name}", closest=arch_manifest.closest(value, valid_layers))
+                setattr(p, name, found[0])
         if p.ranked and one_at_a_time:
             for i, layer in enumerate(req.layers):
                 _check_rank(table, i, layer, p, f"{prefix}.rank")

@@ -28,3 +28,14 @@ def test_the_methods_catalog_lists_traits_and_schemas(api_client):
     assert methods["rewrite"]["traits"]["dataset_fields"] == {"reference_set": "reference"}
     assert methods["interpolate"]["traits"]["audit_sections"] == ["alpha_curve", "mli"]
     assert "rank" in methods["low_rank"]["params_schema"]["properties"]
+
+
+def test_a_layer_field_takes_a_block_and_is_stored_resolved(edit_factory):
+    """`from_layer` names one module: a leaf, or a block's path (everything from it to the output trains)."""
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, method="finetune", layers=[], hyperparams={"from_layer": "features"})
+    assert c.get(f"/edits/{job['id']}").json()["hyperparams"]["from_layer"] == "features"
+    r = c.post("/edits", json={"model_id": edit_factory.model["id"], "method": "finetune", "layers": [],
+                               "edit_set": edit_factory.dataset["id"], "test_set": "builtin:digits-test",
+                               "hyperparams": {"from_layer": "features.*"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "hyperparams.from_layer"
