@@ -92,15 +92,21 @@ def sha256_file(src: FileSource, chunk: int = HASH_CHUNK) -> tuple[str, int]:
 def downloaded(store: ObjectStore, key: str, suffix: str = "") -> Iterator[Path]:
     """The object streamed into a temporary file, removed afterwards: a reader parses or memory-maps the file
     instead of holding the object's bytes next to what it builds from them (a 2 GiB dataset needs 2 GiB, not 4)."""
-    _, chunks = store.stream(key)
     fd, name = tempfile.mkstemp(prefix="editaudit-", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        yield Path(name)
+        yield download_to(store, key, Path(name))
     finally:
         os.unlink(name)
+
+
+def download_to(store: ObjectStore, key: str, path: Path) -> Path:
+    """The object streamed into `path` (created or truncated), chunk by chunk."""
+    _, chunks = store.stream(key)
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+    return path
 
 
 def content_key(kind: str, digest: str, suffix: str) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
+from editaudit.contracts.formats.shards import Interpolation
 from editaudit.contracts.statuses import IngestStatus
 
-Interpolation = Literal["nearest", "bilinear", "bicubic"]
 MAX_CHANNELS = 16
 MAX_INPUT_PIXELS = 4096 * 4096
 

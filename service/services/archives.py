@@ -10,9 +10,9 @@ from typing import BinaryIO
 from pydantic import ValidationError
 
 from editaudit.contracts.formats import ArchiveSummary, is_archive_name
-from editaudit.contracts.formats.shards import resized_size
+from editaudit.contracts.formats.archive import sniff_container
+from editaudit.contracts.formats.shards import IngestOptions, resized_size
 from editaudit.service.errors import Problem, validation_problem
-from editaudit.service.schemas.datasets import ImportOptions
 
 
 def is_archive(f: BinaryIO, filename: str) -> bool:
@@ -23,29 +23,29 @@ def is_archive(f: BinaryIO, filename: str) -> bool:
     if is_archive_name(filename):
         return True
     f.seek(0)
-    head = f.read(265)
+    head = f.read(512)
     f.seek(0)
-    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
+    return sniff_container(head) in ("tar", "tar.gz")  # an unnamed zip stays a tensor file (.npz) by content
 
 
 def archive_suffix(container: str) -> str:
     return {"tar": ".tar", "tar.gz": ".tar.gz", "zip": ".zip"}[container]
 
 
-def parse_options(raw: str | None) -> ImportOptions:
+def parse_options(raw: str | None) -> IngestOptions:
     if raw is None:
-        return ImportOptions()
+        return IngestOptions()
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
         raise Problem(422, f"options is not valid JSON: {e}", field="options") from None
     try:
-        return ImportOptions.model_validate(obj)
+        return IngestOptions.model_validate(obj)
     except ValidationError as e:
         raise validation_problem(e, "options") from None
 
 
-def archive_facts(summary: ArchiveSummary, opts: ImportOptions, max_pixels: int) -> dict:
+def archive_facts(summary: ArchiveSummary, opts: IngestOptions, max_pixels: int) -> dict:
     """The row's n, shape, label_max, classes and twins as the members and options decide them (shape is final
     unless a resize without a crop meets images of mixed aspect; the ingest job writes the final one)."""
     if opts.class_to_idx is not None:

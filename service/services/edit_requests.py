@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from editaudit.contracts.audit import AuditConfig
 from editaudit.contracts.cost import estimate
 from editaudit.contracts.edits import EDIT_PARAMS, MAX_SWEEP_LAYERS, EditParams, holdout_size
-from editaudit.contracts.formats.shards import resized_size
+from editaudit.contracts.formats.shards import preprocessed_size
 from editaudit.contracts.statuses import Status
 from editaudit.core import arch_manifest, db, layers, repo
 from editaudit.service.errors import Problem, validation_problem
@@ -208,13 +208,7 @@ def _check_shape(field: str, shape: list[int], spec: dict) -> None:
         raise Problem(422, f"{field} images have {shape[0]} channels but the model takes {want[0]}", field=field)
     pre = spec.get("preprocess") or {}
     resize = pre.get("resize")
-    if pre.get("resize_exact") is not None:
-        scaled = [int(d) for d in pre["resize_exact"]]
-    elif resize is not None:  # as the worker computes it (editaudit.worker.ml.data.TensorDataset.with_preprocess)
-        w, h = resized_size(shape[2], shape[1], resize)
-        scaled = [h, w]
-    else:
-        scaled = list(shape[1:])
+    scaled = list(preprocessed_size(shape[1], shape[2], pre) or shape[1:])  # as the worker computes it
     if resize is None and any(d < w for d, w in zip(scaled, want[1:], strict=True)):
         raise Problem(422, f"{field} images are {shape} but the model takes {want}; give the model a "
                            "spec.preprocess.resize, or import the archive with resize/crop", field=field)

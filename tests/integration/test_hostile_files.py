@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import struct
-import zipfile
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import torch
 
 from editaudit.core import db
 from tests.conftest import SPEC, unscoped
+from tests.image_folders import zip_bytes
 from tests.integration.test_api_errors import assert_nothing_stored, assert_problem
 
 MARKER = "/tmp/editaudit-hostile-marker"
@@ -121,16 +121,8 @@ DATASET_CASES = {
 }
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-DATASET_CASES["npy member that is a pickle"] = (_zip({"x.npy": pickle.dumps(Boom()), "y.npy": b""}), 422, "file")
-DATASET_CASES["member that is not .npy"] = (_zip({"x.npy": b"", "../evil": b""}), 422, "file")
+DATASET_CASES["npy member that is a pickle"] = (zip_bytes({"x.npy": pickle.dumps(Boom()), "y.npy": b""}), 422, "file")
+DATASET_CASES["member that is not .npy"] = (zip_bytes({"x.npy": b"", "../evil": b""}), 422, "file")
 
 
 @pytest.mark.parametrize("case", sorted(DATASET_CASES))

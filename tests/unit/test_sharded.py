@@ -237,7 +237,8 @@ def test_resize_and_crop_as_torchvision(tmp_path):
     # a JPEG shrunk 4x is decoded at a reduced DCT scale first: within rounding of the full decode
     jpegs = [member("x", "a", f"j{i}", a, "jpeg") for i, a in enumerate(images(2, shape=(64, 96, 3)))]
     (tmp_path / "j").mkdir()
-    manifest, store = ingest(jpegs, tmp_path / "j", {"resize": 16, "crop": 16}, summary=summary(jpegs, size=(64, 96)))
+    manifest, store = ingest(jpegs, tmp_path / "j", {"resize": 16, "crop": [16, 16]},
+                             summary=summary(jpegs, size=(64, 96)))
     assert manifest["shape"] == [3, 16, 16]
     full = np.stack([np.asarray(T.CenterCrop(16)(T.Resize(16)(Image.open(io.BytesIO(b)).convert("RGB"))))
                      for _, b in jpegs])

@@ -18,7 +18,7 @@ from editaudit.contracts.audit_result import AuditResult
 from editaudit.contracts.datasets import is_builtin
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo, webhooks
-from editaudit.core.storage import ObjectStore, content_key, downloaded, sha256
+from editaudit.core.storage import ObjectStore, content_key, download_to, downloaded, sha256
 from editaudit.worker.jobs.cache import versions
 from editaudit.worker.jobs.lease import LeaseLost, held
 from editaudit.worker.ml.archs import create_model
@@ -56,14 +56,8 @@ def load_dataset(ref: str, sessions, store: ObjectStore, spec: dict | None = Non
 
 def _load_shards(store: ObjectStore, manifest: dict) -> TensorDataset:
     folder = tempfile.TemporaryDirectory(prefix="editaudit-shards-")
-    paths = []
-    for i, shard in enumerate(manifest["shards"]):
-        path = Path(folder.name) / f"{i:06d}.safetensors"
-        _, chunks = store.stream(shard["key"])
-        with open(path, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        paths.append(path)
+    paths = [download_to(store, shard["key"], Path(folder.name) / f"{i:06d}.safetensors")
+             for i, shard in enumerate(manifest["shards"])]
     ds = load_sharded(manifest, paths)
     ds.keep_alive = folder  # removed when the dataset is garbage-collected
     return ds

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from editaudit.contracts.datasets import BUILTIN_DATASETS
 from editaudit.contracts.edits import holdout_size
 from editaudit.contracts.formats import DatasetArrays, parse_dataset
-from editaudit.contracts.formats.shards import center_crop_box, resized_size
+from editaudit.contracts.formats.shards import center_crop_box, preprocessed_size
 from editaudit.worker.ml.sharded import ShardedImages, load_sharded
 
 __all__ = ["BatchPreprocess", "Pixels", "TensorDataset", "as_images", "digits_arrays", "hold_out", "load_builtin",
@@ -153,12 +153,7 @@ class TensorDataset:
         crop = p.get("crop")
         if crop is not None and tuple(int(c) for c in crop) != target:
             raise ValueError(f"preprocess crop {list(crop)} differs from the model's input size {list(target)}")
-        resize = None
-        if p.get("resize_exact") is not None:  # Hugging Face processors that squash to h x w (no aspect kept)
-            resize = (int(p["resize_exact"][0]), int(p["resize_exact"][1]))
-        elif p.get("resize") is not None:
-            rw, rh = resized_size(w, h, int(p["resize"]))
-            resize = (rh, rw)
+        resize = preprocessed_size(h, w, p)
         size = resize or (h, w)
         if target[0] > size[0] or target[1] > size[1]:
             raise ValueError(f"images of {h}x{w}" + (f" resized to {size[0]}x{size[1]}" if resize else "")

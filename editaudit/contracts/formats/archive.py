@@ -387,18 +387,26 @@ def _zip_entries(f: BinaryIO, budget: _Budget, read: bool) -> Iterator[tuple[_En
 # ------------------------------------------------------------------------------------------------------- members
 
 
-def _container(f: BinaryIO, filename: str) -> Container:
-    """By content, not by name: a renamed archive is read as what it is; anything else is refused."""
-    f.seek(0)
-    head = f.read(512)
-    f.seek(0)
+def sniff_container(head: bytes) -> Container | None:
+    """What the first 512 bytes say the file is: a gzip stream, a zip or a tar (None: none of them)."""
     if head[:2] == b"\x1f\x8b":
         return "tar.gz"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
     if head[257:262] == b"ustar":
         return "tar"
-    raise FormatError(f"{filename}: not a .tar, .tar.gz or .zip archive (unrecognised content)", field="file")
+    return None
+
+
+def _container(f: BinaryIO, filename: str) -> Container:
+    """By content, not by name: a renamed archive is read as what it is; anything else is refused."""
+    f.seek(0)
+    head = f.read(512)
+    f.seek(0)
+    found = sniff_container(head)
+    if found is None:
+        raise FormatError(f"{filename}: not a .tar, .tar.gz or .zip archive (unrecognised content)", field="file")
+    return found
 
 
 def _entries(f: BinaryIO, filename: str, budget: _Budget, read: bool) -> Iterator[tuple[_Entry, bytes | None]]:

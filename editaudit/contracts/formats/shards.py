@@ -21,10 +21,10 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from editaudit.contracts.formats.errors import FormatError
 from editaudit.contracts.formats.safetensors_file import TensorInfo
@@ -32,6 +32,8 @@ from editaudit.contracts.formats.safetensors_file import TensorInfo
 MANIFEST_VERSION = 1
 SHARD_BYTES = 32 * 1024 * 1024  # ~x bytes per shard (x_orig, mask and y come on top); at least one image
 MAX_SIDE = 16384  # an image side after decoding and resizing
+MAX_OPTION_SIDE = 8192  # a side an import may resize or crop to
+MAX_LABEL = 99_999  # labels stay below num_classes' bound (100 000)
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 
 
@@ -41,31 +43,28 @@ class _Strict(BaseModel):
 
 class IngestOptions(_Strict):
     """What an archive import may ask of the decoder: resize the shorter side to `resize` (torchvision's
-    Resize(int), antialiased), then centre-crop to `crop` ([h, w], or one int for a square; torchvision's
-    CenterCrop, except that a crop larger than the image is refused instead of zero-padded), and `class_to_idx`:
-    each class folder's label (default: its index among the sorted folder names, as torchvision's ImageFolder; two
-    folders may share a label). The API's ImportOptions (service/schemas/datasets.py) accepts the same fields."""
+    Resize(int), antialiased), then centre-crop to `crop` ([h, w]; torchvision's CenterCrop, except that a crop
+    larger than the image is refused instead of zero-padded), and `class_to_idx`: each class folder's label
+    (default: its index among the sorted folder names, as torchvision's ImageFolder; two folders may share a label).
+    The one model of these options: the API validates an upload's `options` with it, the ingest job reads them."""
 
-    resize: int | None = Field(None, ge=1, le=MAX_SIDE)
-    crop: list[int] | None = Field(None, min_length=2, max_length=2)
+    resize: int | None = Field(None, ge=1, le=MAX_OPTION_SIDE, description="shorter side after resizing")
+    crop: list[int] | None = Field(None, min_length=2, max_length=2, description="[H, W] centre crop after resize")
     interpolation: Interpolation = "bilinear"
-    class_to_idx: dict[str, int] | None = None
-
-    @field_validator("crop", mode="before")
-    @classmethod
-    def _square(cls, v: Any) -> Any:
-        return [v, v] if isinstance(v, int) and not isinstance(v, bool) else v
+    class_to_idx: dict[str, Annotated[int, Field(ge=0, le=MAX_LABEL)]] | None = Field(
+        None, description="class folder -> label (default: sorted order); labels below 100000, as num_classes")
 
     @model_validator(mode="after")
     def _check(self) -> IngestOptions:
-        if self.crop is not None and not all(1 <= s <= MAX_SIDE for s in self.crop):
-            raise ValueError(f"crop sides must lie in [1, {MAX_SIDE}]")
-        if self.class_to_idx is not None:
-            if not self.class_to_idx:
-                raise ValueError("class_to_idx is empty")
-            if any(v < 0 for v in self.class_to_idx.values()):
-                raise ValueError("class_to_idx labels must be >= 0")
+        if self.crop is not None and not all(1 <= s <= MAX_OPTION_SIDE for s in self.crop):
+            raise ValueError(f"crop sides must lie in [1, {MAX_OPTION_SIDE}]")
+        if self.class_to_idx is not None and not self.class_to_idx:
+            raise ValueError("class_to_idx is empty")
         return self
+
+    @property
+    def resizes(self) -> bool:
+        return self.resize is not None or self.crop is not None
 
     def record(self) -> dict[str, Any] | None:
         """The manifest's `preprocess`: what was done to every image (None: nothing)."""
@@ -218,6 +217,20 @@ def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     short, long = (width, height) if width <= height else (height, width)
     new_long = int(shorter * long / short)
     return (shorter, new_long) if width <= height else (new_long, shorter)
+
+
+def preprocessed_size(height: int, width: int, preprocess: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(H, W) a model's preprocessing resizes an image of (height, width) to, before its centre crop: exactly
+    `resize_exact` (Hugging Face processors that squash), or the shorter side to `resize` (aspect kept); None when
+    it asks for no resize. The API (whether a dataset can reach the input) and the worker (what it does per batch)
+    both compute it here."""
+    p = preprocess or {}
+    if p.get("resize_exact") is not None:
+        return int(p["resize_exact"][0]), int(p["resize_exact"][1])
+    if p.get("resize") is not None:
+        w, h = resized_size(width, height, int(p["resize"]))
+        return h, w
+    return None
 
 
 def center_crop_box(height: int, width: int, crop_h: int, crop_w: int) -> tuple[int, int]:
