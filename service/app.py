@@ -3,11 +3,13 @@ the connection limits of editaudit.service.server (`uvicorn editaudit.service.ap
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 import editaudit
 from editaudit.core import db
@@ -92,9 +94,22 @@ def create_app(settings: Settings | None = None, *, allow_anonymous: bool = Fals
     # admitted only once their body is in; the edge's checks before that; metrics and request ids outermost
     app.add_middleware(Admission)
     app.add_middleware(EdgeChecks, routes=app.routes, services=services)  # the live list: later routes included
+    gzip = gzip_options()
+    if gzip is not None:  # JSON, HTML and Markdown; never downloads or images
+        app.add_middleware(GZipMiddleware, **gzip)
     observability.install(app)
     openapi.check_routes(app)
     return app
+
+
+def gzip_options() -> dict | None:
+    """Compress what compresses (an audit's JSON ~5x) for clients that accept gzip; weights, deltas and PNGs pass as
+    they are (compressing floats costs CPU for nothing, and a download's Content-Length and digest stay its own).
+    None on a Starlette too old to exclude content types (before 0.46): no compression then."""
+    if "exclude_content_types" not in inspect.signature(GZipMiddleware.__init__).parameters:
+        return None
+    return {"minimum_size": 1024,
+            "exclude_content_types": ("text/event-stream", "application/octet-stream", "image/png")}
 
 
 def __getattr__(name: str):  # `uvicorn editaudit.service.app:app` without building an app at import time

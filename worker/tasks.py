@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from editaudit.core.logs import log_context
-from editaudit.core.queue import INGEST, RUN_EDIT
+from editaudit.core.queue import AUDIT_SHARD, INGEST, RUN_EDIT, enqueue_group
 from editaudit.core.settings import get_settings
 from editaudit.worker.celery_app import app
 
@@ -13,7 +13,17 @@ def run_edit_task(edit_id: str) -> None:
     from editaudit.worker.jobs import run_edit_job
 
     with log_context(edit_id=edit_id):  # every line the job logs names its edit
-        run_edit_job(get_settings(), edit_id)
+        settings = get_settings()
+        run_edit_job(settings, edit_id, dispatch=lambda ids: enqueue_group(app, settings, AUDIT_SHARD,
+                                                                           [[i] for i in ids]))
+
+
+@app.task(name=AUDIT_SHARD)
+def audit_shard_task(shard_id: str) -> None:
+    from editaudit.worker.jobs.shard_job import run_shard_job
+
+    with log_context(audit_shard=shard_id):
+        run_shard_job(get_settings(), shard_id)
 
 
 @app.task(name=INGEST)

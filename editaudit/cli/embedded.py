@@ -32,8 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess.Popen:
-    """A real `celery worker` process (solo pool: one job at a time, as on a GPU) with this settings' env."""
+def start_worker(settings: Settings, log_path: Path | None = None, node: str = "") -> subprocess.Popen:
+    """A real `celery worker` process (solo pool: one job at a time, as on a GPU) with this settings' env; `node`
+    tells several workers of one process apart (their Celery node names)."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():  # the worker sees exactly this process's settings
         if value is not None:
@@ -41,7 +42,7 @@ def start_worker(settings: Settings, log_path: Path | None = None) -> subprocess
                 json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     cmd = [sys.executable, "-m", "celery", "-A", "editaudit.worker.celery_app", "worker", "--pool=solo",
            "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-           "-n", f"embedded-{os.getpid()}@%h"]
+           "-n", f"embedded-{os.getpid()}{'-' + node if node else ''}@%h"]
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - the worker owns the handle
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
 

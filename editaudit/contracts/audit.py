@@ -48,7 +48,9 @@ class AuditConfig(Strict):
     corruptions: CorruptionConfig | None = None
     max_samples: int | None = Field(None, ge=1, description="per split, class-stratified, seeded")
     seed: Seed = 0
-    batch_size: int = Field(256, ge=1, le=65536)
+    batch_size: int | None = Field(None, ge=1, le=65536, description="the unit of the audit's random draws; "
+                                   "unset: chosen by the worker from the input size and free memory (recorded in "
+                                   "the result's sections.inputs.batch_size)")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile on CUDA (auto: large audits)")
 
     @model_validator(mode="after")

@@ -75,6 +75,31 @@ def corruption_ce(split: str, corruption: str = MEAN) -> str:
     return f"{split}.corruption.{corruption}.ce"
 
 
+CLEAN = "clean"
+
+
+def condition(name: str) -> tuple[str, str] | None:
+    """(split, condition) of a per-sample accuracy: `test.accuracy` -> (test, clean), `test.adv.pgd.accuracy` ->
+    (test, adv.pgd), `test.corruption.fog.3.accuracy` -> (test, corruption.fog.3); None for anything else (an
+    aggregate, a rate). Conditions name the columns of an audit's per-sample file and `?condition=` of its API."""
+    m = parse(name)
+    if m is None or m.stat != "accuracy" or m.aggregate:
+        return None
+    if m.measure == "accuracy":
+        return m.split, CLEAN
+    if m.measure == "adv":
+        return m.split, f"adv.{m.attack}"
+    if m.measure == "corruption" and m.severity is not None:
+        return m.split, f"corruption.{m.corruption}.{m.severity}"
+    return None
+
+
+def condition_metric(split: str, cond: str) -> str | None:
+    """The accuracy metric of (split, condition), or None when `cond` is not a condition."""
+    name = accuracy(split) if cond == CLEAN else f"{split}.{cond}.accuracy"
+    return name if condition(name) == (split, cond) else None
+
+
 @dataclass(frozen=True)
 class Metric:
     """A parsed metric name. `measure` is accuracy | agreement | drawdown | adv | corruption; `stat` is what the

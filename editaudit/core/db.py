@@ -166,6 +166,36 @@ class Audit(TenantOwned, Base):
     # {"tenant", "name", "version"} when the server resolved the config from an audit profile; set by the API only,
     # so a policy that requires a profile cannot be satisfied by a submitter's claim
     profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # the per-sample outcomes (editaudit.contracts.formats.samples, Parquet) every statistic was computed from, and
+    # the inputs of the first flipped samples per condition (PNG); content-addressed objects in the store
+    samples_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    images_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class AuditShard(TenantOwned, Base):
+    """One shard of an audit: a run of whole batches per split that one worker evaluates (baseline and candidate),
+    under a lease of its own, as the edit's attempt `coordinator` planned it. Its outcome goes to the store
+    (`result_key`); the coordinator merges the shards once all have succeeded (worker/jobs/shards.py)."""
+
+    __tablename__ = "audit_shards"
+    __table_args__ = (UniqueConstraint("audit_id", "index"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id"), index=True)
+    edit_id: Mapped[str] = mapped_column(ForeignKey("edits.id"))
+    index: Mapped[int] = mapped_column()
+    coordinator: Mapped[str] = mapped_column(String(32))  # the edit attempt's lease token that planned it
+    plan: Mapped[dict] = mapped_column(JSON)  # spans, the resolved audit config, the candidate's object key ...
+    status: Mapped[str] = mapped_column(String(16), default=Status.queued)
+    attempt: Mapped[int] = mapped_column(default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    result_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class TenantVersioned(TenantOwned):

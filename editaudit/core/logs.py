@@ -20,7 +20,8 @@ from typing import Any
 request_id: ContextVar[str | None] = ContextVar("editaudit_request_id", default=None)
 edit_id: ContextVar[str | None] = ContextVar("editaudit_edit_id", default=None)
 ingest: ContextVar[str | None] = ContextVar("editaudit_ingest", default=None)  # "models/<id>" | "datasets/<id>"
-CONTEXT = {"request_id": request_id, "edit_id": edit_id, "ingest": ingest}
+audit_shard: ContextVar[str | None] = ContextVar("editaudit_audit_shard", default=None)  # an audit shard's id
+CONTEXT = {"request_id": request_id, "edit_id": edit_id, "ingest": ingest, "audit_shard": audit_shard}
 
 # a LogRecord's own attributes; anything else on a record came from `extra=` and goes into the line as a field
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message",

@@ -9,6 +9,7 @@ from editaudit.core.settings import Settings
 
 RUN_EDIT = "editaudit.run_edit"  # an edit and its audit (or a layer sweep), by edit id
 INGEST = "editaudit.ingest"  # check a model or decode a dataset the API cannot: ("models" | "datasets", id)
+AUDIT_SHARD = "editaudit.audit_shard"  # one shard of a running audit, by shard id (sent by the edit's worker)
 
 
 def broker_dirs(settings: Settings) -> None:
@@ -45,6 +46,13 @@ def make_celery(settings: Settings, include: list[str] | None = None) -> Celery:
 def enqueue(celery: Celery, settings: Settings, task: str, *args) -> None:
     """Send a task by name (the sender needs none of the task's code)."""
     celery.send_task(task, args=list(args), queue=settings.queue)
+
+
+def enqueue_group(celery: Celery, settings: Settings, task: str, arg_lists: list[list]) -> None:
+    """Send one task per argument list as a Celery group: any idle worker takes any of them."""
+    from celery import group
+
+    group(celery.signature(task, args=args, queue=settings.queue) for args in arg_lists).apply_async()
 
 
 def queue_depth(celery: Celery, settings: Settings) -> int:

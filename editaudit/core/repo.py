@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.datasets import BUILTIN_DATASETS, is_builtin
-from editaudit.contracts.statuses import TERMINAL, IngestStatus, Status
+from editaudit.contracts.statuses import ACTIVE, TERMINAL, IngestStatus, Status
 from editaudit.core import db, webhooks
 
 Row = TypeVar("Row")
@@ -74,6 +74,9 @@ def finish_edit(s: Session, edit: db.Edit, status: Status, error: str | None) ->
     edit.status, edit.error, edit.finished_at, edit.lease_token = status, error, now, None
     for audit in s.scalars(select(db.Audit).filter_by(edit_id=edit.id)):
         audit.status, audit.finished_at = status, now
+        for shard in s.scalars(select(db.AuditShard).filter(db.AuditShard.audit_id == audit.id,
+                                                            db.AuditShard.status.in_(ACTIVE))):
+            shard.status, shard.lease_token, shard.finished_at = status, None, now  # its worker stops at a batch
     if not ended:
         webhooks.edit_finished(s, edit)
 

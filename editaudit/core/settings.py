@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads each worker process gives torch "
                                       "(torch.set_num_threads); unset: torch's default (the cores it sees). Workers "
                                       "sharing a host's cores run faster with their share each (docs/operations.md)")
+    audit_shard_samples: int | None = Field(None, ge=1, description="samples per audit shard (rounded to whole "
+                                            "batches); shards run in parallel on every worker and merge into the "
+                                            "same numbers as one. Unset: about 2**24 input values per shard (5461 "
+                                            "images of 3x32x32, 111 of 3x224x224), at least one batch")
+    audit_keep_images: int = Field(8, ge=0, le=256, description="inputs kept per audit, condition and direction "
+                                   "(broken | fixed) for GET /audits/{id}/samples/{index}/image")
     plugins: list[str] = Field(default_factory=list, description="modules to import at start (see core/plugins.py)")
     visibility_timeout_s: int = Field(6 * 3600, ge=60, description="broker redelivery timeout; above the longest job")
     job_time_limit_s: float = Field(5 * 3600, ge=1, description="an attempt running longer fails (checked between "

@@ -66,3 +66,31 @@ class AuditOut(BaseModel):
 
 MEASURED = ("schema_version", "metrics", "deltas", "samples", "durations_s", "device", "intervals", "notes", "curves",
             "baseline_cached", "alpha_curve", "mli", "sweep")
+
+
+class SampleOut(BaseModel):
+    """One sample of an audit under one condition: both models' predictions (class names where the model has them)
+    and, when the audit kept its input (the first flipped ones per condition and direction), where to get it."""
+
+    index: int = Field(description="the sample's index in the whole split as uploaded")
+    position: int = Field(description="its place among the split's audited samples")
+    label: int = Field(description="the true class (edit and generalization splits: the edit target)")
+    baseline_pred: int
+    candidate_pred: int
+    baseline_correct: bool
+    candidate_correct: bool
+    label_name: str | None = None
+    baseline_class: str | None = None
+    candidate_class: str | None = None
+    image: str | None = Field(None, description="URL of the input as PNG, when the audit kept it")
+
+
+class SamplePage(BaseModel):
+    """A page of an audit's samples under one condition, by index ascending."""
+
+    split: str
+    condition: str
+    flipped: str | None
+    items: list[SampleOut]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null: no more")
+    conditions: list[str] = Field(description="the conditions this split has (?condition=)")

@@ -46,7 +46,7 @@ def _stack(tmp_path, database_url, redis_url, digits_model, failures_npz, **extr
         # core) then spins its threads against them: SLOW_AUDIT took ~40 s instead of ~4 s on a busy machine, all of
         # it waited for by the tests that let the audit run on after the fault
         with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
-            proc = start_worker(settings, tmp_path / f"{name}.log")
+            proc = start_worker(settings, tmp_path / f"{name}.log", node=name)
         workers.append(proc)
         return proc
 

@@ -36,18 +36,21 @@ def test_the_runner_returns_the_typed_result_and_the_baseline_beside_it(digits_w
     test = TensorDataset(torch.from_numpy(te.x), torch.from_numpy(te.y))
     cfg = {"attacks": [{"name": "fgsm", "eps": 0.05, "eps_sweep": [0.1]}], "max_samples": 40,
            "corruptions": {"names": ["contrast"], "severities": [1, 2]}}
-    result, baseline = run_audit(digits_wrapped, copy.deepcopy(digits_wrapped), {"test": test}, cfg)
+    result, baseline, _ = run_audit(digits_wrapped, copy.deepcopy(digits_wrapped), {"test": test}, cfg)
     assert isinstance(result, AuditResult) and isinstance(baseline, Evaluation)
-    assert result.schema_version == RESULT_SCHEMA_VERSION and result.config == AuditConfig.model_validate(cfg)
+    assert result.schema_version == RESULT_SCHEMA_VERSION and result.config is not None
+    assert result.config.batch_size, "the batch size the audit chose is the config that ran"
+    assert result.config.model_copy(update={"batch_size": None}) == AuditConfig.model_validate(cfg)
     assert result.samples["test"].n == 40 and result.baseline_cached is False
-    assert set(baseline.correct) >= {"test.accuracy", "test.adv.fgsm.accuracy"}, "the baseline's own outcomes"
+    assert set(baseline.preds) >= {"test.accuracy", "test.adv.fgsm.accuracy"}, "the baseline's own outcomes"
     assert result.curves["test.adv.fgsm"].eps == [0.05, 0.1]
     stored = result.stored()
     assert "config" not in stored and "profile" not in stored and "baseline_eval" not in stored
     assert json.loads(json.dumps(stored)) == stored, "JSON as it is"
     again = AuditResult.from_stored(stored, cfg)
-    assert again.stored() == stored and again.config.model_dump() == result.config.model_dump(), "read back"
-    cached, _ = run_audit(digits_wrapped, copy.deepcopy(digits_wrapped), {"test": test}, cfg, baseline_eval=baseline)
+    assert again.stored() == stored and again.config.model_dump() == AuditConfig.model_validate(cfg).model_dump(), \
+        "read back"
+    cached, _, _ = run_audit(digits_wrapped, copy.deepcopy(digits_wrapped), {"test": test}, cfg, baseline_eval=baseline)
     assert cached.baseline_cached and cached.metrics == result.metrics
 
 

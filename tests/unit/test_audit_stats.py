@@ -73,12 +73,13 @@ def test_success_rate_and_collapse_read_robustness_off_a_working_model():
     base_adv = [i < 30 for i in range(100)]  # 30 of the 90 right ones survive the attack
     cand_pred = [0] * 100  # collapsed: right on the 10 zeros only
     cand_adv = [y == 0 for y in labels]  # the attack cannot move a constant model
-    base = Evaluation({"test.accuracy": [p == y for p, y in zip(base_pred, labels, strict=True)],
-                       "test.adv.pgd.accuracy": base_adv},
-                      {"test": base_pred})
-    cand = Evaluation({"test.accuracy": [p == y for p, y in zip(cand_pred, labels, strict=True)],
-                       "test.adv.pgd.accuracy": cand_adv},
-                      {"test": cand_pred})
+    def preds(right: list[bool]) -> list[int]:  # a prediction per input that is right where `right` says
+        return [y if r else (y + 1) % 10 for y, r in zip(labels, right, strict=True)]
+
+    base = Evaluation(preds={"test.accuracy": base_pred, "test.adv.pgd.accuracy": preds(base_adv)},
+                      labels={"test": labels})
+    cand = Evaluation(preds={"test.accuracy": cand_pred, "test.adv.pgd.accuracy": preds(cand_adv)},
+                      labels={"test": labels})
     out = compare(base, cand)
     m = out["metrics"]
     assert m["candidate"]["test.top_class_share"] == 1.0 and m["baseline"]["test.top_class_share"] == 0.1

@@ -41,4 +41,4 @@ def test_an_audit_of_a_uint8_upload_equals_the_float_one(digits_wrapped):
         splits, _ = subset({"test": ds}, cfg)
         assert splits["test"].pixels.dtype == ds.pixels.dtype, "subsets keep the stored dtype"
         runs.append(evaluate_model(digits_wrapped, splits, cfg, torch.device("cpu")))
-    assert runs[0].preds == runs[1].preds and runs[0].correct == runs[1].correct
+    assert runs[0].preds == runs[1].preds and runs[0].correctness() == runs[1].correctness()

@@ -99,8 +99,8 @@ def test_corruption_error_is_left_out_when_the_baseline_makes_no_errors():
     from editaudit.worker.ml.audit.runner import Evaluation, compare
 
     key = "test.corruption.fog.1.accuracy"
-    base = Evaluation(correct={"test.accuracy": [True, True], key: [True, True]}, preds={"test": [0, 1]})
-    cand = Evaluation(correct={"test.accuracy": [True, True], key: [True, False]}, preds={"test": [0, 1]})
+    base = Evaluation(preds={"test.accuracy": [0, 1], key: [0, 1]}, labels={"test": [0, 1]})
+    cand = Evaluation(preds={"test.accuracy": [0, 1], key: [0, 0]}, labels={"test": [0, 1]})
     out = compare(base, cand)
     assert "test.corruption.fog.ce" not in out["metrics"]["candidate"]
     assert out["metrics"]["candidate"][key] == 0.5

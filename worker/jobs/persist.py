@@ -114,16 +114,23 @@ def json_safe(obj):
     return obj
 
 
+AUDIT_OBJECTS = {"samples_key": ("audit-samples", ".parquet"), "images_key": ("audit-images", ".parquet")}
+
+
 def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, changed, info, result: AuditResult,
-                  token: str) -> None:
+                  token: str, audit_objects: dict[str, bytes] | None = None) -> None:
     """Objects first (content-addressed), then every row in one transaction that starts by claiming the edit's
     `succeeded` under this attempt's lease: if another attempt holds it (or a cancel came), nothing is written and
-    the objects this attempt created are dropped unless a row uses them."""
+    the objects this attempt created are dropped unless a row uses them. `audit_objects`: the audit's per-sample
+    files by column (AUDIT_OBJECTS)."""
     digest, delta_digest = sha256(weights), sha256(delta)
     key, delta_key = content_key("models", digest, ".safetensors"), content_key("deltas", delta_digest, ".safetensors")
+    audit_keys = {col: content_key(AUDIT_OBJECTS[col][0], sha256(data), AUDIT_OBJECTS[col][1])
+                  for col, data in (audit_objects or {}).items()}
     created: list[str] = []
     try:
-        for k, data in ((key, weights), (delta_key, delta)):
+        for k, data in ((key, weights), (delta_key, delta),
+                        *((audit_keys[c], d) for c, d in (audit_objects or {}).items())):
             if store.put(k, data):
                 created.append(k)
         with sessions() as s:
@@ -144,6 +151,8 @@ def store_success(sessions, store, edit_id, audit_id, spec, weights, delta, chan
             # the result without the config: that is the row's `config` (stored once, when it was requested)
             audit.status, audit.result, audit.finished_at = Status.succeeded, json_safe(result.stored()), db.utcnow()
             audit.versions = versions()
+            for col, k in audit_keys.items():
+                setattr(audit, col, k)
             webhooks.edit_finished(s, edit)  # the events commit with the result, or neither does
             s.commit()
     except BaseException:
@@ -157,7 +166,8 @@ def drop_unreferenced(sessions, store: ObjectStore, keys: list[str]) -> None:
     with sessions() as s:
         for k in keys:
             used = s.query(db.Model.id).filter_by(object_key=k).first() or \
-                s.query(db.Edit.id).filter_by(delta_object_key=k).first()
+                s.query(db.Edit.id).filter_by(delta_object_key=k).first() or \
+                s.query(db.Audit.id).filter((db.Audit.samples_key == k) | (db.Audit.images_key == k)).first()
             if not used:
                 store.delete(k)
 

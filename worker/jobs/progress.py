@@ -22,7 +22,7 @@ class ProgressWriter:
         self.sessions, self.edit_id, self.every, self._last = sessions, edit_id, every, 0.0
         self.lease = lease
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, **extra) -> None:
         if self.lease is not None and self.lease.lost:
             raise LeaseLost(self.edit_id)
         if self.lease is not None and self.lease.overdue():
@@ -38,5 +38,5 @@ class ProgressWriter:
                 raise Canceled(self.edit_id)
             if self.lease is not None and edit.lease_token != self.lease.token:
                 raise LeaseLost(self.edit_id)
-            edit.progress = {"stage": stage, "done": done, "total": total}
+            edit.progress = {"stage": stage, "done": done, "total": total, **extra}
             s.commit()

@@ -20,7 +20,7 @@ from editaudit.worker.jobs.run import run_single_edit
 log = logging.getLogger(__name__)
 
 
-def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -> None:
+def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, dispatch=None) -> None:
     """Sub-edits in the order the request named the layers, sharing the cached baseline evaluation. The sweep's
     audit holds the comparison table. Under redelivery finished sub-edits are skipped, a `running` one is redone;
     whatever goes wrong, the sweep ends failed with a reason, never `running`. The sweep holds its own lease while
@@ -36,11 +36,11 @@ def run_sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str) -
         s.commit()
     lease = Lease(sessions, sweep_id, token, settings.lease_s, settings.job_time_limit_s)
     with heartbeat(lease):
-        _sweep(settings, sessions, store, sweep_id, plan, audit_id, lease)
+        _sweep(settings, sessions, store, sweep_id, plan, audit_id, lease, dispatch)
 
 
 def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan: list, audit_id: str,
-           lease: Lease) -> None:
+           lease: Lease, dispatch=None) -> None:
     try:
         for i, (child_id, layer) in enumerate(plan):
             with sessions() as s:
@@ -50,7 +50,7 @@ def _sweep(settings: Settings, sessions, store: ObjectStore, sweep_id: str, plan
                 parent.progress = {"stage": "sweep", "done": i, "total": len(plan), "layer": layer}
                 s.commit()
             try:
-                run_single_edit(settings, sessions, store, child_id)
+                run_single_edit(settings, sessions, store, child_id, dispatch)
             except Exception as exc:  # noqa: BLE001 - one layer's failure is a row of the table, not the sweep's end
                 log.exception("sweep %s: sub-edit %s", sweep_id, child_id)
                 finish(sessions, child_id, Status.failed, f"{type(exc).__name__}: {exc}", only_if=ACTIVE)

@@ -1,0 +1,62 @@
+"""The Celery task's body for one audit shard sent to any worker: rebuild the shard's inputs from the edit's rows and
+the store (the baseline, the candidate's stored weights, the datasets with the same held-out part and subset), then
+run it under its own lease (worker/jobs/shards.py). A shard that is no longer wanted is dropped."""
+
+from __future__ import annotations
+
+import logging
+
+from editaudit.contracts.audit import AuditConfig
+from editaudit.contracts.edits import parse_hyperparams
+from editaudit.contracts.statuses import Status
+from editaudit.core import db
+from editaudit.core.settings import Settings
+from editaudit.core.storage import store_from_url
+from editaudit.worker.jobs.cache import cache_get
+from editaudit.worker.jobs.persist import load_model
+from editaudit.worker.jobs.progress import Canceled
+from editaudit.worker.jobs.run import JOB_FIELDS, hold_out_for_edit, load_splits, pick_device
+from editaudit.worker.jobs.shards import Inputs, attempt_shard, row_dict, take_shard
+from editaudit.worker.ml.audit.outcomes import unpack
+from editaudit.worker.ml.audit.runner import subset
+
+log = logging.getLogger(__name__)
+
+
+def run_shard_job(settings: Settings, shard_id: str) -> None:
+    sessions = db.unscoped_sessions(db.session_factory(settings.resolved_database_url),
+                                    "a worker's audit shard: its rows are addressed by id, whichever tenant's")
+    store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+    with sessions() as s:
+        shard = s.get(db.AuditShard, shard_id)
+        if shard is None:
+            log.info("audit shard %s is gone (its audit was re-planned); dropping the message", shard_id)
+            return
+        edit = s.get(db.Edit, shard.edit_id)
+        if edit.status != Status.running or edit.lease_token != shard.coordinator:
+            log.info("audit shard %s: its edit's attempt is over; dropping the message", shard_id)
+            return
+        token = take_shard(s, shard_id, settings.lease_s, settings.max_attempts)
+        if token is None:
+            return
+        row = row_dict(s.get(db.AuditShard, shard_id))
+        job = {c: getattr(edit, c) for c in JOB_FIELDS}
+        model = s.get(db.Model, edit.model_id)
+        spec, model_key = model.spec, model.object_key
+
+    def inputs() -> Inputs:
+        plan = row["plan"]
+        params = parse_hyperparams(job["method"], job["hyperparams"])
+        splits = load_splits(job, spec, sessions, store)
+        hold_out_for_edit(params, splits)  # the coordinator's held-out part: the same seed, the same rest
+        audit_splits, _ = subset(splits, AuditConfig.model_validate(plan["config"]))
+        cached = None
+        if plan["cache_key"]:
+            cached = cache_get(store, plan["cache_key"], lambda data: unpack(data)["baseline"])
+        return Inputs(load_model(store, model_key, spec), load_model(store, plan["candidate_key"], spec),
+                      audit_splits, pick_device(settings.device), cached)
+
+    try:
+        attempt_shard(settings, sessions, store, row, token, inputs)
+    except Canceled:
+        log.info("audit shard %s: its edit was canceled", shard_id)
