@@ -5,6 +5,12 @@ ART is timed twice: on the model as users hand it over (parameters require grad,
 weight gradients) and on the frozen model our audit uses, to show where the difference comes from.
 
     python bench/audit.py [--models smallcnn@8 resnet18@32 resnet50@224] [--n 256] [--batch 128] [--device auto]
+                          [--fold-bn]
+
+The table also shows the batch size the audit would choose for each model's input on this device
+(worker/ml/audit/batching.py: auto_batch_size). With --fold-bn a second table times our PGD on each model as it is
+and with its BatchNorms folded into the convolutions (fastpath.fold_batchnorm), on the same inputs in the same run,
+and says whether the per-input outcomes (robust or not) are identical.
 
 Then the corruption suite's throughput (bench/corruptions.py). On a CPU, models at 224x224 use --n-large inputs
 (default 16) so the run ends in minutes.
@@ -22,6 +28,8 @@ from editaudit.contracts.attacks import parse_attack
 from editaudit.core.tables import render
 from editaudit.worker.ml.archs import create_model
 from editaudit.worker.ml.audit.attacks import make_attack
+from editaudit.worker.ml.audit.batching import auto_batch_size
+from editaudit.worker.ml.audit.fastpath import fold_batchnorm
 
 ARCH = {"resnet18": "torchvision/resnet18", "resnet50": "torchvision/resnet50", "smallcnn": "editaudit/smallcnn"}
 
@@ -31,17 +39,47 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def ours(model, x, y, params, batch, device):
+def adv_predictions(model, x, y, params, batch, device) -> torch.Tensor:
+    """Per input: the class the model gives its adversarial example after our PGD (on the CPU)."""
     attack = make_attack(params)
     gen = torch.Generator(device=device).manual_seed(0)
-    correct = 0
+    out = []
     for i in range(0, len(x), batch):
         xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
         xa = attack.perturb(model, xb, yb, gen)
         with torch.no_grad():
-            correct += int((model(xa).argmax(1) == yb).sum())
+            out.append(model(xa).argmax(1).cpu())
     sync(device)
-    return correct / len(x)
+    return torch.cat(out)
+
+
+def ours(model, x, y, params, batch, device):
+    return float((adv_predictions(model, x, y, params, batch, device) == y).float().mean())
+
+
+def fold_comparison(model, x, y, params, batch, device) -> list:
+    """Our PGD on `model` and on its BatchNorm-folded copy, timed alternately (best of REPEAT each) on the same
+    inputs: [BatchNorms folded, img/s unfolded, img/s folded, speedup, identical outcomes (robust or not, per
+    input), identical adversarial predictions (a stricter check: an input fooled both ways may land elsewhere)]."""
+    folded, k = fold_batchnorm(model)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    adv_predictions(folded, x[:batch], y[:batch], params, batch, device)  # warm-up
+    best = {"plain": float("inf"), "folded": float("inf")}
+    res = {}
+    for _ in range(REPEAT):
+        for key, net in (("plain", model), ("folded", folded)):
+            t0 = time.perf_counter()
+            res[key] = adv_predictions(net, x, y, params, batch, device)
+            best[key] = min(best[key], time.perf_counter() - t0)
+    n = len(x)
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> str:
+        diff = int((a != b).sum())
+        return "yes" if diff == 0 else f"no ({diff}/{n} differ)"
+
+    return [k, f"{n / best['plain']:.1f}", f"{n / best['folded']:.1f}", f"{best['plain'] / best['folded']:.2f}x",
+            same(res["plain"] == y, res["folded"] == y), same(res["plain"], res["folded"])]
 
 
 def art(model, x, y, params, batch, device, frozen):
@@ -81,12 +119,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeat", type=int, default=2, help="best of N timings")
+    ap.add_argument("--fold-bn", action="store_true",
+                    help="also time our PGD with each model's BatchNorms folded into its convolutions")
     args = ap.parse_args()
     global REPEAT
     REPEAT = args.repeat
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     params = parse_attack({"name": "pgd", "norm": "inf", "eps": 8 / 255, "steps": 10, "step_size": 2 / 255})
-    rows = []
+    rows, fold_rows = [], []
     for item in args.models:
         name, size = item.split("@")
         size = int(size)
@@ -106,12 +146,20 @@ def main() -> None:
         acc_f, t_f, _ = timed(art, model, x, y, params, args.batch, device, True)
         for p in model.parameters():
             p.requires_grad_(False)
-        rows.append([f"{name}@{size}", n, f"{n / t_o:.1f}", f"{n / t_a:.1f}", f"{n / t_f:.1f}",
+        auto = auto_batch_size((c, size, size), device, sum(p.numel() for p in model.parameters()))
+        rows.append([f"{name}@{size}", n, auto, f"{n / t_o:.1f}", f"{n / t_a:.1f}", f"{n / t_f:.1f}",
                      f"{t_a / t_o:.2f}x", f"{acc_o:.4f}", f"{acc_a:.4f}"])
+        if args.fold_bn:
+            fold_rows.append([f"{name}@{size}", n, *fold_comparison(model, x, y, params, args.batch, device)])
     print(f"PGD-10 L-inf eps=8/255, batch {args.batch}, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(render(["model", "n", "ours img/s", "ART img/s", "ART frozen img/s", "speedup vs ART", "robust acc (ours)",
-                  "robust acc (ART)"], rows))
+    print(render(["model", "n", "auto batch", "ours img/s", "ART img/s", "ART frozen img/s", "speedup vs ART",
+                  "robust acc (ours)", "robust acc (ART)"], rows))
+    if args.fold_bn:
+        print()
+        print(f"Our PGD-10 with BatchNorm folded into the convolutions (same inputs, alternating, best of {REPEAT})")
+        print(render(["model", "n", "BN folded", "unfolded img/s", "folded img/s", "speedup", "identical outcomes",
+                      "identical adv. predictions"], fold_rows))
     if not args.no_corruptions:
         import sys
 

@@ -26,7 +26,7 @@ from editaudit.cli.edits import status_option
 from editaudit.cli.uploads import download_to
 from editaudit.client import Client
 from editaudit.client.types import ReportFormat
-from editaudit.core.tables import audit_table
+from editaudit.core.tables import audit_table, render
 
 REPORT_EXIT = ("Exit codes: 0 written, 2 error, 3 no such audit, or it has not succeeded (queued, running, failed, "
                "canceled: the message says which), 4 usage (an unknown format or policy).")
@@ -98,6 +98,49 @@ def report(audit_id, fmt, output, policy, every_metric, url, key):
         text = _summary(audit, every_metric) if fmt == "table" else \
             api.get_audit_report(audit_id, API_REPORT[fmt], policy=policy)
     emit(text, output, fmt)
+
+
+@audits.command("samples", epilog=EXIT_CODES_HELP)
+@click.argument("audit_id")
+@click.option("--condition", default="clean", show_default=True,
+              help="clean, adv.<attack id> or corruption.<type>.<severity> (a wrong one lists the audit's).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "edit", "generalization"]))
+@click.option("--flipped", type=click.Choice(["broken", "fixed"]), default=None,
+              help="Only the samples the edit broke (right before, wrong after) or fixed.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many (default: all).")
+@click.option("--parquet", "parquet", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Download the whole per-sample file (Parquet) instead.")
+@output_options(("table", "json"), what="the samples")
+@api_options
+def samples(audit_id, condition, split, flipped, limit, parquet, fmt, output, url, key):
+    """The samples of an audit under one condition, from its per-sample results: which the edit broke or fixed, with
+    both models' predictions, and the URL of the input the candidate saw where the audit kept it.
+
+    \b
+    Examples:
+      editaudit audits samples AUDIT_ID --condition adv.pgd --flipped broken
+      editaudit audits samples AUDIT_ID --condition corruption.fog.3 --flipped fixed --json
+      editaudit audits samples AUDIT_ID --parquet samples.parquet        # pandas.read_parquet(...)
+    """
+    import itertools
+    import json
+
+    with handled(url), client(url, key) as api:
+        if parquet:
+            got = api.download_audit_samples(audit_id, parquet)
+            click.echo(f"wrote {parquet} ({got['size']} bytes, sha256 {got['sha256'][:12]}…)", err=True)
+            return
+        rows = list(itertools.islice(api.iter_audit_samples(audit_id, condition=condition, split=split,
+                                                            flipped=flipped, page_size=200), limit))
+    if fmt == "json":
+        emit(json.dumps(rows, indent=2), output, fmt)
+        return
+    name = lambda n, i: f"{i} ({n})" if n else str(i)  # noqa: E731
+    table = render(["index", "label", "baseline", "candidate", "image"],
+                   [[r["index"], name(r["label_name"], r["label"]), name(r["baseline_class"], r["baseline_pred"]),
+                     name(r["candidate_class"], r["candidate_pred"]), r["image"] or "-"] for r in rows])
+    emit(f"{len(rows)} sample(s) of {split} under {condition}" + (f", {flipped} by the edit" if flipped else "")
+         + "\n" + table, output, fmt)
 
 
 @click.group()

@@ -33,6 +33,7 @@ from editaudit.client.types import (
     EditAccepted,
     EditRequest,
     EditSummary,
+    Flipped,
     Gate,
     Health,
     Layers,
@@ -48,6 +49,8 @@ from editaudit.client.types import (
     Ready,
     ReportFormat,
     Revert,
+    Sample,
+    SamplePage,
     Status,
     Webhook,
     WebhookCreated,
@@ -356,6 +359,39 @@ class Client:
         """The rendered report: html (self-contained, with plots), md (a PR comment), json (versioned) or xml
         (JUnit of the gate under `policy`, default `default`)."""
         return self._text(self.get_audit_report, {"audit_id": audit_id, "fmt": fmt, "policy": policy})
+
+    @operation("GET", "/audits/{audit_id}/samples", query=("condition", "split", "flipped", "cursor", "limit"))
+    def list_audit_samples(self, audit_id: str, *, condition: str = "clean", split: str = "test",
+                           flipped: Flipped | None = None, cursor: str | None = None,
+                           limit: int | None = None) -> SamplePage:
+        """One page of the audit's samples under `condition` (clean, adv.<id>, corruption.<type>.<severity>), by
+        index: all, or those the edit broke or fixed."""
+        return self._json(self.list_audit_samples, {"audit_id": audit_id, "condition": condition, "split": split,
+                                                    "flipped": flipped, "cursor": cursor, "limit": limit})
+
+    def iter_audit_samples(self, audit_id: str, *, condition: str = "clean", split: str = "test",
+                           flipped: Flipped | None = None, page_size: int | None = None) -> Iterator[Sample]:
+        cursor: str | None = None
+        while True:
+            page = self.list_audit_samples(audit_id, condition=condition, split=split, flipped=flipped,
+                                           cursor=cursor, limit=page_size)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    @operation("GET", "/audits/{audit_id}/samples.parquet")
+    def download_audit_samples(self, audit_id: str, dest: Dest) -> Download:
+        """The per-sample outcomes file (Parquet) every statistic of the audit was computed from."""
+        return self._t.download(operation_of(self.download_audit_samples), {"audit_id": audit_id}, dest)
+
+    @operation("GET", "/audits/{audit_id}/samples/{index}/image", query=("condition", "split"))
+    def get_audit_sample_image(self, audit_id: str, index: int, dest: Dest, *, condition: str = "clean",
+                               split: str = "test") -> Download:
+        """The input the candidate saw for a kept sample, as PNG (ApiError 404 for one the audit did not keep)."""
+        return self._t.download(operation_of(self.get_audit_sample_image), {"audit_id": audit_id, "index": index,
+                                                                           "condition": condition, "split": split},
+                                dest)
 
     # --- audit profiles and policies --------------------------------------------------------------------------------
 

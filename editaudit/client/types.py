@@ -336,6 +336,34 @@ class Audit(TypedDict):
     finished_at: str | None
 
 
+Flipped = Literal["broken", "fixed"]
+
+
+class Sample(TypedDict):
+    """One sample of an audit under one condition: both models' predictions."""
+
+    index: int  # in the whole split as uploaded
+    position: int
+    label: int
+    baseline_pred: int
+    candidate_pred: int
+    baseline_correct: bool
+    candidate_correct: bool
+    label_name: str | None
+    baseline_class: str | None
+    candidate_class: str | None
+    image: str | None  # the kept input's URL (PNG), or None
+
+
+class SamplePage(TypedDict):
+    split: str
+    condition: str
+    flipped: str | None
+    items: list[Sample]
+    next_cursor: str | None
+    conditions: list[str]
+
+
 class AuditSummary(TypedDict):
     id: str
     status: Status

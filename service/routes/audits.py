@@ -3,9 +3,10 @@ editaudit.contracts.metrics, and the audit's reports."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 
 from editaudit.contracts.formats import samples as samples_file
@@ -114,8 +115,8 @@ def download_samples(audit_id: str, s: SessionDep, svc: SvcDep):
 @router.get("/audits/{audit_id}/samples/{index}/image", response_class=Response,
             **op("get_audit_sample_image", Scope.audits_read, 404, 409, store=True,
                  responses={200: {"description": "the input as PNG", "content": {"image/png": {}}}}))
-def get_sample_image(audit_id: str, index: int, s: SessionDep, svc: SvcDep, condition: str = "clean",
-                     split: str = "test"):
+def get_sample_image(audit_id: str, s: SessionDep, svc: SvcDep, index: int = Path(ge=0, lt=per_sample.MAX_INDEX),
+                     condition: str = "clean", split: str = "test"):
     """The input the candidate saw for sample `index` under `condition` (the corrupted image, or the attack's
     adversarial input against the candidate), as PNG. Audits keep the inputs of the first flipped samples per
     condition and direction (`audit_keep_images`); others are a 404."""
@@ -126,4 +127,5 @@ def get_sample_image(audit_id: str, index: int, s: SessionDep, svc: SvcDep, cond
         raise Problem(404, f"the audit did not keep the input of sample {index} under {condition} on {split}: it keeps "
                            "the first flipped samples per condition and direction (the `image` field of "
                            f"/audits/{audit_id}/samples says which)", field="index")
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400",
+                                                          "X-Content-SHA256": hashlib.sha256(png).hexdigest()})

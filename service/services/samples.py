@@ -16,6 +16,8 @@ from editaudit.service.errors import Problem
 _CACHE: OrderedDict[str, object] = OrderedDict()
 _LOCK = threading.Lock()
 CACHED_FILES = 8
+CACHED_BYTES = 256 * 1024**2  # at most this much of decoded tables per API process (the last file is always kept)
+MAX_INDEX = 2**62  # sample indices are int64 in the file
 
 
 def _read(store: ObjectStore, key: str, parse):
@@ -26,7 +28,8 @@ def _read(store: ObjectStore, key: str, parse):
     table = parse(store.get(key))
     with _LOCK:
         _CACHE[key] = table
-        while len(_CACHE) > CACHED_FILES:
+        while len(_CACHE) > 1 and (len(_CACHE) > CACHED_FILES or
+                                   sum(t.nbytes for t in _CACHE.values()) > CACHED_BYTES):  # type: ignore[attr-defined]
             _CACHE.popitem(last=False)
     return table
 
@@ -34,9 +37,9 @@ def _read(store: ObjectStore, key: str, parse):
 def need(audit: db.Audit, column: str):
     key = getattr(audit, column)
     if key is None:
-        raise Problem(409, f"audit {audit.id} has no per-sample results: it is {audit.status}" + (
-            ", and it ran before audits kept them (run the edit again)" if audit.finished_at else ""),
-                      field="audit_id")
+        why = "it ran before audits kept them (run the edit again)" if audit.status == "succeeded" else \
+            f"it is {audit.status}: only a succeeded audit has them"
+        raise Problem(409, f"audit {audit.id} has no per-sample results: {why}", field="audit_id")
     return key
 
 
@@ -67,7 +70,10 @@ def decode_cursor(cursor: str) -> int:
         kind, _, value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
         if kind != "sample":
             raise ValueError(kind)
-        return int(value)
+        index = int(value)
+        if not 0 <= index < MAX_INDEX:
+            raise ValueError(index)
+        return index
     except (ValueError, UnicodeDecodeError) as e:
         raise Problem(422, "cursor is not one this listing returned", field="cursor") from e
 

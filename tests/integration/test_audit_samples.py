@@ -6,6 +6,7 @@ decides as the gate did, and another tenant reads none of it."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,13 @@ def test_samples_lists_exactly_what_an_independent_evaluation_of_the_weights_fin
     bad = c.get(f"/audits/{job['audit_id']}/samples", params={"condition": "adv.pgd"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "condition"
     assert "adv.fgsm" in bad.json()["detail"], "the valid conditions are named"
-    bad = c.get(f"/audits/{job['audit_id']}/samples", params={"cursor": "zzz"})
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+    import base64
+
+    for cursor in ("zzz", base64.urlsafe_b64encode(b"sample:18446744073709551616").decode()):
+        bad = c.get(f"/audits/{job['audit_id']}/samples", params={"cursor": cursor})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+    bad = c.get(f"/audits/{job['audit_id']}/samples/18446744073709551616/image")
+    assert bad.status_code == 422 and "index" in bad.text
 
 
 def test_a_policy_re_evaluated_from_the_per_sample_file_decides_as_the_gate_did(audited):
@@ -142,3 +148,20 @@ def test_another_tenant_reads_none_of_an_audits_samples(audited):
         r = c.get(url, headers=b)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", url
         assert "items" not in r.json() and "index" not in r.text.split("errors")[0], url
+
+
+def test_the_cli_lists_what_the_edit_fixed_and_downloads_the_file(audited, http_url, tmp_path):
+    from tests.integration.test_cli_verbs import editaudit
+
+    c, job, _ = audited
+    fixed = [s["index"] for s in _samples(c, job["audit_id"], condition="clean", flipped="fixed")]
+    r = editaudit("audits", "samples", job["audit_id"], "--flipped", "fixed", "--json", "--url", http_url)
+    assert r.returncode == 0, r.stderr
+    assert [s["index"] for s in json.loads(r.stdout)] == fixed
+    r = editaudit("audits", "samples", job["audit_id"], "--flipped", "fixed", "--url", http_url)
+    assert r.returncode == 0 and f"{len(fixed)} sample(s) of test under clean, fixed" in r.stdout, r.stderr
+    r = editaudit("audits", "samples", job["audit_id"], "--url", http_url, "--condition", "adv.nope")
+    assert r.returncode == 2 and "adv.fgsm" in r.stderr, (r.returncode, r.stderr)
+    out = tmp_path / "s.parquet"
+    r = editaudit("audits", "samples", job["audit_id"], "--parquet", str(out), "--url", http_url)
+    assert r.returncode == 0 and pq.read_table(out).num_rows > 0, r.stderr

@@ -141,3 +141,39 @@ def test_the_time_limit_must_stay_below_the_brokers_visibility_timeout():
 
     with pytest.raises(ValidationError, match="below visibility_timeout_s"):
         Settings(job_time_limit_s=7200, visibility_timeout_s=3600)
+
+
+def test_a_stale_attempt_can_neither_re_plan_nor_drop_the_live_attempts_audit_shards(edit_factory):
+    """Attempt A lost the edit to attempt B while B's shards run: A can neither replace B's shard rows nor delete
+    B's shard outcomes on its way out; B's own clean-up removes them."""
+    import torch
+
+    from editaudit.contracts.audit import AuditConfig
+    from editaudit.worker.jobs.shards import drop_outcomes, plan_rows
+    from editaudit.worker.ml.data import TensorDataset
+
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, **FAST)
+    sessions, store = unscoped(c.services.sessions), c.services.store
+    with sessions() as s:
+        stale = take(s, job["id"], lease_s=60, max_attempts=3)
+    _lapse(c, job["id"])
+    with sessions() as s:
+        live = take(s, job["id"], lease_s=60, max_attempts=3)
+    cfg = AuditConfig(batch_size=4)
+    splits = {"test": TensorDataset(torch.zeros(8, 1, 8, 8), torch.zeros(8, dtype=torch.int64))}
+    plan = [{"test": (0, 1)}, {"test": (1, 2)}]
+    common = {"config": cfg.model_dump(mode="json"), "candidate_key": "x", "device": "cpu"}
+    rows = plan_rows(sessions, store, job["audit_id"], job["id"], "default", live, plan, common, cfg, splits, True)
+    store.put("audit-shards/b.safetensors", b"B's outcome")
+    with sessions() as s:
+        s.get(db.AuditShard, rows[0]["id"]).result_key = "audit-shards/b.safetensors"
+        s.commit()
+    with pytest.raises(LeaseLost):
+        plan_rows(sessions, store, job["audit_id"], job["id"], "default", stale, plan, common, cfg, splits, True)
+    drop_outcomes(sessions, store, job["audit_id"], stale)
+    assert store.exists("audit-shards/b.safetensors")
+    with sessions() as s:
+        assert {r.coordinator for r in s.query(db.AuditShard).filter_by(audit_id=job["audit_id"])} == {live}
+    drop_outcomes(sessions, store, job["audit_id"], live)
+    assert not store.exists("audit-shards/b.safetensors")

@@ -14,7 +14,14 @@ import torch
 from editaudit.contracts.audit import AuditConfig
 from editaudit.contracts.formats import samples as samples_file
 from editaudit.worker.ml.audit.outcomes import Evaluation, from_blocks, merge, pack, to_blocks, unpack
-from editaudit.worker.ml.audit.runner import build_result, evaluate_model, plan_shards, run_audit, subset
+from editaudit.worker.ml.audit.runner import (
+    build_result,
+    evaluate_model,
+    plan_shards,
+    render_inputs,
+    run_audit,
+    subset,
+)
 from editaudit.worker.ml.data import TensorDataset, digits_arrays
 
 CFG = {"attacks": [{"id": "pgd", "name": "pgd", "eps": 0.1, "steps": 3, "random_start": True, "eps_sweep": [0.05]},
@@ -45,13 +52,13 @@ def _result(base: Evaluation, cand: Evaluation, samples, cfg):
 @pytest.mark.parametrize("shard_samples", [16, 48, 70])
 def test_shards_merged_in_any_order_equal_one_run_bit_for_bit(audit_inputs, shard_samples):
     baseline, candidate, splits, samples, cfg = audit_inputs
-    whole = run_audit(baseline, candidate, splits, cfg, keep=4)
+    whole = run_audit(baseline, candidate, splits, cfg)
     plan = plan_shards({k: len(v) for k, v in splits.items()}, cfg.batch_size, shard_samples)
     assert len(plan) >= 2
     parts = []
     for spans in random.Random(shard_samples).sample(plan, len(plan)):  # shards finish in any order
         b = evaluate_model(baseline, splits, cfg, torch.device("cpu"), spans=spans)
-        c = evaluate_model(candidate, splits, cfg, torch.device("cpu"), spans=spans, reference=b, keep=4)
+        c = evaluate_model(candidate, splits, cfg, torch.device("cpu"), spans=spans)
         parts.append(unpack(pack({"baseline": b, "candidate": c})))  # through the store's encoding
     random.Random(1).shuffle(parts)
     base, cand = merge(p["baseline"] for p in parts), merge(p["candidate"] for p in parts)
@@ -63,11 +70,16 @@ def test_shards_merged_in_any_order_equal_one_run_bit_for_bit(audit_inputs, shar
     b2, c2 = from_blocks(samples_file.blocks(samples_file.read(samples_file.write(to_blocks(base, cand, ids)))),
                          (base.curves, cand.curves))
     assert _result(b2, c2, samples, cfg) == _result(base, cand, samples, cfg)
+    assert samples_file.write(to_blocks(base, cand, ids)) == samples_file.write(
+        to_blocks(whole.baseline, whole.candidate, ids)), "the same file, byte for byte, whatever the sharding"
     # the kept inputs: the global first flipped ones per condition and direction, whatever the sharding
     from editaudit.worker.jobs.gallery import kept_images
 
-    gallery = kept_images(base, cand, ids, 4)
-    assert gallery == kept_images(whole.baseline, whole.candidate, ids, 4)
+    def render(wanted):
+        return render_inputs(candidate, splits, cfg, torch.device("cpu"), wanted)
+
+    gallery = kept_images(base, cand, ids, 4, render)
+    assert gallery == kept_images(whole.baseline, whole.candidate, ids, 4, render)
     kept = samples_file.read_images(gallery)
     assert len(kept) and set(kept.column("direction").to_pylist()) == {"broken", "fixed"}
 
@@ -100,3 +112,18 @@ def test_the_listing_pages_through_exactly_the_flipped_samples():
                                                                                            (13, True, False)]
     with pytest.raises(ValueError):
         samples_file.read(b"PAR1 not a parquet file PAR1")
+
+
+def test_rendered_inputs_are_the_inputs_the_audit_scored(audit_inputs):
+    """A kept adversarial or corrupted input, made again from its batch and seed, gets the prediction the audit
+    recorded for that sample."""
+    baseline, candidate, splits, samples, cfg = audit_inputs
+    ev = evaluate_model(candidate, splits, cfg, torch.device("cpu"))
+    wanted = {name: [0, 17, 33, len(ev.preds[name]) - 1] for name in ev.preds if name.startswith("test.")}
+    images = render_inputs(candidate, splits, cfg, torch.device("cpu"), wanted)
+    for name, positions in wanted.items():
+        x = torch.from_numpy(np.stack([images[name][p] for p in positions])).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            got = candidate(x).argmax(1).tolist()
+        same = sum(g == ev.preds[name][p] for g, p in zip(got, positions, strict=True))
+        assert same >= len(positions) - 1, (name, got, [ev.preds[name][p] for p in positions])  # uint8 rounding

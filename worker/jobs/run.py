@@ -26,7 +26,7 @@ from editaudit.contracts.formats import samples as samples_file
 from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.core.settings import Settings
-from editaudit.core.storage import ObjectStore, content_key, sha256
+from editaudit.core.storage import ObjectStore
 from editaudit.worker.jobs.cache import StoreMemo, baseline_cache_key, cache_get, cache_put, versions
 from editaudit.worker.jobs.gallery import kept_images
 from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
@@ -42,10 +42,18 @@ from editaudit.worker.jobs.persist import (
     store_success,
 )
 from editaudit.worker.jobs.progress import Canceled, ProgressWriter
-from editaudit.worker.jobs.shards import Inputs, coordinate, drop_outcomes, merged, plan_rows, shard_samples
+from editaudit.worker.jobs.shards import (
+    Inputs,
+    candidate_key,
+    coordinate,
+    drop_outcomes,
+    merged,
+    plan_rows,
+    shard_samples,
+)
 from editaudit.worker.ml.archs.registry import checkpoint_state
 from editaudit.worker.ml.audit.outcomes import from_blocks, pack, to_blocks, unpack
-from editaudit.worker.ml.audit.runner import batch_size, build_result, plan_shards, resolve, subset
+from editaudit.worker.ml.audit.runner import batch_size, build_result, plan_shards, render_inputs, resolve, subset
 from editaudit.worker.ml.data import hold_out
 from editaudit.worker.ml.edits import run_edit
 
@@ -181,12 +189,10 @@ def _attempt(a: Attempt) -> None:
                            {"parent_sha256": a.model_sha, "method": a.job["method"]})
         edited.info["delta"] = delta_stats(baseline.net.state_dict(), state, edited.changed)
         # the audit scores the weights as stored (what ships), loaded back: shards on other hosts load the same
-        candidate_key = content_key("models", sha256(weights), ".safetensors")
-        if store.put(candidate_key, weights):
-            created.append(candidate_key)
-        candidate = load_model(store, candidate_key, a.spec)
+        store.put(candidate_key(token), weights)
+        candidate = load_model(store, candidate_key(token), a.spec)
         t1 = time.perf_counter()
-        audited = audit_sharded(a, baseline, candidate, splits, held_out, params, device, candidate_key, progress)
+        audited = audit_sharded(a, baseline, candidate, splits, held_out, params, device, progress)
         result, samples_objects = audited
         result.durations_s |= {"edit": edit_seconds, "audit": time.perf_counter() - t1}
         result.sections["inputs"] = inputs_record(a.spec, splits) | result.sections.get("inputs", {})
@@ -206,7 +212,7 @@ def _attempt(a: Attempt) -> None:
         drop_unreferenced(sessions, store, created)
         return
     finally:
-        drop_outcomes(sessions, store, a.audit_id)
+        drop_outcomes(sessions, store, a.audit_id, token)
     try:
         store_success(sessions, store, edit_id, a.audit_id, a.spec, weights, delta, edited.changed, edited.info,
                       result, token, samples_objects)
@@ -220,7 +226,7 @@ def _attempt(a: Attempt) -> None:
         drop_unreferenced(sessions, store, created)
 
 
-def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, params, device, candidate_key: str,
+def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, params, device,
                   progress: ProgressWriter) -> tuple[AuditResult, dict[str, bytes]]:
     """The audit in shards (worker/jobs/shards.py), merged, written as the per-sample file and computed from it:
     (the result, {"samples_key": its Parquet, "images_key": the kept inputs}) for store_success."""
@@ -231,19 +237,18 @@ def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, param
     cached = cache_get(a.store, cache_key, lambda data: unpack(data)["baseline"])
     plan = plan_shards({k: len(ds) for k, ds in audit_splits.items()}, batch_size(cfg),
                        shard_samples(a.settings, a.spec["input_shape"]))
-    common = {"config": cfg.model_dump(mode="json"), "candidate_key": candidate_key,
-              "cache_key": cache_key if cached is not None else None, "keep": a.settings.audit_keep_images}
-    rows = plan_rows(a.sessions, a.audit_id, a.edit_id, a.tenant, a.lease.token, plan, common, cfg, audit_splits,
-                     cached is None)
+    common = {"config": cfg.model_dump(mode="json"), "candidate_key": candidate_key(a.lease.token),
+              "device": device.type}
+    rows = plan_rows(a.sessions, a.store, a.audit_id, a.edit_id, a.tenant, a.lease.token, plan, common, cfg,
+                     audit_splits, cached is None)
     if len(rows) > 1 and a.dispatch is not None:
         try:
             a.dispatch([r["id"] for r in rows[1:]])  # this process starts with the first
         except Exception:  # noqa: BLE001 - without the broker this process runs every shard itself
             log.warning("edit %s: could not send the audit's shards; running them here", a.edit_id, exc_info=True)
-    local = Inputs(baseline, candidate, audit_splits, device, cached)
-    outcomes = coordinate(a.settings, a.sessions, a.store, rows, a.lease, lambda: local,
-                          lambda p: progress(**p))
-    base, cand = merged(outcomes, cached)
+    local = Inputs(baseline, candidate, audit_splits, device)
+    keys = coordinate(a.settings, a.sessions, a.store, rows, a.lease, lambda: local, lambda p: progress(**p))
+    base, cand = merged(a.store, keys, cached)
     if cached is None:
         cache_put(a.store, cache_key, pack({"baseline": base}))
     if held_out:
@@ -256,4 +261,6 @@ def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, param
     if cached is None:
         result.durations_s |= {f"baseline.{k}": v for k, v in base.durations_s.items()}
     result.sections["inputs"] = {"batch_size": batch_size(cfg), "shards": len(rows)}
-    return result, {"samples_key": table, "images_key": kept_images(base, cand, ids, a.settings.audit_keep_images)}
+    gallery = kept_images(base, cand, ids, a.settings.audit_keep_images,
+                          lambda wanted: render_inputs(candidate, audit_splits, cfg, device, wanted))
+    return result, {"samples_key": table, "images_key": gallery}

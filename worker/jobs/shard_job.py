@@ -1,6 +1,8 @@
 """The Celery task's body for one audit shard sent to any worker: rebuild the shard's inputs from the edit's rows and
 the store (the baseline, the candidate's stored weights, the datasets with the same held-out part and subset), then
-run it under its own lease (worker/jobs/shards.py). A shard that is no longer wanted is dropped."""
+run it under its own lease (worker/jobs/shards.py). A shard that is no longer wanted is dropped, and so is one this
+worker cannot run on the device its audit runs on (a CPU worker never joins a CUDA audit: the numbers would differ).
+The inputs of the last audit are kept for the next shard of the same attempt (a worker usually takes several)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,14 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.settings import Settings
 from editaudit.core.storage import store_from_url
-from editaudit.worker.jobs.cache import cache_get
 from editaudit.worker.jobs.persist import load_model
 from editaudit.worker.jobs.progress import Canceled
 from editaudit.worker.jobs.run import JOB_FIELDS, hold_out_for_edit, load_splits, pick_device
 from editaudit.worker.jobs.shards import Inputs, attempt_shard, row_dict, take_shard
-from editaudit.worker.ml.audit.outcomes import unpack
 from editaudit.worker.ml.audit.runner import subset
 
 log = logging.getLogger(__name__)
+_LAST: dict = {}  # {"key": (edit id, coordinator token), "inputs": Inputs}: the last audit this process worked on
 
 
 def run_shard_job(settings: Settings, shard_id: str) -> None:
@@ -36,6 +37,11 @@ def run_shard_job(settings: Settings, shard_id: str) -> None:
         if edit.status != Status.running or edit.lease_token != shard.coordinator:
             log.info("audit shard %s: its edit's attempt is over; dropping the message", shard_id)
             return
+        device = pick_device(settings.device)
+        if device.type != shard.plan["device"]:
+            log.info("audit shard %s runs on %s, this worker on %s; leaving it to another", shard_id,
+                     shard.plan["device"], device.type)
+            return
         token = take_shard(s, shard_id, settings.lease_s, settings.max_attempts)
         if token is None:
             return
@@ -46,15 +52,16 @@ def run_shard_job(settings: Settings, shard_id: str) -> None:
 
     def inputs() -> Inputs:
         plan = row["plan"]
-        params = parse_hyperparams(job["method"], job["hyperparams"])
-        splits = load_splits(job, spec, sessions, store)
-        hold_out_for_edit(params, splits)  # the coordinator's held-out part: the same seed, the same rest
-        audit_splits, _ = subset(splits, AuditConfig.model_validate(plan["config"]))
-        cached = None
-        if plan["cache_key"]:
-            cached = cache_get(store, plan["cache_key"], lambda data: unpack(data)["baseline"])
-        return Inputs(load_model(store, model_key, spec), load_model(store, plan["candidate_key"], spec),
-                      audit_splits, pick_device(settings.device), cached)
+        key = (row["edit_id"], row["coordinator"])
+        if _LAST.get("key") != key:
+            _LAST.clear()  # one audit's inputs at a time
+            params = parse_hyperparams(job["method"], job["hyperparams"])
+            splits = load_splits(job, spec, sessions, store)
+            hold_out_for_edit(params, splits)  # the coordinator's held-out part: the same seed, the same rest
+            audit_splits, _ = subset(splits, AuditConfig.model_validate(plan["config"]))
+            _LAST.update(key=key, inputs=Inputs(load_model(store, model_key, spec),
+                                                load_model(store, plan["candidate_key"], spec), audit_splits, device))
+        return _LAST["inputs"]
 
     try:
         attempt_shard(settings, sessions, store, row, token, inputs)

@@ -154,23 +154,21 @@ class Inputs:
     candidate: nn.Module
     splits: dict[str, TensorDataset]  # subset as the audit's config says
     device: torch.device
-    cached_baseline: Evaluation | None
 
 
 def run_shard(sessions, store: ObjectStore, row: dict, token: str, lease: Lease, inputs: Inputs,
               edit_lease: Lease | None = None) -> None:
-    """Evaluate the shard's batches (the baseline unless cached, then the candidate), put the outcomes in the store
-    and mark the shard succeeded under its lease. Raises LeaseLost when the shard is no longer this attempt's."""
+    """Evaluate the shard's batches (the baseline unless the coordinator has it cached, then the candidate), put the
+    outcomes in the store and mark the shard succeeded under its lease. Raises LeaseLost when the shard is no
+    longer this attempt's."""
     plan = row["plan"]
     cfg = AuditConfig.model_validate(plan["config"])
     spans: dict[str, Span] = {k: (int(v[0]), int(v[1])) for k, v in plan["spans"].items()}
     tick = ShardProgress(sessions, row, token, lease, edit_lease)
     parts: dict[str, Evaluation] = {}
-    if inputs.cached_baseline is None:
+    if plan["baseline"]:
         parts["baseline"] = evaluate_model(inputs.baseline, inputs.splits, cfg, inputs.device, tick, spans)
-    reference = parts.get("baseline") or inputs.cached_baseline
-    parts["candidate"] = evaluate_model(inputs.candidate, inputs.splits, cfg, inputs.device, tick, spans,
-                                        reference=reference, keep=plan["keep"])
+    parts["candidate"] = evaluate_model(inputs.candidate, inputs.splits, cfg, inputs.device, tick, spans)
     tick.write()  # a cancel or a lost lease that came during the last batches: keep nothing
     data = pack(parts)
     key = content_key("audit-shards", sha256(data), ".safetensors")
@@ -237,28 +235,46 @@ class ShardFailed(Exception):
     """A shard failed after its retries: the audit fails with its reason."""
 
 
-def plan_rows(sessions, audit_id: str, edit_id: str, tenant: str, coordinator: str, shards: list[dict[str, Span]],
-              common: dict, cfg: AuditConfig, splits: dict, with_baseline: bool) -> list[dict]:
-    """One row per shard for this attempt of the edit; rows of an earlier attempt are dropped (their workers then
-    find their rows gone and stop)."""
+def candidate_key(coordinator: str) -> str:
+    """Where the coordinator puts the candidate's weights for the shards: its attempt's own object (another
+    attempt's, or another tenant's identical weights, never share it), dropped with the shards' outcomes."""
+    return f"audit-candidates/{coordinator}.safetensors"
+
+
+def plan_rows(sessions, store: ObjectStore, audit_id: str, edit_id: str, tenant: str, coordinator: str,
+              shards: list[dict[str, Span]], common: dict, cfg: AuditConfig, splits: dict,
+              with_baseline: bool) -> list[dict]:
+    """One row per shard for this attempt of the edit, written only while it holds the edit's lease; rows of an
+    earlier attempt are dropped with their outcome objects (their workers then find their rows gone and stop)."""
     with sessions() as s:
-        s.query(db.AuditShard).filter_by(audit_id=audit_id).delete(synchronize_session=False)
+        edit = s.get(db.Edit, edit_id)
+        if edit.lease_token != coordinator or edit.status != Status.running:
+            raise LeaseLost(edit_id)
+        old = s.scalars(select(db.AuditShard).filter_by(audit_id=audit_id)).all()
+        stale = {r.result_key for r in old if r.result_key} | {candidate_key(r.coordinator) for r in old}
+        for r in old:
+            s.delete(r)
+        s.flush()
         rows = []
         for i, spans in enumerate(shards):
             total = plan_units(splits, cfg, spans) * (2 if with_baseline else 1)
             shard = db.AuditShard(tenant=tenant, audit_id=audit_id, edit_id=edit_id, index=i, coordinator=coordinator,
-                                  plan={**common, "spans": {k: list(v) for k, v in spans.items()}},
+                                  plan={**common, "baseline": with_baseline,
+                                        "spans": {k: list(v) for k, v in spans.items()}},
                                   status=Status.queued, total=total)
             s.add(shard)
             rows.append(shard)
         s.commit()
-        return [row_dict(r) for r in rows]
+        out = [row_dict(r) for r in rows]
+    _delete(store, stale - {candidate_key(coordinator)})
+    return out
 
 
 def coordinate(settings: Settings, sessions, store: ObjectStore, rows: list[dict], edit_lease: Lease,
-               inputs: Callable[[], Inputs], progress: Callable[[dict], None], poll_s: float = 0.5) -> list[bytes]:
+               inputs: Callable[[], Inputs], progress: Callable[[dict], None], poll_s: float = 0.5) -> list[str]:
     """Take and run shards until none is left to take, then wait for the others' (retrying any whose lease lapses);
-    the shards' outcome objects in shard order once all succeeded. Raises ShardFailed, Canceled, LeaseLost."""
+    the keys of the shards' outcome objects in shard order once all succeeded. Raises ShardFailed, Canceled,
+    LeaseLost."""
     audit_id, coordinator = rows[0]["audit_id"], rows[0]["coordinator"]
     by_id = {r["id"]: r for r in rows}
     while True:
@@ -287,24 +303,34 @@ def coordinate(settings: Settings, sessions, store: ObjectStore, rows: list[dict
             if len(shards) != len(rows):
                 raise LeaseLost(audit_id)  # re-planned by another attempt of the edit
             if all(r.status == Status.succeeded for r in shards):
-                return [store.get(r.result_key) for r in shards]
+                return [r.result_key for r in shards]
         time.sleep(poll_s)
 
 
-def merged(outcomes: list[bytes], cached: Evaluation | None) -> tuple[Evaluation, Evaluation]:
-    """(baseline, candidate) of the whole audit from the shards' outcome objects."""
-    parts = [unpack(data) for data in outcomes]
-    base = cached if cached is not None else merge(p["baseline"] for p in parts)
-    return base, merge(p["candidate"] for p in parts)
+def merged(store: ObjectStore, keys: list[str], cached: Evaluation | None) -> tuple[Evaluation, Evaluation]:
+    """(baseline, candidate) of the whole audit from the shards' outcome objects, read one at a time."""
+    base, cand = [], []
+    for key in keys:
+        part = unpack(store.get(key))
+        cand.append(part["candidate"])
+        if cached is None:
+            base.append(part["baseline"])
+    return (cached if cached is not None else merge(base)), merge(cand)
 
 
-def drop_outcomes(sessions, store: ObjectStore, audit_id: str) -> None:
-    """The shards' outcome objects once merged (or abandoned): intermediate, never read again."""
+def drop_outcomes(sessions, store: ObjectStore, audit_id: str, coordinator: str) -> None:
+    """This attempt's shard outcomes and candidate copy once merged (or abandoned): intermediate, never read again.
+    Only this attempt's: a newer attempt of the same edit has its own."""
     with sessions() as s:
         keys = s.scalars(select(db.AuditShard.result_key).filter(db.AuditShard.audit_id == audit_id,
+                                                                 db.AuditShard.coordinator == coordinator,
                                                                  db.AuditShard.result_key.is_not(None))).all()
-    for key in set(keys):
+    _delete(store, set(keys) | {candidate_key(coordinator)})
+
+
+def _delete(store: ObjectStore, keys: set[str]) -> None:
+    for key in keys:
         try:
             store.delete(key)
         except Exception:  # noqa: BLE001 - garbage left behind is not a failed audit
-            log.warning("could not delete the shard outcome %s", key, exc_info=True)
+            log.warning("could not delete the intermediate object %s", key, exc_info=True)

@@ -38,15 +38,13 @@ class Evaluation:
     """One model's outcomes. `preds`: condition metric (`<split>.accuracy`, `<split>.adv.<id>.accuracy`,
     `<split>.corruption.<type>.<severity>.accuracy`) -> predicted class per sample; `labels`: split -> the labels
     (edit targets for edit sets); `offsets`: split -> the position of the first sample held here; `curves`:
-    `<split>.adv.<id>` -> {"eps": radii in run order, "correct": right answers per radius}; `kept`: condition metric ->
-    position -> the input (uint8 HWC) of a sample whose outcome the edit flipped (the candidate's evaluation only)."""
+    `<split>.adv.<id>` -> {"eps": radii in run order, "correct": right answers per radius}."""
 
     preds: dict[str, list[int]] = field(default_factory=dict)
     labels: dict[str, list[int]] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     curves: dict[str, dict] = field(default_factory=dict)
     durations_s: dict[str, float] = field(default_factory=dict)
-    kept: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
     def correct(self, name: str) -> list[bool]:
         split = M.parse(name).split  # type: ignore[union-attr]  # names come from editaudit.contracts.metrics
@@ -78,8 +76,6 @@ def pack(parts: dict[str, Evaluation]) -> bytes:
     for role, ev in parts.items():
         tensors |= {f"{role}/pred/{k}": np.asarray(v, dtype=np.int64) for k, v in ev.preds.items()}
         tensors |= {f"{role}/label/{k}": np.asarray(v, dtype=np.int64) for k, v in ev.labels.items()}
-        for k, images in ev.kept.items():
-            tensors |= {f"{role}/kept/{p}/{k}": np.ascontiguousarray(img, dtype=np.uint8) for p, img in images.items()}
         meta[role] = {"offsets": ev.offsets, "curves": ev.curves, "durations_s": ev.durations_s}
     return st_save(tensors, metadata={"format": PACK_FORMAT, "meta": json.dumps(meta)})
 
@@ -96,9 +92,6 @@ def unpack(data: bytes) -> dict[str, Evaluation]:
             ev.preds[rest] = arr.tolist()
         elif kind == "label":
             ev.labels[rest] = arr.tolist()
-        elif kind == "kept":
-            pos, _, key = rest.partition("/")
-            ev.kept.setdefault(key, {})[int(pos)] = arr
     return out
 
 
@@ -121,9 +114,6 @@ def merge(parts: Iterable[Evaluation]) -> Evaluation:
             out.labels.setdefault(split, []).extend(e.labels[split])
             for name in (n for n in e.preds if M.parse(n).split == split):  # type: ignore[union-attr]
                 out.preds.setdefault(name, []).extend(e.preds[name])
-            for name, images in e.kept.items():
-                if M.parse(name).split == split:  # type: ignore[union-attr]
-                    out.kept.setdefault(name, {}).update(images)
             for key, curve in ((k, c) for k, c in e.curves.items() if k.startswith(f"{split}.")):
                 cur = out.curves.setdefault(key, {"eps": curve["eps"], "correct": [0] * len(curve["eps"])})
                 cur["correct"] = [a + b for a, b in zip(cur["correct"], curve["correct"], strict=True)]
@@ -239,7 +229,7 @@ def to_blocks(base: Evaluation, cand: Evaluation, ids: dict[str, list[int] | Non
     """Both models' outcomes as the per-sample file's blocks; `ids[split]` maps positions to indices in the whole
     split (None: the identity)."""
     out = []
-    for name in base.preds:
+    for name in sorted(base.preds):  # one order whatever the shards or the cache: the same file, the same key
         split, cond = M.condition(name)  # type: ignore[misc]  # preds are keyed by condition metrics
         n = len(base.labels[split])
         index = np.asarray(ids.get(split) if ids.get(split) is not None else range(n), dtype=np.int64)

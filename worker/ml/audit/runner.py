@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,42 +96,29 @@ def _batches(ds: TensorDataset, size: int, device: torch.device, span: Span):
         yield b, ds.images(slice(i, i + size), device), ds.y[i : i + size]
 
 
-class _Keeper:
-    """Keeps the inputs of the first `k` samples per condition and direction whose outcome differs from the
-    reference evaluation's (the baseline's): what the audit's gallery and `/samples/{index}/image` show."""
+def _adv_input(attack, net, p_k, cfg: AuditConfig, split: str, k: int, b: int, xb: torch.Tensor, yb: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+    """An attack's input for batch `b` (radius index `k`): seeded by split, attack, radius and global batch."""
+    gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p_k.seed, split, p_k.id, k, b))
+    return attack.perturb(net, xb, yb, gen)
 
-    def __init__(self, ev: Evaluation, reference: Evaluation | None, k: int):
-        self.ev, self.ref, self.k = ev, reference, k
-        self.counts: dict[tuple[str, bool], int] = {}
 
-    def __call__(self, name: str, split: str, first: int, x: torch.Tensor, preds: torch.Tensor,
-                 y: torch.Tensor) -> None:
-        if self.ref is None or self.k <= 0:
-            return
-        off = self.ref.offsets[split]
-        ref = self.ref.preds[name][first - off : first - off + len(preds)]
-        ref_ok = torch.tensor(ref) == y.cpu()
-        ok = preds.cpu() == y.cpu()
-        for j in torch.nonzero(ref_ok != ok).flatten().tolist():
-            key = (name, bool(ref_ok[j]))  # True: broken (right before, wrong after)
-            if self.counts.get(key, 0) >= self.k:
-                continue
-            self.counts[key] = self.counts.get(key, 0) + 1
-            img = (x[j].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            self.ev.kept.setdefault(name, {})[first + j] = img
+def _corrupted_input(cfg: AuditConfig, split: str, name: str, sev: int, b: int, xb: torch.Tensor,
+                     device: torch.device) -> torch.Tensor:
+    from editaudit.worker.ml.audit.corruptions import corrupt
+
+    gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, name, sev, b))
+    return corrupt(xb, name, sev, gen)
 
 
 def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: AuditConfig, device: torch.device,
-                   tick: Callable[[], None] = lambda: None, spans: dict[str, Span] | None = None,
-                   reference: Evaluation | None = None, keep: int = 0) -> Evaluation:
+                   tick: Callable[[], None] = lambda: None, spans: dict[str, Span] | None = None) -> Evaluation:
     """One model's outcomes on the batches of `spans` (default: everything). Seeds are per split, condition and
-    global batch index, so a shard computes exactly what an unsharded run computes for its rows. With `reference`
-    (the baseline's outcomes) the inputs of up to `keep` flipped samples per condition and direction are kept."""
+    global batch index, so a shard computes exactly what an unsharded run computes for its rows."""
     size = batch_size(cfg)
     spans = spans if spans is not None else all_batches(splits, size)
-    eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()))
+    eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()), cfg.fold_bn)
     ev = Evaluation()
-    keeper = _Keeper(ev, reference, keep)
     for split, span in spans.items():
         ds = splits[split]
         first = span[0] * size
@@ -140,11 +128,9 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
         preds = []
         name = M.accuracy(split)
         with torch.no_grad():
-            for b, xb, yb in _batches(ds, size, device, span):
+            for _, xb, _ in _batches(ds, size, device, span):
                 xb = to_device(xb, device)
-                p = fast(xb).argmax(1).cpu()
-                keeper(name, split, b * size, xb, p, yb)
-                preds.append(p)
+                preds.append(fast(xb).argmax(1).cpu())
                 tick()
         ev.preds[name] = torch.cat(preds).tolist()
         ev.durations_s[f"{split}.clean"] = time.perf_counter() - t0
@@ -164,13 +150,9 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
                 name = M.adv_accuracy(split, params.id)
                 for b, xb, yb in _batches(ds, size, device, span):
                     xb, yb = to_device(xb, device), yb.to(device)
-                    gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, p_k.seed, split, p_k.id, k, b))
-                    x_adv = attack.perturb(net, xb, yb, gen)
+                    x_adv = _adv_input(attack, net, p_k, cfg, split, k, b, xb, yb, device)
                     with torch.no_grad():
-                        p = fast(x_adv).argmax(1).cpu()
-                    if k == 0:
-                        keeper(name, split, b * size, x_adv, p, yb)
-                    outcome.append(p)
+                        outcome.append(fast(x_adv).argmax(1).cpu())
                     tick()
                 pred = torch.cat(outcome)
                 if k == 0:
@@ -181,25 +163,52 @@ def evaluate_model(model: nn.Module, splits: dict[str, TensorDataset], cfg: Audi
             ev.durations_s[M.adv_key(split, params.id)] = time.perf_counter() - t0
 
         if cfg.corruptions is not None:
-            from editaudit.worker.ml.audit.corruptions import corrupt
-
             t0 = time.perf_counter()
             for cname in cfg.corruptions.resolved_names:
                 for sev in cfg.corruptions.severities:
                     outcome = []
                     name = M.corruption_accuracy(split, cname, sev)
-                    for b, xb, yb in _batches(ds, size, device, span):
+                    for b, xb, _ in _batches(ds, size, device, span):
                         xb = to_device(xb, device)
-                        gen = torch.Generator(device=device).manual_seed(_seed(cfg.seed, split, cname, sev, b))
                         with torch.no_grad():
-                            xc = corrupt(xb, cname, sev, gen)
-                            p = fast(xc).argmax(1).cpu()
-                        keeper(name, split, b * size, xc, p, yb)
-                        outcome.append(p)
+                            outcome.append(fast(_corrupted_input(cfg, split, cname, sev, b, xb, device)).argmax(1)
+                                           .cpu())
                         tick()
                     ev.preds[name] = torch.cat(outcome).tolist()
             ev.durations_s[f"{split}.corruption"] = time.perf_counter() - t0
     return ev
+
+
+def render_inputs(model: nn.Module, splits: dict[str, TensorDataset], cfg: AuditConfig, device: torch.device,
+                  wanted: dict[str, list[int]]) -> dict[str, dict[int, np.ndarray]]:
+    """The inputs `model` saw at the given positions, per condition metric, as uint8 HWC: made again from the same
+    batch and the same seed (a clean image, its corruption, or the attack's adversarial input against `model`), so
+    they are the inputs the audit scored, without any shard keeping images."""
+    size = batch_size(cfg)
+    eager, fast = prepare_model(model, device, cfg.compile, sum(len(d) for d in splits.values()), cfg.fold_bn)
+    attacks = {a.id: a for a in cfg.attacks}
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for name, positions in wanted.items():
+        split, cond = M.condition(name)  # type: ignore[misc]  # callers name condition metrics
+        ds = splits[split]
+        for b in sorted({p // size for p in positions}):
+            (_, xb, yb), = _batches(ds, size, device, (b, b + 1))
+            xb, yb = to_device(xb, device), yb.to(device)
+            kind, _, rest = cond.partition(".")
+            if kind == "adv":
+                params = attacks[rest]
+                x = _adv_input(make_attack(params), fast if params.native else eager, params, cfg, split, 0, b, xb,
+                               yb, device)
+            elif kind == "corruption":
+                cname, sev = rest.rsplit(".", 1)
+                with torch.no_grad():
+                    x = _corrupted_input(cfg, split, cname, int(sev), b, xb, device)
+            else:
+                x = xb
+            for p in (p for p in positions if p // size == b):
+                img = x[p - b * size].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+                out.setdefault(name, {})[p] = img.permute(1, 2, 0).cpu().numpy()
+    return out
 
 
 def subset(splits: dict[str, TensorDataset], cfg: AuditConfig) -> tuple[dict[str, TensorDataset],
@@ -236,9 +245,9 @@ def build_result(base: Evaluation, cand: Evaluation, samples: dict[str, SplitSam
 
 def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, TensorDataset],
               config: dict | AuditConfig, device: torch.device | str = "cpu", progress: Progress = lambda *_: None,
-              baseline_eval: Evaluation | None = None, keep: int = 0) -> AuditRun:
+              baseline_eval: Evaluation | None = None) -> AuditRun:
     """The whole audit in this process (one shard). Pass `baseline_eval` (from the cache) to skip re-evaluating the
-    baseline; `keep` flipped inputs per condition and direction are kept on the candidate's evaluation."""
+    baseline."""
     cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config)
     device = torch.device(device)
     first = next(iter(splits.values()))
@@ -255,7 +264,7 @@ def run_audit(baseline: nn.Module, candidate: nn.Module, splits: dict[str, Tenso
     t0 = time.perf_counter()
     cached = baseline_eval is not None
     base = baseline_eval if baseline_eval is not None else evaluate_model(baseline, splits, cfg, device, tick)
-    cand = evaluate_model(candidate, splits, cfg, device, tick, reference=base, keep=keep)
+    cand = evaluate_model(candidate, splits, cfg, device, tick)
     result = build_result(base, cand, samples, cfg, device, cached)
     result.durations_s["audit"] = time.perf_counter() - t0
     return AuditRun(result, base, cand)
