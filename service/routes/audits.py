@@ -83,10 +83,9 @@ def list_samples(audit_id: str, s: SessionDep, svc: SvcDep, condition: str = "cl
     all of them, or those the edit `broken` (baseline right, candidate wrong) or `fixed`. From the audit's per-sample
     file, the one its statistics were computed from."""
     audit = repo.get_or_404(s, db.Audit, audit_id)
-    table = per_sample.outcomes(svc.store, audit)
-    per_sample.check_condition(table, split, condition)
+    block = per_sample.block(svc.store, audit, split, condition)
     after = per_sample.decode_cursor(cursor) if cursor else None
-    rows, last = samples_file.select(table, split, condition, flipped, after, limit)
+    rows, last = samples_file.select(block, flipped, after, limit)
     kept = samples_file.kept_indices(per_sample.images(svc.store, audit), split, condition) if audit.images_key \
         else set()
     edit = s.get(db.Edit, audit.edit_id)
@@ -99,7 +98,7 @@ def list_samples(audit_id: str, s: SessionDep, svc: SvcDep, condition: str = "cl
                        if r["index"] in kept else None) for r in rows]
     return SamplePage(split=split, condition=condition, flipped=flipped, items=items,
                       next_cursor=per_sample.encode_cursor(last) if last is not None else None,
-                      conditions=samples_file.conditions(table)[split])
+                      conditions=per_sample.conditions(svc.store, audit)[split])
 
 
 @router.get("/audits/{audit_id}/samples.parquet", response_class=Response,
@@ -121,7 +120,7 @@ def get_sample_image(audit_id: str, s: SessionDep, svc: SvcDep, index: int = Pat
     adversarial input against the candidate), as PNG. Audits keep the inputs of the first flipped samples per
     condition and direction (`audit_keep_images`); others are a 404."""
     audit = repo.get_or_404(s, db.Audit, audit_id)
-    per_sample.check_condition(per_sample.outcomes(svc.store, audit), split, condition)
+    per_sample.check_condition(svc.store, audit, split, condition)
     png = samples_file.find_image(per_sample.images(svc.store, audit), split, condition, index)
     if png is None:
         raise Problem(404, f"the audit did not keep the input of sample {index} under {condition} on {split}: it keeps "

@@ -20,16 +20,18 @@ CACHED_BYTES = 256 * 1024**2  # at most this much of decoded tables per API proc
 MAX_INDEX = 2**62  # sample indices are int64 in the file
 
 
-def _read(store: ObjectStore, key: str, parse):
+def _read(store: ObjectStore, key: str, parse, load: bool = True):
+    """`parse` of the object at `key` (or, with load False, of nothing: a value derived from other cached ones),
+    kept in this process's cache."""
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    table = parse(store.get(key))
+    table = parse(store.get(key) if load else None)
     with _LOCK:
         _CACHE[key] = table
         while len(_CACHE) > 1 and (len(_CACHE) > CACHED_FILES or
-                                   sum(t.nbytes for t in _CACHE.values()) > CACHED_BYTES):  # type: ignore[attr-defined]
+                                   sum(getattr(t, "nbytes", 0) for t in _CACHE.values()) > CACHED_BYTES):
             _CACHE.popitem(last=False)
     return table
 
@@ -47,13 +49,26 @@ def outcomes(store: ObjectStore, audit: db.Audit):
     return _read(store, need(audit, "samples_key"), samples_file.read)
 
 
+def block(store: ObjectStore, audit: db.Audit, split: str, condition: str):
+    """One (split, condition) of the audit's file, checked to exist (422 naming the field), cut once per process."""
+    key = need(audit, "samples_key")
+    check_condition(store, audit, split, condition)
+    return _read(store, f"{key}#{split}/{condition}",
+                 lambda _: samples_file.block_table(outcomes(store, audit), split, condition), load=False)
+
+
+def conditions(store: ObjectStore, audit: db.Audit) -> dict[str, list[str]]:
+    key = need(audit, "samples_key")
+    return _read(store, f"{key}#conditions", lambda _: samples_file.conditions(outcomes(store, audit)), load=False)
+
+
 def images(store: ObjectStore, audit: db.Audit):
     return _read(store, need(audit, "images_key"), samples_file.read_images)
 
 
-def check_condition(table, split: str, condition: str) -> None:
+def check_condition(store: ObjectStore, audit: db.Audit, split: str, condition: str) -> None:
     """422 naming the field when the audit has no such split or condition (with the valid ones)."""
-    conds = samples_file.conditions(table)
+    conds = conditions(store, audit)
     if split not in conds:
         raise Problem(422, f"the audit has no split {split!r}; it has {sorted(conds)}", field="split")
     if condition not in conds[split]:

@@ -165,3 +165,13 @@ def test_the_cli_lists_what_the_edit_fixed_and_downloads_the_file(audited, http_
     out = tmp_path / "s.parquet"
     r = editaudit("audits", "samples", job["audit_id"], "--parquet", str(out), "--url", http_url)
     assert r.returncode == 0 and pq.read_table(out).num_rows > 0, r.stderr
+
+
+def test_json_is_gzipped_for_clients_that_accept_it_and_downloads_are_not(audited):
+    c, job, audit = audited
+    raw = c.get(f"/audits/{job['audit_id']}", headers={"Accept-Encoding": "identity"})
+    zipped = c.get(f"/audits/{job['audit_id']}", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers.get("content-encoding") is None and zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json() == raw.json() and int(zipped.headers["content-length"]) < len(raw.content) / 3
+    weights = c.get(f"/edits/{job['id']}/weights", headers={"Accept-Encoding": "gzip"})
+    assert weights.headers.get("content-encoding") is None and weights.headers["x-content-sha256"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import time
 from datetime import timedelta
@@ -277,8 +278,9 @@ def test_readyz_stays_ready_while_the_only_worker_runs_a_long_job(tmp_path, post
         families = scrape(c)
     assert [code for code, _ in answers] == [200] * len(answers), answers
     body = answers[-1][1]
-    assert body["status"] == "ready" and body["warnings"] == [] and len(body["workers"]) == 1, body
-    (name, beat), = body["workers"].items()
-    assert name.startswith("embedded-") and beat["fresh"] and beat["age_s"] < 60, body
+    assert body["status"] == "ready" and body["warnings"] == [], body
+    # the shared test database also holds the beats of earlier tests' workers: this test's is named by its node
+    name, beat = next((n, b) for n, b in body["workers"].items() if n.startswith(f"embedded-{os.getpid()}-solo@"))
+    assert beat["fresh"] and beat["age_s"] < 60, body
     age = "editaudit_worker_heartbeat_age_seconds"
     assert sample(families, age, age, worker=name) < 60

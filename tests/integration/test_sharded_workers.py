@@ -16,7 +16,7 @@ from editaudit.cli.embedded import start_worker
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from tests.conftest import unscoped
-from tests.integration.test_faults import SLOW_AUDIT, WAIT_S, _exactly_once, _stack, _wait
+from tests.integration.test_faults import SLOW_AUDIT, WAIT_S, _stack, _wait
 
 pytestmark = pytest.mark.slow
 SHARDED = {**SLOW_AUDIT, "batch_size": 20}  # 200 test samples in 10 batches: shards of 2 batches (audit_shard_samples)
@@ -36,6 +36,16 @@ def _shards(c, audit_id: str) -> list[db.AuditShard]:
         for r in rows:
             s.expunge(r)
         return rows
+
+
+def _once(c, edit_id: str) -> None:
+    """One edited-model row with its object, the lease released, and no intermediate object left behind."""
+    with unscoped(db.session_factory(c.settings.resolved_database_url))() as s:
+        models = s.scalars(select(db.Model).where(db.Model.edit_id == edit_id)).all()
+        assert len(models) == 1 and s.get(db.Edit, edit_id).lease_token is None
+        assert (c.settings.data_dir / "objects" / models[0].object_key).is_file()
+    objects = c.settings.data_dir / "objects"
+    assert not list(objects.glob("audit-shards/*/*")) and not list(objects.glob("audit-candidates/*"))
 
 
 def _until(cond, what: str):
@@ -65,7 +75,7 @@ def test_a_worker_killed_mid_shard_costs_that_shard_one_retry_and_the_numbers_st
     workers[pid].wait(timeout=30)
     edit = _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
     assert edit["status"] == Status.succeeded, edit
-    _exactly_once(c, job["id"])
+    _once(c, job["id"])
     rows = _shards(c, job["audit_id"])
     assert len(rows) >= 5 and all(r.status == Status.succeeded for r in rows)
     assert {r.index: r.attempt for r in rows} == {r.index: 2 if r.index == victim.index else 1 for r in rows}, \

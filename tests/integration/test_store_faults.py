@@ -79,7 +79,8 @@ def test_a_job_that_cannot_store_its_result_fails_cleanly(tmp_path, postgres_url
         _wait(c, job["id"], _mid_audit, "reached the audit")
         proxy.cut()  # and it stays down
         edit = _wait(c, job["id"], lambda e: e["status"] not in (Status.queued, Status.running), "finished")
-        assert edit["status"] == Status.failed and "storing the result failed" in edit["error"], edit
+        # the audit's shard outcomes go through the store too, so the job may fail there or at its final write
+        assert edit["status"] == Status.failed and "object store" in edit["error"], edit
         sessions = unscoped(db.session_factory(c.settings.resolved_database_url))
         with sessions() as s:
             assert s.scalar(select(func.count()).select_from(db.Model).where(db.Model.edit_id == job["id"])) == 0

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITES = {
     "Process faults: Postgres, Redis and real `celery worker` processes": "tests/integration/test_faults.py",
     "Object store faults: S3 (moto over HTTP) behind a cuttable proxy": "tests/integration/test_store_faults.py",
+    "Sharded audits on real workers: a shard's worker killed, a cancel across workers":
+        "tests/integration/test_sharded_workers.py",
     "Embedded supervision: the local worker, signals, a busy port": "tests/integration/test_embedded_supervision.py",
     "Leases and the reconciler (the real job code, in process)": "tests/integration/test_leases.py",
     "Hostile uploads": "tests/integration/test_hostile_files.py",

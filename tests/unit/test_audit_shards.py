@@ -103,11 +103,12 @@ def test_the_listing_pages_through_exactly_the_flipped_samples():
     table = samples_file.read(samples_file.write([samples_file.Block("test", "clean", np.arange(10, 18), labels,
                                                                      base, cand)]))
     assert samples_file.conditions(table) == {"test": ["clean"]}
-    rows, last = samples_file.select(table, "test", "clean", "fixed", limit=2)
+    block = samples_file.block_table(table, "test", "clean")
+    rows, last = samples_file.select(block, "fixed", limit=2)
     assert [r["index"] for r in rows] == [14, 15] and last == 15
-    rows, last = samples_file.select(table, "test", "clean", "fixed", after=last, limit=2)
+    rows, last = samples_file.select(block, "fixed", after=last, limit=2)
     assert [r["index"] for r in rows] == [17] and last is None
-    rows, _ = samples_file.select(table, "test", "clean", "broken")
+    rows, _ = samples_file.select(block, "broken")
     assert [(r["index"], r["baseline_correct"], r["candidate_correct"]) for r in rows] == [(11, True, False),
                                                                                            (13, True, False)]
     with pytest.raises(ValueError):

@@ -124,19 +124,25 @@ def conditions(table: pa.Table) -> dict[str, list[str]]:
     return out
 
 
-def select(table: pa.Table, split: str, condition: str, flipped: Flipped | None = None, after: int | None = None,
-           limit: int = 100) -> tuple[list[dict[str, Any]], int | None]:
-    """One page of (split, condition)'s samples by `index` ascending, from after `after`: all of them, or those the
-    edit broke (baseline right, candidate wrong) or fixed. (rows, the last index when more follow, else None)."""
+def block_table(table: pa.Table, split: str, condition: str) -> pa.Table:
+    """The rows of one (split, condition), by index, without those two columns: what a page is cut from (the API
+    keeps it, so a page costs its own rows, not a pass over the whole file)."""
     mask = pc.and_(pc.equal(table.column("split").cast(pa.string()), split),
                    pc.equal(table.column("condition").cast(pa.string()), condition))
+    return table.filter(mask).drop_columns(["split", "condition"]).sort_by("index")
+
+
+def select(block: pa.Table, flipped: Flipped | None = None, after: int | None = None,
+           limit: int = 100) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of a block_table by index ascending, from after `after`: all of its samples, or those the edit broke
+    (baseline right, candidate wrong) or fixed. (rows, the last index when more follow, else None)."""
+    rows = block
     if flipped == "broken":
-        mask = pc.and_(mask, pc.and_(table.column("baseline_correct"), pc.invert(table.column("candidate_correct"))))
+        rows = rows.filter(pc.and_(rows.column("baseline_correct"), pc.invert(rows.column("candidate_correct"))))
     elif flipped == "fixed":
-        mask = pc.and_(mask, pc.and_(pc.invert(table.column("baseline_correct")), table.column("candidate_correct")))
-    if after is not None:
-        mask = pc.and_(mask, pc.greater(table.column("index"), after))
-    rows = table.filter(mask).drop_columns(["split", "condition"]).sort_by("index")
+        rows = rows.filter(pc.and_(pc.invert(rows.column("baseline_correct")), rows.column("candidate_correct")))
+    if after is not None:  # indices ascend: the page starts past `after`
+        rows = rows.slice(int(np.searchsorted(rows.column("index").to_numpy(), after, side="right")))
     page = rows.slice(0, limit).to_pylist()
     return page, (page[-1]["index"] if len(rows) > limit else None)
 

@@ -7,6 +7,7 @@ are added to every channel or tinted; on other channel counts they are their lum
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -41,18 +42,37 @@ _ICE_SMOOTHING = 0.7  # Gaussian sigma of the ice structure, px at 224
 _FOG = [(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)]  # strength, plasma "wibble decay" (higher: smoother)
 
 
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(cells: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[size, cells]: F.interpolate's bicubic upsampling (align_corners=True) of `cells` samples to `size`, as a
+    matrix (the interpolation of each unit vector), so that a 2-D upsampling is M_h @ c @ M_w^T."""
+    eye = torch.eye(cells, dtype=dtype)[:, None, None, :]
+    m = F.interpolate(eye, size=(1, size), mode="bicubic", align_corners=True)[:, 0, 0, :]
+    return m.T.contiguous().to(device)
+
+
 def fractal_noise(shape: tuple[int, int, int], decay: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Multi-octave value noise for the frost haze: [N,1,H,W] in [0,1], one independent map per image.
 
     Octave k is a (2^(k+1)+1)^2 grid of uniform values in [-1,1] upsampled bicubically, with amplitude
     decay^(-2k), from two cells across the image down to about one pixel, so its features scale with the image.
-    Centred on 1/2 with the first octave spanning [0,1], clipped.
+    Centred on 1/2 with the first octave spanning [0,1], clipped. Coarse octaves are upsampled as matrix products
+    (`_bicubic_matrix`, all of them in one product), the same interpolation as F.interpolate's and many times
+    faster while the grid is well below the image size.
     """
     n, h, w = shape
     field = torch.zeros(n, 1, h, w, device=like.device, dtype=like.dtype)
+    rows, cols = [], []
     for k in range(max(1, math.ceil(math.log2(max(h, w))))):
-        cells = rand(gen, (n, 1, 2 ** (k + 1) + 1, 2 ** (k + 1) + 1), like) * 2 - 1
-        field += decay ** (-2 * k) * F.interpolate(cells, size=(h, w), mode="bicubic", align_corners=True)
+        size = 2 ** (k + 1) + 1
+        cells = rand(gen, (n, 1, size, size), like) * 2 - 1
+        if 5 * size <= 3 * max(h, w):
+            rows.append(_bicubic_matrix(size, h, like.device, like.dtype) @ cells[:, 0])  # [N, H, size]
+            cols.append(decay ** (-2 * k) * _bicubic_matrix(size, w, like.device, like.dtype))  # [W, size]
+        else:
+            field += decay ** (-2 * k) * F.interpolate(cells, size=(h, w), mode="bicubic", align_corners=True)
+    if rows:
+        field[:, 0] += torch.cat(rows, -1) @ torch.cat(cols, -1).T
     return (0.5 + 0.5 * field).clamp(0, 1)
 
 
@@ -69,10 +89,11 @@ def frost_texture(shape: tuple[int, int, int], gen: torch.Generator, like: torch
     haze = fractal_noise(shape, 1.3, gen, like)
     length = _CRYSTAL_LENGTH * min(h, w)
     taps = math.floor(length) + 1
-    streaks = torch.zeros_like(haze)
+    seeds, kernels = [], []
     for _ in range(3):
-        seeds = (rand(gen, (n, 1, h, w), like) < _CRYSTAL_COVER / taps).to(like.dtype)
-        streaks += filter2d(seeds, line_kernel(rand(gen, (n,), like) * 360, length, sigma=length)) * taps
+        seeds.append((rand(gen, (n, 1, h, w), like) < _CRYSTAL_COVER / taps).to(like.dtype))
+        kernels.append(line_kernel(rand(gen, (n,), like) * 360, length, sigma=length))
+    streaks = filter2d(torch.cat(seeds, 1), torch.stack(kernels, 1), sum_channels=True) * taps
     ice = gaussian_blur(haze + streaks.clamp(max=1), _ICE_SMOOTHING * min(h, w) / REFERENCE_SIZE)
     ice = ice - ice.mean((2, 3), keepdim=True)
     return ice / ice.std((2, 3), keepdim=True).clamp_min(1e-6)
