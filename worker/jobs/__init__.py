@@ -14,12 +14,16 @@ from editaudit.worker.jobs.sweep import run_sweep
 log = logging.getLogger(__name__)
 
 
+def job_parts(settings: Settings, why: str) -> tuple:
+    """(unscoped sessions, the object store) of a worker's job: its rows are addressed by id, whichever tenant's."""
+    sessions = db.unscoped_sessions(db.session_factory(settings.resolved_database_url), why)
+    return sessions, store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+
+
 def run_edit_job(settings: Settings, edit_id: str, dispatch: Dispatch | None = None) -> None:
     """The Celery task's body: one edit and its audit, or a layer sweep (its sub-edits one after another).
     `dispatch` sends an audit's shards to the other workers (without it, this process runs them all)."""
-    sessions = db.unscoped_sessions(db.session_factory(settings.resolved_database_url),
-                                    "a worker's job: the edit's rows are addressed by id, whichever tenant's")
-    store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+    sessions, store = job_parts(settings, "a worker's job: the edit's rows are addressed by id, whichever tenant's")
     with sessions() as s:
         edit = s.get(db.Edit, edit_id)
         if edit is None:

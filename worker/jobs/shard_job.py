@@ -13,7 +13,6 @@ from editaudit.contracts.edits import parse_hyperparams
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.settings import Settings
-from editaudit.core.storage import store_from_url
 from editaudit.worker.jobs.persist import load_model
 from editaudit.worker.jobs.progress import Canceled
 from editaudit.worker.jobs.run import JOB_FIELDS, hold_out_for_edit, load_splits, pick_device
@@ -25,9 +24,9 @@ _LAST: dict = {}  # {"key": (edit id, coordinator token), "inputs": Inputs}: the
 
 
 def run_shard_job(settings: Settings, shard_id: str) -> None:
-    sessions = db.unscoped_sessions(db.session_factory(settings.resolved_database_url),
-                                    "a worker's audit shard: its rows are addressed by id, whichever tenant's")
-    store = store_from_url(settings.resolved_store_url, settings.s3_endpoint_url, settings.s3_region)
+    from editaudit.worker.jobs import job_parts
+
+    sessions, store = job_parts(settings, "a worker's audit shard: its rows are addressed by id, whichever tenant's")
     with sessions() as s:
         shard = s.get(db.AuditShard, shard_id)
         if shard is None:

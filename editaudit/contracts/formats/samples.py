@@ -85,18 +85,25 @@ def write(blocks: list[Block]) -> bytes:
             "split", "condition") else np.int64)
         arr = pa.array(values, type=field.type.value_type if pa.types.is_dictionary(field.type) else field.type)
         arrays.append(arr.dictionary_encode().cast(field.type) if pa.types.is_dictionary(field.type) else arr)
-    table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return _parquet(pa.Table.from_arrays(arrays, schema=SCHEMA), compression="zstd", row_group_size=1 << 20)
+
+
+def _parquet(table: pa.Table, **options: Any) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20)
+    pq.write_table(table, sink, **options)
     return sink.getvalue()
+
+
+def _checked(data: bytes | str, what: str) -> pa.Table:
+    table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data)
+    if (table.schema.metadata or {}).get(b"format") != FORMAT.encode():
+        raise ValueError(f"not an {FORMAT} {what}")
+    return table
 
 
 def read(data: bytes | str) -> pa.Table:
     """The table of a per-sample file (bytes, or a path), checked to be one."""
-    table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data)
-    if (table.schema.metadata or {}).get(b"format") != FORMAT.encode():
-        raise ValueError(f"not an {FORMAT} file")
-    return table
+    return _checked(data, "file")
 
 
 def blocks(table: pa.Table) -> Iterator[Block]:
@@ -149,17 +156,11 @@ def select(block: pa.Table, flipped: Flipped | None = None, after: int | None = 
 
 def write_images(rows: list[dict[str, Any]]) -> bytes:
     """The images file: rows of IMAGES_SCHEMA's fields."""
-    table = pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="none")  # PNG is compressed already
-    return sink.getvalue()
+    return _parquet(pa.Table.from_pylist(rows, schema=IMAGES_SCHEMA), compression="none")  # PNG is compressed
 
 
 def read_images(data: bytes | str) -> pa.Table:
-    table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data)
-    if (table.schema.metadata or {}).get(b"format") != FORMAT.encode():
-        raise ValueError(f"not an {FORMAT} images file")
-    return table
+    return _checked(data, "images file")
 
 
 def find_image(table: pa.Table, split: str, condition: str, index: int) -> bytes | None:

@@ -66,7 +66,7 @@ def _poisson_cdf(k: torch.Tensor, lam: torch.Tensor, row: torch.Tensor, c: float
     start = row.double() * (c / _CELLS)
     half = (lam - start) / 2
     log_fact = torch.lgamma(k + 1)
-    area = 0
+    area: torch.Tensor | float = 0.0
     for node, weight in _GAUSS_LEGENDRE:
         s = start + half * (1 + node)
         area = area + weight * torch.exp(torch.xlogy(k, s) - s - log_fact)
