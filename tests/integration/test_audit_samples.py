@@ -175,3 +175,29 @@ def test_json_is_gzipped_for_clients_that_accept_it_and_downloads_are_not(audite
     assert zipped.json() == raw.json() and int(zipped.headers["content-length"]) < len(raw.content) / 3
     weights = c.get(f"/edits/{job['id']}/weights", headers={"Accept-Encoding": "gzip"})
     assert weights.headers.get("content-encoding") is None and weights.headers["x-content-sha256"]
+
+
+def test_a_shard_that_keeps_failing_fails_the_audit_with_its_reason_after_its_retries(edit_factory, monkeypatch):
+    from editaudit.worker.jobs import shards
+
+    c = edit_factory.client
+    job = edit_factory.submit(run=False, audit=AUDIT)
+    calls: list[dict] = []
+    real = shards.evaluate_model
+
+    def flaky(model, splits, cfg, device, tick, spans):
+        calls.append(spans)
+        if spans.get("test", (0, 0))[0] == 2:  # the shard that starts at the test split's third batch
+            raise RuntimeError("this shard's inputs are cursed")
+        return real(model, splits, cfg, device, tick, spans)
+
+    monkeypatch.setattr(shards, "evaluate_model", flaky)
+    run_edit_job(c.settings.model_copy(update={"audit_shard_samples": 64}), job["id"])
+    edit = c.get(f"/edits/{job['id']}").json()
+    assert edit["status"] == "failed" and "cursed" in edit["error"] and "after 3 attempt(s)" in edit["error"], edit
+    with unscoped(c.services.sessions)() as s:
+        rows = {r.index: r for r in s.query(db.AuditShard).filter_by(audit_id=job["audit_id"])}
+    bad = next(i for i, r in rows.items() if r.plan["spans"].get("test", [0])[0] == 2)
+    assert rows[bad].attempt == 3 and rows[bad].status == "failed"
+    assert all(r.attempt == 1 for i, r in rows.items() if i < bad), "the others ran once"
+    assert c.get(f"/audits/{job['audit_id']}").json()["status"] == "failed"
