@@ -15,17 +15,23 @@ from sqlalchemy import select
 from editaudit.cli.embedded import start_worker
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
-from tests.conftest import unscoped
+from tests.conftest import postgres_database, unscoped
 from tests.integration.test_faults import SLOW_AUDIT, WAIT_S, _stack, _wait
 
 pytestmark = pytest.mark.slow
-SHARDED = {**SLOW_AUDIT, "batch_size": 20}  # 200 test samples in 10 batches: shards of 2 batches (audit_shard_samples)
+# 200 test samples in 10 batches: shards of 2 batches (audit_shard_samples); steps enough that each shard takes a
+# few seconds, so the second worker surely joins before the coordinator has run them all
+SHARDED = {**SLOW_AUDIT, "batch_size": 20,
+           "attacks": [{**SLOW_AUDIT["attacks"][0], "steps": 300}]}
 STABLE = ("metrics", "intervals", "deltas", "curves", "notes", "samples")
 
 
 @pytest.fixture()
-def sharded_stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz):
-    with _stack(tmp_path, postgres_url, redis_url, digits_model, failures_npz, audit_shard_samples=40) as c:
+def sharded_stack(tmp_path, redis_url, digits_model, failures_npz):
+    """A database of its own: the session's shared one holds other tests' unfinished edits, which these workers'
+    reconcilers would take up (and so keep a worker from the shards this test watches)."""
+    with postgres_database() as url, _stack(tmp_path, url, redis_url, digits_model, failures_npz,
+                                            audit_shard_samples=40) as c:
         c.body = {**c.body, "audit": SHARDED}
         yield c
 
@@ -104,7 +110,7 @@ def test_a_cancel_stops_every_shard_on_every_worker(sharded_stack):
     c = sharded_stack
     c.worker("a"), c.worker("b")
     job = c.post("/edits", json={**c.body, "audit": {**SHARDED, "attacks": [{**SHARDED["attacks"][0],
-                                                                               "steps": 400}]}}).json()
+                                                                               "steps": 2000}]}}).json()
     _until(lambda: len({r.worker for r in _shards(c, job["audit_id"]) if r.status == Status.running}) == 2,
            "saw both workers run a shard")
     assert c.post(f"/edits/{job['id']}/cancel").status_code == 200
