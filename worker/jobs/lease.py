@@ -85,9 +85,12 @@ class Lease:
         """Past the attempt's time limit: the heartbeat stops renewing, the next batch raises TimeLimitExceeded."""
         return self._deadline is not None and time.monotonic() > self._deadline
 
+    table: type = db.Edit  # the leased rows' table, and the filter of a row while a token holds it
+    held = staticmethod(held)
+
     def renew(self) -> bool:
         with self.sessions() as s:
-            kept = s.query(db.Edit).filter(held(self.edit_id, self.token)).update(
+            kept = s.query(self.table).filter(self.held(self.edit_id, self.token)).update(
                 {"lease_expires_at": db.utcnow() + timedelta(seconds=self.seconds)}, synchronize_session=False)
             s.commit()
         if not kept:

@@ -51,8 +51,9 @@ def worker_name() -> str:
 
 # -- leases -----------------------------------------------------------------------------------------------------------
 
-def _held(shard_id: str, token: str):
-    return and_(db.AuditShard.id == shard_id, db.AuditShard.lease_token == token,
+def _held(edit_id: str, token: str):
+    """The filter of the shard row `edit_id` (a shard's id: the Lease interface's name) while `token` holds it."""
+    return and_(db.AuditShard.id == edit_id, db.AuditShard.lease_token == token,
                 db.AuditShard.status == Status.running)
 
 
@@ -86,16 +87,11 @@ def take_shard(s, shard_id: str, lease_s: float, max_attempts: int) -> str | Non
 
 
 class ShardLease(Lease):
-    """A shard attempt's hold on its row, renewed by the same heartbeat as an edit's."""
+    """A shard attempt's hold on its row (`edit_id` is the shard's id here), renewed by the same heartbeat as an
+    edit's."""
 
-    def renew(self) -> bool:
-        with self.sessions() as s:
-            kept = s.query(db.AuditShard).filter(_held(self.edit_id, self.token)).update(
-                {"lease_expires_at": db.utcnow() + timedelta(seconds=self.seconds)}, synchronize_session=False)
-            s.commit()
-        if not kept:
-            self.lost = True
-        return bool(kept)
+    table = db.AuditShard
+    held = staticmethod(_held)
 
 
 def aggregate(s, audit_id: str, coordinator: str) -> dict:
