@@ -68,7 +68,7 @@ def test_shards_merged_in_any_order_equal_one_run_bit_for_bit(audit_inputs, shar
     # what the job stores: the per-sample file, and the result computed from it
     ids = {k: v.ids for k, v in samples.items()}
     b2, c2 = from_blocks(samples_file.blocks(samples_file.read(samples_file.write(to_blocks(base, cand, ids)))),
-                         (base.curves, cand.curves))
+                         (base, cand))
     assert _result(b2, c2, samples, cfg) == _result(base, cand, samples, cfg)
     assert samples_file.write(to_blocks(base, cand, ids)) == samples_file.write(
         to_blocks(whole.baseline, whole.candidate, ids)), "the same file, byte for byte, whatever the sharding"

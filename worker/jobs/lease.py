@@ -85,6 +85,14 @@ class Lease:
         """Past the attempt's time limit: the heartbeat stops renewing, the next batch raises TimeLimitExceeded."""
         return self._deadline is not None and time.monotonic() > self._deadline
 
+    def check(self) -> None:
+        """Between batches: LeaseLost once another attempt holds the job, TimeLimitExceeded past the time limit."""
+        if self.lost:
+            raise LeaseLost(self.edit_id)
+        if self.overdue():
+            raise TimeLimitExceeded(f"the attempt ran past its time limit of {self.time_limit_s:g} s "
+                                    "(job_time_limit_s); ask for less work (fewer attacks, steps, samples)")
+
     table: type = db.Edit  # the leased rows' table, and the filter of a row while a token holds it
     held = staticmethod(held)
 

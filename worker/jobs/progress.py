@@ -7,7 +7,7 @@ import time
 
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
-from editaudit.worker.jobs.lease import Lease, LeaseLost, TimeLimitExceeded
+from editaudit.worker.jobs.lease import Lease, LeaseLost
 
 
 class Canceled(Exception):
@@ -23,11 +23,8 @@ class ProgressWriter:
         self.lease = lease
 
     def __call__(self, stage: str, done: int, total: int, **extra) -> None:
-        if self.lease is not None and self.lease.lost:
-            raise LeaseLost(self.edit_id)
-        if self.lease is not None and self.lease.overdue():
-            raise TimeLimitExceeded(f"the attempt ran past its time limit of {self.lease.time_limit_s:g} s "
-                                    "(job_time_limit_s); ask for less work (fewer attacks, steps, samples)")
+        if self.lease is not None:
+            self.lease.check()
         now = time.monotonic()
         if done < total and now - self._last < self.every:
             return

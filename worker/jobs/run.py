@@ -32,7 +32,6 @@ from editaudit.worker.jobs.gallery import kept_images
 from editaudit.worker.jobs.lease import Lease, LeaseLost, heartbeat, take
 from editaudit.worker.jobs.persist import (
     delta_stats,
-    drop_unreferenced,
     finish,
     load_dataset,
     load_edited_model,
@@ -160,7 +159,6 @@ class Attempt:
 
 def _attempt(a: Attempt) -> None:
     sessions, store, edit_id, token = a.sessions, a.store, a.edit_id, a.lease.token
-    created: list[str] = []  # objects this attempt put before its final write: dropped unless it succeeds
     try:
         device = pick_device(a.settings.device)
         params = parse_hyperparams(a.job["method"], a.job["hyperparams"])  # validated once, here, for this process
@@ -192,24 +190,20 @@ def _attempt(a: Attempt) -> None:
         store.put(candidate_key(token), weights)
         candidate = load_model(store, candidate_key(token), a.spec)
         t1 = time.perf_counter()
-        audited = audit_sharded(a, baseline, candidate, splits, held_out, params, device, progress)
-        result, samples_objects = audited
+        result, samples_objects = audit_sharded(a, baseline, candidate, splits, held_out, params, device, progress)
         result.durations_s |= {"edit": edit_seconds, "audit": time.perf_counter() - t1}
         result.sections["inputs"] = inputs_record(a.spec, splits) | result.sections.get("inputs", {})
         result.add_sections(edited.audit, params.audit_sections)
     except LeaseLost:
         log.warning("edit %s: attempt %s lost its lease to another attempt; dropping its work", edit_id, token)
-        drop_unreferenced(sessions, store, created)
         return
     except Canceled:
         log.info("edit %s canceled", edit_id)
         finish(sessions, edit_id, Status.canceled, "canceled by request", token=token)
-        drop_unreferenced(sessions, store, created)
         return
     except Exception as exc:  # noqa: BLE001 - every failure becomes a readable error on the job
         log.exception("edit %s failed", edit_id)
         finish(sessions, edit_id, Status.failed, f"{type(exc).__name__}: {exc}", token=token)
-        drop_unreferenced(sessions, store, created)
         return
     finally:
         drop_outcomes(sessions, store, a.audit_id, token)
@@ -218,12 +212,10 @@ def _attempt(a: Attempt) -> None:
                       result, token, samples_objects)
     except LeaseLost:
         log.warning("edit %s: attempt %s finished after losing its lease (or a cancel); kept nothing", edit_id, token)
-        drop_unreferenced(sessions, store, created)
     except Exception as exc:  # noqa: BLE001 - never leave a job `running` (acks_late will not redeliver it)
         log.exception("edit %s: storing the result failed", edit_id)
         finish(sessions, edit_id, Status.failed, f"storing the result failed: {type(exc).__name__}: {exc}",
                token=token)
-        drop_unreferenced(sessions, store, created)
 
 
 def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, params, device,
@@ -255,11 +247,8 @@ def audit_sharded(a: Attempt, baseline, candidate, splits: dict, held_out, param
         note_held_out(samples, held_out[1], params.held_out_roles())
     ids = {k: v.ids for k, v in samples.items()}
     table = samples_file.write(to_blocks(base, cand, ids))
-    b2, c2 = from_blocks(samples_file.blocks(samples_file.read(table)), (base.curves, cand.curves))
-    result = build_result(b2, c2, samples, cfg, device, cached is not None)
-    result.durations_s |= {f"candidate.{k}": v for k, v in cand.durations_s.items()}
-    if cached is None:
-        result.durations_s |= {f"baseline.{k}": v for k, v in base.durations_s.items()}
+    result = build_result(*from_blocks(samples_file.blocks(samples_file.read(table)), (base, cand)), samples, cfg,
+                          device, cached is not None)
     result.sections["inputs"] = {"batch_size": batch_size(cfg), "shards": len(rows)}
     gallery = kept_images(base, cand, ids, a.settings.audit_keep_images,
                           lambda wanted: render_inputs(candidate, audit_splits, cfg, device, wanted))

@@ -113,11 +113,8 @@ class ShardProgress:
     def __call__(self) -> None:
         self.done += 1
         for lease in (self.lease, self.edit_lease):
-            if lease is not None and lease.lost:
-                raise LeaseLost(lease.edit_id)
-            if lease is not None and lease.overdue():
-                raise TimeLimitExceeded(f"the attempt ran past its time limit of {lease.time_limit_s:g} s "
-                                        "(job_time_limit_s); ask for less work (fewer attacks, steps, samples)")
+            if lease is not None:
+                lease.check()
         now = time.monotonic()
         if now - self._last < self.every:
             return

@@ -238,10 +238,12 @@ def to_blocks(base: Evaluation, cand: Evaluation, ids: dict[str, list[int] | Non
     return out
 
 
-def from_blocks(blocks: Iterable[Block], curves: tuple[dict, dict] = ({}, {})) -> tuple[Evaluation, Evaluation]:
-    """(baseline, candidate) evaluations read back from the per-sample file (curves are not per sample: they come
-    from the merged evaluations)."""
-    base, cand = Evaluation(curves=dict(curves[0])), Evaluation(curves=dict(curves[1]))
+def from_blocks(blocks: Iterable[Block], like: tuple[Evaluation, Evaluation] | None = None
+                ) -> tuple[Evaluation, Evaluation]:
+    """(baseline, candidate) evaluations read back from the per-sample file. What is not per sample (eps curves,
+    durations) comes from `like`, the merged evaluations the file was written from."""
+    base, cand = (Evaluation(curves=dict(e.curves), durations_s=dict(e.durations_s)) for e in like or (
+        Evaluation(), Evaluation()))
     for b in blocks:
         name = M.condition_metric(b.split, b.condition)
         if name is None:
