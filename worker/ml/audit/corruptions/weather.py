@@ -21,7 +21,7 @@ from editaudit.worker.ml.audit.corruptions.base import (
     register_corruption,
     size_factor,
 )
-from editaudit.worker.ml.audit.corruptions.blur import filter2d, gaussian_blur, line_kernel, zoom
+from editaudit.worker.ml.audit.corruptions.blur import filter2d, gaussian_blur, line_kernel
 
 # loc, scale of the flake noise, flake zoom (px at 224), threshold, motion radius, motion sigma (px at 224), blend.
 # Severity 3's blend is 0.675, not the reference's 0.7: with 0.7 severities 2 and 3 change images equally.
@@ -114,6 +114,27 @@ def frost_layer(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (level + spread.view(n, 1, 1, 1) * frost_texture((n, h, w), gen, x)).clamp(0, 1)
 
 
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The reference's `clipped_zoom` as it samples: the centre crop of ceil(size / factor) px, scipy's order-1
+    zoom of it (corners to corners, so the sampling step is (crop - 1) / (round(crop * factor) - 1) px, not
+    1 / factor), then the top-left size px. Which fractions of a pixel the samples fall at sets how much of the
+    noise's variance survives the interpolation, and so how many flakes pass snow's threshold: sampled at pixel
+    centres as `blur.zoom` does (fractions 0, 1/3, 2/3 at zoom 3; 1/4, 3/4 at zoom 2) the layer had 22% more flake
+    pixels than the reference's at severity 1 and 17% fewer at severity 2."""
+    h, w = x.shape[-2:]
+
+    def coords(size: int) -> torch.Tensor:
+        crop = math.ceil(size / factor)
+        out = round(crop * factor)
+        step = (crop - 1) / max(out - 1, 1)
+        pos = (size - crop) // 2 + torch.arange(size, device=x.device, dtype=x.dtype) * step
+        return pos * 2 / max(size - 1, 1) - 1  # align_corners=True coordinates
+
+    gy, gx = coords(h), coords(w)
+    grid = torch.stack([gx[None, :].expand(h, w), gy[:, None].expand(h, w)], -1)[None].expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 @register_corruption("snow", "weather")
 def snow(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
     """Thresholded, zoomed noise streaked by motion blur (angle in [-135, -45) per image), added twice (once
@@ -125,7 +146,7 @@ def snow(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
     loc, scale, flake, threshold, radius, sigma, blend = _SNOW[severity - 1]
     n, _, h, w = x.shape
     f = size_factor(x, _SNOW_FLOOR)
-    layer = zoom(loc + scale * randn(gen, (n, 1, round(h / f), round(w / f)), x), flake)
+    layer = clipped_zoom(loc + scale * randn(gen, (n, 1, round(h / f), round(w / f)), x), flake)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
     angles = rand(gen, (n,), x) * 90 - 135
     layer = filter2d(layer, line_kernel(angles, 2 * radius, sigma, snap=True))
