@@ -6,6 +6,11 @@ Names are stable dotted paths that policies use (`<split>.<measure>`):
   <split>.drawdown                                  accuracy lost by the edit (baseline - candidate)
   <split>.top_class_share                           share of inputs predicted as the most predicted class (a
                                                     collapsed model predicts one class for most inputs)
+  <split>.edit_class_share                          share of inputs predicted as the edit's target class (the
+                                                    most common label of the edit split)
+  <split>.collapse                                  how far the edit pushed predictions towards one class: the
+                                                    larger rise (candidate - baseline) of the two shares above,
+                                                    0 when neither rose; the baseline's is 0
   <split>.adv.<attack id>.accuracy                  robust accuracy under that attack
   <split>.adv.<attack id>.success_rate              share of the inputs the model got right that the attack flips
                                                     (robust accuracy alone rises when a model collapses)
@@ -25,11 +30,11 @@ from dataclasses import dataclass
 SPLITS = ("test", "edit", "generalization")
 MEAN = "mean"
 # accuracy lost, corruption error, attack success, one class everywhere; everything else: higher is better
-LOWER_IS_BETTER_STATS = ("drawdown", "ce", "success_rate", "top_class_share")
+LOWER_IS_BETTER_STATS = ("drawdown", "ce", "success_rate", "top_class_share", "edit_class_share", "collapse")
 
 _GRAMMAR = re.compile(
     r"^(?P<split>test|edit|generalization)\.(?:"
-    r"(?P<simple>accuracy|agreement|drawdown|top_class_share)"
+    r"(?P<simple>accuracy|agreement|drawdown|top_class_share|edit_class_share|collapse)"
     r"|adv\.(?P<attack>[A-Za-z0-9_\-]{1,64})\.(?P<adv_stat>accuracy|success_rate)"
     r"|corruption\.(?P<corruption>[a-z0-9_]+)\.(?:(?P<severity>[1-5]|mean)\.accuracy|(?P<stat>accuracy|ce))"
     r")$")
@@ -62,6 +67,14 @@ def adv_success_rate(split: str, attack_id: str) -> str:
 
 def top_class_share(split: str) -> str:
     return f"{split}.top_class_share"
+
+
+def edit_class_share(split: str) -> str:
+    return f"{split}.edit_class_share"
+
+
+def collapse(split: str) -> str:
+    return f"{split}.collapse"
 
 
 def corruption_accuracy(split: str, corruption: str = MEAN, severity: int | str | None = None) -> str:
@@ -180,7 +193,8 @@ def examples(attack_ids: Collection[str] = ("pgd",), corruptions: Collection[str
     """Well-formed names for suggestions: every split's simple measures, the given attacks, corruption summaries."""
     out = []
     for s in SPLITS:
-        out += [accuracy(s), agreement(s), drawdown(s), top_class_share(s), corruption_accuracy(s), corruption_ce(s)]
+        out += [accuracy(s), agreement(s), drawdown(s), top_class_share(s), edit_class_share(s), collapse(s),
+                corruption_accuracy(s), corruption_ce(s)]
         out += [adv_accuracy(s, a) for a in attack_ids] + [adv_success_rate(s, a) for a in attack_ids]
         out += [corruption_accuracy(s, MEAN, sev) for sev in range(1, 6)]
         out += [corruption_accuracy(s, c, MEAN) for c in corruptions] + [corruption_ce(s, c) for c in corruptions]

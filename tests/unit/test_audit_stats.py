@@ -90,3 +90,29 @@ def test_success_rate_and_collapse_read_robustness_off_a_working_model():
     notes = collapse_notes(m, ["test", "edit"])
     assert len(notes) == 1 and notes[0].startswith("COLLAPSED") and "100%" in notes[0]
     assert collapse_notes(compare(base, base)["metrics"], ["test"]) == []
+
+
+def test_a_shift_towards_the_edit_class_is_a_collapse_and_the_default_policy_blocks_it():
+    """15% of test predictions moved to the edit's class (3), which does not become the most predicted class by
+    much: top_class_share alone would miss it, edit_class_share and collapse do not; the shipped policy blocks."""
+    from pathlib import Path
+
+    import editaudit
+    from editaudit.gate.policy import load_policy
+    from editaudit.worker.ml.audit.runner import Evaluation, collapse_notes, compare
+
+    labels = [i % 10 for i in range(200)]
+    moved = [3 if i % 10 in (0, 1, 2) and i < 100 else y for i, y in enumerate(labels)]  # 30 of 200 -> class 3
+    base = Evaluation(preds={"test.accuracy": labels, "edit.accuracy": [3] * 8}, labels={"test": labels,
+                                                                                        "edit": [3] * 8})
+    cand = Evaluation(preds={"test.accuracy": moved, "edit.accuracy": [3] * 8}, labels=base.labels)
+    m = compare(base, cand)["metrics"]
+    assert m["candidate"]["test.edit_class_share"] == pytest.approx(0.25)
+    assert m["candidate"]["test.collapse"] == pytest.approx(0.15) and m["baseline"]["test.collapse"] == 0.0
+    assert "edit.collapse" not in m["candidate"]  # the edit split is meant to move to its class
+    notes = collapse_notes(m, ["test"])
+    assert len(notes) == 1 and "the edit's class 10% -> 25%" in notes[0]
+    assert collapse_notes(compare(base, base)["metrics"], ["test"]) == []
+    policy = load_policy(Path(editaudit.__file__).parent / "policies" / "default.yaml")
+    rule = next(r for r in policy.rules if r.metric == "test.collapse")
+    assert rule.kind == "max" and rule.threshold == 0.1 and rule.on_missing == "warn"

@@ -135,6 +135,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
     intervals: dict = {"baseline": {}, "candidate": {}}  # 95% Wilson interval of each accuracy
     deltas: dict = {}
     bc, cc = base.correctness(), cand.correctness()
+    edit_class = _edit_class(base.labels)
     for name, b in bc.items():
         c = cc[name]
         metrics["baseline"][name], metrics["candidate"][name] = _mean(b), _mean(c)
@@ -155,9 +156,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         lo, hi = wilson(agree, len(bp))
         deltas[name] = {"value": agree / len(bp) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
         _corruption_errors(metrics, split)
-        name = M.top_class_share(split)
-        metrics["baseline"][name], metrics["candidate"][name] = _top_share(bp), _top_share(cp)
-        deltas[name] = {"value": _top_share(cp) - _top_share(bp), "ci95": None, "p_value": None}
+        _shares(metrics, deltas, split, bp, cp, edit_class)
     for name in list(bc):
         m = M.parse(name)
         if m is None or m.measure != "adv" or m.attack is None:
@@ -180,6 +179,31 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
 def _top_share(preds: list[int]) -> float:
     """The share of inputs predicted as the most predicted class."""
     return int(max(np.bincount(np.asarray(preds, dtype=np.int64)))) / len(preds)
+
+
+def _edit_class(labels: dict[str, list[int]]) -> int | None:
+    """The edit's target class: the most common label of the edit split (None without one)."""
+    edit = labels.get("edit")
+    return int(np.bincount(np.asarray(edit, dtype=np.int64)).argmax()) if edit else None
+
+
+def _shares(metrics: dict, deltas: dict, split: str, bp: list[int], cp: list[int], edit_class: int | None) -> None:
+    """top_class_share of one split; edit_class_share and collapse (the larger rise of the two shares, at least 0)
+    too, except on the edit split, which the edit is meant to move to its class."""
+    shares = {M.top_class_share(split): (_top_share(bp), _top_share(cp))}
+    if split == "edit":
+        edit_class = None
+    if edit_class is not None:
+        shares[M.edit_class_share(split)] = (bp.count(edit_class) / len(bp), cp.count(edit_class) / len(cp))
+    for name, (b, c) in shares.items():
+        metrics["baseline"][name], metrics["candidate"][name] = b, c
+        deltas[name] = {"value": c - b, "ci95": None, "p_value": None}
+    if split == "edit":
+        return
+    rise = max(0.0, *(c - b for b, c in shares.values()))
+    name = M.collapse(split)
+    metrics["baseline"][name], metrics["candidate"][name] = 0.0, rise
+    deltas[name] = {"value": rise, "ci95": None, "p_value": None}
 
 
 def _success_rate(clean: list[bool], robust: list[bool]) -> tuple[float | None, int, int]:
@@ -210,16 +234,27 @@ def _corruption_errors(metrics: dict, split: str) -> None:
         metrics["candidate"][M.corruption_ce(split)] = sum(ces) / len(ces)
 
 
+COLLAPSE_JUMP = 0.10  # a rise of the top-class or edit-class share on the test split that the note (and the
+                     # default policy's rule on test.collapse) call a collapse
+
+
 def collapse_notes(metrics: dict, splits) -> list[str]:
-    """A candidate that predicts one class for most test inputs, where the baseline did not: its robust accuracy
-    can rise (a constant model cannot be attacked), so say so where a reader looks first."""
+    """A candidate whose test predictions moved towards one class (the most predicted, or the edit's target) by
+    more than COLLAPSE_JUMP: its robust accuracy can rise (a constant model cannot be attacked), so say so where a
+    reader looks first."""
     notes = []
     for split in (s for s in splits if s == "test"):  # edit sets are one class by construction
-        name = M.top_class_share(split)
-        b, c = metrics["baseline"].get(name), metrics["candidate"].get(name)
-        if c is not None and c >= 0.5 and c >= b + 0.25:
-            notes.append(f"COLLAPSED: the candidate predicts one class for {c:.0%} of {split} inputs (baseline "
-                         f"{b:.0%}); read robust accuracy with its success rate ({split}.adv.<id>.success_rate)")
+        rise = metrics["candidate"].get(M.collapse(split))
+        if rise is None or rise <= COLLAPSE_JUMP:
+            continue
+        parts = []
+        for name, what in ((M.top_class_share(split), "the most predicted class"),
+                           (M.edit_class_share(split), "the edit's class")):
+            b, c = metrics["baseline"].get(name), metrics["candidate"].get(name)
+            if b is not None and c is not None and c - b > COLLAPSE_JUMP:
+                parts.append(f"{what} {b:.0%} -> {c:.0%}")
+        notes.append(f"COLLAPSED: the candidate's {split} predictions moved towards one class ({'; '.join(parts)} "
+                     f"of inputs); read robust accuracy with its success rate ({split}.adv.<id>.success_rate)")
     return notes
 
 
