@@ -281,6 +281,8 @@ class MLISummary(TypedDict):
     evaluations: int | None
     search: str | None
     smaller_alpha_excluded: str | None
+    target_split: str | None
+    threshold: float | None
 
 
 class SweepRow(TypedDict):

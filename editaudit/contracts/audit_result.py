@@ -136,6 +136,9 @@ class MLISummary(Part):
     search: str | None = None
     smaller_alpha_excluded: str | None = Field(None, description="whether a smaller alpha reaching the target "
                                                                  "is ruled out by the evaluated points")
+    target_split: str | None = Field(None, description="the split whose accuracy alpha had to reach")
+    threshold: float | None = Field(None, description="the accuracy it had to reach there (a set target, or a "
+                                                      "share of the full edit's gain)")
 
 
 class SweepRow(Part):

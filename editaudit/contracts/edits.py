@@ -163,6 +163,11 @@ class _Locality(EditParams):
     locality_weight: float = Field(1.0, ge=0, description="weight of KL(original || edited) on the locality set; "
                                    "0 = no locality term (and nothing held out)")
     stop_when_fixed: bool = Field(True, description="stop once every edit example is classified as its target")
+    max_locality_change: float = Field(0.05, ge=0, le=1, description=(
+        "trust region: a step after which more than this share of the locality set's predictions differ from the "
+        "original model's is undone and the learning rate halved; after `backtracks` undone steps the edit stops "
+        "where it is (recorded as stopped: locality). 1 = off"))
+    backtracks: int = Field(6, ge=0, le=50, description="undone steps before the trust region stops the edit")
 
     def holdout_roles(self) -> set[str]:
         return {"locality"} if self.locality_weight > 0 and not self.locality_set else set()
@@ -248,7 +253,10 @@ class RewriteParams(EditParams):
     original code's masked L1 with Adam (on ΔW's coordinates in the subspace, where the original projects a full ΔW
     onto it). BatchNorm stays in eval mode. A layer that ends a residual block (conv -> BatchNorm -> + skip -> ReLU,
     found in the traced graph) is matched at the block's output, where the next layer reads it: the skip branch
-    still carries what the edit removes. `keys: pixel` uses per-pixel channel keys instead of patches."""
+    still carries what the edit removes. `keys`: pixel = per-pixel channel keys, patch = unfolded patches, auto (the
+    default) = pixel for a conv, patch for a linear layer (whose keys are its input rows either way), chosen by
+    bench/rewrite_keys.py: at a residual block's last conv, pixel keys fixed as many edit images as patch keys or more
+    at rank 1; the edit's info records the convention used (`keys_convention`)."""
 
     impl = "editaudit.worker.ml.edits.rewrite:Rewrite"
     layers = "required"
@@ -261,9 +269,11 @@ class RewriteParams(EditParams):
     dataset_fields = {"reference_set": DatasetField("reference", needs_labels=False)}  # C needs images only
 
     rank: int = Field(1, ge=1, le=4096)
-    keys: Literal["patch", "pixel"] = Field("patch", description="conv keys: patch = the unfolded patch (rank bounds "
-                                            "the flattened dW), pixel = the channel vector at each pixel (Santurkar "
-                                            "et al.; rank bounds dW at every kernel position)")
+    keys: Literal["auto", "patch", "pixel"] = Field("auto", description="conv keys: patch = the unfolded patch "
+                                                    "(rank bounds the flattened dW), pixel = the channel vector at "
+                                                    "each pixel (Santurkar et al.; rank bounds dW at every kernel "
+                                                    "position), auto = pixel for a conv, patch for a linear layer "
+                                                    "(the same keys there)")
     solver: Literal["closed_form", "iterative"] = "closed_form"
     steps: int = Field(500, ge=1, le=100_000, description="iterative: Adam steps")
     lr: float = Field(1e-2, gt=0, le=10.0, description="iterative: Adam learning rate")
@@ -273,25 +283,45 @@ class RewriteParams(EditParams):
     reference_set: str | None = Field(None, description="dataset id or builtin:<name> for C (default: the test set)")
     reference_samples: int = Field(1024, ge=16, le=1_000_000, description="images of the reference set used for C")
 
+    def keys_for(self, weight_shape: Sequence[int]) -> Literal["patch", "pixel"]:
+        """The convention used on a layer of this weight shape (`auto` resolved)."""
+        if self.keys == "patch" or self.keys == "pixel":
+            return self.keys
+        return "pixel" if len(weight_shape) == 4 else "patch"
+
     def rank_limit(self, weight_shape: Sequence[int]) -> int:
-        return weight_shape[1] if self.keys == "pixel" and len(weight_shape) == 4 else max_rank(weight_shape)
+        pixel = self.keys_for(weight_shape) == "pixel" and len(weight_shape) == 4
+        return weight_shape[1] if pixel else max_rank(weight_shape)
 
 
 class AlphaPolicy(Strict):
     """How 1-layer interpolation picks alpha in W(alpha) = W0 + alpha (W1 - W0).
 
-    fixed: `alpha` as given. min_alpha: the smallest alpha whose accuracy on `target_split` reaches `target`
-    (bisection to `resolution` while the path behaves monotonically; a grid when it does not). best_robust: among
-    alphas reaching the target, the one with the best PGD robust accuracy on a test subset."""
+    fixed: `alpha` as given. min_alpha (default): the smallest alpha whose accuracy on `target_split` reaches the
+    threshold (bisection to `resolution` while the path behaves monotonically; a grid when it does not). The
+    threshold is `target` when given, else acc(0) + gain_share * (acc(1) - acc(0)): a share of what the full edit
+    gains, so a small edit set (8 exemplars: 0.9 means all 8) does not force alpha to 1 and 1-LI trades. The default
+    target split is held-out images of the concept (the generalization set) when the edit has one. best_robust:
+    among alphas reaching the threshold, the one with the best PGD robust accuracy on a test subset. Whatever the
+    mode, the alpha-curve also holds `curve_points` evenly spaced alphas with edit, generalization, test and (when
+    `curve_robust`) PGD accuracy at each, so the trade along the path is stored with the audit."""
 
     mode: Literal["fixed", "min_alpha", "best_robust"] = "min_alpha"
     alpha: float = Field(1.0, ge=0, le=1)
-    target_split: Literal["edit", "generalization"] = "edit"
-    target: float = Field(0.9, ge=0, le=1)
+    target_split: Literal["auto", "edit", "generalization"] = Field(
+        "auto", description="split whose accuracy alpha must reach: auto = generalization when the edit has a "
+        "generalization set, else edit")
+    target: float | None = Field(None, ge=0, le=1, description="absolute accuracy threshold; unset: gain_share")
+    gain_share: float = Field(0.8, gt=0, le=1, description="threshold as a share of the full edit's gain on "
+                              "target_split: acc(0) + gain_share * (acc(1) - acc(0))")
     resolution: float = Field(0.01, ge=0.001, le=0.5)
-    robust_eps: float = Field(0.03, ge=0, description="best_robust: PGD-10 L-inf radius")
-    robust_samples: int = Field(256, ge=8, le=100_000, description="best_robust: test samples attacked per alpha")
+    robust_eps: float = Field(0.03, ge=0, description="best_robust and the curve: PGD-10 L-inf radius")
+    robust_samples: int = Field(256, ge=8, le=100_000, description="best_robust and the curve: test samples "
+                                "attacked per alpha")
     grid_points: int = Field(11, ge=3, le=201, description="points of the fallback / best_robust grid")
+    curve_points: int = Field(5, ge=0, le=101, description="evenly spaced alphas always on the curve (0 = only the "
+                              "search's points)")
+    curve_robust: bool = Field(True, description="PGD accuracy at every point of the curve (needs the test set)")
 
 
 class BaseEdit(Strict):

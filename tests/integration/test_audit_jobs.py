@@ -129,7 +129,10 @@ def test_interpolation_records_the_alpha_curve_and_mli(edit_factory):
     assert edit["status"] == "succeeded", edit["error"]
     audit = c.get(f"/audits/{job['audit_id']}").json()
     assert audit["mli"]["monotone"] is True and audit["mli"]["evaluations"] <= 8
-    assert 0 < audit["mli"]["alpha"] < 1 and len(audit["alpha_curve"]) == audit["mli"]["evaluations"]
+    assert 0 < audit["mli"]["alpha"] < 1 and len(audit["alpha_curve"]) >= audit["mli"]["evaluations"]
+    assert audit["mli"]["target_split"] == "edit" and audit["mli"]["threshold"] == 0.9
+    spaced = {p["alpha"]: p["metrics"] for p in audit["alpha_curve"] if p["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    assert len(spaced) == 5 and all({"edit.accuracy", "test.accuracy"} <= set(m) for m in spaced.values())
     assert audit["metrics"]["candidate"]["edit.accuracy"] >= 0.9
     assert edit["info"]["changed_keys"] == ["fc.weight", "fc.bias"]
     assert "alpha curve" in c.get(f"/audits/{job['audit_id']}/report.html").text

@@ -18,7 +18,7 @@ def test_a_nested_base_edit_is_stored_with_its_defaults(edit_factory):
         "base": {"method": "low_rank", "hyperparams": {"rank": 2}}, "alpha": {"mode": "fixed", "alpha": 0.5}})
     stored = c.get(f"/edits/{job['id']}").json()["hyperparams"]
     assert stored["base"] == {"method": "low_rank", "hyperparams": LowRankParams(rank=2).model_dump(mode="json")}
-    assert stored["alpha"]["target"] == 0.9 and stored["base_edit_id"] is None
+    assert stored["alpha"]["target"] is None and stored["alpha"]["gain_share"] == 0.8 and stored["base_edit_id"] is None
 
 
 def test_the_methods_catalog_lists_traits_and_schemas(api_client):

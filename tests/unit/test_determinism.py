@@ -14,7 +14,8 @@ CASES = {
     "enn": (["fc"], {"max_steps": 10, "batch_size": 4}),
     "low_rank": (["features.7"], {"rank": 2, "steps": 10, "batch_size": 4}),
     "rewrite": (["features.7"], {"rank": 2, "solver": "iterative", "steps": 20}),
-    "interpolate": (["fc"], {"base": {"method": "low_rank", "hyperparams": {"steps": 10}}}),
+    "interpolate": (["fc"], {"base": {"method": "low_rank", "hyperparams": {"steps": 10}},
+                             "alpha": {"mode": "fixed", "alpha": 0.5}}),
 }
 
 

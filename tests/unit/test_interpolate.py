@@ -78,3 +78,29 @@ def test_the_mli_check_says_when_bisection_cannot_exclude_a_smaller_window(setup
     r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "min_alpha", "target": 0.9}})
     note = r.audit["mli"]["smaller_alpha_excluded"]
     assert note.startswith("no: only") and "cannot be excluded" in note
+
+
+def test_the_default_threshold_is_a_share_of_the_full_edits_gain_so_1li_trades(setup):
+    """An absolute 0.9 on a small edit set asks for nearly all of it, which put alpha near 1; the default asks for
+    80% of what the full edit gains, so alpha is smaller and the model moves less."""
+    model, es, test = setup
+    absolute = run_edit("interpolate", model, es, ["fc"], {"alpha": {"target": 0.9}}, reference={"test": test})
+    default = run_edit("interpolate", model, es, ["fc"], {}, reference={"test": test})
+    curve = {p["alpha"]: p["metrics"] for p in default.info["alpha_curve"]}
+    a0, a1 = curve[0.0]["edit.accuracy"], curve[1.0]["edit.accuracy"]
+    assert default.info["alpha_target"]["threshold"] == pytest.approx(a0 + 0.8 * (a1 - a0))
+    assert curve[round(default.info["alpha"], 6)]["edit.accuracy"] >= default.info["alpha_target"]["threshold"]
+    assert default.info["alpha"] < absolute.info["alpha"]
+    # the trade along the path is stored: evenly spaced alphas with edit, test and PGD accuracy at each
+    for a in (0.0, 0.25, 0.5, 0.75, 1.0):
+        assert {"edit.accuracy", "test.accuracy", "test.adv.pgd.accuracy"} <= set(curve[a])
+    assert default.audit["mli"]["target_split"] == "edit" and default.audit["mli"]["evaluations"] < len(curve)
+
+
+def test_auto_target_split_is_the_generalization_set_when_there_is_one(setup):
+    model, es, test = setup
+    gen = TensorDataset(test.x[:200], test.y[:200])
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"curve_robust": False}},
+                 reference={"generalization": gen})
+    assert r.audit["mli"]["target_split"] == "generalization"
+    assert all("generalization.accuracy" in p["metrics"] for p in r.info["alpha_curve"])

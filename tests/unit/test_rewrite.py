@@ -40,11 +40,17 @@ def test_rewrite_fixes_the_edit_set_changes_one_layer_and_respects_the_rank(digi
                  reference={"test": scenario["test"]})
     assert _acc(r.model, es) >= 0.9, r.info
     assert r.changed == [f"{layer}.weight"]
-    assert r.info["delta_rank"] <= rank and r.info["l1_error_after"] < r.info["l1_error_before"]
+    assert r.info["l1_error_after"] < r.info["l1_error_before"]
     assert _acc(r.model, scenario["test"]) >= _acc(digits_wrapped, scenario["test"]) - 0.02
     before = dict(digits_wrapped.net.named_parameters())[f"{layer}.weight"]
-    after = dict(r.model.net.named_parameters())[f"{layer}.weight"]
-    assert int(torch.linalg.matrix_rank((after - before).detach().flatten(1))) <= rank  # float32 tolerance
+    delta = (dict(r.model.net.named_parameters())[f"{layer}.weight"] - before).detach()
+    # the default keys (auto): patch on a Linear, so rank bounds the whole ΔW; pixel on a 3x3 conv, so rank bounds
+    # ΔW at every kernel position (float32 tolerance)
+    assert r.info["keys_convention"] == ("pixel" if delta.dim() == 4 else "patch")
+    assert r.info["keys_requested"] == "auto"
+    per_position = [delta] if delta.dim() == 2 else [delta[:, :, i, j] for i in range(3) for j in range(3)]
+    assert all(int(torch.linalg.matrix_rank(d)) <= rank for d in per_position)
+    assert delta.dim() == 4 or r.info["delta_rank"] <= rank
 
 
 def test_rewrite_defaults_generalise_beyond_the_edit_set(digits_wrapped, scenario):
@@ -82,7 +88,9 @@ def test_rewrite_refuses_what_it_cannot_do(digits_wrapped, scenario):
 def test_interpolate_towards_a_rewrite(digits_wrapped, scenario):
     r = run_edit("interpolate", digits_wrapped, scenario["edit"], ["fc1"], {"base": {"method": "rewrite"}},
                  reference={"test": scenario["test"]})
-    assert _acc(r.model, scenario["edit"]) >= 0.9 and r.changed == ["fc1.weight"] and 0 < r.info["alpha"] <= 1
+    # by default alpha reaches 80% of what the full rewrite gains on the edit set
+    assert _acc(r.model, scenario["edit"]) >= r.info["alpha_target"]["threshold"] > 0.5
+    assert r.changed == ["fc1.weight"] and 0 < r.info["alpha"] <= 1
 
 
 @pytest.mark.parametrize("shape,rank", [((10, 128), 1), ((64, 32, 3, 3), 3), ((300, 20), 20), ((5, 7), 0)])

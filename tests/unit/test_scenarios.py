@@ -47,7 +47,11 @@ def test_texture_scenario_breaks_the_model_and_an_edit_repairs_it(digits_wrapped
         r = run_edit(method, digits_wrapped, es, layers, {}, reference=reference)
         with torch.no_grad():
             fixed = float((r.model(es.x).argmax(1) == es.y).float().mean())
-        assert fixed >= 0.9, method
+        if method == "interpolate":  # 1-LI stops at 80% of what its base edit gains: it trades, by default
+            target = r.info["alpha_target"]["threshold"]
+            assert fixed >= target > 0.5 and 0 < r.info["alpha"] < 1, r.info["alpha_target"]
+        else:
+            assert fixed >= 0.9, method
 
 
 # ------------------------------------------------------------------------------------------ synthetic 3x32x32

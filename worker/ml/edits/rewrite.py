@@ -6,11 +6,13 @@ produces on their untransformed twins `x_orig`, where `mask` says the transforma
 the r directions spanned by C^-1 K (C: the second moment of keys over ordinary images), so keys that ordinary images
 produce move as little as possible: ΔW = Λ·Dᵀ with D the top-r left singular vectors of C^-1 Kᵀ.
 
-Keys: `patch` (default) takes a conv's whole unfolded patch as the key, so "rank r" bounds the rank of the flattened
-ΔW [out, in·kh·kw]. `pixel` (Santurkar et al.'s convention) takes the input's channel vector at each pixel as the key:
+Keys: `patch` takes a conv's whole unfolded patch as the key, so "rank r" bounds the rank of the flattened ΔW
+[out, in·kh·kw]. `pixel` (Santurkar et al.'s convention) takes the input's channel vector at each pixel as the key:
 D spans r input-channel directions and ΔW is confined to them at every kernel position, so each ΔW[:, :, i, j] has
-rank <= r (the flattened ΔW up to r·kh·kw). A layer that ends a residual block is matched at the block's output
-(`rewrite_target`).
+rank <= r (the flattened ΔW up to r·kh·kw). `auto` (the default) is pixel for a conv and patch for a linear layer
+(whose keys are its input rows either way), chosen by measurement (bench/rewrite_keys.py). A layer that ends a
+residual block is matched at the block's output (`rewrite_target`); a layer inside one (its output reaches the add
+through another layer) is edited with a warning in `info`: the skip carries what the edit should remove past it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from editaudit.contracts.edits import RewriteParams
 from editaudit.worker.ml.archs.graph import plain_layer_problem, topology, trace
 from editaudit.worker.ml.data import TensorDataset
 from editaudit.worker.ml.edits.base import EditContext, EditMethod, EditResult, numerical_rank
-from editaudit.worker.ml.edits.rewrite_target import Target, capture, describe, matched_nodes, norm_scale
+from editaudit.worker.ml.edits.rewrite_target import (
+    Target,
+    block_end_after,
+    capture,
+    describe,
+    matched_nodes,
+    norm_scale,
+)
 
 
 def layer_io(model: nn.Module, module: nn.Module, x: torch.Tensor, device: torch.device,
@@ -180,6 +189,17 @@ def solve_iterative(keys: torch.Tensor, target: Target, w: torch.Tensor, d_mat: 
     return (theta.detach() * (r_scale / z_scale)) @ d_mat.T, float(loss.detach())
 
 
+def inner_warning(layer: str, block_end: str | None) -> str | None:
+    """What the edit's info says when `layer` sits inside a residual block (`block_end_after`), else None."""
+    if block_end is None:
+        return None
+    return (f"{layer!r} is inside a residual block: its output reaches the block's add through {block_end!r}, while "
+            "the skip carries the block's input, and what this edit should remove, past it; matching this layer's "
+            "output cannot correct the skip's share, so the edit may fix few of its examples (bench/rewrite_keys.py, "
+            "resnet18: inner convs fixed 0-3 of 8 on average where the blocks' last convs fixed 6-8). "
+            f"{block_end!r} ends the block and is matched at its output")
+
+
 class _Clock:
     """Wall time per phase (keys, second moment, directions, solve), recorded in the edit's info."""
 
@@ -212,6 +232,8 @@ class Rewrite(EditMethod[RewriteParams]):
         topo = topology(gm, layer)
         if topo.kind == "unsupported":
             raise ValueError(f"rewrite cannot edit {layer!r}: {topo.reason}")
+        keys_used = p.keys_for(tuple(module.weight.shape))
+        warning = inner_warning(layer, block_end_after(gm, topo))
         in_name = next(n for n in gm.graph.nodes if n.name == topo.layer_node).args[0].name
         pre, out = matched_nodes(topo)
         on_x = capture(ctx.model, gm, es.x, [in_name, pre], ctx.device)
@@ -233,12 +255,12 @@ class Rewrite(EditMethod[RewriteParams]):
 
         ref_name, images, identity = self._reference(ctx, p)
         ctx.progress("second moment", 1, 3)
-        key_fn = KEY_FUNCTIONS[p.keys]
+        key_fn = KEY_FUNCTIONS[keys_used]
         # the memo key names the reference data by its identity where known (the job sets it), else by its role
-        c = ctx.memo(f"rewrite-second-moment/{layer}/{p.keys}/{identity or ref_name}/{len(images)}/seed{p.seed}",
+        c = ctx.memo(f"rewrite-second-moment/{layer}/{keys_used}/{identity or ref_name}/{len(images)}/seed{p.seed}",
                      lambda: second_moment(ctx.model, module, images, ctx.device, key_fn=key_fn))
         clock.lap("second_moment")
-        if p.keys == "pixel":
+        if keys_used == "pixel":
             pw = location_weights(module, inp, mask).double().cpu()
             d_mat = per_position(edit_directions(c, pixel_keys(module, inp).double().cpu()[pw > 0], pw[pw > 0],
                                                  p.rank, p.ridge), module)
@@ -257,12 +279,15 @@ class Rewrite(EditMethod[RewriteParams]):
         with torch.no_grad():
             weight.add_(delta.to(weight.dtype).view_as(weight).to(weight.device))
         ctx.progress("solve", 3, 3)
-        return EditResult(ctx.model, [], {
-            "layer": layer, "rank": p.rank, "keys_convention": p.keys, "matched": describe(topo),
-            "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
+        info = {
+            "layer": layer, "rank": p.rank, "keys_convention": keys_used, "keys_requested": p.keys,
+            "matched": describe(topo), "directions": int(d_mat.shape[1]), "delta_rank": numerical_rank(delta),
             "solver": p.solver, "keys": int(keys.shape[0]), "key_dim": int(keys.shape[1]),
             "reference": ref_name, "reference_images": len(images),
-            "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps})
+            "l1_error_before": before, "l1_error_after": loss, "seconds": clock.laps}
+        if warning:
+            info["warning"] = warning
+        return EditResult(ctx.model, [], info)
 
     @staticmethod
     def _reference(ctx: EditContext[RewriteParams], p: RewriteParams) -> tuple[str, torch.Tensor, str | None]:

@@ -1,0 +1,105 @@
+"""The bundled scenarios as ready cases: a baseline trained here to convergence (its train/test curve kept), and the
+edit / generalization / test sets of a texture scenario (worker/ml/scenarios.py). Benches and tests that measure
+editing itself start here, so a finding is about the edit, not about an under-trained baseline whose edit steps act
+as more training.
+
+    case = build_case("digits", seed=0)   # case.model, case.splits, case.edit_class, case.layer, case.curve
+
+Registered by name in SCENARIOS: `digits` (8x8 digits, texture at the demo's strength), `synthetic` (3x32x32
+coloured shapes), `stamp` (digits at 16x16 with the texture at full strength: an edit whose first loss is large).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from editaudit.contracts.formats import DatasetArrays
+from editaudit.worker.ml.archs import build_inner, create_model
+from editaudit.worker.ml.archs.registry import Normalized
+from editaudit.worker.ml.data import TensorDataset, digits_arrays
+from editaudit.worker.ml.scenarios import SYNTHETIC_THRESHOLD, synthetic_arrays, texture_scenario
+from editaudit.worker.ml.train import accuracy, train_classifier
+
+
+@dataclass
+class Case:
+    name: str
+    seed: int
+    spec: dict
+    model: Normalized
+    splits: dict[str, TensorDataset]  # edit, generalization, test
+    edit_class: int
+    layer: str  # the single layer the layer methods edit
+    curve: list[dict] = field(default_factory=list)  # per epoch: train and test accuracy of the baseline
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How to make one: the data (train, test), the texture's strength and threshold, the training schedule."""
+
+    data: Callable[[], tuple[DatasetArrays, DatasetArrays]]
+    epochs: int
+    settle_epochs: int
+    strength: float
+    threshold: float = 0.15
+    layer: str = "fc1"
+    lr: float = 3e-3
+
+
+def _upsample(d: DatasetArrays, size: int) -> DatasetArrays:
+    x = F.interpolate(torch.from_numpy(d.x), size=(size, size), mode="bilinear", align_corners=False)
+    return DatasetArrays(x=x.clamp(0, 1).numpy(), y=d.y)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "digits": Scenario(lambda: (digits_arrays("train"), digits_arrays("test")), epochs=12, settle_epochs=1,
+                       strength=0.35),
+    "synthetic": Scenario(lambda: (synthetic_arrays("train", 1500), synthetic_arrays("test", 500)), epochs=10,
+                          settle_epochs=1, strength=0.15, threshold=SYNTHETIC_THRESHOLD),
+    "stamp": Scenario(lambda: (_upsample(digits_arrays("train"), 16), _upsample(digits_arrays("test"), 16)),
+                      epochs=12, settle_epochs=1, strength=0.9),
+}
+
+
+def train_baseline(sc: Scenario, train: DatasetArrays, test: DatasetArrays, seed: int) -> tuple[torch.nn.Module,
+                                                                                               list[dict]]:
+    """editaudit/smallcnn trained for the scenario's epochs (then its settle epochs at lr/10), seeded; the curve
+    holds train and test accuracy after every epoch."""
+    xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    xe, ye = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    torch.manual_seed(seed)
+    net = build_inner("editaudit/smallcnn", 10, list(train.x.shape[1:]))
+    curve: list[dict] = []
+
+    def record(epoch: int, lr: float) -> None:
+        curve.append({"epoch": epoch, "lr": lr, "train_accuracy": accuracy(net, xt, yt),
+                      "test_accuracy": accuracy(net, xe, ye)})
+
+    train_classifier(net, xt, yt, epochs=sc.epochs, lr=sc.lr, seed=seed, settle_epochs=sc.settle_epochs,
+                     on_epoch=record)
+    return net, curve
+
+
+def build_case(name: str, seed: int = 0) -> Case:
+    """The scenario `name` at `seed` (the baseline's initialisation and training order, the texture and the edit
+    exemplars)."""
+    sc = SCENARIOS[name]
+    train, test = sc.data()
+    net, curve = train_baseline(sc, train, test, seed)
+    spec = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": list(train.x.shape[1:])}
+    model = create_model(spec)
+    model.net.load_state_dict(net.state_dict())
+    model.eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).argmax(1).numpy()
+
+    made = texture_scenario(train, test, predict, k=8, seed=seed, strength=sc.strength, threshold=sc.threshold)
+    splits = {k: TensorDataset.from_arrays(made[k]) for k in ("edit", "generalization", "test")}
+    return Case(name, seed, spec, model, splits, int(made["edit_class"]), sc.layer, curve)
