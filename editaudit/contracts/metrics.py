@@ -8,9 +8,10 @@ Names are stable dotted paths that policies use (`<split>.<measure>`):
                                                     collapsed model predicts one class for most inputs)
   <split>.edit_class_share                          share of inputs predicted as the edit's target class (the
                                                     most common label of the edit split)
-  <split>.collapse                                  how far the edit pushed predictions towards one class: the
-                                                    larger rise (candidate - baseline) of the two shares above,
-                                                    0 when neither rose; the baseline's is 0
+  <split>.collapse                                  how far the edit pushed wrong answers into one class: the
+                                                    rise (candidate - baseline) of the share of inputs wrongly
+                                                    predicted as the candidate's top class or the edit's class,
+                                                    whichever rose more (at least 0); the baseline's is 0
   <split>.adv.<attack id>.accuracy                  robust accuracy under that attack
   <split>.adv.<attack id>.success_rate              share of the inputs the model got right that the attack flips
                                                     (robust accuracy alone rises when a model collapses)

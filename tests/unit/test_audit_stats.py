@@ -88,13 +88,13 @@ def test_success_rate_and_collapse_read_robustness_off_a_working_model():
     d = out["deltas"]["test.adv.pgd.success_rate"]
     assert d["ci95"][0] < d["value"] < d["ci95"][1] < 0
     notes = collapse_notes(m, ["test", "edit"])
-    assert len(notes) == 1 and notes[0].startswith("COLLAPSED") and "100%" in notes[0]
+    assert len(notes) == 1 and notes[0].startswith("COLLAPSED") and "89% more" in notes[0]  # 1% were wrong 0s
     assert collapse_notes(compare(base, base)["metrics"], ["test"]) == []
 
 
 def test_a_shift_towards_the_edit_class_is_a_collapse_and_the_default_policy_blocks_it():
-    """15% of test predictions moved to the edit's class (3), which does not become the most predicted class by
-    much: top_class_share alone would miss it, edit_class_share and collapse do not; the shipped policy blocks."""
+    """15% of test inputs wrongly moved to the edit's class (3), which does not become the most predicted class
+    by much: top_class_share alone would miss it, collapse does not; the shipped policy blocks it."""
     from pathlib import Path
 
     import editaudit
@@ -111,8 +111,22 @@ def test_a_shift_towards_the_edit_class_is_a_collapse_and_the_default_policy_blo
     assert m["candidate"]["test.collapse"] == pytest.approx(0.15) and m["baseline"]["test.collapse"] == 0.0
     assert "edit.collapse" not in m["candidate"]  # the edit split is meant to move to its class
     notes = collapse_notes(m, ["test"])
-    assert len(notes) == 1 and "the edit's class 10% -> 25%" in notes[0]
+    assert len(notes) == 1 and "15% more" in notes[0]
     assert collapse_notes(compare(base, base)["metrics"], ["test"]) == []
     policy = load_policy(Path(editaudit.__file__).parent / "policies" / "default.yaml")
     rule = next(r for r in policy.rules if r.metric == "test.collapse")
     assert rule.kind == "max" and rule.threshold == 0.1 and rule.on_missing == "warn"
+
+
+def test_an_edit_that_corrects_an_under_predicted_class_is_not_a_collapse():
+    """The baseline called 40 of 100 class-1 images class 0; the edit (targets: class 1) fixes them. Class 1's share
+    of predictions rises from 30% to 50%, rightly: collapse counts wrong answers only, and stays 0."""
+    from editaudit.worker.ml.audit.runner import Evaluation, collapse_notes, compare
+
+    labels = [0] * 100 + [1] * 100
+    base = Evaluation(preds={"test.accuracy": [0] * 140 + [1] * 60, "edit.accuracy": [0] * 8},
+                      labels={"test": labels, "edit": [1] * 8})
+    cand = Evaluation(preds={"test.accuracy": list(labels), "edit.accuracy": [1] * 8}, labels=base.labels)
+    m = compare(base, cand)["metrics"]
+    assert m["candidate"]["test.edit_class_share"] == 0.5 and m["baseline"]["test.edit_class_share"] == 0.3
+    assert m["candidate"]["test.collapse"] == 0.0 and collapse_notes(m, ["test"]) == []

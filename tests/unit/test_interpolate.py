@@ -1,5 +1,7 @@
 """1-layer interpolation: endpoints exact, only the layer moves, and the alpha search is cheap on monotone paths."""
 
+import math
+
 import pytest
 import torch
 
@@ -88,7 +90,8 @@ def test_the_default_threshold_is_a_share_of_the_full_edits_gain_so_1li_trades(s
     default = run_edit("interpolate", model, es, ["fc"], {}, reference={"test": test})
     curve = {p["alpha"]: p["metrics"] for p in default.info["alpha_curve"]}
     a0, a1 = curve[0.0]["edit.accuracy"], curve[1.0]["edit.accuracy"]
-    assert default.info["alpha_target"]["threshold"] == pytest.approx(a0 + 0.8 * (a1 - a0))
+    n = len(es)  # the threshold is the smallest k/n at or above 80% of the gain
+    assert default.info["alpha_target"]["threshold"] == math.ceil((a0 + 0.8 * (a1 - a0)) * n - 1e-6) / n
     assert curve[round(default.info["alpha"], 6)]["edit.accuracy"] >= default.info["alpha_target"]["threshold"]
     assert default.info["alpha"] < absolute.info["alpha"]
     # the trade along the path is stored: evenly spaced alphas with edit, test and PGD accuracy at each
@@ -104,3 +107,28 @@ def test_auto_target_split_is_the_generalization_set_when_there_is_one(setup):
                  reference={"generalization": gen})
     assert r.audit["mli"]["target_split"] == "generalization"
     assert all("generalization.accuracy" in p["metrics"] for p in r.info["alpha_curve"])
+
+
+def test_a_threshold_on_the_k_over_n_grid_is_reachable():
+    """0.3 + 1.0 * (0.9 - 0.3) is 0.9000000000000001 in floats: compared as is, 9 of 10 would not reach it."""
+    from editaudit.worker.ml.edits.interpolate import AlphaSearch
+
+    class Stub(AlphaSearch):
+        def __init__(self):
+            self.threshold, self.target_ds, self.points = None, [0] * 10, {}
+            self.pol = type("P", (), {"gain_share": 1.0})()
+
+        def score(self, alpha):
+            return {0.0: 0.3, 1.0: 0.9}[alpha]
+
+    assert Stub().resolve_threshold() == 0.9
+
+
+def test_fixed_mode_curve_shows_a_dip_and_monotone_says_so(setup, monkeypatch):
+    from editaudit.worker.ml.edits import interpolate as li
+
+    model, es, _ = setup
+    falls = iter([0.125, 0.125, 0.0, 0.0, 0.0, 0.0] + [0.0] * 10)  # alpha 1 first (fixed), then 0, .25, .5, .75
+    monkeypatch.setattr(li, "_accuracy", lambda *a: next(falls))
+    r = run_edit("interpolate", model, es, ["fc"], {"alpha": {"mode": "fixed", "alpha": 1.0}})
+    assert r.audit["mli"]["monotone"] is False and r.audit["mli"]["smaller_alpha_excluded"] is None

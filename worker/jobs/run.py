@@ -54,7 +54,7 @@ from editaudit.worker.ml.archs.registry import checkpoint_state
 from editaudit.worker.ml.audit.outcomes import from_blocks, pack, to_blocks, unpack
 from editaudit.worker.ml.audit.runner import batch_size, build_result, plan_shards, render_inputs, resolve, subset
 from editaudit.worker.ml.data import hold_out
-from editaudit.worker.ml.edits import run_edit
+from editaudit.worker.ml.edits import edit_notes, run_edit
 
 log = logging.getLogger(__name__)
 JOB_FIELDS = ("method", "layers", "hyperparams", "edit_set", "generalization_set", "test_set")
@@ -194,6 +194,7 @@ def _attempt(a: Attempt) -> None:
         result.durations_s |= {"edit": edit_seconds, "audit": time.perf_counter() - t1}
         result.sections["inputs"] = inputs_record(a.spec, splits) | result.sections.get("inputs", {})
         result.add_sections(edited.audit, params.audit_sections)
+        result.notes[:0] = edit_notes(edited.info)
     except LeaseLost:
         log.warning("edit %s: attempt %s lost its lease to another attempt; dropping its work", edit_id, token)
         return

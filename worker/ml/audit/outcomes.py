@@ -156,7 +156,7 @@ def compare(base: Evaluation, cand: Evaluation) -> dict:
         lo, hi = wilson(agree, len(bp))
         deltas[name] = {"value": agree / len(bp) - 1.0, "ci95": [lo - 1.0, hi - 1.0], "p_value": None}
         _corruption_errors(metrics, split)
-        _shares(metrics, deltas, split, bp, cp, edit_class)
+        _shares(metrics, deltas, split, bp, cp, base.labels[split], edit_class)
     for name in list(bc):
         m = M.parse(name)
         if m is None or m.measure != "adv" or m.attack is None:
@@ -187,23 +187,31 @@ def _edit_class(labels: dict[str, list[int]]) -> int | None:
     return int(np.bincount(np.asarray(edit, dtype=np.int64)).argmax()) if edit else None
 
 
-def _shares(metrics: dict, deltas: dict, split: str, bp: list[int], cp: list[int], edit_class: int | None) -> None:
-    """top_class_share of one split; edit_class_share and collapse (the larger rise of the two shares, at least 0)
-    too, except on the edit split, which the edit is meant to move to its class."""
+def _shares(metrics: dict, deltas: dict, split: str, bp: list[int], cp: list[int], labels: list[int],
+            edit_class: int | None) -> None:
+    """top_class_share of one split; edit_class_share and collapse too, except on the edit split, which the edit
+    is meant to move to its class. collapse counts wrong answers only: the rise of the share of inputs *wrongly*
+    predicted as the candidate's most predicted class, or as the edit's class, whichever rose more (at least 0), so
+    an edit that corrects a class the baseline under-predicted (its share rises, rightly) is not a collapse."""
     shares = {M.top_class_share(split): (_top_share(bp), _top_share(cp))}
-    if split == "edit":
-        edit_class = None
-    if edit_class is not None:
+    if split != "edit" and edit_class is not None:
         shares[M.edit_class_share(split)] = (bp.count(edit_class) / len(bp), cp.count(edit_class) / len(cp))
     for name, (b, c) in shares.items():
         metrics["baseline"][name], metrics["candidate"][name] = b, c
         deltas[name] = {"value": c - b, "ci95": None, "p_value": None}
     if split == "edit":
         return
-    rise = max(0.0, *(c - b for b, c in shares.values()))
+    top = int(np.bincount(np.asarray(cp, dtype=np.int64)).argmax())
+    rise = max(0.0, *(_wrongly(cp, labels, k) - _wrongly(bp, labels, k)
+                      for k in {top, edit_class} if k is not None))
     name = M.collapse(split)
     metrics["baseline"][name], metrics["candidate"][name] = 0.0, rise
     deltas[name] = {"value": rise, "ci95": None, "p_value": None}
+
+
+def _wrongly(preds: list[int], labels: list[int], k: int) -> float:
+    """The share of inputs predicted as class k whose label is another class."""
+    return sum(p == k and y != k for p, y in zip(preds, labels, strict=True)) / len(preds)
 
 
 def _success_rate(clean: list[bool], robust: list[bool]) -> tuple[float | None, int, int]:
@@ -239,22 +247,17 @@ COLLAPSE_JUMP = 0.10  # a rise of the top-class or edit-class share on the test 
 
 
 def collapse_notes(metrics: dict, splits) -> list[str]:
-    """A candidate whose test predictions moved towards one class (the most predicted, or the edit's target) by
-    more than COLLAPSE_JUMP: its robust accuracy can rise (a constant model cannot be attacked), so say so where a
-    reader looks first."""
+    """A candidate whose wrong test predictions moved into one class (the most predicted, or the edit's target) by
+    more than COLLAPSE_JUMP of the inputs: its robust accuracy can rise (a constant model cannot be attacked), so
+    say so where a reader looks first."""
     notes = []
     for split in (s for s in splits if s == "test"):  # edit sets are one class by construction
         rise = metrics["candidate"].get(M.collapse(split))
         if rise is None or rise <= COLLAPSE_JUMP:
             continue
-        parts = []
-        for name, what in ((M.top_class_share(split), "the most predicted class"),
-                           (M.edit_class_share(split), "the edit's class")):
-            b, c = metrics["baseline"].get(name), metrics["candidate"].get(name)
-            if b is not None and c is not None and c - b > COLLAPSE_JUMP:
-                parts.append(f"{what} {b:.0%} -> {c:.0%}")
-        notes.append(f"COLLAPSED: the candidate's {split} predictions moved towards one class ({'; '.join(parts)} "
-                     f"of inputs); read robust accuracy with its success rate ({split}.adv.<id>.success_rate)")
+        notes.append(f"COLLAPSED: {rise:.0%} more of the candidate's {split} inputs are wrongly predicted as one class "
+                     "(the most predicted or the edit's; edit_class_share and top_class_share say which); read "
+                     f"robust accuracy with its success rate ({split}.adv.<id>.success_rate)")
     return notes
 
 

@@ -81,6 +81,17 @@ class EditMethod(Generic[P]):
         raise NotImplementedError
 
 
+def edit_notes(info: dict) -> list[str]:
+    """What the edit's own record says a reader of its audit must know: a method's warning (rewrite inside a
+    residual block), and a gradient edit the trust region stopped before it fixed its edit set."""
+    notes = [f"edit: {info['warning']}"] if info.get("warning") else []
+    if info.get("stopped") == "locality":
+        notes.append(f"edit: the trust region stopped it after {info.get('steps')} steps "
+                     f"({info.get('rejected_steps')} undone): a further step changed more than max_locality_change "
+                     f"of the locality set's predictions, so the edit set may not be fixed (see edit.accuracy)")
+    return notes
+
+
 def edit_method(params: EditParams | type[EditParams]) -> type[EditMethod]:
     """The implementation of these params (their class's `impl`, imported on first use; ImplementationError if it
     cannot be)."""

@@ -113,7 +113,10 @@ class AlphaSearch:
         """`target`, or acc(0) + gain_share * (acc(1) - acc(0)) on the target split."""
         if self.threshold is None:
             a0, a1 = self.score(0.0), self.score(1.0)
-            self.threshold = a0 + self.pol.gain_share * max(0.0, a1 - a0)
+            # on the k/n grid an accuracy can take, less a hair: a0 + 0.8 * (a1 - a0) computed in floats can land
+            # just above the k/n it means, and then asks for one more right answer than intended
+            n = len(self.target_ds)
+            self.threshold = math.ceil((a0 + self.pol.gain_share * max(0.0, a1 - a0)) * n - 1e-6) / n
         return self.threshold
 
     def fill_curve(self) -> None:
@@ -201,8 +204,9 @@ class Interpolate(EditMethod[InterpolateParams]):
             if p.alpha.mode == "best_robust":
                 alpha, how = search.best_robust(alpha), how + " + robust grid"
         searched = len(search.points)
-        monotone, excluded = search.monotone(), search.window_note(alpha)  # on the search's own points
+        excluded = None if p.alpha.mode == "fixed" else search.window_note(alpha)  # what the search's points rule out
         search.fill_curve()
+        monotone = search.monotone()  # on every stored point, the evenly spaced ones included
         model = interpolated(ctx.model, model1, layer, alpha)
         info = {"alpha": alpha, "alpha_search": how, "alpha_evaluations": searched,
                 "alpha_curve": search.curve(), "alpha_curve_monotone": monotone, "layer": layer,
