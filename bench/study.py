@@ -93,6 +93,24 @@ def mean_sd(vals: list[float]) -> str:
     return f"{statistics.mean(vals):+.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:+.3f}"
 
 
+def conclude(by_method: dict[str, list[dict]]) -> str:
+    """The findings, stated from the runs (not written by hand): how often each method lowered PGD accuracy, how
+    the methods rank, and where the changes sit (the edit's class or the others)."""
+    n = len(next(iter(by_method.values())))
+    mean = {m: statistics.mean(r["PGD Δ"] for r in rs) for m, rs in by_method.items()}
+    lines = []
+    for m, rs in by_method.items():
+        lower = sum(r["PGD Δ"] < 0 for r in rs)
+        split = sum(r["PGD Δ edit class"] > 0 > r["PGD Δ others"] for r in rs)
+        lines.append(f"- `{m}`: PGD accuracy lower after the edit on {lower} of {n} seeds (mean {mean[m]:+.3f}); "
+                     f"the edit's class gained while the other classes lost on {split} of {n}; edit accuracy "
+                     f"{min(r['edit acc'] for r in rs):.3f}–{max(r['edit acc'] for r in rs):.3f}.")
+    order = sorted(mean, key=lambda m: mean[m])
+    lines.append(f"- Ranked by mean PGD Δ, most damaging first: {', '.join(f'`{m}`' for m in order)} "
+                 f"(spread {mean[order[-1]] - mean[order[0]]:.3f}).")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -113,6 +131,7 @@ def main() -> None:
                          str(r["stopped"])])
             cls_rows.append([label, str(seed), str(c.edit_class), *(fmt(k, r[k]) for k in cls_keys)])
             print(" | ".join(rows[-1] + cls_rows[-1][2:]), flush=True)
+    findings = conclude(by_method)
     summary = [[label, *(mean_sd([r[k] for r in rs]) for k in ["gen. Δ", "clean Δ", "PGD Δ", "corruption Δ",
                                                               *cls_keys])] for label, rs in by_method.items()]
     took = time.perf_counter() - t0
@@ -132,7 +151,8 @@ def main() -> None:
         "edit's class and on the other classes'.",
         md_table(["method", "seed", "edit class", *cls_keys], cls_rows),
         f"**Mean ± sd over seeds {', '.join(map(str, args.seeds))}:**",
-        md_table(["method", "gen. Δ", "clean Δ", "PGD Δ", "corruption Δ", *cls_keys], summary)])
+        md_table(["method", "gen. Δ", "clean Δ", "PGD Δ", "corruption Δ", *cls_keys], summary),
+        "**What it shows** (computed from the rows above):", findings])
     print("\n" + text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
