@@ -145,10 +145,11 @@ def test_embedded_path_sqlite_filesystem_broker_worker(tmp_path, digits_model, f
     with EmbeddedServer(settings) as stack:
         res = run_path(stack.url, digits_model, failures_npz)
         check_audit(res, digits_model)
-        # a failing edit carries a readable error and stores nothing
+        # a failing edit carries a readable error and stores nothing (the trust region off: it would undo the
+        # exploding steps and stop the edit instead)
         c = res["client"]
         job = c.submit_edit({"model_id": res["model"]["id"], "method": "finetune", "edit_set": res["dataset"]["id"],
-                             "hyperparams": {"lr": 10.0, "steps": 50, "optimizer": "sgd"},
+                             "hyperparams": {"lr": 10.0, "steps": 50, "optimizer": "sgd", "max_locality_change": 1.0},
                              "test_set": "builtin:digits-test"})
         edit = c.wait_for_edit(job["id"], timeout=120)
         assert edit["status"] == "failed" and ("NaN" in edit["error"] or "lr" in edit["error"])
