@@ -242,8 +242,8 @@ def _corruption_errors(metrics: dict, split: str) -> None:
         metrics["candidate"][M.corruption_ce(split)] = sum(ces) / len(ces)
 
 
-COLLAPSE_JUMP = 0.10  # a rise of the top-class or edit-class share on the test split that the note (and the
-                     # default policy's rule on test.collapse) call a collapse
+COLLAPSE_JUMP = 0.10  # a rise of `collapse` (inputs wrongly predicted as one class) on the test split that the
+                     # note calls a collapse; the default policy's rule on test.collapse states the same 0.1
 
 
 def collapse_notes(metrics: dict, splits) -> list[str]:
