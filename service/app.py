@@ -33,11 +33,12 @@ from editaudit.service.routes import (
     health,
     models,
     policies,
+    studies,
     webhooks,
 )
 
 log = logging.getLogger(__name__)
-RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router,
+RESOURCE_ROUTERS = (catalog.router, models.router, datasets.router, edits.router, audits.router, studies.router,
                     audit_profiles.router, policies.router, gate.router, aliases.router, webhooks.router)
 
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("editaudit.cli.uploads:datasets", "Edit, generalization and test sets: upload, "
                  "import (image-folder archives), list, get."),
     "edits": ("editaudit.cli.edits:edits", "Edits with their audits: submit, wait, get, list, cancel."),
+    "study": ("editaudit.cli.studies:study", "Studies: a grid of edits x seeds, compared; which edit to ship."),
     "audits": ("editaudit.cli.audits:audits", "Audits: get, list, report (html, markdown, json, junit)."),
     "weights": ("editaudit.cli.audits:weights", "Download an edited model's weights (sha256-verified)."),
     "archs": ("editaudit.cli.catalog:archs", "Architectures a model spec may name."),

@@ -52,6 +52,10 @@ from editaudit.client.types import (
     Sample,
     SamplePage,
     Status,
+    Study,
+    StudyAccepted,
+    StudyReportFormat,
+    StudySummary,
     Webhook,
     WebhookCreated,
     WebhookDelivery,
@@ -331,6 +335,52 @@ class Client:
                 return edit
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"edit {edit_id} still {edit['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    # --- studies ----------------------------------------------------------------------------------------------------
+
+    @operation("POST", "/studies")
+    def submit_study(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> StudyAccepted:
+        """Queue a study: every run of its grid is validated first (ApiError 422 naming `grid.runs.<i>`), then
+        queued as an ordinary edit."""
+        return self._json(self.submit_study, json=dict(body), headers={IDEMPOTENCY_HEADER: idempotency_key})
+
+    @operation("GET", "/studies", query=("limit", "cursor", "created_after"))
+    def list_studies(self, *, limit: int | None = None, cursor: str | None = None,
+                     created_after: datetime | str | None = None) -> Page[StudySummary]:
+        return self._json(self.list_studies, {"limit": limit, "cursor": cursor, "created_after": created_after})
+
+    def iter_studies(self, *, page_size: int | None = None,
+                     created_after: datetime | str | None = None) -> Iterator[StudySummary]:
+        return pages(self.list_studies, page_size, created_after=created_after)
+
+    @operation("GET", "/studies/{study_id}")
+    def get_study(self, study_id: str) -> Study:
+        return self._json(self.get_study, {"study_id": study_id})
+
+    @operation("GET", "/studies/{study_id}/report.{fmt}")
+    def get_study_report(self, study_id: str, fmt: StudyReportFormat) -> str:
+        """md (recommendation and findings first), html (self-contained, with plots) or json (versioned)."""
+        return self._text(self.get_study_report, {"study_id": study_id, "fmt": fmt})
+
+    @operation("POST", "/studies/{study_id}/cancel")
+    def cancel_study(self, study_id: str) -> Study:
+        """Cancel every run still queued or running; finished runs keep their results (ApiError 409 when the
+        study was canceled already)."""
+        return self._json(self.cancel_study, {"study_id": study_id})
+
+    def wait_for_study(self, study_id: str, *, timeout: float | None = 3600.0, poll: float = 2.0,
+                       on_progress: Callable[[Study], None] | None = None) -> Study:
+        """Poll until no run is queued or running and return the study (TimeoutError after `timeout` s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            study = self.get_study(study_id)
+            if on_progress is not None:
+                on_progress(study)
+            if study["status"] in TERMINAL_STATUSES:
+                return study
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"study {study_id} still running after {timeout:.0f}s: {study['counts']}")
             time.sleep(poll)
 
     # --- audits -----------------------------------------------------------------------------------------------------

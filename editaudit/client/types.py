@@ -201,6 +201,7 @@ class Edit(TypedDict):
     finished_at: str | None
     sweep: bool
     sweep_id: str | None
+    study_id: str | None  # a run of this study
     sub_edits: list[SubEdit] | None
     delta_sha256: str | None
     reverted_at: str | None
@@ -216,6 +217,51 @@ class EditSummary(TypedDict):
     edited_model_id: str | None
     created_at: str
     finished_at: str | None
+
+
+# --- studies --------------------------------------------------------------------------------------------------------
+
+StudyReportFormat = Literal["html", "md", "json"]
+
+
+class StudyRun(TypedDict):
+    index: int
+    group: str  # the run without its seed: runs of one group differ only by seed
+    seed: int
+    method: str
+    layers: list[str]
+    edit_id: str
+    audit_id: str
+    status: Status
+    error: str | None
+    worker: str | None  # host:pid of the worker of its last attempt
+
+
+class StudyAccepted(TypedDict):
+    id: str
+    runs: list[StudyRun]
+
+
+class Study(TypedDict):
+    id: str
+    name: str | None
+    model_id: str
+    status: Status
+    counts: dict[str, int]  # runs per status
+    created_at: str
+    canceled_at: str | None
+    request: dict[str, Any]  # as stored, defaults included
+    runs: list[StudyRun]
+    summary: dict[str, Any]  # editaudit.study.summary: groups, pareto, by_depth, alpha_curves, recommended, findings
+
+
+class StudySummary(TypedDict):
+    id: str
+    name: str | None
+    model_id: str
+    runs: int
+    created_at: str
+    canceled_at: str | None
 
 
 # --- audits ---------------------------------------------------------------------------------------------------------

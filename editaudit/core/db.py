@@ -149,6 +149,27 @@ class Edit(TenantOwned, Base):
     lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # the worker (host:pid) of the attempt that took the lease last
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # a run of a study: the study and the run's position in its expanded grid (editaudit.contracts.studies)
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"), nullable=True, index=True)
+    study_index: Mapped[int | None] = mapped_column(nullable=True)
+
+
+class Study(TenantOwned, Base):
+    """A grid of edits on one model and scenario. Its runs are ordinary edits (edits.study_id), queued, leased,
+    reconciled and canceled like any other; its state is theirs (nothing here can drift from them) but for
+    `canceled_at`. `request` is the validated request as stored, defaults included."""
+
+    __tablename__ = "studies"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    request: Mapped[dict] = mapped_column(JSON)
+    cells: Mapped[list] = mapped_column(JSON)  # the expanded grid: one entry per run, in study_index order
+    depths: Mapped[dict] = mapped_column(JSON)  # layer -> 0..1 position in the model's module order
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Audit(TenantOwned, Base):

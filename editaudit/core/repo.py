@@ -50,7 +50,7 @@ def require_ready(row: db.Model | db.Dataset, field: str) -> None:
 
 
 KIND_OF: dict[type, str] = {db.Model: "model", db.Dataset: "dataset", db.Edit: "edit", db.Audit: "audit",
-                            db.Webhook: "webhook"}
+                            db.Study: "study", db.Webhook: "webhook"}
 
 
 def get_or_404(s: Session, table: type[Row], id_: str, field: str | None = None) -> Row:

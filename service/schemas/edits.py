@@ -82,6 +82,7 @@ class EditOut(BaseModel):
     finished_at: datetime | None
     sweep: bool = False
     sweep_id: str | None = None
+    study_id: str | None = None
     sub_edits: list[SubEdit] | None = None
     delta_sha256: str | None = None
     reverted_at: datetime | None = None

@@ -2,7 +2,7 @@
 schema the API serves; the schema lists the registered attacks."""
 
 RAW_BODIES = {"/models/{model_id}/weights", "/edits/{edit_id}/weights", "/edits/{edit_id}/delta",
-              "/audits/{audit_id}/report.{fmt}", "/metrics", "/audits/{audit_id}/samples.parquet",
+              "/audits/{audit_id}/report.{fmt}", "/studies/{study_id}/report.{fmt}", "/metrics", "/audits/{audit_id}/samples.parquet",
               "/audits/{audit_id}/samples/{index}/image"}
 
 

@@ -41,6 +41,11 @@ def two_tenants(edit_factory):
     hook = c.post("/webhooks", json={"url": "https://hooks.example.com/ci-of-team-a", "events": ["*"]})
     assert hook.status_code == 201, hook.text
     job["webhook_id"] = hook.json()["id"]
+    study = c.post("/studies", json={"model_id": edit_factory.model["id"], "edit_set": edit_factory.dataset["id"],
+                                     "test_set": "builtin:digits-test", "audit": {"attacks": [PGD]},
+                                     "grid": {"methods": ["finetune_layer"], "layers": ["fc"], "interpolate": False}})
+    assert study.status_code == 202, study.text
+    job["study_id"] = study.json()["id"]
     return c, a, key_headers(c.settings, "team-b", name="bob"), job, queued
 
 
@@ -50,14 +55,15 @@ def _values(edit_factory, job, queued) -> dict[str, str]:
                                                         params={"limit": 200}).json()["items"] if s["image"]]
     assert kept, "the fixture's edit flips some clean test samples (the failures it fixes), whose inputs are kept"
     return {"model_id": edit_factory.model["id"], "dataset_id": edit_factory.dataset["id"], "edit_id": job["id"],
-            "audit_id": job["audit_id"], "fmt": "json", "webhook_id": job["webhook_id"], "index": str(kept[0])}
+            "audit_id": job["audit_id"], "fmt": "json", "webhook_id": job["webhook_id"], "index": str(kept[0]),
+            "study_id": job["study_id"]}
 
 
 def _secrets(c, edit_factory, job, queued) -> set[str]:
     """What of A's must never appear in an answer to B: its ids, names, actor and webhook URL."""
     edited = c.get(f"/edits/{job['id']}").json()["edited_model_id"]
     return {edit_factory.model["id"], edit_factory.dataset["id"], job["id"], job["audit_id"], queued["id"],
-            queued["audit_id"], job["webhook_id"], edited, *NAME_BY_PREFIX.values(), "alice", "ci-of-team-a"}
+            queued["audit_id"], job["webhook_id"], job["study_id"], edited, *NAME_BY_PREFIX.values(), "alice", "ci-of-team-a"}
 
 
 NAME_BY_PREFIX = {"/policies": "team-policy", "/audit-profiles": "team-profile", "/aliases": "production"}
@@ -73,6 +79,9 @@ CREATES = {
     "submit_edit": (lambda f: {"json": {"model_id": f.model["id"], "method": "finetune_layer", "layers": ["fc"],
                                         "edit_set": f.dataset["id"], "test_set": "builtin:digits-test"}}, 404),
     "gate": (lambda f: {"json": {"edit_id": f.job["id"], "policy": "team-policy"}}, 404),
+    "submit_study": (lambda f: {"json": {"model_id": f.model["id"], "edit_set": f.dataset["id"],
+                                         "test_set": "builtin:digits-test",
+                                         "grid": {"methods": ["finetune_layer"], "layers": ["fc"]}}}, 404),
     "create_policy": (lambda f: {"json": {"name": "team-policy", "policy": RULES}}, 201),
     "create_audit_profile": (lambda f: {"json": {"name": "team-profile", "audit": {"attacks": []}}}, 201),
     "create_webhook": (lambda f: {"json": {"url": "https://hooks.example.com/b", "events": ["*"]}}, 201),

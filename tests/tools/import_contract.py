@@ -1,9 +1,10 @@
 """The import contract of the layout, read from the source (every import, function-level ones included):
 
     contracts  <-  core  <-  gate, service, worker, cli;  client (the typed API client: itself only)  <-  cli
+    contracts  <-  study (a study's summary and report)  <-  service, cli
     service never imports the worker or torch; the worker never imports the service; the ML core (worker.ml)
-    imports only the contracts and itself; nothing torch-free (contracts, core, gate, cli, service, client) imports
-    torch or a package built on it (TORCH: torchvision, ART, timm, transformers, ...).
+    imports only the contracts and itself; nothing torch-free (contracts, core, gate, cli, service, client, study)
+    imports torch or a package built on it (TORCH: torchvision, ART, timm, transformers, ...).
 
 It fails closed: a module in no package that ALLOWED has a rule for is a breach (a new package needs its rule);
 `importlib.import_module("name")` and `__import__("name")` with a literal name are imports like any other; `from
@@ -29,10 +30,13 @@ ALLOWED = {
     "editaudit.gate": {"editaudit.contracts", "editaudit.core", "editaudit.gate"},
     # the CLI talks HTTP; `serve` and `demo` run the API in-process (embedded mode), never the worker's code
     "editaudit.cli": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service",
-                      "editaudit.client"},
+                      "editaudit.client", "editaudit.study"},
     # the typed API client stands alone (httpx only): it can be vendored or split out without the rest
     "editaudit.client": {"editaudit.client"},
-    "editaudit.service": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.service"},
+    "editaudit.service": {"editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.service",
+                          "editaudit.study"},
+    # a finished study's summary and report: pure functions of its runs' numbers
+    "editaudit.study": {"editaudit.contracts", "editaudit.study"},
     "editaudit.worker": {"editaudit.contracts", "editaudit.core", "editaudit.worker"},
     "editaudit.worker.ml": {"editaudit.contracts", "editaudit.worker.ml"},
     "editaudit.migrations": {"editaudit.core", "editaudit.migrations"},
@@ -44,7 +48,7 @@ TORCH = ("torch", "torchvision", "torchaudio", "art", "safetensors.torch", "timm
          "accelerate", "peft", "diffusers", "sentence_transformers", "lightning", "pytorch_lightning",
          "torchmetrics", "kornia", "captum", "foolbox", "opacus", "functorch")
 TORCH_FREE = ("editaudit.contracts", "editaudit.core", "editaudit.gate", "editaudit.cli", "editaudit.service",
-              "editaudit.client")
+              "editaudit.client", "editaudit.study")
 
 
 def module_name(path: Path, root: Path) -> str | None:

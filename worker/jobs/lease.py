@@ -11,6 +11,8 @@ a live lease is held is dropped.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,11 @@ class TimeLimitExceeded(Exception):
     """The attempt ran past `job_time_limit_s`."""
 
 
+def worker_name() -> str:
+    """This process as a job row records it (host:pid): which worker ran an attempt."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def lapsed(now):
     """Running rows whose lease is over (or that never had one: rows from before leases existed)."""
     return and_(db.Edit.status == Status.running,
@@ -48,7 +55,8 @@ def take(s, edit_id: str, lease_s: float, max_attempts: int) -> str | None:
         or_(db.Edit.status == Status.queued, lapsed(now)),
     ).update({"status": Status.running, "started_at": now, "error": None, "lease_token": token,
               "lease_expires_at": now + timedelta(seconds=lease_s), "attempt": db.Edit.attempt + 1,
-              "progress": {"stage": "loading", "done": 0, "total": 1}}, synchronize_session=False)
+              "worker": worker_name(), "progress": {"stage": "loading", "done": 0, "total": 1}},
+             synchronize_session=False)
     if taken:
         s.commit()
         return token

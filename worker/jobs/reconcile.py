@@ -18,8 +18,6 @@ are deleted (workers scaled away).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -29,7 +27,7 @@ from sqlalchemy import func, select
 from editaudit.contracts.statuses import IngestStatus, Status
 from editaudit.core import db
 from editaudit.core.settings import Settings
-from editaudit.worker.jobs.lease import give_up, lapsed
+from editaudit.worker.jobs.lease import give_up, lapsed, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +139,13 @@ def beat(sessions, name: str, started_at: datetime, now: datetime | None = None)
         s.commit()
 
 
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def start_reconciler(sessions, send: Callable[[str], None], settings: Settings,
                      queue_depth: Callable[[], int] = lambda: 0, name: str | None = None,
                      send_ingest: Callable[[str, str], None] | None = None) -> threading.Event:
     """Run `reconcile` every `reconcile_every_s` on a daemon thread, beating before each pass as `name` (Celery's
     hostname; by default host:pid); set the returned event to stop it."""
     stop = threading.Event()
-    name = name or default_worker_name()
+    name = name or worker_name()
     started_at = db.utcnow()
 
     def beat_now() -> None:

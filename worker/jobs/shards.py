@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from editaudit.core.settings import Settings
 from editaudit.core.storage import ObjectStore, content_key, sha256
-from editaudit.worker.jobs.lease import Lease, LeaseLost, TimeLimitExceeded, heartbeat
+from editaudit.worker.jobs.lease import Lease, LeaseLost, TimeLimitExceeded, heartbeat, worker_name
 from editaudit.worker.jobs.progress import Canceled
 from editaudit.worker.ml.audit.outcomes import Evaluation, merge, pack, unpack
 from editaudit.worker.ml.audit.runner import Span, evaluate_model, plan_units
@@ -43,10 +41,6 @@ SHARD_VALUES = 2**24  # input values per shard when the setting is unset: a few 
 def shard_samples(settings: Settings, input_shape) -> int:
     """Samples per shard: the setting, else about SHARD_VALUES input values (at least one batch: the planner)."""
     return settings.audit_shard_samples or max(1, SHARD_VALUES // math.prod(input_shape))
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # -- leases -----------------------------------------------------------------------------------------------------------

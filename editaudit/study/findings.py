@@ -1,0 +1,194 @@
+"""Brown et al. (2023)'s four findings, each a verdict computed from the study's numbers and their intervals, never
+written by hand: "holds", "does not hold", "inconclusive" (the intervals cannot tell) or "not tested" (the study
+lacks the runs the finding needs). The evidence string cites the numbers the verdict rests on. 1-LI runs are the
+paper's remedy, not an edit under test: findings 1-3 leave them out and finding 4 is about them alone."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from editaudit.contracts.studies import INTERPOLATE
+from editaudit.study.stats import AUDIT_CI, Stat, num, separated, side, stat, stat_text
+
+WHOLE_MODEL = "finetune"
+CLAIMS = {
+    "reduces_robustness": "Edits reduce general robustness (test-set adversarial and corruption accuracy).",
+    "method_and_layer": "How much robustness an edit costs depends on the editing method and on the layer edited.",
+    "constrained_better": "Constrained edits (one layer, low rank, rewrite) preserve robustness better than "
+                          "whole-model fine-tuning.",
+    "interpolation_tradeoff": "1-layer interpolation trades edit accuracy for robustness along a monotone path.",
+}
+
+Group = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One 1-LI run's alpha path, sorted by alpha: (alpha, {test_acc, robust_acc, edit_acc, gen_acc})."""
+
+    seed: Any
+    robust_metric: str | None
+    points: list[tuple[float, dict[str, float | None]]]
+    alpha: float | None = None
+    threshold: float | None = None
+
+
+def findings(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]], key: str,
+             tolerance: float) -> list[dict[str, str]]:
+    edits = [g for g in groups if g["method"] != INTERPOLATE and g["n_succeeded"]]
+    return [reduces_robustness(edits), method_and_layer(edits), constrained_better(edits, runs),
+            interpolation_tradeoff(groups, curves, key, tolerance)]
+
+
+def _finding(fid: str, verdict: str, evidence: str) -> dict[str, str]:
+    return {"id": fid, "claim": CLAIMS[fid], "verdict": verdict, "evidence": evidence}
+
+
+def _cite(g: Group) -> str:
+    return f"{g['group']} {stat_text(g['robust_delta'], signed=True)}"
+
+
+def reduces_robustness(edits: list[Group]) -> dict[str, str]:
+    """Holds when most edit groups' robust-delta intervals lie below 0; does not hold when most lie above 0, or none
+    lies below and some above; inconclusive otherwise."""
+    rated = [(g, s) for g in edits if (s := side(g["robust_delta"]))]
+    if not rated:
+        return _finding("reduces_robustness", "not tested", "no edit group has a robust Δ with an interval")
+    n = len(rated)
+    below = sum(s == "below" for _, s in rated)
+    above = sum(s == "above" for _, s in rated)
+    verdict = ("holds" if 2 * below > n else
+               "does not hold" if 2 * above > n or (below == 0 and above > 0) else "inconclusive")
+    cited = "; ".join(f"{_cite(g)} ({s} 0)" for g, s in rated)
+    return _finding("reduces_robustness", verdict, f"robust Δ interval below 0 in {below} of {n} edit groups, above "
+                                                   f"0 in {above}, straddling 0 in {n - below - above}: {cited}")
+
+
+def _compare(pairs: list[tuple[Group, Group]], what: str) -> tuple[bool | None, str]:
+    """(True: some pair's intervals do not overlap, False: all overlap, None: no pair) and what shows it."""
+    if not pairs:
+        return None, f"{what}: not tested (no two groups to compare)"
+    apart = [(a, b) for a, b in pairs if separated(a["robust_delta"], b["robust_delta"])]
+    if not apart:
+        return False, f"{what}: all {len(pairs)} pair(s) of intervals overlap"
+
+    def gap(p: tuple[Group, Group]) -> float:
+        a, b = p[0]["robust_delta"], p[1]["robust_delta"]
+        return float(max(b["lo"] - a["hi"], a["lo"] - b["hi"]))
+
+    a, b = max(apart, key=gap)
+    return True, (f"{what}: {len(apart)} of {len(pairs)} pair(s) do not overlap, most apart {_cite(a)} vs "
+                  f"{_cite(b)}")
+
+
+def method_and_layer(edits: list[Group]) -> dict[str, str]:
+    """Method: any two groups of different methods; layer: groups of one method and the same hyperparameters at
+    different layers. Non-overlapping intervals count as a difference (conservative). Holds when every comparison
+    the study allows finds one; does not hold when none does; inconclusive when one does and the other not."""
+    rated = [g for g in edits if side(g["robust_delta"]) is not None]
+    pairs = [(a, b) for i, a in enumerate(rated) for b in rated[i + 1:]]
+    method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"]], "method")
+    layer = _compare([(a, b) for a, b in pairs if a["method"] == b["method"] and a["varied"] == b["varied"]
+                      and a["layers"] and b["layers"] and a["layers"] != b["layers"]], "layer (same method)")
+    tested = [found for found, _ in (method, layer) if found is not None]
+    verdict = ("not tested" if not tested else "holds" if all(tested) else
+               "does not hold" if not any(tested) else "inconclusive")
+    return _finding("method_and_layer", verdict, f"{method[1]}; {layer[1]}")
+
+
+def _by_seed(groups: list[Group], runs: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    names = {g["group"] for g in groups}
+    out: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        if r["group"] in names and r["robust_delta"]["value"] is not None:
+            out[r["seed"]].append(r["robust_delta"])
+    return out
+
+
+def _paired(a: dict[Any, list[dict[str, Any]]], b: dict[Any, list[dict[str, Any]]]) -> Stat:
+    """mean(a) - mean(b) per shared seed, with a t interval over seeds; for one seed the difference of the audits'
+    CIs ([a.lo - b.hi, a.hi - b.lo]: conservative), when both sides have them."""
+    seeds = sorted(set(a) & set(b), key=str)
+
+    def mean(ds: list[dict[str, Any]], i: int | None = None) -> float:
+        return statistics.fmean(d["value"] if i is None else d["ci95"][i] for d in ds)
+
+    diffs = [mean(a[s]) - mean(b[s]) for s in seeds]
+    if len(seeds) != 1:
+        return stat(diffs)
+    s = seeds[0]
+    if not all(d["ci95"] for d in a[s] + b[s]):
+        return stat(diffs)
+    return {"mean": diffs[0], "lo": mean(a[s], 0) - mean(b[s], 1), "hi": mean(a[s], 1) - mean(b[s], 0), "n": 1,
+            "interval": AUDIT_CI}
+
+
+def constrained_better(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Constrained = groups edited at a layer (a known depth); whole-model = `finetune`. Per seed, the constrained
+    runs' mean robust delta minus finetune's: holds when that difference's interval lies above 0, does not hold when
+    below, inconclusive when it straddles 0."""
+    constrained = [g for g in edits if g["depth"] is not None]
+    whole = [g for g in edits if g["method"] == WHOLE_MODEL]
+    if not constrained or not whole:
+        missing = "a whole-model finetune group" if constrained else "a constrained (single-layer) edit group"
+        return _finding("constrained_better", "not tested", f"the study has no succeeded {missing}")
+    base = _by_seed(whole, runs)
+    overall = _paired(_by_seed(constrained, runs), base)
+    if overall["n"] == 0:
+        return _finding("constrained_better", "not tested", "no seed has both a constrained and a finetune run")
+    where = side(overall)
+    verdict = {"above": "holds", "below": "does not hold"}.get(where or "", "inconclusive")
+    per_group = "; ".join(f"{_cite(g)} (paired {stat_text(_paired(_by_seed([g], runs), base), signed=True)})"
+                          for g in constrained)
+    return _finding("constrained_better", verdict,
+                    f"constrained − finetune robust Δ, paired by seed: {stat_text(overall, signed=True)} over "
+                    f"{overall['n']} seed(s) ({overall['interval'] or 'no interval'}); finetune: "
+                    f"{'; '.join(_cite(g) for g in whole)}; constrained: {per_group}")
+
+
+def _monotone(c: Curve, tol: float) -> tuple[bool, str]:
+    """Edit accuracy non-decreasing and robust accuracy non-increasing in alpha, within `tol` per step."""
+    problems = []
+    for (a0, p0), (a1, p1) in zip(c.points, c.points[1:], strict=False):
+        e0, e1, r0, r1 = p0["edit_acc"], p1["edit_acc"], p0["robust_acc"], p1["robust_acc"]
+        if e0 is not None and e1 is not None and e1 < e0 - tol:
+            problems.append(f"edit acc falls {num(e0)}→{num(e1)} at α {a0:g}→{a1:g}")
+        if r0 is not None and r1 is not None and r1 > r0 + tol:
+            problems.append(f"robust acc rises {num(r0)}→{num(r1)} at α {a0:g}→{a1:g}")
+    return not problems, f"seed {c.seed}: " + ("; ".join(problems) if problems else "monotone")
+
+
+def interpolation_tradeoff(groups: list[Group], curves: dict[str, list[Curve]], key: str,
+                           tol: float) -> dict[str, str]:
+    """Per 1-LI group: against its base group, accuracy (generalization, else edit) no higher and robust delta no
+    lower (within `tol`); along each seed's alpha path, edit accuracy non-decreasing and robust accuracy
+    non-increasing in alpha. Holds when every 1-LI group passes its checks, does not hold when none does."""
+    by_name = {g["group"]: g for g in groups}
+    checked: list[tuple[bool, str]] = []
+    for g in groups:
+        if g["method"] != INTERPOLATE or not g["n_succeeded"]:
+            continue
+        checks = []
+        base = by_name.get(g["base"] or "")
+        if base is not None and base["n_succeeded"]:
+            k = key if g[key]["mean"] is not None and base[key]["mean"] is not None else "edit_acc"
+            acc, acc0 = g[k]["mean"], base[k]["mean"]
+            rob, rob0 = g["robust_delta"]["mean"], base["robust_delta"]["mean"]
+            if None not in (acc, acc0, rob, rob0):
+                ok = acc <= acc0 + tol and rob >= rob0 - tol
+                checks.append((ok, f"{k.replace('_acc', '')} acc {num(acc)} vs base {num(acc0)}, robust Δ "
+                                   f"{num(rob, True)} vs {num(rob0, True)}"))
+        checks += [_monotone(c, tol) for c in curves.get(g["group"], []) if len(c.points) > 1]
+        if checks:
+            good = all(ok for ok, _ in checks)
+            checked.append((good, f"{g['group']}: {'; '.join(text for _, text in checks)}"))
+    if not checked:
+        return _finding("interpolation_tradeoff", "not tested", "no succeeded 1-LI group with a base or a path")
+    n_ok = sum(ok for ok, _ in checked)
+    verdict = "holds" if n_ok == len(checked) else "does not hold" if n_ok == 0 else "inconclusive"
+    return _finding("interpolation_tradeoff", verdict, f"{n_ok} of {len(checked)} 1-LI group(s) trade accuracy for "
+                                                       f"robustness monotonically (tolerance {tol:g}): "
+                                                       + " | ".join(text for _, text in checked))

@@ -1,0 +1,87 @@
+"""The few statistics a study needs, without scipy: means with a 95% t interval over seeds, the audit's own 95% CI
+when there is one seed, and the number formats the summary's evidence strings and the reports share."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+# two-sided 95% quantiles of Student's t, df 1..30 (a seed list holds at most 10; pooled runs may hold more)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T_INTERVAL = "t95 over seeds"
+AUDIT_CI = "audit ci95"
+MINUS = "\u2212"
+
+Stat = dict[str, Any]  # {"mean", "lo", "hi", "n", "interval"}: JSON-safe
+
+
+def t975(df: int) -> float:
+    """Past df 30 the quantile is within 0.1% of 1.96 + 2.5/df (t(40) = 2.021, t(120) = 1.980)."""
+    if df < 1:
+        raise ValueError("a t interval needs at least two values")
+    return T975[df - 1] if df <= len(T975) else 1.96 + 2.5 / df
+
+
+def finite(v: Any) -> float | None:
+    """A number the summary may carry: None for None, NaN, infinities and anything not a number (JSON-safe)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def ci(v: Any) -> tuple[float, float] | None:
+    """An audit's [lo, hi] when both bounds are numbers."""
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        return None
+    lo, hi = finite(v[0]), finite(v[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def stat(values: Sequence[float | None], cis: Sequence[tuple[float, float] | None] = ()) -> Stat:
+    """Mean and 95% interval over seeds: Student's t with n - 1 df for n >= 2; for one seed that run's audit CI
+    (clustered by image) when it has one; no interval otherwise. None values (a metric a run lacks) are left out."""
+    bounds = list(cis) or [None] * len(values)
+    pairs = [(v, c) for v, c in zip(values, bounds, strict=True) if v is not None]
+    n = len(pairs)
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "interval": None}
+    vals = [v for v, _ in pairs]
+    mean = statistics.fmean(vals)
+    if n == 1:
+        c = pairs[0][1]
+        return {"mean": mean, "lo": c[0] if c else None, "hi": c[1] if c else None, "n": 1,
+                "interval": AUDIT_CI if c else None}
+    half = t975(n - 1) * statistics.stdev(vals) / math.sqrt(n)
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "interval": T_INTERVAL}
+
+
+def side(s: Stat) -> str | None:
+    """Where an interval lies relative to 0: "below", "above", "straddles"; None without an interval."""
+    if s.get("lo") is None or s.get("hi") is None:
+        return None
+    return "below" if s["hi"] < 0 else "above" if s["lo"] > 0 else "straddles"
+
+
+def separated(a: Stat, b: Stat) -> bool:
+    """Two intervals that do not overlap (a conservative test of a difference)."""
+    return a["hi"] < b["lo"] or b["hi"] < a["lo"]
+
+
+def num(v: float | None, signed: bool = False, digits: int = 3) -> str:
+    """`−0.155` (a true minus sign), `+0.020` when signed, `—` for None."""
+    if v is None:
+        return "—"
+    text = f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+    return text.replace("-", MINUS)
+
+
+def stat_text(s: Stat | None, signed: bool = False) -> str:
+    """`−0.155 [−0.210, −0.100]`; the mean alone without an interval; `—` without a mean."""
+    if not s or s.get("mean") is None:
+        return "—"
+    if s.get("lo") is None or s.get("hi") is None:
+        return num(s["mean"], signed)
+    return f"{num(s['mean'], signed)} [{num(s['lo'], signed)}, {num(s['hi'], signed)}]"
