@@ -2,8 +2,8 @@
 schema the API serves; the schema lists the registered attacks."""
 
 RAW_BODIES = {"/models/{model_id}/weights", "/edits/{edit_id}/weights", "/edits/{edit_id}/delta",
-              "/audits/{audit_id}/report.{fmt}", "/studies/{study_id}/report.{fmt}", "/metrics", "/audits/{audit_id}/samples.parquet",
-              "/audits/{audit_id}/samples/{index}/image"}
+              "/audits/{audit_id}/report.{fmt}", "/studies/{study_id}/report.{fmt}", "/metrics",
+              "/audits/{audit_id}/samples.parquet", "/audits/{audit_id}/samples/{index}/image"}
 
 
 def test_every_json_route_has_a_response_model(api_client):

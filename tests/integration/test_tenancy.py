@@ -63,7 +63,8 @@ def _secrets(c, edit_factory, job, queued) -> set[str]:
     """What of A's must never appear in an answer to B: its ids, names, actor and webhook URL."""
     edited = c.get(f"/edits/{job['id']}").json()["edited_model_id"]
     return {edit_factory.model["id"], edit_factory.dataset["id"], job["id"], job["audit_id"], queued["id"],
-            queued["audit_id"], job["webhook_id"], job["study_id"], edited, *NAME_BY_PREFIX.values(), "alice", "ci-of-team-a"}
+            queued["audit_id"], job["webhook_id"], job["study_id"], edited, *NAME_BY_PREFIX.values(), "alice",
+            "ci-of-team-a"}
 
 
 NAME_BY_PREFIX = {"/policies": "team-policy", "/audit-profiles": "team-profile", "/aliases": "production"}
