@@ -383,3 +383,29 @@ def test_webhook_verbs(api_client, http_url, tmp_path):
     assert [d["event"] for d in deliveries] == ["ping"]
     assert ok(editaudit("webhooks", "delete", hook_id, *url)).strip() == f"deleted webhook {hook_id}"
     assert editaudit("webhooks", "get", hook_id, *url).returncode == 3
+
+
+def test_a_study_from_a_yaml_file_with_uploads_then_its_report(api_client, http_url, job_runner, digits_model,
+                                                               failures_npz, tmp_path):
+    """`study submit STUDY.yaml --wait` uploads its @files, follows the runs to the end; `study report` writes the
+    Markdown and the HTML; a bad run is exit 2 naming it."""
+    url = ("--url", http_url)
+    (tmp_path / "model.safetensors").write_bytes(digits_model[0])
+    (tmp_path / "model.json").write_text(json.dumps(SPEC))
+    (tmp_path / "failures.npz").write_bytes(failures_npz)
+    (tmp_path / "study.yaml").write_text(
+        "name: two seeds\nmodel_id: '@model.safetensors'\nedit_set: '@failures.npz'\n"
+        "test_set: builtin:digits-test\naudit: {attacks: [{id: pgd, name: pgd, eps: 0.05, steps: 2}], max_samples: 60}\n"
+        "grid: {methods: [finetune_layer], layers: [fc], seeds: [0, 1], interpolate: false}\n")
+    r = editaudit("study", "submit", str(tmp_path / "study.yaml"), "--wait", "--poll", "0.2", *url)
+    out = ok(r)
+    assert "recommended" in out and "finetune_layer fc" in out and "2 succeeded" in r.stderr + out
+    study_id = json.loads(ok(editaudit("study", "list", "--json", *url)))[0]["id"]
+    md = ok(editaudit("study", "report", study_id, *url))
+    assert "finetune_layer fc" in md
+    ok(editaudit("study", "report", study_id, "-o", str(tmp_path / "study.html"), *url))
+    assert "data:image/png;base64," in (tmp_path / "study.html").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((tmp_path / "study.yaml").read_text().replace("layers: [fc]", "layers: [fc, nope]"))
+    r = editaudit("study", "submit", str(bad), *url)
+    assert r.returncode == 2 and "grid.runs.2.layers.0" in r.stderr, r.stderr
