@@ -36,9 +36,14 @@ def required_channels(arch: str) -> int | None:
 
 
 def expected_shapes(arch: str, num_classes: int, in_channels: int) -> dict[str, tuple[int, ...]]:
+    """Each state_dict key's shape, in the model's state_dict order (the manifest's `order`: positions in the sorted
+    keys; a manifest written before it was recorded gives sorted keys)."""
     tokens = {"num_classes": num_classes, "in_channels": in_channels}
-    keys = manifest()["archs"][arch]["keys"]
-    return {k: tuple(tokens[d] if isinstance(d, str) else d for d in dims) for k, dims in keys.items()}
+    entry = manifest()["archs"][arch]
+    keys = entry["keys"]
+    ordered = sorted(keys)
+    names = [ordered[i] for i in entry["order"]] if entry.get("order") else ordered
+    return {k: tuple(tokens[d] if isinstance(d, str) else d for d in keys[k]) for k in names}
 
 
 # a safetensors dtype -> the kind of number it holds (the manifest's "dtypes" say which kind each key needs)

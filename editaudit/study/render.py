@@ -45,8 +45,18 @@ def as_json(summary: Summary, meta: dict[str, Any]) -> str:
 
 
 def _title(meta: dict[str, Any]) -> str:
+    """One line whatever the submitter named the study (a newline in a name must not start a heading of its own)."""
     name, sid = meta.get("name"), meta.get("id")
+    name = " ".join(str(name).split()) if name else None
     return "editaudit study" + (f" {name}" if name else "") + (f" ({sid})" if sid else "")
+
+
+MD_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>#|!~"})
+
+
+def _md(text: str) -> str:
+    """Text a submitter chose, inert in Markdown (no links, HTML, comments or emphasis)."""
+    return text.translate(MD_SPECIAL)
 
 
 def _facts(summary: Summary, meta: dict[str, Any]) -> list[str]:
@@ -132,11 +142,12 @@ def _sections(summary: Summary) -> list[Section]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, no column break, no HTML (labels carry what the submitter wrote)."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def markdown(summary: Summary, meta: dict[str, Any]) -> str:
-    lines = [f"# {_title(meta)}", "", "; ".join(_facts(summary, meta)) + ".", "", "## Recommendation", "",
+    lines = [f"# {_md(_title(meta))}", "", "; ".join(_facts(summary, meta)) + ".", "", "## Recommendation", "",
              _recommendation(summary), "", "## Findings (Brown et al. 2023, *Robustness of edited neural networks*)",
              ""]
     for i, f in enumerate(summary["findings"], 1):
@@ -235,7 +246,7 @@ def _pareto(plt: Any, summary: Summary) -> Any:
             label="Pareto front")
     for p in points:
         ax.annotate(p["group"], (p["robust_delta"]["mean"], p["accuracy"]["mean"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+                    xytext=(4, 4), textcoords="offset points", parse_math=False)  # `$` in a label is text
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("robust Δ (edited − original, mean over robustness metrics)")
     ax.set_ylabel(ACC_LABEL[par["accuracy"]])
@@ -285,7 +296,7 @@ def _alpha(plt: Any, summary: Summary) -> Any:
         ax.set_xlabel("α")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)
-        ax.set_title(c["group"][:48], fontsize=8)
+        ax.set_title(c["group"][:48], fontsize=8, parse_math=False)  # a `$` in a label is text, not TeX
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)

@@ -13,6 +13,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 T_INTERVAL = "t95 over seeds"
 AUDIT_CI = "audit ci95"
+AUDIT_FLOOR = "audit ci95 (wider than t95 over seeds)"
 MINUS = "\u2212"
 
 Stat = dict[str, Any]  # {"mean", "lo", "hi", "n", "interval"}: JSON-safe
@@ -55,6 +56,13 @@ def stat(values: Sequence[float | None], cis: Sequence[tuple[float, float] | Non
         return {"mean": mean, "lo": c[0] if c else None, "hi": c[1] if c else None, "n": 1,
                 "interval": AUDIT_CI if c else None}
     half = t975(n - 1) * statistics.stdev(vals) / math.sqrt(n)
+    # seeds that agree (a closed-form edit, an attack without random start) leave the t band at ~0 width, though
+    # each run measured its delta on a finite test set: the interval is never narrower than the runs' own (mean
+    # half-width of their audit CIs, clustered by image), so agreement across seeds is not read as certainty
+    audit = [(c[1] - c[0]) / 2 for _, c in pairs if c]
+    if audit and statistics.fmean(audit) > half:
+        half = statistics.fmean(audit)
+        return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "interval": AUDIT_FLOOR}
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "interval": T_INTERVAL}
 
 

@@ -136,8 +136,10 @@ def _groups(rows: list[Row], views: list[dict[str, Any]], robust: list[str]) -> 
         ok = [v for _, v in members if v["status"] == SUCCEEDED]
         gated = Counter(v["verdict"] if v["verdict"] in VERDICTS else "ungated" for v in ok)
         counts = {k: gated.get(k, 0) for k in (*VERDICTS, "ungated")}
+        # a group passes only when every one of its runs succeeded and passed: a seed that failed, was canceled or
+        # is still running is a seed the recommendation has not seen
         verdict = ("fail" if counts["fail"] else "warn" if counts["warn"] else
-                   "pass" if ok and counts["pass"] == len(ok) else None)
+                   "incomplete" if len(ok) < len(members) else "pass" if ok and counts["pass"] == len(ok) else None)
         out.append({
             "group": name, "method": first.get("method"), "layers": list(first.get("layers") or []),
             "depth": finite(first.get("depth")), "base": first.get("base"), "varied": first.get("varied") or {},
@@ -241,8 +243,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def policy(groups: list[dict[str, Any]], views: list[dict[str, Any]], name: str | None,
            key: str) -> dict[str, Any]:
-    """The gate's verdict per run and per group, and the recommendation: among groups whose every succeeded run
-    passed, the highest mean accuracy (generalization, else edit), ties broken by robust delta."""
+    """The gate's verdict per run and per group, and the recommendation: among groups whose every run succeeded
+    and passed, the highest mean accuracy (generalization, else edit), ties broken by robust delta."""
     out: dict[str, Any] = {
         "name": name,
         "runs": [{"index": v["index"], "group": v["group"], "status": v["status"], "verdict": v["verdict"],
@@ -262,7 +264,7 @@ def policy(groups: list[dict[str, Any]], views: list[dict[str, Any]], name: str 
         out["recommended"] = best["group"]
         out["reason"] = (f"highest mean {label} accuracy ({num(best[key]['mean'])}, robust Δ "
                          f"{num(best['robust_delta']['mean'], True)}) among {len(passing)} group(s) whose every "
-                         f"succeeded run passed {_policy_name(name)}")
+                         f"run succeeded and passed {_policy_name(name)}")
         return out
     out["recommended"] = None
     succeeded = [v for v in views if v["status"] == SUCCEEDED]
@@ -271,6 +273,8 @@ def policy(groups: list[dict[str, Any]], views: list[dict[str, Any]], name: str 
         out["reason"] = "no run succeeded"
     elif not gated:
         out["reason"] = "no run was gated: there is no policy to recommend against"
+    elif any(g["verdict"] == "incomplete" for g in groups) and not blocked:
+        out["reason"] = "no group has every run succeeded and passed yet (runs failed, were canceled or are running)"
     elif blocked:
         rule, n = blocked.most_common(1)[0]
         out["reason"] = (f"no group passed {_policy_name(name)} on every run; rule `{rule}` blocked most runs "

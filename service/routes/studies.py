@@ -43,13 +43,15 @@ def create_study(req: StudyRequest, s: SessionDep, svc: SvcDep, sessions: Tenant
         for i, edit in enumerate(edits):
             try:
                 svc.enqueue(RUN_EDIT, edit.id)
-            except Exception as exc:  # noqa: BLE001 - broker down: fail the unsent runs visibly, keep the sent ones
+            except Exception as exc:  # noqa: BLE001 - broker down: the whole study fails visibly, sent runs too
+                # (a worker that gets a sent one finds it failed and runs nothing), so a retry of the request, with
+                # the same Idempotency-Key or not, is the one study that runs
                 log.exception("could not enqueue run %s of study %s", i, study.id)
-                for unsent in edits[i:]:
-                    repo.finish_edit(s, unsent, Status.failed, f"could not enqueue: {exc}")
+                for edit in edits:
+                    repo.finish_edit(s, edit, Status.failed, f"could not enqueue the study's runs: {exc}")
                 s.commit()
-                raise Problem(503, f"the job queue is unreachable; {len(edits) - i} of the {len(edits)} runs of study "
-                                   f"{study.id} were marked failed", field="broker", study_id=study.id) from None
+                raise Problem(503, f"the job queue is unreachable; every run of study {study.id} was marked failed",
+                              field="broker", study_id=study.id) from None
         out = StudyAccepted(id=study.id, runs=[studies.run_out(s, study, e) for e in edits])
         return JSONResponse(jsonable_encoder(out), status_code=202, headers={"Location": f"/studies/{study.id}"})
 
@@ -69,14 +71,18 @@ def list_studies(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE), curso
 def study_out(s, study: db.Study) -> StudyOut:
     edits = studies.study_edits(s, study)
     status, counts = studies.status_of(study, edits)
-    summary = summarise(studies.summary_rows(s, study, edits), policy_name=_policy_name(study.request["policy"]))
+    summary = summarise(studies.summary_rows(s, study, edits),
+                        policy_name=_policy_name(study.request["pinned_policy"]["ref"]))
     return StudyOut(id=study.id, name=study.name, model_id=study.model_id, status=status, counts=counts,
                     created_at=study.created_at, canceled_at=study.canceled_at, request=study.request,
                     runs=[studies.run_out(s, study, e) for e in edits], summary=summary)
 
 
-def _policy_name(ref: str | dict) -> str:
-    return ref if isinstance(ref, str) else "inline"
+def _policy_name(ref: dict) -> str:
+    """`default (builtin)`, `team v3`, `inline`: the policy as pinned when the study was submitted."""
+    if "inline" in ref:
+        return "inline"
+    return f"{ref['name']} ({ref['version']})" if ref["version"] == "builtin" else f"{ref['name']} v{ref['version']}"
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, **op("get_study", Scope.audits_read, 404))
@@ -103,8 +109,6 @@ def cancel_study(study_id: str, s: SessionDep):
     """Cancels every run still queued or running (a running one stops at its next batch and stores nothing);
     finished runs keep their results."""
     study = repo.get_or_404(s, db.Study, study_id)
-    if study.canceled_at is not None:
-        raise Problem(409, f"study {study_id} is already canceled", field="study_id")
-    studies.cancel(s, study)
+    studies.cancel(s, study)  # 409 when no run is queued or running
     s.commit()
     return study_out(s, study)

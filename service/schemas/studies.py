@@ -15,7 +15,7 @@ from editaudit.contracts.studies import StudyGrid
 class StudyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="one line")
     model_id: str
     edit_set: str = Field(description="a dataset id or builtin:<name>: the exemplars every run edits with")
     generalization_set: str | None = Field(None, description="held-out images of the edited concept: the x axis of "

@@ -5,6 +5,7 @@ from. Runs are ordinary edits: the workers run them in parallel, the reconciler 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,7 @@ from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.contracts.studies import Cell, expand
 from editaudit.core import db, layers, repo
 from editaudit.gate.evaluate import GateUsageError, evaluate
+from editaudit.gate.policy import Policy
 from editaudit.service.errors import Problem, validation_problem
 from editaudit.service.schemas.edits import EditRequest
 from editaudit.service.schemas.studies import StudyRequest, StudyRun
@@ -26,19 +28,34 @@ from editaudit.service.services.gating import edit_datasets, resolve_policy
 
 def validate_study(s: Session, req: StudyRequest, max_passes: int | None) -> list[tuple[Cell, ValidEdit]]:
     """Every run of the grid as a validated edit, in grid order; the first bad one is a 422 whose fields are
-    prefixed `grid.runs.<i>` and whose detail names the run."""
-    resolve_policy(s, req.policy)  # an unknown policy is a 404 now, not a blank column later
-    out = []
+    prefixed `grid.runs.<i>` and whose detail names the run. Two runs that are one edit once validated are a 422."""
+    pinned_policy(s, req.policy)
+    out: list[tuple[Cell, ValidEdit]] = []
+    seen: dict[str, int] = {}
     for i, cell in enumerate(expand(req.grid)):
         try:
-            edit = _edit_request(req, cell)
-            out.append((cell, validate_edit(s, edit, max_passes)))
+            valid = validate_edit(s, _edit_request(req, cell), max_passes)
         except Problem as p:
             raise _in_run(p, i, cell) from None
+        same = json.dumps([cell.method, valid.request.layers, valid.params.model_dump(mode="json")], sort_keys=True)
+        if same in seen:  # `1` and `"1"`, or two globs naming one layer: one run twice would count as two seeds
+            raise _in_run(Problem(422, f"it is the same edit as run {seen[same]} (the grid's values coincide once "
+                                       "validated)", field="hyperparams"), i, cell)
+        seen[same] = i
+        out.append((cell, valid))
     return out
 
 
+def pinned_policy(s: Session, ref: str | dict) -> dict[str, Any]:
+    """The policy a study is judged by, as it is now: {ref, document}. Stored with the study, so a later version of
+    a named policy does not change the verdicts (or the recommendation) of a study that already ran."""
+    policy, resolved = resolve_policy(s, ref)  # an unknown policy is a 404 now, not a blank column later
+    return {"ref": resolved, "document": policy.model_dump(mode="json")}
+
+
 def _edit_request(req: StudyRequest, cell: Cell) -> EditRequest:
+    """The run as an edit request. Its seed seeds the edit and the audit; a named audit profile runs exactly as
+    stored (its seed included), so a policy that requires the profile accepts every run."""
     audit = req.audit if "profile" in req.audit else {**req.audit, "seed": cell.seed}
     try:
         return EditRequest.model_validate({
@@ -77,8 +94,8 @@ def add_study_rows(s: Session, req: StudyRequest, runs: list[tuple[Cell, ValidEd
         {"index": i, "group": c.group, "method": c.method, "layers": v.request.layers, "seed": c.seed,
          "varied": c.varied, "base": c.base} for i, (c, v) in enumerate(runs)]
     depths = layer_depths(model, {layer for c in cells for layer in c["layers"]})
-    study = db.Study(name=req.name, model_id=req.model_id, request=req.model_dump(mode="json"), cells=cells,
-                     depths=depths)
+    request = {**req.model_dump(mode="json"), "pinned_policy": pinned_policy(s, req.policy)}
+    study = db.Study(name=req.name, model_id=req.model_id, request=request, cells=cells, depths=depths)
     s.add(study)
     s.flush()
     edits = []
@@ -115,7 +132,8 @@ def run_out(s: Session, study: db.Study, edit: db.Edit) -> StudyRun:
 def summary_rows(s: Session, study: db.Study, edits: list[db.Edit]) -> list[dict[str, Any]]:
     """Each run in the shape editaudit.study.summary reads: its cell, status, metrics, deltas with the audit's
     intervals (clustered by image), durations, 1-LI's alpha path and the study policy's verdict."""
-    policy, ref = resolve_policy(s, study.request["policy"])
+    pinned = study.request["pinned_policy"]
+    policy, ref = Policy.model_validate(pinned["document"]), pinned["ref"]
     rows = []
     for edit in edits:
         cell = study.cells[edit.study_index or 0]
@@ -149,8 +167,10 @@ def _depth(depths: dict[str, float], edited: list[str]) -> float | None:
 
 def cancel(s: Session, study: db.Study) -> int:
     """Cancel every run still queued or running (a running one stops at its next batch); the count canceled."""
-    study.canceled_at = study.canceled_at or db.utcnow()
     active = [e for e in study_edits(s, study) if e.status in ACTIVE]
+    if not active:
+        raise Problem(409, f"study {study.id} has no run queued or running: nothing to cancel", field="study_id")
+    study.canceled_at = db.utcnow()
     for edit in active:
         repo.finish_edit(s, edit, Status.canceled, f"study {study.id} canceled")
     return len(active)

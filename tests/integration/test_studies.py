@@ -144,3 +144,65 @@ def test_another_tenants_study_does_not_exist(edit_factory):
     # nor can tenant-b start a study on the first tenant's model
     r = c.post("/studies", json=study_body(f), headers=other)
     assert r.status_code == 404 and r.json()["errors"][0]["field"] == "model_id"
+
+
+def test_values_that_coincide_once_validated_are_one_run_not_two_seeds(edit_factory):
+    f = edit_factory
+    r = f.client.post("/studies", json=study_body(f, methods=["low_rank"], hyperparams={"low_rank": {"rank": [1, "1"]}},
+                                                  seeds=[0]))
+    assert r.status_code == 422, r.text
+    assert "same edit as run 0" in r.json()["detail"] and r.json()["errors"][0]["field"].startswith("grid.runs.2")
+
+
+def test_layer_depth_follows_the_models_module_order(edit_factory):
+    """The manifest stores state_dict keys sorted; depth must come from the model's order (fc is the last layer)."""
+    f = edit_factory
+    job = f.client.post("/studies", json=study_body(f, layers=["features.0", "fc1", "fc"], interpolate=False,
+                                                    seeds=[0])).json()
+    depth = {g["layers"][0]: g["depth"] for g in f.client.get(f"/studies/{job['id']}").json()["summary"]["groups"]}
+    assert depth["features.0"] == 0.0 and depth["fc"] == 1.0 and 0 < depth["fc1"] < 1, depth
+
+
+def test_the_policy_is_pinned_when_the_study_is_submitted(edit_factory):
+    """A later version of a named policy does not change the verdicts of a study that already ran."""
+    f = edit_factory
+    c = f.client
+    assert c.post("/policies", json={"name": "team", "policy": {"rules": [
+        {"metric": "edit.accuracy", "min": 0.0}]}}).status_code == 201
+    job = c.post("/studies", json={**study_body(f, seeds=[0], interpolate=False), "policy": "team"}).json()
+    run_all(c, job)
+    before = c.get(f"/studies/{job['id']}").json()["summary"]["policy"]
+    assert c.post("/policies", json={"name": "team", "policy": {"rules": [
+        {"metric": "edit.accuracy", "min": 1.1}]}}).json()["version"] == 2
+    after = c.get(f"/studies/{job['id']}").json()
+    assert after["summary"]["policy"] == before and before["recommended"] == "finetune_layer fc"
+    assert after["request"]["pinned_policy"]["ref"]["version"] == 1 and before["name"] == "team v1"
+
+
+def test_a_queue_outage_fails_every_run_so_a_retry_is_the_one_study_that_runs(edit_factory, monkeypatch):
+    f = edit_factory
+    c = f.client
+    sent = []
+
+    def enqueue(task, edit_id):
+        if sent:
+            raise ConnectionError("broker down")
+        sent.append(edit_id)
+
+    monkeypatch.setattr(c.services, "enqueue", enqueue)
+    r = c.post("/studies", json=study_body(f), headers={"Idempotency-Key": "k1"})
+    assert r.status_code == 503 and r.json()["study_id"], r.text
+    study = c.get(f"/studies/{r.json()['study_id']}").json()
+    assert study["status"] == "failed" and study["counts"] == {"failed": 4}, "the sent run failed too"
+    run_edit_job(c.settings, sent[0])  # its message is delivered: it finds the run failed and runs nothing
+    assert c.get(f"/studies/{r.json()['study_id']}").json()["counts"] == {"failed": 4}
+
+
+def test_cancelling_a_finished_study_is_a_409_and_changes_nothing(edit_factory):
+    f = edit_factory
+    c = f.client
+    job = c.post("/studies", json=study_body(f, seeds=[0], interpolate=False)).json()
+    run_all(c, job)
+    r = c.post(f"/studies/{job['id']}/cancel")
+    assert r.status_code == 409 and "nothing to cancel" in r.json()["detail"]
+    assert c.get(f"/studies/{job['id']}").json()["status"] == "succeeded"

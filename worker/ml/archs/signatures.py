@@ -87,7 +87,11 @@ def signature(name: str) -> dict:
         keys[key] = dims
     net = _build(name, _B)
     dtypes = {k: kind for k, v in net.state_dict().items() if (kind := dtype_kind(v.dtype)) != "float"}
-    return {"channels": ARCHS[name].channels, "keys": keys, "dtypes": dtypes, "rewrite": rewrite_kinds(net)}
+    # `keys` is written with sorted keys (a stable file); `order` keeps the state_dict's order (the model's module
+    # order: what a layer's depth is read from) as positions in the sorted keys
+    position = {k: i for i, k in enumerate(sorted(keys))}
+    return {"channels": ARCHS[name].channels, "keys": keys, "order": [position[k] for k in keys], "dtypes": dtypes,
+            "rewrite": rewrite_kinds(net)}
 
 
 def build_manifest() -> dict:
