@@ -5,13 +5,14 @@ paper's remedy, not an edit under test: findings 1-3 leave them out and finding 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from editaudit.contracts.studies import INTERPOLATE
-from editaudit.study.stats import AUDIT_CI, Stat, num, separated, side, stat, stat_text
+from editaudit.study.stats import AUDIT_CI, Stat, num, side, stat, stat_text, t_quantile
 
 WHOLE_MODEL = "finetune"
 CLAIMS = {
@@ -39,7 +40,7 @@ class Curve:
 def findings(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]], key: str,
              tolerance: float) -> list[dict[str, str]]:
     edits = [g for g in groups if g["method"] != INTERPOLATE and g["n_succeeded"]]
-    return [reduces_robustness(edits), method_and_layer(edits), constrained_better(edits, runs),
+    return [reduces_robustness(edits), method_and_layer(edits, runs), constrained_better(edits, runs),
             interpolation_tradeoff(groups, curves, key, tolerance)]
 
 
@@ -67,32 +68,61 @@ def reduces_robustness(edits: list[Group]) -> dict[str, str]:
                                                    f"0 in {above}, straddling 0 in {n - below - above}: {cited}")
 
 
-def _compare(pairs: list[tuple[Group, Group]], what: str) -> tuple[bool | None, str]:
-    """(True: some pair's intervals do not overlap, False: all overlap, None: no pair) and what shows it."""
+def _paired_runs(a: Group, b: Group, runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(a's robust delta, b's) at each seed both groups ran: one baseline and one audit draw per seed, so the
+    difference removes the seed's own spread."""
+    by = {g["group"]: {r["seed"]: r["robust_delta"] for r in runs if r["group"] == g["group"]
+                       and r["robust_delta"]["value"] is not None} for g in (a, b)}
+    shared = sorted(set(by[a["group"]]) & set(by[b["group"]]), key=str)
+    return [(by[a["group"]][s], by[b["group"]][s]) for s in shared]
+
+
+def paired_difference(pairs: list[tuple[dict[str, Any], dict[str, Any]]], comparisons: int) -> Stat:
+    """a − b over seeds with a (1 − 0.05 / comparisons) t interval (Bonferroni: the family of comparisons keeps a
+    5% error rate), never narrower than the runs' own audit intervals; one seed: the audits' CIs combined."""
+    diffs = [x["value"] - y["value"] for x, y in pairs]
+    halves = [max((x["ci95"][1] - x["ci95"][0]) / 2, (y["ci95"][1] - y["ci95"][0]) / 2)
+              for x, y in pairs if x.get("ci95") and y.get("ci95")]
+    if len(diffs) < 2:
+        if not diffs or not halves:
+            return stat(diffs)
+        x, y = pairs[0]
+        return {"mean": diffs[0], "lo": x["ci95"][0] - y["ci95"][1], "hi": x["ci95"][1] - y["ci95"][0], "n": 1,
+                "interval": AUDIT_CI}
+    mean, n = statistics.fmean(diffs), len(diffs)
+    half = t_quantile(1 - 0.025 / max(comparisons, 1), n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    floor = statistics.fmean(halves) if halves else 0.0
+    return {"mean": mean, "lo": mean - max(half, floor), "hi": mean + max(half, floor), "n": n,
+            "interval": f"paired t, Bonferroni over {comparisons}" + (" (audit ci95 floor)" if floor > half else "")}
+
+
+def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]], what: str) -> tuple[bool | None, str]:
+    """(True: some pair's paired difference excludes 0, False: none does, None: no pair) and what shows it."""
     if not pairs:
         return None, f"{what}: not tested (no two groups to compare)"
-    apart = [(a, b) for a, b in pairs if separated(a["robust_delta"], b["robust_delta"])]
+    rated = [(a, b, d) for a, b in pairs if (d := paired_difference(_paired_runs(a, b, runs), len(pairs)))["lo"]
+             is not None]
+    apart = [(a, b, d) for a, b, d in rated if side(d) in ("below", "above")]
     if not apart:
-        return False, f"{what}: all {len(pairs)} pair(s) of intervals overlap"
-
-    def gap(p: tuple[Group, Group]) -> float:
-        a, b = p[0]["robust_delta"], p[1]["robust_delta"]
-        return float(max(b["lo"] - a["hi"], a["lo"] - b["hi"]))
-
-    a, b = max(apart, key=gap)
-    return True, (f"{what}: {len(apart)} of {len(pairs)} pair(s) do not overlap, most apart {_cite(a)} vs "
-                  f"{_cite(b)}")
+        return False, (f"{what}: none of {len(rated)} paired difference(s) excludes 0 (95% family-wise, "
+                       f"Bonferroni over {len(pairs)})")
+    a, b, d = max(apart, key=lambda p: abs(p[2]["mean"]))
+    return True, (f"{what}: {len(apart)} of {len(rated)} paired difference(s) exclude 0 (95% family-wise, "
+                  f"Bonferroni over {len(pairs)}), largest {a['group']} − {b['group']} = "
+                  f"{stat_text(d, signed=True)}")
 
 
-def method_and_layer(edits: list[Group]) -> dict[str, str]:
-    """Method: any two groups of different methods; layer: groups of one method and the same hyperparameters at
-    different layers. Non-overlapping intervals count as a difference (conservative). Holds when every comparison
-    the study allows finds one; does not hold when none does; inconclusive when one does and the other not."""
-    rated = [g for g in edits if side(g["robust_delta"]) is not None]
+def method_and_layer(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Method: groups of different methods; layer: groups of one method and the same hyperparameters at different
+    layers. Each comparison is the robust delta's difference paired by seed (the runs of a seed share their
+    baseline and audit draws), with a Bonferroni-corrected interval over its family, so testing many pairs does not
+    make a difference out of noise. Holds when both families find one; does not hold when neither does;
+    inconclusive when one does and the other not."""
+    rated = [g for g in edits if g["robust_delta"]["mean"] is not None]
     pairs = [(a, b) for i, a in enumerate(rated) for b in rated[i + 1:]]
-    method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"]], "method")
+    method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"]], runs, "method")
     layer = _compare([(a, b) for a, b in pairs if a["method"] == b["method"] and a["varied"] == b["varied"]
-                      and a["layers"] and b["layers"] and a["layers"] != b["layers"]], "layer (same method)")
+                      and a["layers"] and b["layers"] and a["layers"] != b["layers"]], runs, "layer (same method)")
     tested = [found for found, _ in (method, layer) if found is not None]
     verdict = ("not tested" if not tested else "holds" if all(tested) else
                "does not hold" if not any(tested) else "inconclusive")

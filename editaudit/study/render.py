@@ -244,7 +244,7 @@ def _pareto(plt: Any, summary: Summary) -> Any:
     front = sorted((p for p in points if p["on_front"]), key=lambda p: p["robust_delta"]["mean"])
     ax.plot([p["robust_delta"]["mean"] for p in front], [p["accuracy"]["mean"] for p in front], "k--", lw=1,
             label="Pareto front")
-    for p in points:
+    for p in front:  # the front's groups by name (the rest by their method's colour: names would overlap)
         ax.annotate(p["group"], (p["robust_delta"]["mean"], p["accuracy"]["mean"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points", parse_math=False)  # `$` in a label is text
     ax.axvline(0, color="grey", lw=0.8)

@@ -26,6 +26,35 @@ def t975(df: int) -> float:
     return T975[df - 1] if df <= len(T975) else 1.96 + 2.5 / df
 
 
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with integer df, in closed form (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, sin, cos = math.cos(theta) ** 2, math.sin(theta), math.cos(theta)
+    if df % 2:
+        term, total = cos, cos if df > 1 else 0.0
+        for k in range(3, df - 1, 2):  # cos θ (1 + 2/3 cos²θ + 2·4/(3·5) cos⁴θ + ...), up to cos^(df-2)
+            term *= c2 * (k - 1) / k
+            total += term
+        inside = 2 / math.pi * (theta + sin * total)
+    else:
+        term = total = 1.0
+        for k in range(2, df - 1, 2):  # 1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + ..., up to cos^(df-2)
+            term *= c2 * (k - 1) / k
+            total += term
+        inside = sin * total
+    return 0.5 + math.copysign(inside / 2, t)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The t with P(T <= t) = p (bisection on t_cdf; p in (0.5, 1)): the quantiles a multiple-comparison
+    correction needs, which the 95% table does not hold."""
+    lo, hi = 0.0, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
 def finite(v: Any) -> float | None:
     """A number the summary may carry: None for None, NaN, infinities and anything not a number (JSON-safe)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -71,11 +100,6 @@ def side(s: Stat) -> str | None:
     if s.get("lo") is None or s.get("hi") is None:
         return None
     return "below" if s["hi"] < 0 else "above" if s["lo"] > 0 else "straddles"
-
-
-def separated(a: Stat, b: Stat) -> bool:
-    """Two intervals that do not overlap (a conservative test of a difference)."""
-    return a["hi"] < b["lo"] or b["hi"] < a["lo"]
 
 
 def num(v: float | None, signed: bool = False, digits: int = 3) -> str:

@@ -210,8 +210,10 @@ def _curve(row: Row) -> Curve:
 
 
 def alpha_curves(groups: list[dict[str, Any]], rows: list[Row], curves: dict[str, list[Curve]]) -> list[dict[str, Any]]:
-    """Per 1-LI group: its path averaged over seeds at each alpha evaluated (`n` = seeds that evaluated it: a
-    bisection visits different alphas per seed), the alpha each seed chose and the threshold it had to reach."""
+    """Per 1-LI group: its path averaged over seeds at the alphas every seed evaluated (the evenly spaced points
+    each 1-LI audit stores; a bisection's own points differ per seed, and a mean over whichever seeds happened to
+    visit an alpha would draw dips no seed's path has), the alpha each seed chose and the threshold it had to
+    reach."""
     out = []
     for g in groups:
         if g["method"] != INTERPOLATE:
@@ -225,6 +227,8 @@ def alpha_curves(groups: list[dict[str, Any]], rows: list[Row], curves: dict[str
         points = []
         for alpha in sorted(buckets):
             at = buckets[alpha]
+            if len(at) < len(found):
+                continue
             points.append({"alpha": alpha, "n": len(at), **{k: _mean([v[k] for v in at]) for k in at[0]}})
         thresholds = [t for t in (finite(r.get("threshold")) for r in runs) if t is not None]
         out.append({"group": g["group"], "base": g["base"],

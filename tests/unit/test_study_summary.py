@@ -254,3 +254,23 @@ def test_html_is_offline_with_inline_plots_and_plots_are_pngs():
     assert all(png.startswith(b"\x89PNG") for png in figs.values())
     doc = json.loads(render.as_json(s, META))
     assert (doc["schema"], doc["schema_version"], doc["study"]["id"]) == ("editaudit/study-report", 1, "st_1")
+
+
+def test_method_and_layer_differences_are_paired_by_seed_and_corrected_for_many_pairs():
+    """A seed effect (each seed's baseline) of ±0.2 hides a steady 0.05 gap from the groups' own intervals; paired by
+    seed the gap shows. Noise without a gap, over many pairs, does not make a difference."""
+    hidden = (seeds(0, -0.15, jitter=0.2, method="finetune", layers=()) + seeds(3, -0.10, jitter=0.2)
+              + seeds(6, -0.05, jitter=0.2, layers=("conv2",)))
+    s = summarise(hidden)
+    assert all(g["robust_delta"]["lo"] < -0.2 for g in s["groups"]), "unpaired, every interval overlaps the others"
+    f = finding(s, "method_and_layer")
+    assert f["verdict"] == "holds", f["evidence"]
+    assert "layer (same method): 1 of 1 paired difference(s) exclude 0" in f["evidence"], f["evidence"]
+    noise = {"fc1": (-0.05, -0.02, -0.08), "conv1": (-0.07, -0.03, -0.04), "conv2": (-0.02, -0.06, -0.05),
+             "conv3": (-0.04, -0.08, -0.03)}
+    rows = [run(i * 3 + k, layers=(layer,), seed=k, robust=v) for i, (layer, vs) in enumerate(noise.items())
+            for k, v in enumerate(vs)]
+    assert finding(summarise(rows), "method_and_layer")["evidence"].startswith(
+        "method: not tested"), "one method only"
+    assert "layer (same method): none of 6 paired difference(s) excludes 0" in \
+        finding(summarise(rows), "method_and_layer")["evidence"]
