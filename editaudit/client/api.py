@@ -103,6 +103,24 @@ def _dataset_name(data: Upload) -> str:
     return "data.safetensors"
 
 
+Job = TypeVar("Job", Edit, Study)
+
+
+def _poll(get: Callable[[], Job], what: str, timeout: float | None, poll: float,
+          on_progress: Callable[[Job], None] | None) -> Job:
+    """`get()` every `poll` seconds until its status is final; TimeoutError after `timeout` seconds (None: never)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = get()
+        if on_progress is not None:
+            on_progress(job)
+        if job["status"] in TERMINAL_STATUSES:
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} still {job['status']} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
 class Client:
     """A typed client of the editaudit API.
 
@@ -326,16 +344,7 @@ class Client:
         """Poll until the edit succeeded, failed or was canceled, and return it; `on_progress` sees every poll's
         edit (its `status` and `progress` {stage, done, total}). TimeoutError after `timeout` seconds (None: no
         limit)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            edit = self.get_edit(edit_id)
-            if on_progress is not None:
-                on_progress(edit)
-            if edit["status"] in TERMINAL_STATUSES:
-                return edit
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"edit {edit_id} still {edit['status']} after {timeout:.0f}s")
-            time.sleep(poll)
+        return _poll(lambda: self.get_edit(edit_id), f"edit {edit_id}", timeout, poll, on_progress)
 
     # --- studies ----------------------------------------------------------------------------------------------------
 
@@ -372,16 +381,7 @@ class Client:
     def wait_for_study(self, study_id: str, *, timeout: float | None = 3600.0, poll: float = 2.0,
                        on_progress: Callable[[Study], None] | None = None) -> Study:
         """Poll until no run is queued or running and return the study (TimeoutError after `timeout` s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            study = self.get_study(study_id)
-            if on_progress is not None:
-                on_progress(study)
-            if study["status"] in TERMINAL_STATUSES:
-                return study
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"study {study_id} still running after {timeout:.0f}s: {study['counts']}")
-            time.sleep(poll)
+        return _poll(lambda: self.get_study(study_id), f"study {study_id}", timeout, poll, on_progress)
 
     # --- audits -----------------------------------------------------------------------------------------------------
 

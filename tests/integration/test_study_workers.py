@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +13,8 @@ from sqlalchemy import select
 from editaudit.contracts.statuses import Status
 from editaudit.core import db
 from tests.conftest import postgres_database, unscoped
-from tests.integration.test_faults import SLOW_AUDIT, WAIT_S, _stack
+from tests.integration.test_faults import SLOW_AUDIT, _stack
+from tests.integration.test_sharded_workers import _until
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,6 @@ def _runs(c, study_id: str) -> list[db.Edit]:
         for r in rows:
             s.expunge(r)
         return list(rows)
-
-
-def _until(cond, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"never {what}")
 
 
 def test_runs_spread_over_two_workers_and_a_killed_worker_costs_one_run_one_retry(stack):
