@@ -40,7 +40,7 @@ class Curve:
 def findings(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]], key: str,
              tolerance: float) -> list[dict[str, str]]:
     edits = [g for g in groups if g["method"] != INTERPOLATE and g["n_succeeded"]]
-    return [reduces_robustness(edits), method_and_layer(edits, runs), constrained_better(edits, runs),
+    return [reduces_robustness(edits, runs), method_and_layer(edits, runs), constrained_better(edits, runs),
             interpolation_tradeoff(groups, curves, key, tolerance)]
 
 
@@ -52,20 +52,31 @@ def _cite(g: Group) -> str:
     return f"{g['group']} {stat_text(g['robust_delta'], signed=True)}"
 
 
-def reduces_robustness(edits: list[Group]) -> dict[str, str]:
-    """Holds when most edit groups' robust-delta intervals lie below 0; does not hold when most lie above 0, or none
-    lies below and some above; inconclusive otherwise."""
+def reduces_robustness(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
+    """About edits in general: per seed, the mean robust delta over every edit group (one baseline and one audit
+    draw per seed), with a t interval over seeds (never narrower than the audits'). Holds when it lies below 0,
+    does not hold when above, inconclusive when it straddles 0. Each group's own interval is cited as well."""
     rated = [(g, s) for g in edits if (s := side(g["robust_delta"]))]
-    if not rated:
+    per_seed = _by_seed(edits, runs)
+    if not rated or not per_seed:
         return _finding("reduces_robustness", "not tested", "no edit group has a robust Δ with an interval")
-    n = len(rated)
+    means, cis = [], []
+    for ds in per_seed.values():
+        means.append(statistics.fmean(d["value"] for d in ds))
+        bounds = [d["ci95"] for d in ds if d.get("ci95")]
+        cis.append((statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds))
+                   if len(bounds) == len(ds) else None)
+    pooled = stat(means, cis)
+    where = side(pooled)
+    verdict = {"below": "holds", "above": "does not hold"}.get(where or "", "inconclusive")
     below = sum(s == "below" for _, s in rated)
     above = sum(s == "above" for _, s in rated)
-    verdict = ("holds" if 2 * below > n else
-               "does not hold" if 2 * above > n or (below == 0 and above > 0) else "inconclusive")
     cited = "; ".join(f"{_cite(g)} ({s} 0)" for g, s in rated)
-    return _finding("reduces_robustness", verdict, f"robust Δ interval below 0 in {below} of {n} edit groups, above "
-                                                   f"0 in {above}, straddling 0 in {n - below - above}: {cited}")
+    return _finding("reduces_robustness", verdict,
+                    f"robust Δ averaged over the {len(edits)} edit groups, per seed: {stat_text(pooled, signed=True)} "
+                    f"over {pooled['n']} seed(s) ({pooled['interval'] or 'no interval'}); per group, the interval "
+                    f"lies below 0 in {below} of {len(rated)}, above 0 in {above}, straddles 0 in "
+                    f"{len(rated) - below - above}: {cited}")
 
 
 def _paired_runs(a: Group, b: Group, runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -191,11 +202,29 @@ def _monotone(c: Curve, tol: float) -> tuple[bool, str]:
     return not problems, f"seed {c.seed}: " + ("; ".join(problems) if problems else "monotone")
 
 
+def _mean_path(paths: list[Curve]) -> Curve | None:
+    """The seeds' paths averaged at the alphas every seed evaluated (the evenly spaced points every 1-LI audit
+    stores): the path the finding is about. A single seed's path wobbles by a few images of the PGD subset."""
+    if not paths:
+        return None
+    common = set.intersection(*({round(a, 6) for a, _ in c.points} for c in paths))
+    points = []
+    for alpha in sorted(common):
+        at = [v for c in paths for a, v in c.points if round(a, 6) == alpha]
+        values: dict[str, float | None] = {}
+        for k in at[0]:
+            present = [x for v in at if (x := v[k]) is not None]
+            values[k] = statistics.fmean(present) if present else None
+        points.append((alpha, values))
+    return Curve(seed="mean", robust_metric=paths[0].robust_metric, points=points) if len(points) > 1 else None
+
+
 def interpolation_tradeoff(groups: list[Group], curves: dict[str, list[Curve]], key: str,
                            tol: float) -> dict[str, str]:
     """Per 1-LI group: against its base group, accuracy (generalization, else edit) no higher and robust delta no
-    lower (within `tol`); along each seed's alpha path, edit accuracy non-decreasing and robust accuracy
-    non-increasing in alpha. Holds when every 1-LI group passes its checks, does not hold when none does."""
+    lower (within `tol`); along the alpha path averaged over seeds, edit accuracy non-decreasing and robust accuracy
+    non-increasing in alpha (within `tol` per step; seeds whose own path wobbles more are named). Holds when every
+    1-LI group passes its checks, does not hold when none does."""
     by_name = {g["group"]: g for g in groups}
     checked: list[tuple[bool, str]] = []
     for g in groups:
@@ -211,7 +240,14 @@ def interpolation_tradeoff(groups: list[Group], curves: dict[str, list[Curve]], 
                 ok = acc <= acc0 + tol and rob >= rob0 - tol
                 checks.append((ok, f"{k.replace('_acc', '')} acc {num(acc)} vs base {num(acc0)}, robust Δ "
                                    f"{num(rob, True)} vs {num(rob0, True)}"))
-        checks += [_monotone(c, tol) for c in curves.get(g["group"], []) if len(c.points) > 1]
+        paths = [c for c in curves.get(g["group"], []) if len(c.points) > 1]
+        mean = _mean_path(paths)
+        if mean is not None:
+            ok, text = _monotone(mean, tol)
+            wobbly = [c.seed for c in paths if not _monotone(c, tol)[0]]
+            checks.append((ok, text.replace("seed mean", f"mean path over {len(paths)} seed(s)", 1)
+                           + (f" (single seeds {wobbly} wobble by more than {tol:g} at some step: the path's PGD "
+                              "accuracy is measured on a subset of the test split)" if wobbly else "")))
         if checks:
             good = all(ok for ok, _ in checks)
             checked.append((good, f"{g['group']}: {'; '.join(text for _, text in checks)}"))

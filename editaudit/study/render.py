@@ -117,8 +117,8 @@ def _sections(summary: Summary) -> list[Section]:
         depth.tables.append(("", ["depth", "method", "layer", "robust Δ"],
                              [[num(e["depth"], digits=2), e["method"], e["layer"],
                                stat_text(e["robust_delta"], True)] for e in summary["by_depth"]]))
-    alpha = Section("alpha_curves", "1-LI alpha curves", "the path W0 + α(W1 − W0) averaged over the seeds that "
-                    "evaluated each α (seeds = how many).", plot="alpha_curves")
+    alpha = Section("alpha_curves", "1-LI alpha curves", "the path W0 + α(W1 − W0), averaged over the seeds at the "
+                    "α every seed evaluated (seeds = how many).", plot="alpha_curves")
     for c in summary["alpha_curves"]:
         chosen = ", ".join(f"seed {x['seed']}: {num(x['alpha'])}" for x in c["chosen"]) or "—"
         caption = (f"`{c['group']}` (base `{c['base']}`); chosen α {chosen}"
@@ -285,14 +285,15 @@ def _alpha(plt: Any, summary: Summary) -> Any:
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), squeeze=False)
     for ax, c in zip(axes.flat, curves, strict=False):
         xs = [p["alpha"] for p in c["points"]]
-        for k, label in (("test_acc", "test"), ("robust_acc", f"robust ({c['robust_metric']})"), ("edit_acc", "edit")):
+        for k, label in (("test_acc", "test"), ("robust_acc", f"robust ({c['robust_metric']})"), ("edit_acc", "edit"),
+                         ("gen_acc", "generalization")):
             ys = [math.nan if p[k] is None else p[k] for p in c["points"]]
             if any(not math.isnan(y) for y in ys):
                 ax.plot(xs, ys, "o-", ms=3, label=label)
         for i, x in enumerate(ch["alpha"] for ch in c["chosen"] if ch["alpha"] is not None):
             ax.axvline(x, color="grey", ls="--", lw=0.8, label="chosen α" if i == 0 else None)
         if c["threshold"] is not None:
-            ax.axhline(c["threshold"], color="grey", ls=":", lw=0.8, label="threshold")
+            ax.axhline(c["threshold"], color="grey", ls=":", lw=0.8, label="threshold (α search's split)")
         ax.set_xlabel("α")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)

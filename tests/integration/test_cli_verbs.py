@@ -395,7 +395,8 @@ def test_a_study_from_a_yaml_file_with_uploads_then_its_report(api_client, http_
     (tmp_path / "failures.npz").write_bytes(failures_npz)
     (tmp_path / "study.yaml").write_text(
         "name: two seeds\nmodel_id: '@model.safetensors'\nedit_set: '@failures.npz'\n"
-        "test_set: builtin:digits-test\naudit: {attacks: [{id: pgd, name: pgd, eps: 0.05, steps: 2}], max_samples: 60}\n"
+        "test_set: builtin:digits-test\n"
+        "audit: {attacks: [{id: pgd, name: pgd, eps: 0.05, steps: 2}], max_samples: 60}\n"
         "grid: {methods: [finetune_layer], layers: [fc], seeds: [0, 1], interpolate: false}\n")
     r = editaudit("study", "submit", str(tmp_path / "study.yaml"), "--wait", "--poll", "0.2", *url)
     out = ok(r)
