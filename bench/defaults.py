@@ -13,17 +13,12 @@ the case where a fixed locality weight used to lose (seed 2: clean 0.99 -> 0.26 
 from __future__ import annotations
 
 import argparse
-import copy
-import time
 
 import numpy as np
 import torch
 
-from editaudit.contracts.edits import parse_hyperparams
 from editaudit.core.tables import render
-from editaudit.worker.jobs.run import hold_out_for_edit
-from editaudit.worker.ml.bundled import SCENARIOS, build_case
-from editaudit.worker.ml.edits import run_edit
+from editaudit.worker.ml.bundled import SCENARIOS, build_case, run_as_job
 
 METHODS: dict[str, tuple[str, bool]] = {  # label -> (method, takes the scenario's layer)
     "finetune": ("finetune", False), "finetune_layer": ("finetune_layer", True), "enn": ("enn", False),
@@ -41,17 +36,9 @@ def shares(pred: np.ndarray, edit_class: int) -> tuple[float, float]:
 
 def run(case, label: str, seed: int) -> list[str]:
     method, layered = METHODS[label]
-    params = parse_hyperparams(method, {"seed": seed})
-    splits = dict(case.splits)
-    held = hold_out_for_edit(params, splits)
-    reference = {k: v for k, v in splits.items() if k != "edit"}
-    if held:
-        reference.update(dict.fromkeys(params.held_out_roles(), held[0]))
-    t0 = time.perf_counter()
-    out = run_edit(method, copy.deepcopy(case.model), splits["edit"], [case.layer] if layered else [], params,
-                   reference=reference)
-    took = time.perf_counter() - t0
-    test, edit = splits["test"], splits["edit"]
+    job = run_as_job(case.model, case.splits, method, [case.layer] if layered else [], {}, seed=seed)
+    out, took = job.edited, job.durations_s["edit"]
+    test, edit = job.splits["test"], job.splits["edit"]
     p0, p1 = predictions(case.model, test), predictions(out.model, test)
     y = test.y.numpy()
     (t0s, e0s), (t1s, e1s) = shares(p0, case.edit_class), shares(p1, case.edit_class)

@@ -7,17 +7,13 @@ bench/defaults.py prints the full table."""
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 
 import numpy as np
 import pytest
 import torch
 
-from editaudit.contracts.edits import parse_hyperparams
-from editaudit.worker.jobs.run import hold_out_for_edit
-from editaudit.worker.ml.bundled import Case, build_case
-from editaudit.worker.ml.edits import run_edit
+from editaudit.worker.ml.bundled import Case, build_case, run_as_job
 
 BOUND = 0.10  # the audit's COLLAPSE_JUMP: a larger rise is a collapse (note + the default policy's test.collapse)
 SEEDS = (0, 1, 2)
@@ -38,15 +34,10 @@ def predictions(model, ds) -> np.ndarray:
 
 
 def edit(c: Case, method: str, layered: bool, hp: dict):
-    """As the job runs it: the locality set held out of the test split, which the audit then scores."""
-    params = parse_hyperparams(method, hp)
-    splits = dict(c.splits)
-    held = hold_out_for_edit(params, splits)
-    reference = {k: v for k, v in splits.items() if k != "edit"}
-    if held:
-        reference.update(dict.fromkeys(params.held_out_roles(), held[0]))
-    return run_edit(method, copy.deepcopy(c.model), splits["edit"], [c.layer] if layered else [], params,
-                    reference=reference), splits["test"]
+    """As the job runs it (run_as_job, without the audit): the locality set held out of the test split; the test
+    split returned is the rest, which the audit would score."""
+    job = run_as_job(c.model, c.splits, method, [c.layer] if layered else [], hp)
+    return job.edited, job.splits["test"]
 
 
 def shares(pred: np.ndarray, edit_class: int) -> np.ndarray:

@@ -45,3 +45,11 @@ def test_examples_install_the_cli_without_torch_and_take_the_key_from_a_secret()
             assert INSTALL in line, (name, line)  # never the bare name: an index's `editaudit` may not be this one
         assert "EDITAUDIT_API_KEY" in text and "EDITAUDIT_API_TOKEN" not in text, name
         assert "EDITAUDIT_REF" in text and "a commit" in text, "the variable is documented in the file"
+
+
+def test_the_example_study_is_a_valid_request_of_the_size_it_states():
+    from editaudit.contracts.studies import count
+    from editaudit.service.schemas.studies import StudyRequest
+
+    req = StudyRequest.model_validate(yaml.safe_load((ROOT / "examples" / "study.yaml").read_text()))
+    assert count(req.grid) == 60 and "60 runs" in (ROOT / "examples" / "study.yaml").read_text()

@@ -53,7 +53,7 @@ from editaudit.worker.jobs.shards import (
 from editaudit.worker.ml.archs.registry import checkpoint_state
 from editaudit.worker.ml.audit.outcomes import from_blocks, pack, to_blocks, unpack
 from editaudit.worker.ml.audit.runner import batch_size, build_result, plan_shards, render_inputs, resolve, subset
-from editaudit.worker.ml.data import hold_out
+from editaudit.worker.ml.data import hold_out_for_edit
 from editaudit.worker.ml.edits import edit_notes, run_edit
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # ART places models on the current device: make it this one
     return device
-
-
-def hold_out_for_edit(params, splits: dict) -> tuple | None:
-    """When the edit wants data no field names (a gradient edit's locality set), carve it out of the test split:
-    splits["test"] becomes the rest, which is all the audit scores. (held-out set, record) or None."""
-    if not params.held_out_roles():
-        return None
-    if "test" not in splits:
-        raise ValueError(f"{sorted(params.held_out_roles())} default to a part of the test split, and this edit has "
-                         "none: name a locality_set or set locality_weight to 0")
-    splits["test"], held, record = hold_out(splits["test"], params.seed)
-    return held, record
 
 
 def note_held_out(samples: dict[str, SplitSamples], record: dict, roles: set[str]) -> None:

@@ -226,3 +226,14 @@ def load_file(path, filename: str = "") -> TensorDataset:
     """As load_bytes, from a file (read in place, not copied into memory first)."""
     return TensorDataset.from_arrays(parse_dataset(path, filename, keep_uint8=True))
 
+
+def hold_out_for_edit(params, splits: dict) -> tuple | None:
+    """When the edit wants data no field names (a gradient edit's locality set), carve it out of the test split:
+    splits["test"] becomes the rest, which is all the audit scores. (held-out set, record) or None."""
+    if not params.held_out_roles():
+        return None
+    if "test" not in splits:
+        raise ValueError(f"{sorted(params.held_out_roles())} default to a part of the test split, and this edit has "
+                         "none: name a locality_set or set locality_weight to 0")
+    splits["test"], held, record = hold_out(splits["test"], params.seed)
+    return held, record
