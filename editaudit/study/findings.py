@@ -15,6 +15,7 @@ from editaudit.contracts.studies import INTERPOLATE
 from editaudit.study.stats import AUDIT_CI, Stat, num, side, stat, stat_text, t_quantile
 
 WHOLE_MODEL = "finetune"
+EQUIVALENT = 0.02  # robust-delta differences within ±2 points of accuracy: no difference worth a finding
 CLAIMS = {
     "reduces_robustness": "Edits reduce general robustness (test-set adversarial and corruption accuracy).",
     "method_and_layer": "How much robustness an edit costs depends on the editing method and on the layer edited.",
@@ -107,16 +108,21 @@ def paired_difference(pairs: list[tuple[dict[str, Any], dict[str, Any]]], compar
             "interval": f"paired t, Bonferroni over {comparisons}" + (" (audit ci95 floor)" if floor > half else "")}
 
 
-def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]], what: str) -> tuple[bool | None, str]:
-    """(True: some pair's paired difference excludes 0, False: none does, None: no pair) and what shows it."""
+def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]],
+             what: str) -> tuple[bool | None, str]:
+    """(True: some pair's paired difference excludes 0; False: every difference's interval lies within
+    ±EQUIVALENT, shown equal; None: no pair, or the intervals are too wide to tell) and what shows it."""
     if not pairs:
         return None, f"{what}: not tested (no two groups to compare)"
     rated = [(a, b, d) for a, b in pairs if (d := paired_difference(_paired_runs(a, b, runs), len(pairs)))["lo"]
              is not None]
     apart = [(a, b, d) for a, b, d in rated if side(d) in ("below", "above")]
     if not apart:
-        return False, (f"{what}: none of {len(rated)} paired difference(s) excludes 0 (95% family-wise, "
-                       f"Bonferroni over {len(pairs)})")
+        equal = bool(rated) and all(-EQUIVALENT <= d["lo"] and d["hi"] <= EQUIVALENT for _, _, d in rated)
+        return (False if equal else None), (
+            f"{what}: none of {len(rated)} paired difference(s) excludes 0 (95% family-wise, Bonferroni over "
+            f"{len(pairs)}); " + (f"all lie within ±{EQUIVALENT:g}: no difference" if equal else
+                                  f"not all lie within ±{EQUIVALENT:g}: too wide to tell"))
     a, b, d = max(apart, key=lambda p: abs(p[2]["mean"]))
     return True, (f"{what}: {len(apart)} of {len(rated)} paired difference(s) exclude 0 (95% family-wise, "
                   f"Bonferroni over {len(pairs)}), largest {a['group']} − {b['group']} = "
@@ -125,18 +131,19 @@ def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]], what:
 
 def method_and_layer(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
     """Method: groups of different methods; layer: groups of one method and the same hyperparameters at different
-    layers. Each comparison is the robust delta's difference paired by seed (the runs of a seed share their
-    baseline and audit draws), with a Bonferroni-corrected interval over its family, so testing many pairs does not
-    make a difference out of noise. Holds when both families find one; does not hold when neither does;
-    inconclusive when one does and the other not."""
+    layers (each family tested when the study has two such groups). Each comparison is the robust delta's
+    difference paired by seed (the runs of a seed share their baseline and audit draws), with a Bonferroni-corrected
+    interval over its family, so testing many pairs does not make a difference out of noise. Holds when every
+    tested family finds one; does not hold when every tested family shows its differences within ±EQUIVALENT
+    (absence of a detected difference is not evidence of none); inconclusive otherwise."""
     rated = [g for g in edits if g["robust_delta"]["mean"] is not None]
     pairs = [(a, b) for i, a in enumerate(rated) for b in rated[i + 1:]]
     method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"]], runs, "method")
     layer = _compare([(a, b) for a, b in pairs if a["method"] == b["method"] and a["varied"] == b["varied"]
                       and a["layers"] and b["layers"] and a["layers"] != b["layers"]], runs, "layer (same method)")
-    tested = [found for found, _ in (method, layer) if found is not None]
-    verdict = ("not tested" if not tested else "holds" if all(tested) else
-               "does not hold" if not any(tested) else "inconclusive")
+    found = [m for m, text in (method, layer) if "not tested" not in text]
+    verdict = ("not tested" if not found else "holds" if all(m is True for m in found) else
+               "does not hold" if all(m is False for m in found) else "inconclusive")
     return _finding("method_and_layer", verdict, f"{method[1]}; {layer[1]}")
 
 
@@ -174,7 +181,7 @@ def constrained_better(edits: list[Group], runs: list[dict[str, Any]]) -> dict[s
     constrained = [g for g in edits if g["depth"] is not None]
     whole = [g for g in edits if g["method"] == WHOLE_MODEL]
     if not constrained or not whole:
-        missing = "a whole-model finetune group" if constrained else "a constrained (single-layer) edit group"
+        missing = "whole-model finetune group" if constrained else "constrained (single-layer) edit group"
         return _finding("constrained_better", "not tested", f"the study has no succeeded {missing}")
     base = _by_seed(whole, runs)
     overall = _paired(_by_seed(constrained, runs), base)
