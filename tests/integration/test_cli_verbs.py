@@ -223,7 +223,8 @@ def test_file_references_read_verbs_global_options_and_formats(api_client, http_
     layers = ok(editaudit("models", "layers", edit["model_id"], *url))
     assert "fc1" in layers and "parameters" in layers.splitlines()[2]
     assert [x["name"] for x in json.loads(ok(editaudit("models", "layers", edit["model_id"], "--match", "fc*",
-                                                       "--json", *url)))["layers"]] == ["fc", "fc1"]
+                                                       "--json", *url)))["layers"]] == ["fc1", "fc"], \
+        "in the model's module order (fc1 feeds fc), not alphabetical"
     lineage = ok(editaudit("models", "lineage", edit["edited_model_id"], *url))
     assert edit["model_id"] in lineage and "ancestor" in lineage
     assert "editaudit/smallcnn" in ok(editaudit("archs", *url)).split()
