@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from editaudit.contracts.studies import INTERPOLATE
-from editaudit.study.stats import AUDIT_CI, Stat, num, side, stat, stat_text, t_quantile
+from editaudit.study.stats import AUDIT_FLOOR_PREFIX, Stat, num, side, stat, stat_text, t_quantile
 
 WHOLE_MODEL = "finetune"
 EQUIVALENT = 0.02  # robust-delta differences within ±2 points of accuracy: no difference worth a finding
@@ -39,10 +39,56 @@ class Curve:
 
 
 def findings(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]], key: str,
-             tolerance: float) -> list[dict[str, str]]:
+             tolerance: float, robust: list[str] | None = None) -> list[dict[str, str]]:
     edits = [g for g in groups if g["method"] != INTERPOLATE and g["n_succeeded"]]
-    return [reduces_robustness(edits, runs), method_and_layer(edits, runs), constrained_better(edits, runs),
-            interpolation_tradeoff(groups, curves, key, tolerance)]
+    return [reduces_robustness(edits, runs, robust or []), method_and_layer(edits, runs),
+            constrained_better(edits, runs), interpolation_tradeoff(groups, runs, curves, key, tolerance)]
+
+
+def combine(verdicts: list[str]) -> str:
+    """One verdict from the parts of a finding (its metrics, families or groups): all the same → that one; some
+    hold → "holds in part" (the evidence says which); else inconclusive (or not tested when nothing was)."""
+    tested = [v for v in verdicts if v != "not tested"]
+    if not tested:
+        return "not tested"
+    if len(set(tested)) == 1 and len(tested) == len(verdicts):
+        return tested[0]
+    return "holds in part" if "holds" in tested else "inconclusive"
+
+
+def _value(run: dict[str, Any], metric: str | None) -> dict[str, Any] | None:
+    """A run's robust delta (metric None) or one robustness metric's delta, as {value, ci95}."""
+    d = run["robust_delta"] if metric is None else (run.get("robust") or {}).get(metric)
+    return d if d is not None and d.get("value") is not None else None
+
+
+def pooled(groups: list[Group], runs: list[dict[str, Any]], metric: str | None = None) -> dict[Any, dict[str, Any]]:
+    """seed -> the groups' mean delta {value, ci95} at that seed, over the seeds where every group has a value (a
+    group missing at a seed would change that seed's mean by who is in it, not by what editing did)."""
+    names = {g["group"] for g in groups}
+    at: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        if r["group"] in names and (d := _value(r, metric)) is not None:
+            at[r["seed"]].append(d)
+    out = {}
+    for seed, ds in at.items():
+        if len(ds) != len(names):
+            continue
+        bounds = [d["ci95"] for d in ds if d.get("ci95")]
+        out[seed] = {"value": statistics.fmean(d["value"] for d in ds),
+                     "ci95": [statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds)]
+                     if len(bounds) == len(ds) else None}
+    return out
+
+
+def _over_seeds(cells: dict[Any, dict[str, Any]]) -> Stat:
+    return stat([c["value"] for c in cells.values()], [tuple(c["ci95"]) if c["ci95"] else None
+                                                       for c in cells.values()])
+
+
+def _shared(a: dict[Any, dict[str, Any]],
+            b: dict[Any, dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(a[k], b[k]) for k in sorted(set(a) & set(b), key=str)]
 
 
 def _finding(fid: str, verdict: str, evidence: str) -> dict[str, str]:
@@ -53,31 +99,24 @@ def _cite(g: Group) -> str:
     return f"{g['group']} {stat_text(g['robust_delta'], signed=True)}"
 
 
-def reduces_robustness(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
-    """About edits in general: per seed, the mean robust delta over every edit group (one baseline and one audit
-    draw per seed), with a t interval over seeds (never narrower than the audits'). Holds when it lies below 0,
-    does not hold when above, inconclusive when it straddles 0. Each group's own interval is cited as well."""
-    rated = [(g, s) for g in edits if (s := side(g["robust_delta"]))]
-    per_seed = _by_seed(edits, runs)
-    if not rated or not per_seed:
-        return _finding("reduces_robustness", "not tested", "no edit group has a robust Δ with an interval")
-    means, cis = [], []
-    for ds in per_seed.values():
-        means.append(statistics.fmean(d["value"] for d in ds))
-        bounds = [d["ci95"] for d in ds if d.get("ci95")]
-        cis.append((statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds))
-                   if len(bounds) == len(ds) else None)
-    pooled = stat(means, cis)
-    where = side(pooled)
-    verdict = {"below": "holds", "above": "does not hold"}.get(where or "", "inconclusive")
-    below = sum(s == "below" for _, s in rated)
-    above = sum(s == "above" for _, s in rated)
-    cited = "; ".join(f"{_cite(g)} ({s} 0)" for g, s in rated)
-    return _finding("reduces_robustness", verdict,
-                    f"robust Δ averaged over the {len(edits)} edit groups, per seed: {stat_text(pooled, signed=True)} "
-                    f"over {pooled['n']} seed(s) ({pooled['interval'] or 'no interval'}); per group, the interval "
-                    f"lies below 0 in {below} of {len(rated)}, above 0 in {above}, straddles 0 in "
-                    f"{len(rated) - below - above}: {cited}")
+def reduces_robustness(edits: list[Group], runs: list[dict[str, Any]], metrics: list[str]) -> dict[str, str]:
+    """About edits in general, per robustness metric (each attack's accuracy, the corruption mean): per seed, the
+    mean delta over every edit group (one baseline and one audit draw per seed), with a t interval over seeds (never
+    narrower than the audits'): holds for a metric when it lies below 0, does not hold when above, inconclusive
+    when it straddles 0. The finding holds when it holds for every metric, in part when for some (named)."""
+    parts = {m: _over_seeds(pooled(edits, runs, m)) for m in metrics}
+    parts = {m: p for m, p in parts.items() if p["n"]}
+    if not parts:
+        return _finding("reduces_robustness", "not tested", "no edit group has a robustness delta")
+    verdicts = {m: {"below": "holds", "above": "does not hold"}.get(side(p) or "", "inconclusive")
+                for m, p in parts.items()}
+    overall = _over_seeds(pooled(edits, runs))
+    rated = [(g, sd) for g in edits if (sd := side(g["robust_delta"]))]
+    return _finding("reduces_robustness", combine(list(verdicts.values())),
+                    "; ".join(f"{m}: {verdicts[m]}, Δ averaged over the {len(edits)} edit groups per seed "
+                              f"{stat_text(p, signed=True)} over {p['n']} seed(s)" for m, p in parts.items())
+                    + f"; robust Δ (their mean): {stat_text(overall, signed=True)}; per group: "
+                    + "; ".join(f"{_cite(g)} ({sd} 0)" for g, sd in rated))
 
 
 def _paired_runs(a: Group, b: Group, runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -100,12 +139,13 @@ def paired_difference(pairs: list[tuple[dict[str, Any], dict[str, Any]]], compar
             return stat(diffs)
         x, y = pairs[0]
         return {"mean": diffs[0], "lo": x["ci95"][0] - y["ci95"][1], "hi": x["ci95"][1] - y["ci95"][0], "n": 1,
-                "interval": AUDIT_CI}
+                "interval": "audit ci95 (one seed: both audits' intervals, no correction)"}
     mean, n = statistics.fmean(diffs), len(diffs)
     half = t_quantile(1 - 0.025 / max(comparisons, 1), n - 1) * statistics.stdev(diffs) / math.sqrt(n)
     floor = statistics.fmean(halves) if halves else 0.0
     return {"mean": mean, "lo": mean - max(half, floor), "hi": mean + max(half, floor), "n": n,
-            "interval": f"paired t, Bonferroni over {comparisons}" + (" (audit ci95 floor)" if floor > half else "")}
+            "interval": (f"{AUDIT_FLOOR_PREFIX}floor: wider than the paired t)" if floor > half
+                         else f"paired t, Bonferroni over {comparisons}" if comparisons > 1 else "paired t")}
 
 
 def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]],
@@ -130,71 +170,45 @@ def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]],
 
 
 def method_and_layer(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
-    """Method: groups of different methods; layer: groups of one method and the same hyperparameters at different
-    layers (each family tested when the study has two such groups). Each comparison is the robust delta's
+    """Method: groups of different methods at the same layer (whole-model methods among themselves); layer: groups
+    of one method and the same hyperparameters at different layers. Each comparison is the robust delta's
     difference paired by seed (the runs of a seed share their baseline and audit draws), with a Bonferroni-corrected
-    interval over its family, so testing many pairs does not make a difference out of noise. Holds when every
-    tested family finds one; does not hold when every tested family shows its differences within ±EQUIVALENT
-    (absence of a detected difference is not evidence of none); inconclusive otherwise."""
+    interval over its family, so testing many pairs does not make a difference out of noise. Per family: holds when
+    a difference is shown, does not hold when every difference is shown within ±EQUIVALENT (no detected difference
+    is not evidence of none), inconclusive otherwise; the finding combines the two families (`combine`)."""
     rated = [g for g in edits if g["robust_delta"]["mean"] is not None]
     pairs = [(a, b) for i, a in enumerate(rated) for b in rated[i + 1:]]
-    method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"]], runs, "method")
+    method = _compare([(a, b) for a, b in pairs if a["method"] != b["method"] and a["layers"] == b["layers"]], runs,
+                      "method (same layer)")
     layer = _compare([(a, b) for a, b in pairs if a["method"] == b["method"] and a["varied"] == b["varied"]
                       and a["layers"] and b["layers"] and a["layers"] != b["layers"]], runs, "layer (same method)")
-    found = [m for m, text in (method, layer) if "not tested" not in text]
-    verdict = ("not tested" if not found else "holds" if all(m is True for m in found) else
-               "does not hold" if all(m is False for m in found) else "inconclusive")
-    return _finding("method_and_layer", verdict, f"{method[1]}; {layer[1]}")
-
-
-def _by_seed(groups: list[Group], runs: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
-    names = {g["group"] for g in groups}
-    out: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        if r["group"] in names and r["robust_delta"]["value"] is not None:
-            out[r["seed"]].append(r["robust_delta"])
-    return out
-
-
-def _paired(a: dict[Any, list[dict[str, Any]]], b: dict[Any, list[dict[str, Any]]]) -> Stat:
-    """mean(a) - mean(b) per shared seed, with a t interval over seeds; for one seed the difference of the audits'
-    CIs ([a.lo - b.hi, a.hi - b.lo]: conservative), when both sides have them."""
-    seeds = sorted(set(a) & set(b), key=str)
-
-    def mean(ds: list[dict[str, Any]], i: int | None = None) -> float:
-        return statistics.fmean(d["value"] if i is None else d["ci95"][i] for d in ds)
-
-    diffs = [mean(a[s]) - mean(b[s]) for s in seeds]
-    if len(seeds) != 1:
-        return stat(diffs)
-    s = seeds[0]
-    if not all(d["ci95"] for d in a[s] + b[s]):
-        return stat(diffs)
-    return {"mean": diffs[0], "lo": mean(a[s], 0) - mean(b[s], 1), "hi": mean(a[s], 1) - mean(b[s], 0), "n": 1,
-            "interval": AUDIT_CI}
+    verdicts = [{True: "holds", False: "does not hold", None: "inconclusive"}[found]
+                if "not tested" not in text else "not tested" for found, text in (method, layer)]
+    return _finding("method_and_layer", combine(verdicts), f"{method[1]}; {layer[1]}")
 
 
 def constrained_better(edits: list[Group], runs: list[dict[str, Any]]) -> dict[str, str]:
     """Constrained = groups edited at a layer (a known depth); whole-model = `finetune`. Per seed, the constrained
-    runs' mean robust delta minus finetune's: holds when that difference's interval lies above 0, does not hold when
-    below, inconclusive when it straddles 0."""
+    groups' mean robust delta minus finetune's (seeds where every group ran), with a paired t interval never
+    narrower than the audits': holds when it lies above 0, does not hold when below, inconclusive when it straddles
+    0. Each group's own paired difference is cited, uncorrected for the number of groups."""
     constrained = [g for g in edits if g["depth"] is not None]
     whole = [g for g in edits if g["method"] == WHOLE_MODEL]
     if not constrained or not whole:
         missing = "whole-model finetune group" if constrained else "constrained (single-layer) edit group"
         return _finding("constrained_better", "not tested", f"the study has no succeeded {missing}")
-    base = _by_seed(whole, runs)
-    overall = _paired(_by_seed(constrained, runs), base)
+    base = pooled(whole, runs)
+    overall = paired_difference(_shared(pooled(constrained, runs), base), 1)
     if overall["n"] == 0:
         return _finding("constrained_better", "not tested", "no seed has both a constrained and a finetune run")
-    where = side(overall)
-    verdict = {"above": "holds", "below": "does not hold"}.get(where or "", "inconclusive")
-    per_group = "; ".join(f"{_cite(g)} (paired {stat_text(_paired(_by_seed([g], runs), base), signed=True)})"
-                          for g in constrained)
+    verdict = {"above": "holds", "below": "does not hold"}.get(side(overall) or "", "inconclusive")
+    per_group = "; ".join(
+        f"{_cite(g)} (paired {stat_text(paired_difference(_shared(pooled([g], runs), base), 1), True)})"
+        for g in constrained)
     return _finding("constrained_better", verdict,
                     f"constrained − finetune robust Δ, paired by seed: {stat_text(overall, signed=True)} over "
                     f"{overall['n']} seed(s) ({overall['interval'] or 'no interval'}); finetune: "
-                    f"{'; '.join(_cite(g) for g in whole)}; constrained: {per_group}")
+                    f"{'; '.join(_cite(g) for g in whole)}; each constrained group, paired, uncorrected: {per_group}")
 
 
 def _monotone(c: Curve, tol: float) -> tuple[bool, str]:
@@ -226,42 +240,56 @@ def _mean_path(paths: list[Curve]) -> Curve | None:
     return Curve(seed="mean", robust_metric=paths[0].robust_metric, points=points) if len(points) > 1 else None
 
 
-def interpolation_tradeoff(groups: list[Group], curves: dict[str, list[Curve]], key: str,
-                           tol: float) -> dict[str, str]:
-    """Per 1-LI group: against its base group, accuracy (generalization, else edit) no higher and robust delta no
-    lower (within `tol`); along the alpha path averaged over seeds, edit accuracy non-decreasing and robust accuracy
-    non-increasing in alpha (within `tol` per step; seeds whose own path wobbles more are named). Holds when every
-    1-LI group passes its checks, does not hold when none does."""
+def _seeds_of(group: str, runs: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
+    """seed -> {value, ci95} of a group's run: its robust delta, or (key) its accuracy without an interval."""
+    out = {}
+    for r in runs:
+        if r["group"] == group and r["status"] == "succeeded":
+            d = r["robust_delta"] if key == "robust" else {"value": r.get(key), "ci95": None}
+            if d.get("value") is not None:
+                out[r["seed"]] = d
+    return out
+
+
+def interpolation_tradeoff(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]],
+                           key: str, tol: float) -> dict[str, str]:
+    """Per 1-LI group against its base group, paired by seed: it trades when its robust delta is higher than the
+    base's (the paired gain's interval above 0), its accuracy (generalization, else edit) is not higher, and the
+    path averaged over seeds is monotone (edit accuracy non-decreasing, robust accuracy non-increasing in alpha,
+    within `tol` per step; seeds whose own path wobbles more are named). It goes against the finding when the gain
+    lies below 0 or the mean path is not monotone; otherwise it shows no trade. Holds when every group trades, in
+    part when some do, does not hold when every group goes against it."""
     by_name = {g["group"]: g for g in groups}
-    checked: list[tuple[bool, str]] = []
+    outcomes: list[tuple[str, str]] = []
     for g in groups:
         if g["method"] != INTERPOLATE or not g["n_succeeded"]:
             continue
-        checks = []
         base = by_name.get(g["base"] or "")
-        if base is not None and base["n_succeeded"]:
-            k = key if g[key]["mean"] is not None and base[key]["mean"] is not None else "edit_acc"
-            acc, acc0 = g[k]["mean"], base[k]["mean"]
-            rob, rob0 = g["robust_delta"]["mean"], base["robust_delta"]["mean"]
-            if None not in (acc, acc0, rob, rob0):
-                ok = acc <= acc0 + tol and rob >= rob0 - tol
-                checks.append((ok, f"{k.replace('_acc', '')} acc {num(acc)} vs base {num(acc0)}, robust Δ "
-                                   f"{num(rob, True)} vs {num(rob0, True)}"))
         paths = [c for c in curves.get(g["group"], []) if len(c.points) > 1]
         mean = _mean_path(paths)
-        if mean is not None:
-            ok, text = _monotone(mean, tol)
-            wobbly = [c.seed for c in paths if not _monotone(c, tol)[0]]
-            checks.append((ok, text.replace("seed mean", f"mean path over {len(paths)} seed(s)", 1)
-                           + (f" (single seeds {wobbly} wobble by more than {tol:g} at some step: the path's PGD "
-                              "accuracy is measured on a subset of the test split)" if wobbly else "")))
-        if checks:
-            good = all(ok for ok, _ in checks)
-            checked.append((good, f"{g['group']}: {'; '.join(text for _, text in checks)}"))
-    if not checked:
-        return _finding("interpolation_tradeoff", "not tested", "no succeeded 1-LI group with a base or a path")
-    n_ok = sum(ok for ok, _ in checked)
-    verdict = "holds" if n_ok == len(checked) else "does not hold" if n_ok == 0 else "inconclusive"
-    return _finding("interpolation_tradeoff", verdict, f"{n_ok} of {len(checked)} 1-LI group(s) trade accuracy for "
-                                                       f"robustness monotonically (tolerance {tol:g}): "
-                                                       + " | ".join(text for _, text in checked))
+        if base is None or not base["n_succeeded"]:
+            continue
+        k = key if g[key]["mean"] is not None and base[key]["mean"] is not None else "edit_acc"
+        gain = paired_difference(_shared(_seeds_of(g["group"], runs, "robust"),
+                                         _seeds_of(base["group"], runs, "robust")), 1)
+        acc = stat([a["value"] - b["value"] for a, b in _shared(_seeds_of(g["group"], runs, k),
+                                                                  _seeds_of(base["group"], runs, k))])
+        monotone, path = _monotone(mean, tol) if mean is not None else (True, "no alpha path stored")
+        wobbly = [c.seed for c in paths if not _monotone(c, tol)[0]]
+        where = side(gain)
+        outcome = ("against" if where == "below" or not monotone else
+                   "trades" if where == "above" and (acc["mean"] or 0.0) <= tol else "no trade shown")
+        outcomes.append((outcome, f"{g['group']}: {outcome}; robust Δ gain over its base, paired "
+                                  f"{stat_text(gain, True)}; {k.replace('_acc', '')} accuracy change "
+                                  f"{stat_text(acc, True)}; "
+                                  + path.replace("seed mean", f"mean path over {len(paths)} seed(s)", 1)
+                                  + (f" (single seeds {wobbly} wobble by more than {tol:g} at some step: the path's "
+                                     "robust accuracy is 1-LI's own PGD check on a test subset)" if wobbly else "")))
+    if not outcomes:
+        return _finding("interpolation_tradeoff", "not tested", "no succeeded 1-LI group with its base")
+    verdict = combine(["holds" if o == "trades" else "does not hold" if o == "against" else "inconclusive"
+                       for o, _ in outcomes])
+    n_ok = sum(o == "trades" for o, _ in outcomes)
+    return _finding("interpolation_tradeoff", verdict, f"{n_ok} of {len(outcomes)} 1-LI group(s) trade accuracy for "
+                                                       f"robustness along a monotone path (tolerance {tol:g}): "
+                                                       + " | ".join(text for _, text in outcomes))

@@ -93,8 +93,9 @@ def _run_delta(d: dict[str, Any]) -> str:
 def _sections(summary: Summary) -> list[Section]:
     key = summary["accuracy"]
     robust = summary["robustness_metrics"]
-    groups = Section("groups", "Groups", "mean [95% interval] over seeds (Student t); with one seed, that run's "
-                     "audit 95% CI (clustered by image). Δ = edited − original on the same test images.")
+    groups = Section("groups", "Groups", "mean [95% interval] over seeds (Student t, widened to the runs' own "
+                     "audit interval where that is wider: †); with one seed, that run's audit 95% CI (clustered by "
+                     "image). Δ = edited − original on the same test images.")
     groups.tables.append(("", ["group", "runs ok", "edit acc", "gen. acc", "clean Δ", "robust Δ",
                                *(_short(n) for n in robust), "collapse", "cost s", "passed", "front"],
                           [[g["group"], f"{g['n_succeeded']}/{g['n_runs']}", stat_text(g["edit_acc"]),
@@ -123,8 +124,9 @@ def _sections(summary: Summary) -> list[Section]:
         chosen = ", ".join(f"seed {x['seed']}: {num(x['alpha'])}" for x in c["chosen"]) or "—"
         caption = (f"`{c['group']}` (base `{c['base']}`); chosen α {chosen}"
                    + (f"; threshold {num(c['threshold'])}" if c["threshold"] is not None else ""))
-        alpha.tables.append((caption, ["α", "seeds", "test acc", f"robust acc ({c['robust_metric'] or '—'})",
-                                       "edit acc", "gen. acc"],
+        robust_col = (f"path robust acc (1-LI's check: {c['robust_metric'] or '—'} at alpha.robust_eps, on a test "
+                      "subset)")
+        alpha.tables.append((caption, ["α", "seeds", "test acc", robust_col, "edit acc", "gen. acc"],
                              [[num(p["alpha"]), str(p["n"]), num(p["test_acc"]), num(p["robust_acc"]),
                                num(p["edit_acc"]), num(p["gen_acc"])] for p in c["points"]]))
     runs = Section("runs", "Every run", "failed and canceled runs are listed and left out of every statistic.")

@@ -14,6 +14,8 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 T_INTERVAL = "t95 over seeds"
 AUDIT_CI = "audit ci95"
 AUDIT_FLOOR = "audit ci95 (wider than t95 over seeds)"
+AUDIT_FLOOR_PREFIX = "audit ci95 ("
+FLOOR_MARK = "†"  # the interval is the runs' audit CI, wider than the spread over seeds gave
 MINUS = "\u2212"
 
 Stat = dict[str, Any]  # {"mean", "lo", "hi", "n", "interval"}: JSON-safe
@@ -70,6 +72,13 @@ def ci(v: Any) -> tuple[float, float] | None:
     return None if lo is None or hi is None else (lo, hi)
 
 
+def clipped(s: Stat, lo: float = 0.0, hi: float = 1.0) -> Stat:
+    """An interval of a share or an accuracy kept inside [lo, hi] (a t interval near 1 reaches past it)."""
+    if s.get("lo") is None or s.get("hi") is None:
+        return s
+    return {**s, "lo": max(lo, s["lo"]), "hi": min(hi, s["hi"])}
+
+
 def stat(values: Sequence[float | None], cis: Sequence[tuple[float, float] | None] = ()) -> Stat:
     """Mean and 95% interval over seeds: Student's t with n - 1 df for n >= 2; for one seed that run's audit CI
     (clustered by image) when it has one; no interval otherwise. None values (a metric a run lacks) are left out."""
@@ -116,4 +125,5 @@ def stat_text(s: Stat | None, signed: bool = False) -> str:
         return "—"
     if s.get("lo") is None or s.get("hi") is None:
         return num(s["mean"], signed)
-    return f"{num(s['mean'], signed)} [{num(s['lo'], signed)}, {num(s['hi'], signed)}]"
+    mark = FLOOR_MARK if str(s.get("interval") or "").startswith(AUDIT_FLOOR_PREFIX) else ""
+    return f"{num(s['mean'], signed)} [{num(s['lo'], signed)}, {num(s['hi'], signed)}]{mark}"

@@ -22,7 +22,7 @@ from typing import Any
 from editaudit.contracts import metrics as M
 from editaudit.contracts.studies import INTERPOLATE
 from editaudit.study.findings import Curve, findings
-from editaudit.study.stats import Stat, ci, finite, num, stat
+from editaudit.study.stats import Stat, ci, clipped, finite, num, stat
 
 SUCCEEDED = "succeeded"
 VERDICTS = ("pass", "warn", "fail")
@@ -57,7 +57,7 @@ def summarise(runs: list[Row], policy_name: str | None = None, tolerance: float 
         "by_depth": by_depth(rows, views),
         "alpha_curves": alpha_curves(groups, rows, curves),
         "policy": policy(groups, views, policy_name, key),
-        "findings": findings(groups, views, curves, key, tolerance),
+        "findings": findings(groups, views, curves, key, tolerance, robust),
     }
 
 
@@ -119,7 +119,9 @@ def _run(row: Row, robust: list[str]) -> dict[str, Any]:
 
 
 def _values(runs: list[dict[str, Any]], key: str) -> Stat:
-    return stat([r[key] for r in runs])
+    """Accuracies and shares stay in [0, 1]; cost is only bounded below."""
+    s = stat([r[key] for r in runs])
+    return clipped(s, 0.0, math.inf) if key == "cost_s" else clipped(s)
 
 
 def _deltas(cells: list[dict[str, Any] | None]) -> Stat:
@@ -189,8 +191,24 @@ def by_depth(rows: list[Row], views: list[dict[str, Any]]) -> list[dict[str, Any
         if v["status"] == SUCCEEDED:
             cell["runs"].append(v)
     out = [{"method": method, "layer": layer, "depth": c["depth"], "groups": c["groups"],
-            "robust_delta": _deltas([v["robust_delta"] for v in c["runs"]])} for (method, layer), c in cells.items()]
+            "robust_delta": _per_seed(c["runs"])} for (method, layer), c in cells.items()]
     return sorted(out, key=lambda e: (e["depth"], e["method"], e["layer"]))
+
+
+def _per_seed(runs: list[dict[str, Any]]) -> Stat:
+    """The cell's robust delta averaged per seed first (its groups share each seed's baseline and audit draw, so
+    they are not independent samples), then a t interval over seeds."""
+    by_seed: dict[Any, list[dict[str, Any]]] = {}
+    for v in runs:
+        if v["robust_delta"]["value"] is not None:
+            by_seed.setdefault(v["seed"], []).append(v["robust_delta"])
+    cells: list[dict[str, Any] | None] = []
+    for ds in by_seed.values():
+        bounds = [d["ci95"] for d in ds if d.get("ci95")]
+        cells.append({"value": statistics.fmean(d["value"] for d in ds),
+                      "ci95": [statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds)]
+                      if len(bounds) == len(ds) else None})
+    return _deltas(cells)
 
 
 def _curve(row: Row) -> Curve:
