@@ -38,7 +38,6 @@ from editaudit.worker.ml.bundled import SCENARIOS, Case, build_case, run_as_job
 AUDIT = {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125}],
          "corruptions": {"names": "all", "severities": [1, 3, 5]}}
 METHODS = ["finetune", "finetune_layer", "low_rank", "rewrite", "enn"]
-LAYERS = ["features.3", "features.7", "fc1"]  # the second and the last conv (depth 2/7, 4/7), the hidden linear (6/7)
 HYPERPARAMS = {"low_rank": {"rank": [1]}, "rewrite": {"rank": [1]}}
 POLICY = "default"
 PGD = M.adv_accuracy("test", "pgd")
@@ -92,7 +91,7 @@ def clean(v):
     return v
 
 
-def run_cell(index: int, cell: Cell, c: Case, evals: dict) -> tuple[dict, dict]:
+def run_cell(index: int, cell: Cell, c: Case, evals: dict, device: str = "cpu") -> tuple[dict, dict]:
     """(the row, extras for the page: test n, per-class deltas, the edit's stop reason)."""
     row = {"index": index, "group": cell.group, "method": cell.method, "layers": list(cell.layers),
            "varied": cell.varied, "seed": cell.seed, "base": cell.base, "depth": depth_of(c.model.net, cell.layers),
@@ -102,7 +101,7 @@ def run_cell(index: int, cell: Cell, c: Case, evals: dict) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     try:
         job = run_as_job(c.model, c.splits, cell.method, cell.layers, cell.hyperparams, seed=cell.seed,
-                         audit=AUDIT, baseline_evals=evals)
+                         audit=AUDIT, baseline_evals=evals, device=device)
         audit = job.audit.result
         gate = evaluate(audit, builtin_policy(POLICY), typos_are_usage=False)
         row.update(status="succeeded", baseline=dict(audit.metrics.baseline), candidate=dict(audit.metrics.candidate),
@@ -127,13 +126,13 @@ def run_study(args) -> dict:
     rows, extras, seeds = [], [], []
     for seed in args.seeds:
         t_seed = time.perf_counter()
-        c = build_case(args.scenario, seed)
+        c = build_case(args.scenario, seed, args.device)
         trained = time.perf_counter() - t_seed
         evals: dict = {}
         for index, cell in enumerate(cells):
             if cell.seed != seed:
                 continue
-            row, extra = run_cell(index, cell, c, evals)
+            row, extra = run_cell(index, cell, c, evals, args.device)
             rows.append(row)
             extras.append(extra)
             d = row["deltas"]
@@ -156,7 +155,8 @@ def run_study(args) -> dict:
     return {"meta": {"command": " ".join(["python", "bench/study.py", *sys.argv[1:]]),
                      "date": datetime.date.today().isoformat(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                     "cores": os.cpu_count(), "wall_s": took, "load_1min": load, "scenario": args.scenario,
+                     "cores": os.cpu_count(), "device": args.device, "wall_s": took, "load_1min": load,
+                     "scenario": args.scenario,
                      "seeds": args.seeds,
                      "layers": args.layers, "methods": METHODS, "hyperparams": HYPERPARAMS,
                      "interpolate": args.interpolate, "audit": AUDIT, "policy": POLICY, "cells": len(cells),
@@ -193,7 +193,7 @@ def baseline_section(meta: dict) -> str:
                *(f3((s["before"] or {}).get(k)) for k in ("test.accuracy", PGD, CORR, "generalization.accuracy",
                                                            "edit.accuracy")), f"{s['train_s']:.0f}"] for s in per]
     return "\n\n".join([
-        f"## The baseline\n\neditaudit/smallcnn on sklearn's 8×8 digits, one per seed, trained {sc.epochs} epochs at "
+        f"## The baseline\n\n{sc.describe}, one per seed, trained {sc.epochs} epochs at "
         f"lr {sc.lr:g} and {sc.settle_epochs} at lr {sc.lr / 10:g} to settle BatchNorm; train / test accuracy after "
         "each epoch:",
         md_table(["epoch", *(f"seed {s['seed']}" for s in per)], curve_rows),
@@ -405,8 +405,9 @@ def render_page(doc: dict, out: Path, img_dir: Path) -> None:
         "Brown et al. (2023, *Robustness of edited neural networks*) found that (1) edits reduce general robustness, "
         "(2) how much depends on the method and the layer edited, (3) constrained edits (one layer, low rank, "
         "rewrite) preserve robustness better than fine-tuning, and (4) 1-layer interpolation (1-LI) trades edit "
-        "accuracy for robustness along a monotone path. This page tests each on the bundled digits texture "
-        "scenario (`worker/ml/bundled.py`: 8 textured images of one class with their clean twins, a concept in a "
+        "accuracy for robustness along a monotone path. This page tests each on the bundled texture scenario "
+        f"`{meta['scenario']}` ({SCENARIOS[meta['scenario']].describe}; `worker/ml/bundled.py`: 8 textured images "
+        "of one class with their clean twins, a concept in a "
         "new context; the generalization set is held-out textured images of that class). The grid is a study "
         "(`editaudit/contracts/studies.py`, what `POST /studies` runs on your model): methods "
         f"{', '.join(f'`{m}`' for m in meta['methods'])} (low_rank and rewrite at rank 1; finetune and enn edit "
@@ -422,7 +423,8 @@ def render_page(doc: dict, out: Path, img_dir: Path) -> None:
         "study.yaml --wait`, then `editaudit study report STUDY_ID -o study.html`; [api.md](api.md#studies)). "
         "Its runs are ordinary edits on the workers, and its report is rendered by the same `editaudit.study`.",
         f"Generated by `{meta['command']}` on {meta['date']}: torch {meta['torch']}, {meta['threads']} CPU threads "
-        f"({meta['cores']} cores), {meta['cells']} runs in **{meta['wall_s']:.0f} s** "
+        f"({meta['cores']} cores{', ' + meta['device'] if meta.get('device', 'cpu') != 'cpu' else ''}), "
+        f"{meta['cells']} runs in **{meta['wall_s']:.0f} s** "
         f"({meta['wall_s'] / 60:.1f} min, baseline training included"
         + (f"; 1-minute load average {', '.join(f'{x:.1f}' for x in meta['load_1min'])} at the start and after each "
            f"seed, above the study's own {meta['threads']} threads: other jobs shared the cores"
@@ -438,7 +440,7 @@ def render_page(doc: dict, out: Path, img_dir: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--layers", nargs="+", default=LAYERS)
+    ap.add_argument("--layers", nargs="+", default=None, help="default: the scenario's study layers")
     ap.add_argument("--scenario", default="digits", choices=list(SCENARIOS))
     ap.add_argument("--interpolate", nargs="*", default=None, metavar="BASE",
                     help="the base methods that get a 1-LI run (default: every interpolation base)")
@@ -447,7 +449,10 @@ def main() -> None:
     ap.add_argument("--rows-out", type=Path, default=Path("build/study_runs.json"),
                     help="the runs as JSON, for --from-rows (~2 MB a seed: kept out of git)")
     ap.add_argument("--from-rows", type=Path, help="render from a rows file instead of running the study")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when there is one): training and runs")
     args = ap.parse_args()
+    args.layers = args.layers or list(SCENARIOS[args.scenario].study_layers)
+    args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.from_rows:
         doc = json.loads(args.from_rows.read_text())
     else:

@@ -58,6 +58,9 @@ class Scenario:
     threshold: float = 0.15
     layer: str = "fc1"
     lr: float = 3e-3
+    arch: str = "editaudit/smallcnn"
+    describe: str = "editaudit/smallcnn on sklearn's 8×8 digits"
+    study_layers: tuple[str, ...] = ("features.3", "features.7", "fc1")  # bench/study.py's default layers
 
 
 def _upsample(d: DatasetArrays, size: int) -> DatasetArrays:
@@ -72,17 +75,24 @@ SCENARIOS: dict[str, Scenario] = {
                           settle_epochs=1, strength=0.15, threshold=SYNTHETIC_THRESHOLD),
     "stamp": Scenario(lambda: (_upsample(digits_arrays("train"), 16), _upsample(digits_arrays("test"), 16)),
                       epochs=12, settle_epochs=1, strength=0.9),
+    # the larger one, for a GPU: torchvision's ResNet-18 (random init) on the coloured shapes at 64x64
+    "resnet18": Scenario(lambda: (_upsample(synthetic_arrays("train", 2000), 64),
+                                  _upsample(synthetic_arrays("test", 500), 64)),
+                         epochs=12, settle_epochs=1, strength=0.15, threshold=SYNTHETIC_THRESHOLD, layer="fc",
+                         lr=1e-3, arch="torchvision/resnet18",
+                         describe="torchvision/resnet18 on the bundled coloured shapes at 3×64×64",
+                         study_layers=("layer2.1.conv2", "layer3.1.conv2", "layer4.1.conv2", "fc")),
 }
 
 
-def train_baseline(sc: Scenario, train: DatasetArrays, test: DatasetArrays, seed: int) -> tuple[torch.nn.Module,
-                                                                                               list[dict]]:
+def train_baseline(sc: Scenario, train: DatasetArrays, test: DatasetArrays, seed: int,
+                   device: str = "cpu") -> tuple[torch.nn.Module, list[dict]]:
     """editaudit/smallcnn trained for the scenario's epochs (then its settle epochs at lr/10), seeded; the curve
     holds train and test accuracy after every epoch."""
-    xt, yt = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    xe, ye = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    xt, yt = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
+    xe, ye = torch.from_numpy(test.x).to(device), torch.from_numpy(test.y).to(device)
     torch.manual_seed(seed)
-    net = build_inner("editaudit/smallcnn", 10, list(train.x.shape[1:]))
+    net = build_inner(sc.arch, 10, list(train.x.shape[1:])).to(device)
     curve: list[dict] = []
 
     def record(epoch: int, lr: float) -> None:
@@ -94,13 +104,13 @@ def train_baseline(sc: Scenario, train: DatasetArrays, test: DatasetArrays, seed
     return net, curve
 
 
-def build_case(name: str, seed: int = 0) -> Case:
+def build_case(name: str, seed: int = 0, device: str = "cpu") -> Case:
     """The scenario `name` at `seed` (the baseline's initialisation and training order, the texture and the edit
     exemplars)."""
     sc = SCENARIOS[name]
     train, test = sc.data()
-    net, curve = train_baseline(sc, train, test, seed)
-    spec = {"arch": "editaudit/smallcnn", "num_classes": 10, "input_shape": list(train.x.shape[1:])}
+    net, curve = train_baseline(sc, train, test, seed, device)
+    spec = {"arch": sc.arch, "num_classes": 10, "input_shape": list(train.x.shape[1:])}
     model = create_model(spec)
     model.net.load_state_dict(net.state_dict())
     model.eval()
