@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from editaudit.contracts.studies import INTERPOLATE
-from editaudit.study.stats import AUDIT_FLOOR_PREFIX, Stat, num, side, stat, stat_text, t_quantile
+from editaudit.study.stats import (
+    AUDIT_FLOOR_PREFIX,
+    Stat,
+    delta_stat,
+    mean_delta,
+    num,
+    side,
+    stat,
+    stat_text,
+    t_quantile,
+)
 
 WHOLE_MODEL = "finetune"
 EQUIVALENT = 0.02  # robust-delta differences within ±2 points of accuracy: no difference worth a finding
@@ -70,20 +80,11 @@ def pooled(groups: list[Group], runs: list[dict[str, Any]], metric: str | None =
     for r in runs:
         if r["group"] in names and (d := _value(r, metric)) is not None:
             at[r["seed"]].append(d)
-    out = {}
-    for seed, ds in at.items():
-        if len(ds) != len(names):
-            continue
-        bounds = [d["ci95"] for d in ds if d.get("ci95")]
-        out[seed] = {"value": statistics.fmean(d["value"] for d in ds),
-                     "ci95": [statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds)]
-                     if len(bounds) == len(ds) else None}
-    return out
+    return {seed: mean_delta(ds) for seed, ds in at.items() if len(ds) == len(names)}
 
 
 def _over_seeds(cells: dict[Any, dict[str, Any]]) -> Stat:
-    return stat([c["value"] for c in cells.values()], [tuple(c["ci95"]) if c["ci95"] else None
-                                                       for c in cells.values()])
+    return delta_stat(cells.values())
 
 
 def _shared(a: dict[Any, dict[str, Any]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # two-sided 95% quantiles of Student's t, df 1..30 (a seed list holds at most 10; pooled runs may hold more)
@@ -102,6 +102,21 @@ def stat(values: Sequence[float | None], cis: Sequence[tuple[float, float] | Non
         half = statistics.fmean(audit)
         return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "interval": AUDIT_FLOOR}
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "interval": T_INTERVAL}
+
+
+def mean_delta(ds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several deltas of one seed as one {value, ci95}: their mean, and the mean of their audit CIs when every one
+    has a CI (deltas of one seed share its baseline and audit draw: they are averaged, not treated as samples)."""
+    bounds = [d["ci95"] for d in ds if d.get("ci95")]
+    return {"value": statistics.fmean(d["value"] for d in ds),
+            "ci95": [statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds)]
+            if len(bounds) == len(ds) else None}
+
+
+def delta_stat(cells: Iterable[dict[str, Any] | None]) -> Stat:
+    """`stat` over {value, ci95} cells (one per seed; None: a seed without one)."""
+    present = [c for c in cells if c is not None]
+    return stat([c["value"] for c in present], [tuple(c["ci95"]) if c["ci95"] else None for c in present])
 
 
 def side(s: Stat) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 from editaudit.contracts import metrics as M
 from editaudit.contracts.studies import INTERPOLATE
 from editaudit.study.findings import Curve, findings
-from editaudit.study.stats import Stat, ci, clipped, finite, num, stat
+from editaudit.study.stats import Stat, ci, clipped, delta_stat, finite, mean_delta, num, stat
 
 SUCCEEDED = "succeeded"
 VERDICTS = ("pass", "warn", "fail")
@@ -124,12 +124,6 @@ def _values(runs: list[dict[str, Any]], key: str) -> Stat:
     return clipped(s, 0.0, math.inf) if key == "cost_s" else clipped(s)
 
 
-def _deltas(cells: list[dict[str, Any] | None]) -> Stat:
-    """A delta over the group's seeds; with one seed, that run's audit CI (clustered by image) is the interval."""
-    present = [c for c in cells if c is not None]
-    return stat([c["value"] for c in present], [tuple(c["ci95"]) if c["ci95"] else None for c in present])
-
-
 def _groups(rows: list[Row], views: list[dict[str, Any]], robust: list[str]) -> list[dict[str, Any]]:
     out = []
     for name in dict.fromkeys(r.get("group") for r in rows):
@@ -147,9 +141,9 @@ def _groups(rows: list[Row], views: list[dict[str, Any]], robust: list[str]) -> 
             "depth": finite(first.get("depth")), "base": first.get("base"), "varied": first.get("varied") or {},
             "n_runs": len(members), "n_succeeded": len(ok), "seeds": [v["seed"] for v in ok],
             "edit_acc": _values(ok, "edit_acc"), "gen_acc": _values(ok, "gen_acc"),
-            "clean_delta": _deltas([v["clean_delta"] for v in ok]),
-            "robust_delta": _deltas([v["robust_delta"] for v in ok]),
-            "robust": {n: _deltas([v["robust"].get(n) for v in ok]) for n in robust},
+            "clean_delta": delta_stat([v["clean_delta"] for v in ok]),
+            "robust_delta": delta_stat([v["robust_delta"] for v in ok]),
+            "robust": {n: delta_stat([v["robust"].get(n) for v in ok]) for n in robust},
             "collapse": _values(ok, "collapse"), "cost_s": _values(ok, "cost_s"),
             "policy": counts, "verdict": verdict, "on_front": None,
         })
@@ -202,13 +196,7 @@ def _per_seed(runs: list[dict[str, Any]]) -> Stat:
     for v in runs:
         if v["robust_delta"]["value"] is not None:
             by_seed.setdefault(v["seed"], []).append(v["robust_delta"])
-    cells: list[dict[str, Any] | None] = []
-    for ds in by_seed.values():
-        bounds = [d["ci95"] for d in ds if d.get("ci95")]
-        cells.append({"value": statistics.fmean(d["value"] for d in ds),
-                      "ci95": [statistics.fmean(b[0] for b in bounds), statistics.fmean(b[1] for b in bounds)]
-                      if len(bounds) == len(ds) else None})
-    return _deltas(cells)
+    return delta_stat(mean_delta(ds) for ds in by_seed.values())
 
 
 def _curve(row: Row) -> Curve:
