@@ -37,8 +37,7 @@ def create_study(req: StudyRequest, s: SessionDep, svc: SvcDep, sessions: Tenant
     the study and all its runs are stored in one transaction and sent to the workers. 202 with
     `Location: /studies/{id}`."""
     def create() -> JSONResponse:
-        runs = studies.validate_study(s, req, svc.settings.max_job_passes)
-        study, edits = studies.add_study_rows(s, req, runs)
+        study, edits = studies.add_study_rows(s, studies.validate_study(s, req, svc.settings.max_job_passes))
         s.commit()  # the rows exist before any worker can see a message
         for i, edit in enumerate(edits):
             try:
@@ -52,7 +51,8 @@ def create_study(req: StudyRequest, s: SessionDep, svc: SvcDep, sessions: Tenant
                 s.commit()
                 raise Problem(503, f"the job queue is unreachable; every run of study {study.id} was marked failed",
                               field="broker", study_id=study.id) from None
-        out = StudyAccepted(id=study.id, runs=[studies.run_out(s, study, e) for e in edits])
+        audits = studies.audits_of(s, edits)
+        out = StudyAccepted(id=study.id, runs=[studies.run_out(study, e, audits[e.id]) for e in edits])
         return JSONResponse(jsonable_encoder(out), status_code=202, headers={"Location": f"/studies/{study.id}"})
 
     return idempotent(request, sessions, payload_hash(req.model_dump(mode="json")), create)
@@ -70,12 +70,13 @@ def list_studies(s: SessionDep, limit: int = Query(50, ge=1, le=MAX_PAGE), curso
 
 def study_out(s, study: db.Study) -> StudyOut:
     edits = studies.study_edits(s, study)
+    audits = studies.audits_of(s, edits)
     status, counts = studies.status_of(study, edits)
-    summary = summarise(studies.summary_rows(s, study, edits),
+    summary = summarise(studies.summary_rows(s, study, edits, audits),
                         policy_name=_policy_name(study.request["pinned_policy"]["ref"]))
     return StudyOut(id=study.id, name=study.name, model_id=study.model_id, status=status, counts=counts,
                     created_at=study.created_at, canceled_at=study.canceled_at, request=study.request,
-                    runs=[studies.run_out(s, study, e) for e in edits], summary=summary)
+                    runs=[studies.run_out(study, e, audits[e.id]) for e in edits], summary=summary)
 
 
 def _policy_name(ref: dict) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,10 +27,17 @@ from editaudit.service.services.edit_requests import ValidEdit, add_edit_rows, v
 from editaudit.service.services.gating import edit_datasets, resolve_policy
 
 
-def validate_study(s: Session, req: StudyRequest, max_passes: int | None) -> list[tuple[Cell, ValidEdit]]:
+@dataclass
+class ValidStudy:
+    request: StudyRequest
+    runs: list[tuple[Cell, ValidEdit]]  # in grid order
+    policy: dict[str, Any]  # pinned_policy
+
+
+def validate_study(s: Session, req: StudyRequest, max_passes: int | None) -> ValidStudy:
     """Every run of the grid as a validated edit, in grid order; the first bad one is a 422 whose fields are
     prefixed `grid.runs.<i>` and whose detail names the run. Two runs that are one edit once validated are a 422."""
-    pinned_policy(s, req.policy)
+    policy = pinned_policy(s, req.policy)
     out: list[tuple[Cell, ValidEdit]] = []
     seen: dict[str, int] = {}
     for i, cell in enumerate(expand(req.grid)):
@@ -43,7 +51,7 @@ def validate_study(s: Session, req: StudyRequest, max_passes: int | None) -> lis
                                        "validated)", field="hyperparams"), i, cell)
         seen[same] = i
         out.append((cell, valid))
-    return out
+    return ValidStudy(req, out, policy)
 
 
 def pinned_policy(s: Session, ref: str | dict) -> dict[str, Any]:
@@ -86,15 +94,15 @@ def layer_depths(model: db.Model, names: set[str]) -> dict[str, float]:
     return out
 
 
-def add_study_rows(s: Session, req: StudyRequest, runs: list[tuple[Cell, ValidEdit]]) -> tuple[db.Study,
-                                                                                              list[db.Edit]]:
+def add_study_rows(s: Session, v: ValidStudy) -> tuple[db.Study, list[db.Edit]]:
     """The study and one edit (with its audit) per run, not yet committed."""
+    req, runs = v.request, v.runs
     model = repo.get_or_404(s, db.Model, req.model_id)
     cells: list[dict[str, Any]] = [
         {"index": i, "group": c.group, "method": c.method, "layers": v.request.layers, "seed": c.seed,
          "varied": c.varied, "base": c.base} for i, (c, v) in enumerate(runs)]
     depths = layer_depths(model, {layer for c in cells for layer in c["layers"]})
-    request = {**req.model_dump(mode="json"), "pinned_policy": pinned_policy(s, req.policy)}
+    request = {**req.model_dump(mode="json"), "pinned_policy": v.policy}
     study = db.Study(name=req.name, model_id=req.model_id, request=request, cells=cells, depths=depths)
     s.add(study)
     s.flush()
@@ -111,6 +119,11 @@ def study_edits(s: Session, study: db.Study) -> list[db.Edit]:
     return list(s.scalars(select(db.Edit).filter_by(study_id=study.id).order_by(db.Edit.study_index)))
 
 
+def audits_of(s: Session, edits: list[db.Edit]) -> dict[str, db.Audit]:
+    """edit id -> its audit, in one query (a study's page reads every run's)."""
+    return {a.edit_id: a for a in s.scalars(select(db.Audit).where(db.Audit.edit_id.in_([e.id for e in edits])))}
+
+
 def status_of(study: db.Study, edits: list[db.Edit]) -> tuple[Status, dict[str, int]]:
     counts = Counter(str(e.status) for e in edits)
     if any(e.status in ACTIVE for e in edits):
@@ -122,14 +135,15 @@ def status_of(study: db.Study, edits: list[db.Edit]) -> tuple[Status, dict[str, 
     return status, dict(counts)
 
 
-def run_out(s: Session, study: db.Study, edit: db.Edit) -> StudyRun:
+def run_out(study: db.Study, edit: db.Edit, audit: db.Audit) -> StudyRun:
     cell = study.cells[edit.study_index or 0]
     return StudyRun(index=cell["index"], group=cell["group"], seed=cell["seed"], method=edit.method,
-                    layers=edit.layers, edit_id=edit.id, audit_id=repo.audit_of(s, edit.id).id,
+                    layers=edit.layers, edit_id=edit.id, audit_id=audit.id,
                     status=Status(edit.status), error=edit.error, worker=edit.worker)
 
 
-def summary_rows(s: Session, study: db.Study, edits: list[db.Edit]) -> list[dict[str, Any]]:
+def summary_rows(s: Session, study: db.Study, edits: list[db.Edit],
+                 audits: dict[str, db.Audit]) -> list[dict[str, Any]]:
     """Each run in the shape editaudit.study.summary reads: its cell, status, metrics, deltas with the audit's
     intervals (clustered by image), durations, 1-LI's alpha path and the study policy's verdict."""
     pinned = study.request["pinned_policy"]
@@ -137,7 +151,7 @@ def summary_rows(s: Session, study: db.Study, edits: list[db.Edit]) -> list[dict
     rows = []
     for edit in edits:
         cell = study.cells[edit.study_index or 0]
-        audit = repo.audit_of(s, edit.id)
+        audit = audits[edit.id]
         row: dict[str, Any] = {**cell, "edit_id": edit.id, "audit_id": audit.id, "status": str(edit.status),
                                "error": edit.error, "baseline": {}, "candidate": {}, "deltas": {},
                                "durations_s": {}, "alpha": None, "alpha_curve": None, "gate": None,

@@ -15,9 +15,10 @@ from editaudit.core import db
 from editaudit.core.settings import Settings
 from editaudit.worker.jobs.persist import load_model
 from editaudit.worker.jobs.progress import Canceled
-from editaudit.worker.jobs.run import JOB_FIELDS, hold_out_for_edit, load_splits, pick_device
+from editaudit.worker.jobs.run import JOB_FIELDS, load_splits, pick_device
 from editaudit.worker.jobs.shards import Inputs, attempt_shard, row_dict, take_shard
 from editaudit.worker.ml.audit.runner import subset
+from editaudit.worker.ml.data import hold_out_for_edit
 
 log = logging.getLogger(__name__)
 _LAST: dict = {}  # {"key": (edit id, coordinator token), "inputs": Inputs}: the last audit this process worked on
