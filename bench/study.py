@@ -33,6 +33,7 @@ from editaudit.contracts import metrics as M
 from editaudit.contracts.studies import Cell, StudyGrid, expand
 from editaudit.gate.evaluate import evaluate
 from editaudit.gate.policy import builtin_policy
+from editaudit.study.findings import delta_of, paired_difference, paired_groups
 from editaudit.worker.ml.bundled import SCENARIOS, Case, build_case, run_as_job
 
 AUDIT = {"attacks": [{"id": "pgd", "name": "pgd", "norm": "inf", "eps": 0.05, "steps": 10, "step_size": 0.0125}],
@@ -219,22 +220,14 @@ def per_class_rows(runs: list[dict], extras: list[dict]) -> tuple[list[list[str]
 
 
 def _value(view: dict, metric: str | None) -> float | None:
-    return (view["robust"].get(metric) or {}).get("value") if metric else view["robust_delta"]["value"]
+    return (delta_of(view, metric) or {}).get("value")
 
 
 def paired(views: list[dict], a: str, b: str, metric: str | None = None) -> dict:
     """Group a's robust Δ (or `metric`'s Δ) minus group b's, per seed (the same baseline, the same audit seed), with
-    the t interval over seeds (uncorrected for how many are shown): the baseline's own seed-to-seed spread cancels."""
-    from editaudit.study.findings import paired_difference
-
-    def cell(v: dict) -> dict | None:
-        d = (v["robust"].get(metric) if metric else v["robust_delta"]) or {}
-        return d if d.get("value") is not None else None
-
-    va = {v["seed"]: cell(v) for v in views if v["group"] == a and v["status"] == "succeeded"}
-    vb = {v["seed"]: cell(v) for v in views if v["group"] == b and v["status"] == "succeeded"}
-    seeds = sorted(s for s in set(va) & set(vb) if va[s] is not None and vb[s] is not None)
-    pairs = [(va[s], vb[s]) for s in seeds]  # never narrower than the runs' own audit intervals (the summary's rule)
+    the t interval over seeds (uncorrected for how many are shown; never narrower than the runs' own audit
+    intervals): the baseline's own seed-to-seed spread cancels."""
+    pairs = paired_groups(a, b, views, metric)
     return paired_difference(pairs, 1) | {"per_seed": [x["value"] - y["value"] for x, y in pairs]}
 
 

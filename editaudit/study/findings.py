@@ -66,19 +66,20 @@ def combine(verdicts: list[str]) -> str:
     return "holds in part" if "holds" in tested else "inconclusive"
 
 
-def _value(run: dict[str, Any], metric: str | None) -> dict[str, Any] | None:
+def delta_of(run: dict[str, Any], metric: str | None) -> dict[str, Any] | None:
     """A run's robust delta (metric None) or one robustness metric's delta, as {value, ci95}."""
     d = run["robust_delta"] if metric is None else (run.get("robust") or {}).get(metric)
     return d if d is not None and d.get("value") is not None else None
 
 
-def pooled(groups: list[Group], runs: list[dict[str, Any]], metric: str | None = None) -> dict[Any, dict[str, Any]]:
-    """seed -> the groups' mean delta {value, ci95} at that seed, over the seeds where every group has a value (a
-    group missing at a seed would change that seed's mean by who is in it, not by what editing did)."""
-    names = {g["group"] for g in groups}
+def pooled(groups: list[str], runs: list[dict[str, Any]], metric: str | None = None) -> dict[Any, dict[str, Any]]:
+    """seed -> the named groups' mean delta {value, ci95} at that seed (robust delta, or `metric`'s), over the seeds
+    where every group has a value (a group missing at a seed would change that seed's mean by who is in it, not by
+    what editing did). One group: its run's delta at each seed."""
+    names = set(groups)
     at: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        if r["group"] in names and (d := _value(r, metric)) is not None:
+        if r["group"] in names and (d := delta_of(r, metric)) is not None:
             at[r["seed"]].append(d)
     return {seed: mean_delta(ds) for seed, ds in at.items() if len(ds) == len(names)}
 
@@ -90,6 +91,17 @@ def _over_seeds(cells: dict[Any, dict[str, Any]]) -> Stat:
 def _shared(a: dict[Any, dict[str, Any]],
             b: dict[Any, dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return [(a[k], b[k]) for k in sorted(set(a) & set(b), key=str)]
+
+
+def _names(groups: list[Group]) -> list[str]:
+    return [g["group"] for g in groups]
+
+
+def paired_groups(a: str, b: str, runs: list[dict[str, Any]],
+                  metric: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(group a's delta, group b's) at each seed both ran: one baseline and one audit draw per seed, so the
+    difference removes the seed's own spread."""
+    return _shared(pooled([a], runs, metric), pooled([b], runs, metric))
 
 
 def _finding(fid: str, verdict: str, evidence: str) -> dict[str, str]:
@@ -105,28 +117,19 @@ def reduces_robustness(edits: list[Group], runs: list[dict[str, Any]], metrics: 
     mean delta over every edit group (one baseline and one audit draw per seed), with a t interval over seeds (never
     narrower than the audits'): holds for a metric when it lies below 0, does not hold when above, inconclusive
     when it straddles 0. The finding holds when it holds for every metric, in part when for some (named)."""
-    parts = {m: _over_seeds(pooled(edits, runs, m)) for m in metrics}
+    parts = {m: _over_seeds(pooled(_names(edits), runs, m)) for m in metrics}
     parts = {m: p for m, p in parts.items() if p["n"]}
     if not parts:
         return _finding("reduces_robustness", "not tested", "no edit group has a robustness delta")
     verdicts = {m: {"below": "holds", "above": "does not hold"}.get(side(p) or "", "inconclusive")
                 for m, p in parts.items()}
-    overall = _over_seeds(pooled(edits, runs))
+    overall = _over_seeds(pooled(_names(edits), runs))
     rated = [(g, sd) for g in edits if (sd := side(g["robust_delta"]))]
     return _finding("reduces_robustness", combine(list(verdicts.values())),
                     "; ".join(f"{m}: {verdicts[m]}, Δ averaged over the {len(edits)} edit groups per seed "
                               f"{stat_text(p, signed=True)} over {p['n']} seed(s)" for m, p in parts.items())
                     + f"; robust Δ (their mean): {stat_text(overall, signed=True)}; per group: "
                     + "; ".join(f"{_cite(g)} ({sd} 0)" for g, sd in rated))
-
-
-def _paired_runs(a: Group, b: Group, runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(a's robust delta, b's) at each seed both groups ran: one baseline and one audit draw per seed, so the
-    difference removes the seed's own spread."""
-    by = {g["group"]: {r["seed"]: r["robust_delta"] for r in runs if r["group"] == g["group"]
-                       and r["robust_delta"]["value"] is not None} for g in (a, b)}
-    shared = sorted(set(by[a["group"]]) & set(by[b["group"]]), key=str)
-    return [(by[a["group"]][s], by[b["group"]][s]) for s in shared]
 
 
 def paired_difference(pairs: list[tuple[dict[str, Any], dict[str, Any]]], comparisons: int) -> Stat:
@@ -155,8 +158,9 @@ def _compare(pairs: list[tuple[Group, Group]], runs: list[dict[str, Any]],
     ±EQUIVALENT, shown equal; None: no pair, or the intervals are too wide to tell) and what shows it."""
     if not pairs:
         return None, f"{what}: not tested (no two groups to compare)"
-    rated = [(a, b, d) for a, b in pairs if (d := paired_difference(_paired_runs(a, b, runs), len(pairs)))["lo"]
-             is not None]
+    differences = [(a, b, paired_difference(paired_groups(a["group"], b["group"], runs), len(pairs)))
+                   for a, b in pairs]
+    rated = [(a, b, d) for a, b, d in differences if d["lo"] is not None]
     apart = [(a, b, d) for a, b, d in rated if side(d) in ("below", "above")]
     if not apart:
         equal = bool(rated) and all(-EQUIVALENT <= d["lo"] and d["hi"] <= EQUIVALENT for _, _, d in rated)
@@ -198,13 +202,13 @@ def constrained_better(edits: list[Group], runs: list[dict[str, Any]]) -> dict[s
     if not constrained or not whole:
         missing = "whole-model finetune group" if constrained else "constrained (single-layer) edit group"
         return _finding("constrained_better", "not tested", f"the study has no succeeded {missing}")
-    base = pooled(whole, runs)
-    overall = paired_difference(_shared(pooled(constrained, runs), base), 1)
+    base = pooled(_names(whole), runs)
+    overall = paired_difference(_shared(pooled(_names(constrained), runs), base), 1)
     if overall["n"] == 0:
         return _finding("constrained_better", "not tested", "no seed has both a constrained and a finetune run")
     verdict = {"above": "holds", "below": "does not hold"}.get(side(overall) or "", "inconclusive")
     per_group = "; ".join(
-        f"{_cite(g)} (paired {stat_text(paired_difference(_shared(pooled([g], runs), base), 1), True)})"
+        f"{_cite(g)} (paired {stat_text(paired_difference(_shared(pooled([g['group']], runs), base), 1), True)})"
         for g in constrained)
     return _finding("constrained_better", verdict,
                     f"constrained − finetune robust Δ, paired by seed: {stat_text(overall, signed=True)} over "
@@ -241,15 +245,10 @@ def _mean_path(paths: list[Curve]) -> Curve | None:
     return Curve(seed="mean", robust_metric=paths[0].robust_metric, points=points) if len(points) > 1 else None
 
 
-def _seeds_of(group: str, runs: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
-    """seed -> {value, ci95} of a group's run: its robust delta, or (key) its accuracy without an interval."""
-    out = {}
-    for r in runs:
-        if r["group"] == group and r["status"] == "succeeded":
-            d = r["robust_delta"] if key == "robust" else {"value": r.get(key), "ci95": None}
-            if d.get("value") is not None:
-                out[r["seed"]] = d
-    return out
+def _accuracy_by_seed(group: str, runs: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
+    """seed -> {value} of a group's run's accuracy (`key`: edit_acc, gen_acc)."""
+    return {r["seed"]: {"value": r[key], "ci95": None} for r in runs
+            if r["group"] == group and r["status"] == "succeeded" and r.get(key) is not None}
 
 
 def interpolation_tradeoff(groups: list[Group], runs: list[dict[str, Any]], curves: dict[str, list[Curve]],
@@ -271,10 +270,9 @@ def interpolation_tradeoff(groups: list[Group], runs: list[dict[str, Any]], curv
         if base is None or not base["n_succeeded"]:
             continue
         k = key if g[key]["mean"] is not None and base[key]["mean"] is not None else "edit_acc"
-        gain = paired_difference(_shared(_seeds_of(g["group"], runs, "robust"),
-                                         _seeds_of(base["group"], runs, "robust")), 1)
-        acc = stat([a["value"] - b["value"] for a, b in _shared(_seeds_of(g["group"], runs, k),
-                                                                  _seeds_of(base["group"], runs, k))])
+        gain = paired_difference(paired_groups(g["group"], base["group"], runs), 1)
+        acc = stat([a["value"] - b["value"] for a, b in _shared(_accuracy_by_seed(g["group"], runs, k),
+                                                                  _accuracy_by_seed(base["group"], runs, k))])
         monotone, path = _monotone(mean, tol) if mean is not None else (True, "no alpha path stored")
         wobbly = [c.seed for c in paths if not _monotone(c, tol)[0]]
         where = side(gain)
