@@ -7,7 +7,8 @@ as more training.
     run = run_as_job(case.model, case.splits, "rewrite", ["fc1"], {}, seed=0, audit={...})  # edit + audit
 
 Registered by name in SCENARIOS: `digits` (8x8 digits, texture at the demo's strength), `synthetic` (3x32x32
-coloured shapes), `stamp` (digits at 16x16 with the texture at full strength: an edit whose first loss is large).
+coloured shapes), `stamp` (digits at 16x16 with the texture at full strength: an edit whose first loss is large),
+`resnet18` (torchvision ResNet-18 on the shapes at 3x64x64: for a GPU).
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ SCENARIOS: dict[str, Scenario] = {
 
 def train_baseline(sc: Scenario, train: DatasetArrays, test: DatasetArrays, seed: int,
                    device: str = "cpu") -> tuple[torch.nn.Module, list[dict]]:
-    """editaudit/smallcnn trained for the scenario's epochs (then its settle epochs at lr/10), seeded; the curve
-    holds train and test accuracy after every epoch."""
+    """The scenario's architecture (`sc.arch`) trained on `device` for its epochs (then its settle epochs at lr/10),
+    seeded; the curve holds train and test accuracy after every epoch."""
     xt, yt = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
     xe, ye = torch.from_numpy(test.x).to(device), torch.from_numpy(test.y).to(device)
     torch.manual_seed(seed)
