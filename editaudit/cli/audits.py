@@ -71,8 +71,8 @@ list_ = list_command(
 @audits.command("report", epilog=REPORT_EXIT)
 @click.argument("audit_id")
 @output_options(("table", "json", "markdown", "junit", "html"), what="the report")
-@click.option("--policy", default=None, metavar="NAME", help="The server policy the junit report gates with "
-              "(default: 'default').")
+@click.option("--policy", default=None, metavar="NAME", help="The server policy the report leads with (html, "
+              "markdown) or gates with (junit); default: 'default'.")
 @click.option("--all", "every_metric", is_flag=True, help="table: every metric, not only the headline ones.")
 @api_options
 def report(audit_id, fmt, output, policy, every_metric, url, key):

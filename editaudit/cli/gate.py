@@ -56,7 +56,9 @@ def _rules_policy(policy: str | None, rules: list, api: Client) -> str | dict:
     return Policy.model_validate(doc).model_dump(mode="json", exclude_none=True)
 
 
-def render_gate(result: Mapping[str, Any], fmt: str, edit_id: str) -> str:
+def render_gate(result: Mapping[str, Any], fmt: str, edit_id: str, api: Client | None = None) -> str:
+    """The gate's result in `fmt`; html, given the client, also shows what changed (the audit the gate read) and
+    links the audit's full report."""
     from editaudit.gate.evaluate import GateResult
     from editaudit.gate.render import as_html, as_junit, as_markdown, as_table
 
@@ -67,7 +69,18 @@ def render_gate(result: Mapping[str, Any], fmt: str, edit_id: str) -> str:
     gr = GateResult.from_dict(result)
     title = f"editaudit gate: edit {edit_id}"
     return {"junit": lambda: as_junit(gr), "markdown": lambda: as_markdown(gr, title),
-            "html": lambda: as_html(gr, title)}[fmt]()
+            "html": lambda: as_html(gr, title, *_report_of(result, api))}[fmt]()
+
+
+def _report_of(result: Mapping[str, Any], api: Client | None) -> tuple[str | None, Mapping[str, Any] | None]:
+    """(the audit report's URL under the gate's policy, the audit), or (None, None) without a client."""
+    if api is None:
+        return None, None
+    from urllib.parse import quote
+
+    name = (result.get("policy") or {}).get("name")
+    query = f"?policy={quote(name)}" if name and name != "command line" else ""
+    return f"{api.url}/audits/{result['audit_id']}/report.html{query}", dict(api.get_audit(result["audit_id"]))
 
 
 @click.command("gate", epilog=GATE_EXIT)
@@ -122,7 +135,8 @@ def gate_command(edit_id, policy, mins, maxs, drops, rel_drops, wait, timeout, p
         if wait:
             _wait(api, edit_id, timeout, poll, progress_every)
         result = api.gate(edit_id, policy_ref)
-    emit(render_gate(result, fmt, edit_id), output, fmt)
+        rendered = render_gate(result, fmt, edit_id, api)
+    emit(rendered, output, fmt)
     if output is not None:  # the log still shows the verdict
         click.echo(render_gate(result, "table", edit_id))
     sys.exit({"pass": EXIT_PASS, "warn": EXIT_PASS, "fail": EXIT_BLOCKED}.get(result["verdict"], EXIT_ERROR))

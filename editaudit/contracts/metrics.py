@@ -175,6 +175,16 @@ def headline(names: Iterable[str]) -> list[str]:
     return sorted(n for n in set(names) if (m := parse(n)) is None or m.headline)
 
 
+def summary(names: Collection[str], attack_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """(label, metric) of what a reviewer reads first, in that order, where the audit has it: clean accuracy, each
+    attack's robust accuracy, the corruption mean, then the edit's own splits (the gate's and the reports' summary)."""
+    out = [("clean accuracy (test)", accuracy("test"))]
+    out += [(f"robust accuracy: {a} (test)", adv_accuracy("test", a)) for a in attack_ids]
+    out += [("corruption accuracy, mean (test)", corruption_accuracy("test")),
+            ("edit accuracy", accuracy("edit")), ("generalization accuracy", accuracy("generalization"))]
+    return [(label, n) for label, n in out if n in names]
+
+
 def corruption_cell(name: str, split: str) -> tuple[str, int] | None:
     """(type, severity) when `name` is one corruption cell of `split`; None otherwise."""
     m = parse(name)

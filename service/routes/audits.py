@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 
 from editaudit.contracts.formats import samples as samples_file
@@ -60,9 +60,11 @@ def get_audit(audit_id: str, s: SessionDep):
 
 
 @router.get("/audits/{audit_id}/report.{fmt}", response_class=Response,
-            **op("get_audit_report", Scope.audits_read, 404, 409, responses=REPORT_DOC))
-def get_report(audit_id: str, fmt: str, s: SessionDep, policy: str = "default"):
-    """json (versioned), md (PR comment), html (self-contained, with plots), xml (JUnit: the gate under `policy`)."""
+            **op("get_audit_report", Scope.audits_read, 404, 409, store=True, responses=REPORT_DOC))
+def get_report(audit_id: str, fmt: str, s: SessionDep, svc: SvcDep, request: Request, policy: str = "default"):
+    """json (versioned), md (a CI comment: verdict, what changed, top regressions, a link to the HTML one), html
+    (one offline page: the gate verdict under `policy` first, then what changed, the edit, regressions, plots and
+    the samples the edit broke and fixed), xml (JUnit: the gate under `policy`)."""
     if fmt not in REPORT_TYPES:
         raise Problem(404, f"no report format {fmt!r}; valid: {sorted(REPORT_TYPES)}", field="fmt")
     audit = repo.get_or_404(s, db.Audit, audit_id)
@@ -70,7 +72,8 @@ def get_report(audit_id: str, fmt: str, s: SessionDep, policy: str = "default"):
         result = gate_for(s, audit.edit_id, policy)
         body = as_junit(GateResult.from_dict(result), suite=f"editaudit gate {audit.edit_id}")
     else:
-        body = reports.rendered(audit_out(audit), fmt)
+        link = str(request.url.replace(path=f"{request.url.path.rsplit('.', 1)[0]}.html"))
+        body = reports.audit_report(s, svc, audit, fmt, policy, link if fmt == "md" else None)
     return Response(body, media_type=REPORT_TYPES[fmt])
 
 

@@ -106,12 +106,21 @@ def test_eps_sweep_curves_and_reports(edit_factory):
     rep = c.get(f"/audits/{job['audit_id']}/report.json")
     assert rep.status_code == 200 and rep.json()["schema_version"] == 1 and rep.json()["audit"]["id"] == audit["id"]
     md = c.get(f"/audits/{job['audit_id']}/report.md").text
-    assert "| `test.accuracy` |" in md and len(md.splitlines()) < 40 and "FAB" in md
+    lines = md.splitlines()
+    assert lines[0].startswith("### ") and "editaudit: **" in lines[0] and "policy `default (built-in)`" in lines[0], \
+        "a CI comment leads with the gate's verdict"
+    assert "| clean accuracy (test) | " in md and "| robust accuracy: aa (test) |" in md and len(lines) < 40
+    assert "Attacks: " in md and "autoattack" in md
+    assert lines[-1].endswith(f"/audits/{audit['id']}/report.html?policy=default)") or \
+        lines[-1].endswith(f"/audits/{audit['id']}/report.html)"), "it links the full report"
     assert 0 <= audit["metrics"]["candidate"]["test.adv.aa.accuracy"] <= audit["metrics"]["candidate"]["test.accuracy"]
     page = c.get(f"/audits/{job['audit_id']}/report.html")
     assert page.headers["content-type"].startswith("text/html")
     assert page.text.count("data:image/png;base64,") >= 3, "heat maps (test, edit) and the eps curve"
     assert "corruption heat map" in page.text and "http://" not in page.text and "https://" not in page.text
+    text = page.text
+    assert text.index('id="verdict"') < text.index('id="summary"') < text.index('id="edit"') \
+        < text.index('id="samples"') < text.index('id="details"'), "answer first, detail last"
     assert "test.corruption.pixelate.5.accuracy" in audit["metrics"]["candidate"]
     xml = c.get(f"/audits/{job['audit_id']}/report.xml", params={"policy": "default"})
     cases = ET.fromstring(xml.text).findall("./testsuite/testcase")
@@ -213,7 +222,7 @@ def test_layer_sweep_runs_one_sub_edit_per_layer_and_compares_them(edit_factory)
     md = c.get(f"/audits/{job['audit_id']}/report.md").text
     assert "Layer sweep" in md and "| fc1 | succeeded |" in md and "| fc | succeeded |" in md
     html = c.get(f"/audits/{job['audit_id']}/report.html").text
-    assert "<h2>Layer sweep</h2>" in html and "alt='layer sweep'" in html
+    assert '<h2 id="sweep">Layer sweep</h2>' in html and 'alt="layer sweep"' in html
     for path in ("weights", "delta", "gate"):  # these belong to the sub-edits
         body = assert_problem(c.get(f"/edits/{job['id']}/{path}"), 409, "edit_id")
         assert [s["id"] for s in body["sub_edits"]] == [s["id"] for s in job["sub_edits"]]

@@ -102,7 +102,7 @@ def from_v1(**over) -> AuditResult:
 def test_the_gate_and_the_reports_read_a_result_of_before():
     from editaudit.core.tables import audit_table
     from editaudit.service.schemas.audits import AuditOut
-    from editaudit.service.services.reports import as_html, as_markdown
+    from editaudit.service.services.reports import as_html, markdown, view
 
     r = from_v1()
     gate = evaluate(r, builtin_policy("default"), typos_are_usage=False)
@@ -113,10 +113,10 @@ def test_the_gate_and_the_reports_read_a_result_of_before():
     row = SimpleNamespace(id="a1", status="succeeded", edit_id="e1", config=V1["config"], profile=None,
                           versions={"torch": "2"}, created_at="2026-12-01T00:00:00Z", finished_at=None)
     out = AuditOut.of(row, r)
-    md = as_markdown(out)
-    assert "| `test.accuracy` |" in md and "Attacks: pgd (pgd: Linf, eps 0.05, 3 steps" in md
+    md = markdown.render(view.build(out))
+    assert "| clean accuracy (test) |" in md and "Attacks: pgd (pgd: Linf, eps 0.05, 3 steps" in md
     assert "apgd (apgd: Linf, eps 0.05, 2 steps, travel 4 x eps)" in md
-    assert "<h2>Attacks</h2>" in as_html(out)
+    assert "<h3>Attacks</h3>" in as_html(view.build(out))
     assert "test.accuracy" in audit_table(out.model_dump(mode="json"), headline_only=True)
 
 

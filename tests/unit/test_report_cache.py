@@ -1,30 +1,35 @@
-"""Rendered reports of a finished audit are kept (the HTML one draws plots: ~1 s each), keyed by the audit and
-its finish time; an unfinished audit is rendered every time, and the cache stays bounded."""
+"""Reports of a finished audit are kept (the HTML one draws plots: ~1 s each), keyed by everything they depend on:
+a re-run, a policy's new version or another verdict is a new key, never a stale page; an unfinished audit is never
+kept, and the cache stays bounded."""
 
 from types import SimpleNamespace
 
 from editaudit.service.services import reports
+from editaudit.service.services.reports.view import Gate
 
 
-def _audit(i: int, finished: str | None = "2026-11-30T12:00:00+00:00") -> SimpleNamespace:
-    """What `rendered` reads of an AuditOut."""
-    return SimpleNamespace(id=f"a{i}", status="succeeded" if finished else "running", finished_at=finished)
+def _audit(finished: str | None = "2026-11-30T12:00:00+00:00") -> SimpleNamespace:
+    return SimpleNamespace(id="a1", status="succeeded" if finished else "running", finished_at=finished)
 
 
-def test_a_finished_audit_is_rendered_once(monkeypatch):
+def test_the_key_names_what_the_report_depends_on():
+    g1, g2 = Gate("pass", "team v1", [], []), Gate("pass", "team v2", [], [])
+    key = reports.cache_key(_audit(), g1, None)
+    assert key == reports.cache_key(_audit(), Gate("pass", "team v1", [], []), None)
+    assert key != reports.cache_key(_audit(), g2, None), "a policy's new version"
+    assert key != reports.cache_key(_audit(), Gate("fail", "team v1", [], []), None)
+    assert key != reports.cache_key(_audit("2026-11-30T13:00:00+00:00"), g1, None), "finished again"
+    assert key != reports.cache_key(_audit(), g1, "http://x/audits/a1/report.html")
+    assert reports.cache_key(_audit(None), g1, None) is None, "an unfinished audit is rendered each time"
+
+
+def test_a_kept_value_is_made_once_and_the_cache_is_bounded():
     calls = []
-    monkeypatch.setitem(reports.RENDERERS, "md", lambda a: calls.append(a.id) or f"report {a.id} {len(calls)}")
-    first = reports.rendered(_audit(1), "md")
-    assert reports.rendered(_audit(1), "md") is first and calls == ["a1"]
-    assert reports.rendered(_audit(1, "2026-11-30T13:00:00+00:00"), "md") != first  # finished again: new key
-    running = _audit(2, None)
-    reports.rendered(running, "md")
-    reports.rendered(running, "md")
-    assert calls.count("a2") == 2
-
-
-def test_the_cache_is_bounded(monkeypatch):
-    monkeypatch.setitem(reports.RENDERERS, "md", lambda a: a.id)
-    for i in range(reports.CACHED_REPORTS * 2):
-        reports.rendered(_audit(1000 + i), "md")
-    assert len(reports._rendered) <= reports.CACHED_REPORTS
+    first = reports._cached(("t", 1), lambda: calls.append(1) or object())
+    assert reports._cached(("t", 1), lambda: calls.append(1) or object()) is first and calls == [1]
+    reports._cached(None, lambda: calls.append(2))
+    reports._cached(None, lambda: calls.append(2))
+    assert calls.count(2) == 2
+    for i in range(reports.CACHED * 2):
+        reports._cached(("t", 1000 + i), lambda: 0)
+    assert len(reports._cache) <= reports.CACHED
