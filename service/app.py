@@ -20,6 +20,8 @@ from editaudit.core.settings import Settings, get_settings
 from editaudit.core.storage import store_from_url
 from editaudit.service import errors, observability, openapi
 from editaudit.service.admission import Admission
+from editaudit.service.console import routes as console
+from editaudit.service.console.headers import ConsoleHeaders
 from editaudit.service.deps import Services
 from editaudit.service.edge import EdgeChecks
 from editaudit.service.routes import (
@@ -90,11 +92,16 @@ def create_app(settings: Settings | None = None, *, allow_anonymous: bool = Fals
     app.include_router(health.router)
     for r in (*RESOURCE_ROUTERS, *routers):
         app.include_router(r)
+    app.state.console = settings.console
+    if settings.console:  # off: not a route of it exists (/console/* is a 404), its cookie is never read
+        app.include_router(console.router)
     openapi.install(app)
     # middleware, innermost first: at most api_threads requests inside (a database connection free for each),
     # admitted only once their body is in; the edge's checks before that; metrics and request ids outermost
     app.add_middleware(Admission)
     app.add_middleware(EdgeChecks, routes=app.routes, services=services)  # the live list: later routes included
+    if settings.console:  # outside the edge: its redirects and refusals of console pages carry them too
+        app.add_middleware(ConsoleHeaders)
     gzip = gzip_options()
     if gzip is not None:  # JSON, HTML and Markdown; never downloads or images
         app.add_middleware(GZipMiddleware, **gzip)

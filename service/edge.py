@@ -4,7 +4,11 @@
 2. The credential: `Authorization: Bearer <key>` names the tenant, the actor and the scopes (editaudit.core.keys);
    the matched route names the scope it needs (`x-required-scope`, set by editaudit.service.openapi.op). 401 / 403
    are answered from the headers alone; a request with two Authorization headers is a 400 (on every path). Only
-   /healthz, /readyz and /metrics are public.
+   /healthz, /readyz and /metrics are public, and the web console's sign-in and sign-out.
+   A web console page (`x-console`, editaudit.service.console) also takes the key from the console's cookie when
+   the request has no Authorization header, authenticated exactly as a bearer token; without a valid one it is a
+   303 to the sign-in page instead of a 401. The cookie is never read on any other route, and console pages only
+   read (editaudit.service.openapi.check_routes), so a cross-site request can make the cookie read, never write.
 3. The body limit: `Content-Length` over the route's limit is a 413 before a byte is read. An upload's body is
    counted as it streams and cut off with a 413 at the limit, or a 408 when it arrives slower than
    `body_min_bytes` per `body_timeout_s` of waiting; every other body (at most MAX_JSON_BYTES) is read
@@ -28,6 +32,7 @@ from starlette.routing import Match
 from editaudit.contracts.scopes import grants
 from editaudit.core import db, keys
 from editaudit.service.admission import BODY_IN
+from editaudit.service.console.auth import cookie_token, login_redirect
 from editaudit.service.errors import problem_response, unavailable_response
 from editaudit.service.interrupt import Interrupt, run_interruptible
 from editaudit.service.openapi import flat_routes
@@ -60,13 +65,19 @@ class EdgeChecks:
                                  "Authorization")
         headers = dict(scope.get("headers") or [])
         route = self._route(scope)
-        if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIX):
+        extra = getattr(route, "openapi_extra", None) or {}
+        console = bool(extra.get("x-console"))
+        public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX) or \
+            (console and bool(extra.get("x-public")))
+        if not public:
             try:
-                principal = await self._principal(headers.get(b"authorization", b""))
+                principal = await self._caller(scope, headers, console)
             except Exception:  # noqa: BLE001 - the key store is the database: down is a 503, not a 500
                 response = unavailable_response(DATABASE_DOWN, scope["path"], [{"field": "database",
                                                                               "reason": DATABASE_DOWN}])
                 return await response(scope, receive, send)
+            if principal is None and console:  # a browser: the sign-in page, then back here
+                return await login_redirect(scope)(scope, receive, send)
             if principal is None:
                 return await _refuse(scope, receive, send, 401, "a valid API key is required: "
                                      "'Authorization: Bearer <key>' (editaudit keys create)", "Authorization",
@@ -104,6 +115,16 @@ class EdgeChecks:
     def _limit(self, route) -> int:
         return (self.svc.settings.max_upload_mb + 1) * 1024 * 1024 if self._upload(route) else MAX_JSON_BYTES
 
+    async def _caller(self, scope, headers: dict, console: bool) -> keys.Principal | None:
+        """The principal of the Authorization header; on a console page without one, of the console's cookie
+        first (a cookie that authenticates nothing is as no credential: anonymous where that is allowed)."""
+        if console and b"authorization" not in headers:
+            token = cookie_token(scope.get("headers") or ())
+            found = await self._token_principal(token) if token else None
+            if found is not None:
+                return found
+        return await self._principal(headers.get(b"authorization", b""))
+
     async def _principal(self, authorization: bytes) -> keys.Principal | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if not authorization:
@@ -111,9 +132,12 @@ class EdgeChecks:
             return keys.ANONYMOUS if anonymous else None
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        token = token.strip()
-        return keys.bootstrap_principal(self.svc.settings.api_token, token) or \
-            await self._cached(hashlib.sha256(token.encode("latin-1")).hexdigest(), lambda: self._lookup(token))
+        return await self._token_principal(token.strip())
+
+    async def _token_principal(self, token: str) -> keys.Principal | None:
+        """A bearer token's principal, whether it came in the Authorization header or the console's cookie."""
+        return keys.bootstrap_principal(self.svc.settings.api_token, token) or await self._cached(
+            hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(), lambda: self._lookup(token))
 
     async def _cached(self, slot: str, fetch):
         now = time.monotonic()

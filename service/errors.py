@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json for every error the API returns, with `errors: [{field, reason}]` naming what is wrong."""
+"""RFC 9457 problem+json for every error the API returns, with `errors: [{field, reason}]` naming what is wrong;
+on a web console path, the same error as an HTML page (a 404 for an unknown or another tenant's id, a bad query)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editaudit.core.repo import NotFound, NotReady
 from editaudit.core.storage import ObjectMissing, StoreUnavailable
+from editaudit.service.console.headers import console_path
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
@@ -62,17 +64,34 @@ def _loc(loc) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path") and "[" not in str(p)) or "body"
 
 
+def console_page(request: Request) -> bool:
+    """Whether the request is for a page of the web console (when the app serves one): its errors are HTML."""
+    return bool(getattr(request.app.state, "console", False)) and console_path(request.url.path)
+
+
+def console_error(request: Request, status: int, detail: str, headers: dict | None = None):
+    from editaudit.service.console.routes import error_page  # it imports this module (through deps)
+
+    return error_page(request, status, TITLES.get(status, "Error"), detail, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
+        if console_page(request):
+            return console_error(request, exc.status, exc.detail)
         return problem_response(exc.status, exc.detail, exc.errors, request.url.path, **exc.extra)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
+        if console_page(request):
+            return console_error(request, 404, exc.detail)
         return problem_response(404, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path)
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady):
+        if console_page(request):
+            return console_error(request, 409, exc.detail)
         response = problem_response(409, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path,
                                     resource_status=exc.status)
         if exc.status == "validating":
@@ -86,6 +105,8 @@ def install(app: FastAPI) -> None:
                   if e.get("type") == "json_invalid" else {"field": _loc(e["loc"]), "reason": e["msg"]}
                   for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        if console_page(request):
+            return console_error(request, 422, detail)
         return problem_response(422, detail, errors, request.url.path)
 
     @app.exception_handler(OperationalError)
@@ -133,6 +154,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if console_page(request):
+            return console_error(request, exc.status_code, str(exc.detail), {
+                **(exc.headers or {}), **({"Allow": allowed_methods(request)} if exc.status_code == 405 else {})})
         response = problem_response(exc.status_code, str(exc.detail), None, request.url.path)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:  # RFC 9110: a 405 lists what the resource allows (every route on the path)

@@ -64,18 +64,21 @@ class RouteDeclarationError(RuntimeError):
 
 
 def op(operation_id: str, scope: Scope | None, *errors: int, upload: bool = False, public: bool = False,
-       any_key: bool = False, store: bool = False, responses: dict | None = None) -> dict:
+       any_key: bool = False, store: bool = False, responses: dict | None = None, console: bool = False) -> dict:
     """Route keyword arguments: `@router.get(path, **op("get_edit", Scope.audits_read, 404))`. A route names the
     scope it needs; `scope` None only with `public` (no key at all: health and metrics) or `any_key` (any valid
     key: the catalog of archs and methods). `store`: the route reads or writes the object store (its 503 says so).
-    `responses`: the route's other documented answers. Whatever the scope, the route's database session is its
-    caller's tenant's (editaudit.service.deps.SessionDep)."""
+    `responses`: the route's other documented answers. `console`: a web console page (editaudit.service.console),
+    which the edge also authenticates from the console's cookie; `check_routes` holds it to GET unless public.
+    Whatever the scope, the route's database session is its caller's tenant's (editaudit.service.deps.SessionDep)."""
     if (scope is None) == (not (public or any_key)) or (public and any_key):
         raise RouteDeclarationError(f"route {operation_id!r}: name the scope it needs, or declare it public=True "
                                     "(no key) or any_key=True (any valid key): one of the three")
     statuses = sorted(set(errors) | set(PUBLIC_ERRORS if public else COMMON_ERRORS))
     extra = {"x-required-scope": scope.value if scope else None, "x-public": public, "x-any-key": any_key,
              "x-upload": upload}
+    if console:
+        extra["x-console"] = True
     documented = {s: {"description": TITLES.get(s, "Error")} for s in statuses}
     if store:
         documented[503] = copy.deepcopy(STORE_UNAVAILABLE)
@@ -95,6 +98,7 @@ def _schema(app: FastAPI) -> dict:
             public = operation.pop("x-public", False)
             operation.pop("x-upload", None)
             operation.pop("x-any-key", None)
+            operation.pop("x-console", None)
             if operation.get("x-required-scope") is None:
                 operation.pop("x-required-scope", None)
             operation["security"] = [] if public else [{"bearer": []}]
@@ -164,12 +168,27 @@ def flat_routes(routes) -> list:
     return list(iter_route_contexts(routes))
 
 
+CONSOLE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def console_route(route) -> bool:
+    """Whether a route is a web console page: the edge takes its key from the console's cookie too."""
+    return bool((getattr(route, "openapi_extra", None) or {}).get("x-console"))
+
+
 def check_routes(app: FastAPI) -> None:
     """Refuse an app with a route that does not say who may call it: an APIRoute not declared with `op()`, or any
-    other route but the schema's and the docs' assets."""
+    other route but the schema's and the docs' assets. A console route that the cookie authenticates must only read
+    (GET or HEAD): a cross-site request then carries nothing it could make write. Only a public one (sign in and
+    out, which check the request's origin themselves) may take another method."""
     bad = []
     for route in flat_routes(app.routes):
         original = route.original_route
+        if isinstance(original, APIRoute) and console_route(route) and not (original.openapi_extra or {}).get(
+                "x-public") and not set(original.methods or ()) <= CONSOLE_METHODS:
+            raise RouteDeclarationError(f"console route {sorted(original.methods or ())} {route.path}: a page the "
+                                        "console's cookie authenticates only reads (GET); declare it public=True "
+                                        "only if it checks the request's origin itself")
         if isinstance(original, APIRoute):
             ok = declared(route)
         elif isinstance(original, Mount):

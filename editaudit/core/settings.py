@@ -54,6 +54,8 @@ class Settings(BaseSettings):
                                      "may still open when every open connection is inside a request")
     key_cache_s: float = Field(5, ge=0, description="how long a key lookup is cached (a revoked key stops working "
                                "within this time)")
+    console: bool = Field(True, description="serve the read-only web console at /console (docs/console.md); "
+                          "false: no route of it exists and its cookie is never read")
     max_upload_mb: int = Field(2048, ge=1)
     max_safetensors_header_mb: float = Field(8, gt=0, le=100, description="a checkpoint's JSON header (tensor "
                                              "names, dtypes, shapes) is at most this; a larger one is refused "
