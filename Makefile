@@ -11,7 +11,7 @@ TORCH := --index-url https://download.pytorch.org/whl/cpu 'torch>=2.10,<2.15' 't
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install demo lint test test-fast install-check serve manifest bench
+.PHONY: install demo lint test test-fast install-check serve manifest bench screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ serve: install
 # regenerate the torch-free architecture manifest the API reads (after adding an architecture)
 manifest: install
 	$(PY) -m editaudit.worker.ml.archs.signatures
+
+# the screenshots in docs/img/ (console, reports, /docs), taken by the browser tests in headless Chromium
+screenshots: install
+	EDITAUDIT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_console_browser.py tests/e2e/test_docs_browser.py
 
 bench: install
 	$(PY) bench/audit.py

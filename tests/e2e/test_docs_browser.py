@@ -7,36 +7,17 @@ Without Chromium, chromedriver or selenium the browser test is skipped, except u
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "api-docs.png"
+from tests.e2e.browser import MAX_HEIGHT, WAIT_S, console_errors, screenshot, start_chromium
+
 WIDTH = 1400
-MAX_HEIGHT = 12000  # within what one screenshot may hold
-WAIT_S = 60
 FAILURE_TEXT = ("Unable to render this definition", "Failed to load API definition", "Fetch error",
                 "Could not render", "Parser error")
 VERSION = re.compile(r'PACKAGE_VERSION:"(\d+)\.(\d+)\.(\d+)[^"]*"')
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1",
-                  # nothing resolves but loopback: the page has to render offline
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost")
-
-
-def _missing(what: str):
-    """A missing browser fails under CI=true (CI installs chromium + chromium-driver) and is a skip elsewhere."""
-    msg = f"{what} (apt-get install -y chromium chromium-driver; pip install selenium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg + " (CI=true: the browser check is required)")
-    pytest.skip(msg)
-
-
 def _local_refs(html: str) -> list[str]:
     return re.findall(r'(?:src|href)="([^"]*)"', html) + re.findall(r"url:\s*'([^']*)'", html)
 
@@ -78,24 +59,7 @@ def test_served_bundle_version_matches_the_package(api_client):
 
 @pytest.fixture()
 def chromium(tmp_path):
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chrome or not driver_path:
-        _missing(f"no Chromium ({chrome or 'chromium missing'}) or chromedriver ({driver_path or 'missing'})")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _missing("selenium is not installed")
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chrome
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={WIDTH},1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path, log_output=str(tmp_path / "driver.log")),
-                              options=options)
-    driver.set_page_load_timeout(WAIT_S)
+    driver = start_chromium(tmp_path, WIDTH)
     try:
         yield driver
     finally:
@@ -136,18 +100,10 @@ def test_docs_render_every_operation_in_chromium(chromium, api_client, http_url,
     origin = urlsplit(http_url)[:2]
     fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert fetched and all(urlsplit(url)[:2] == origin for url in fetched), fetched
-    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
-    assert errors == [], errors
+    assert console_errors(driver) == []
 
     # the title and every operation (the schema models below them are left out)
     height = min(MAX_HEIGHT, driver.execute_script(
         "return Math.ceil(Math.max(...[...document.querySelectorAll('.opblock-tag-section')]"
         ".map(e => e.getBoundingClientRect().bottom + window.scrollY))) + 24"))
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False})
-    png = driver.get_screenshot_as_png()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == WIDTH
-    (tmp_path / "api-docs.png").write_bytes(png)
-    if os.environ.get("EDITAUDIT_UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        SCREENSHOT.write_bytes(png)
+    screenshot(driver, "api-docs.png", tmp_path, WIDTH, height)
