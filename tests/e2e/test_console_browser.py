@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 
 PGD = {"name": "pgd", "eps": 0.05, "steps": 10}
 AUDIT = {"attacks": [PGD], "max_samples": 200, "corruptions": {"names": ["gaussian_noise", "fog", "pixelate"]}}
+PAGE_HEIGHT = 3200  # a report's screenshot: from the verdict into the gallery (the whole page is ~8000 px)
 SHIP = {"name": "ship", "policy": {"rules": [{"metric": "edit.accuracy", "min": 0.5},
                                              {"metric": "test.accuracy", "max_drop": 0.1}]}}
 
@@ -109,7 +110,7 @@ def test_console_and_reports_render_in_chromium(edits, browser, tmp_path):
         assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
                    for im in thumbs), "every thumbnail decodes"
         assert driver.find_elements(By.CSS_SELECTOR, "figure img"), "the plots"
-        screenshot(driver, "console-audit.png", tmp_path, LAPTOP[0])
+        screenshot(driver, "console-audit.png", tmp_path, LAPTOP[0], PAGE_HEIGHT)
 
         # the blocked edit: its console page, then its standalone report as a CI job keeps it, opened from disk
         # (offline: nothing but the file itself can load)
@@ -129,7 +130,7 @@ def test_console_and_reports_render_in_chromium(edits, browser, tmp_path):
         first = driver.find_element(By.CSS_SELECTOR, "#regressions + table tr:nth-child(2)")
         assert "worse-sig" in first.get_attribute("class"), "the top regression is significant and coloured"
         assert driver.find_elements(By.CSS_SELECTOR, ".thumb.broken img")
-        screenshot(driver, "audit-report.png", tmp_path, LAPTOP[0])
+        screenshot(driver, "audit-report.png", tmp_path, LAPTOP[0], PAGE_HEIGHT)
 
         # 1-LI: the alpha path with the chosen alpha and the target
         open_page(driver, url, f"/console/audits/{jobs['li']['audit_id']}?policy=ship")
