@@ -73,14 +73,19 @@ def render_gate(result: Mapping[str, Any], fmt: str, edit_id: str, api: Client |
 
 
 def _report_of(result: Mapping[str, Any], api: Client | None) -> tuple[str | None, Mapping[str, Any] | None]:
-    """(the audit report's URL under the gate's policy, the audit), or (None, None) without a client."""
+    """(the audit report's URL under the gate's policy, the audit the gate read), each None where it cannot be
+    given: no client; an inline policy (the server's report can only name a server policy, and would show another
+    verdict); a key without audits:read (a CI key may hold gate:read alone: the verdict still renders)."""
     if api is None:
         return None, None
     from urllib.parse import quote
 
     name = (result.get("policy") or {}).get("name")
-    query = f"?policy={quote(name)}" if name and name != "command line" else ""
-    return f"{api.url}/audits/{result['audit_id']}/report.html{query}", dict(api.get_audit(result["audit_id"]))
+    link = f"{api.url}/audits/{result['audit_id']}/report.html?policy={quote(name)}" if name else None
+    try:
+        return link, dict(api.get_audit(result["audit_id"]))
+    except ApiError:
+        return link, None
 
 
 @click.command("gate", epilog=GATE_EXIT)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from editaudit.contracts.scopes import Scope, grants
 from editaudit.core import db, repo
 from editaudit.service.console import auth, views
-from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.deps import PrincipalDep, SessionDep, SvcDep
 from editaudit.service.openapi import op
 from editaudit.service.routes.studies import get_study_report
 from editaudit.service.services import reports
@@ -97,8 +97,9 @@ def edits(request: Request, s: SessionDep, cursor: str | None = None):
 
 
 @router.get("/edits/{edit_id}", **page_op("console_edit"))
-def edit(request: Request, edit_id: str, s: SessionDep):
-    return html(request, "edit.html.j2", "edits", **views.edit_page(s, repo.get_or_404(s, db.Edit, edit_id)))
+def edit(request: Request, edit_id: str, s: SessionDep, caller: PrincipalDep):
+    return html(request, "edit.html.j2", "edits",
+                **views.edit_page(s, repo.get_or_404(s, db.Edit, edit_id), caller.scopes))
 
 
 @router.get("/models", **page_op("console_models"))
@@ -112,20 +113,22 @@ def model(request: Request, model_id: str, s: SessionDep):
 
 
 @router.get("/audits/{audit_id}", **page_op("console_audit"))
-def audit(request: Request, audit_id: str, s: SessionDep, svc: SvcDep, policy: str = views.DEFAULT_POLICY):
+def audit(request: Request, audit_id: str, s: SessionDep, svc: SvcDep, caller: PrincipalDep,
+          policy: str = views.DEFAULT_POLICY):
     """The audit's HTML report (report/audit.html.j2) with the console's nav bar."""
     row = repo.get_or_404(s, db.Audit, audit_id)
-    context = reports.audit_context(s, svc, row, policy)
+    context = reports.audit_context(s, svc, row, policy, caller.scopes)
     page = {"section": None, "audit_id": row.id, "edit_id": row.edit_id, "policy": policy}
     return HTMLResponse(render("console/audit.html.j2", **context, console={**nav(request, None), **page}),
                         media_type=HTML)
 
 
 @router.get("/audits/{audit_id}/report.html", **page_op("console_audit_report"))
-def audit_report(audit_id: str, s: SessionDep, svc: SvcDep, policy: str = views.DEFAULT_POLICY):
+def audit_report(audit_id: str, s: SessionDep, svc: SvcDep, caller: PrincipalDep,
+                 policy: str = views.DEFAULT_POLICY):
     """The standalone HTML report, as a download (GET /audits/{id}/report.html needs a bearer key)."""
     row = repo.get_or_404(s, db.Audit, audit_id)
-    return Response(reports.audit_report(s, svc, row, "html", policy), media_type=HTML,
+    return Response(reports.audit_report(s, svc, row, "html", policy, caller.scopes), media_type=HTML,
                     headers={"Content-Disposition": f'attachment; filename="audit-{row.id}.html"'})
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from editaudit.contracts.scopes import Scope, grants
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
 from editaudit.service.errors import Problem
@@ -41,9 +42,12 @@ def edits_page(s: Session, cursor: str | None) -> dict[str, Any]:
             "refresh": active(rows)}
 
 
-def gate_view(s: Session, edit: db.Edit) -> dict[str, Any]:
+def gate_view(s: Session, edit: db.Edit, scopes: frozenset[str]) -> dict[str, Any]:
     """The edit's gate under the default policy: {"state": "gated", verdict, rules, notes}, or "pending" (its audit
-    has not succeeded: 409 from the API), "sweep" (gated per sub-edit) or "error", with the reason."""
+    has not succeeded: 409 from the API), "sweep" (gated per sub-edit), "hidden" (the key lacks gate:read, as
+    GET /edits/{id}/gate would refuse it) or "error", with the reason."""
+    if not grants(scopes, Scope.gate_read):
+        return {"state": "hidden", "detail": "this key lacks the gate:read scope"}
     if edit.sweep:
         return {"state": "sweep", "detail": "a layer sweep is gated per sub-edit"}
     try:
@@ -60,10 +64,10 @@ def promotions_of(s: Session, edit_id: str | None = None, offset: int = 0, limit
     return list(s.scalars(q.offset(offset).limit(limit)))
 
 
-def edit_page(s: Session, edit: db.Edit) -> dict[str, Any]:
+def edit_page(s: Session, edit: db.Edit, scopes: frozenset[str]) -> dict[str, Any]:
     subs = repo.sub_edits(s, edit)
     return {"edit": edit, "audit": repo.audit_of(s, edit.id), "subs": subs, "sub_audits": audit_ids(s, subs),
-            "gate": gate_view(s, edit), "promotions": promotions_of(s, edit.id, limit=1000),
+            "gate": gate_view(s, edit, scopes), "promotions": promotions_of(s, edit.id, limit=1000),
             "refresh": active([edit, *subs])}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.gate.evaluate import GateResult
 from editaudit.gate.render import as_junit
-from editaudit.service.deps import SessionDep, SvcDep
+from editaudit.service.deps import PrincipalDep, SessionDep, SvcDep
 from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.schemas.audits import AuditOut, SampleOut, SamplePage
@@ -61,7 +62,8 @@ def get_audit(audit_id: str, s: SessionDep):
 
 @router.get("/audits/{audit_id}/report.{fmt}", response_class=Response,
             **op("get_audit_report", Scope.audits_read, 404, 409, store=True, responses=REPORT_DOC))
-def get_report(audit_id: str, fmt: str, s: SessionDep, svc: SvcDep, request: Request, policy: str = "default"):
+def get_report(audit_id: str, fmt: str, s: SessionDep, svc: SvcDep, caller: PrincipalDep, request: Request,
+               policy: str = "default"):
     """json (versioned), md (a CI comment: verdict, what changed, top regressions, a link to the HTML one), html
     (one offline page: the gate verdict under `policy` first, then what changed, the edit, regressions, plots and
     the samples the edit broke and fixed), xml (JUnit: the gate under `policy`)."""
@@ -72,8 +74,8 @@ def get_report(audit_id: str, fmt: str, s: SessionDep, svc: SvcDep, request: Req
         result = gate_for(s, audit.edit_id, policy)
         body = as_junit(GateResult.from_dict(result), suite=f"editaudit gate {audit.edit_id}")
     else:
-        link = str(request.url.replace(path=f"{request.url.path.rsplit('.', 1)[0]}.html"))
-        body = reports.audit_report(s, svc, audit, fmt, policy, link if fmt == "md" else None)
+        link = f"{str(request.base_url).rstrip('/')}/audits/{audit.id}/report.html?{urlencode({'policy': policy})}"
+        body = reports.audit_report(s, svc, audit, fmt, policy, caller.scopes, link)
     return Response(body, media_type=REPORT_TYPES[fmt])
 
 

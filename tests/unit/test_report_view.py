@@ -131,3 +131,35 @@ def test_a_full_corruption_grid_renders_as_three_heat_maps_without_drawing_every
     page = reports.as_html(v)
     assert len(v.figures) == 3 and len(v.regressions) == 225
     assert page.count('<tr class="worse') >= 25 and "200 more in “All metrics” below." in page
+
+
+def test_what_an_edit_must_move_is_not_a_regression():
+    """A one-class edit raises the target's share on its own splits, and the drawdown restates the clean loss."""
+    a = audit({"edit.top_class_share": (0.3, 1.0), "edit.collapse": (0.0, 1.0), "generalization.edit_class_share":
+               (0.2, 0.9), "test.drawdown": (0.0, 0.05), "test.accuracy": (0.9, 0.85), "test.top_class_share":
+               (0.1, 0.4)})
+    assert {r.metric for r in view.build(a).regressions} == {"test.accuracy", "test.top_class_share"}, \
+        "on the test split a class taking over is a regression; on the edit's own, the point"
+
+
+def test_gate_reasons_cannot_inject_markdown():
+    a = audit({"test.accuracy": (0.9, 0.8)})
+    reason = "no attack named [click](http://evil) ![x](http://evil/p.png) <img src=x> # h\r\n| a |"
+    md = markdown.render(view.build(a, gate=view.Gate("fail", "p v1", [
+        {"outcome": "fail", "metric": "audit", "reason": reason}], [])))
+    line = next(ln for ln in md.splitlines() if ln.startswith("- ❌"))
+    assert "](http" not in line and "<img" not in line.replace("\\<img", "") and "\r" not in md
+    assert "\\[click\\]\\(http://evil\\)" in line and "\\|" in line
+
+
+def test_the_class_table_keeps_the_biggest_moves_of_many_classes():
+    label = np.repeat(np.arange(200), 5)
+    base, cand = label.copy(), label.copy()
+    cand[:50] = (label[:50] + 1) % 200  # classes 0..9 lose everything
+    base[-25:] = (label[-25:] + 1) % 200  # classes 195..199 were wrong, now right
+    g = gallery.build(samples_file.read(samples_file.write([samples_file.Block(
+        "test", "clean", np.arange(1000), label, base, cand)])), None, None)
+    assert len(g.classes) == gallery.CLASS_ROWS and g.more_classes == 170
+    shown = {c.label for c in g.classes}
+    assert set(range(10)) <= shown and set(range(195, 200)) <= shown
+    assert g.missing, "no kept inputs: the page says so"

@@ -14,11 +14,13 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.edits import EDIT_PARAMS
+from editaudit.contracts.scopes import Scope, grants
 from editaudit.core import db
 from editaudit.service.deps import Services
 from editaudit.service.errors import Problem
@@ -43,19 +45,29 @@ def as_json(v: view.ReportView) -> str:
 
 
 def as_html(v: view.ReportView) -> str:
-    if not v.figures:
-        v.figures = plots.figures(v.audit)
     return render("report/audit.html.j2", report=v)
 
 
 RENDERERS: dict[str, Callable[[view.ReportView], str]] = {"json": as_json, "md": markdown.render, "html": as_html}
+CACHED_FORMATS = frozenset({"html"})  # the others render in microseconds from the kept view
 
 _cache: OrderedDict[tuple, Any] = OrderedDict()
 _lock = threading.Lock()
+CACHED_BYTES = 256 * 1024**2  # of kept pages and views (their plots and thumbnails), per API process
+
+
+def _weight(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, view.ReportView):
+        thumbs = [t for c in (value.gallery.conditions if value.gallery else []) for t in
+                  (*c.broken_thumbs, *c.fixed_thumbs)]
+        return sum(len(src) for _, src in value.figures) + sum(len(t.src or "") for t in thumbs) + 65536
+    return 1024
 
 
 def _cached(key: tuple | None, make: Callable[[], Any]) -> Any:
-    """make(), kept under `key` (None: not kept)."""
+    """make(), kept under `key` (None: not kept), within CACHED entries and CACHED_BYTES."""
     if key is None:
         return make()
     with _lock:
@@ -65,7 +77,7 @@ def _cached(key: tuple | None, make: Callable[[], Any]) -> Any:
     value = make()
     with _lock:
         _cache[key] = value
-        while len(_cache) > CACHED:
+        while len(_cache) > 1 and (len(_cache) > CACHED or sum(map(_weight, _cache.values())) > CACHED_BYTES):
             _cache.popitem(last=False)
     return value
 
@@ -89,11 +101,17 @@ def edit_facts(s: Session, edit: db.Edit) -> view.EditFacts:
                           edit.edited_model_id, lineage, root.arch if root else None, edit.study_id)
 
 
-def gate_of(s: Session, edit: db.Edit, policy: str) -> view.Gate:
-    """The gate under `policy`; an audit not gateable yet (running, a sweep) says why instead. An unknown policy is
-    the caller's mistake: its 404 stands."""
-    from editaudit.service.services.gating import gate_for
+def gate_of(s: Session, edit: db.Edit, policy: str, scopes: frozenset[str]) -> view.Gate:
+    """The gate under `policy`, for a caller who may read gates (`gate:read`, as GET /edits/{id}/gate); an audit
+    not gateable (running, a layer sweep) says why instead. An unknown policy is the caller's mistake: its 404
+    stands, whatever the audit."""
+    from editaudit.service.services.gating import gate_for, resolve_policy
 
+    if not grants(scopes, Scope.gate_read):
+        return view.Gate(None, policy, [], [], why="this key lacks the gate:read scope: no verdict shown")
+    resolve_policy(s, policy)
+    if edit.sweep:
+        return view.Gate(None, policy, [], [], why="a layer sweep is gated per layer: see each sub-edit's report")
     try:
         result = gate_for(s, edit.id, policy)
     except Problem as e:
@@ -104,8 +122,7 @@ def gate_of(s: Session, edit: db.Edit, policy: str) -> view.Gate:
     name = ref.get("name") or "inline"
     version = ref.get("version")
     label = f"{name} (built-in)" if version == "builtin" else f"{name} v{version}" if version else name
-    return view.Gate(result["verdict"], label,
-                     result["rules"], result["notes"])
+    return view.Gate(result["verdict"], label, result["rules"], result["notes"])
 
 
 def class_names(s: Session, edit: db.Edit | None) -> list[str] | None:
@@ -120,39 +137,46 @@ def gallery_of(svc: Services, audit: db.Audit, names: list[str] | None) -> galle
     return gallery_mod.build(samples.outcomes(svc.store, audit), images, names)
 
 
-def cache_key(audit: db.Audit, gate: view.Gate | None, link: str | None) -> tuple | None:
-    """Everything a finished audit's report depends on: the audit and when it finished, the policy's version and
-    its verdict, the link. None for an unfinished audit: never kept."""
+def cache_key(audit: db.Audit, gate: view.Gate | None) -> tuple | None:
+    """Everything a finished audit's view depends on: the audit and when it finished, the policy's version and its
+    verdict. None for an unfinished audit: never kept. (Not the request: no query string or Host header can make
+    a new entry; links are added when the Markdown is rendered.)"""
     if audit.finished_at is None:
         return None
     return (audit.id, str(audit.finished_at), audit.status, gate.policy if gate else None,
-            gate.verdict if gate else None, link)
+            gate.verdict if gate else None, gate.why if gate else None)
 
 
-def report_view(s: Session, svc: Services, audit: db.Audit, policy: str | None, link: str | None = None
+def report_view(s: Session, svc: Services, audit: db.Audit, policy: str | None, scopes: frozenset[str]
                 ) -> tuple[view.ReportView, tuple | None]:
-    """The report's view, and the key it is kept under (None while the audit is unfinished)."""
+    """The report's view, with its plots drawn, and the key it is kept under (None while the audit is
+    unfinished)."""
     out: AuditOut = audit_out(audit)
     edit = s.get(db.Edit, audit.edit_id)
-    gate = gate_of(s, edit, policy) if policy and edit is not None and not edit.sweep else None
-    key = cache_key(audit, gate, link)
-    made = _cached(None if key is None else ("view", *key), lambda: view.build(
-        out, edit_facts(s, edit) if edit is not None else None, gate,
-        gallery_of(svc, audit, class_names(s, edit)), link))
-    return made, key
+    gate = gate_of(s, edit, policy, scopes) if policy and edit is not None else None
+    key = cache_key(audit, gate)
 
-
-def audit_context(s: Session, svc: Services, audit: db.Audit, policy: str | None = "default") -> dict:
-    """What report/audit.html.j2 renders: {"report": ReportView}, plots drawn."""
-    v, _ = report_view(s, svc, audit, policy)
-    if not v.figures:
+    def make() -> view.ReportView:
+        v = view.build(out, edit_facts(s, edit) if edit is not None else None, gate,
+                       gallery_of(svc, audit, class_names(s, edit)))
         v.figures = plots.figures(v.audit)
+        return v
+
+    return _cached(None if key is None else ("view", *key), make), key
+
+
+def audit_context(s: Session, svc: Services, audit: db.Audit, policy: str | None, scopes: frozenset[str]) -> dict:
+    """What report/audit.html.j2 renders: {"report": ReportView}. `scopes`: the caller's (the verdict needs
+    gate:read)."""
+    v, _ = report_view(s, svc, audit, policy, scopes)
     return {"report": v}
 
 
-def audit_report(s: Session, svc: Services, audit: db.Audit, fmt: str, policy: str | None = "default",
-                 link: str | None = None) -> str:
-    """The report of `audit` in `fmt` (json | md | html), led by the gate verdict under `policy` when one is named;
-    `link` is the full report's URL the Markdown one points to."""
-    v, key = report_view(s, svc, audit, policy, link)
+def audit_report(s: Session, svc: Services, audit: db.Audit, fmt: str, policy: str | None,
+                 scopes: frozenset[str], link: str | None = None) -> str:
+    """The report of `audit` in `fmt` (json | md | html), led by the gate verdict under `policy` when one is named
+    and the caller holds gate:read; `link` is the full report's URL the Markdown one points to."""
+    v, key = report_view(s, svc, audit, policy, scopes)
+    if fmt not in CACHED_FORMATS:
+        return RENDERERS[fmt](replace(v, link=link))
     return _cached(None if key is None else (fmt, *key), lambda: RENDERERS[fmt](v))

@@ -17,6 +17,8 @@ from editaudit.contracts.formats import samples as samples_file
 MAX_CONDITIONS = 12  # clean, each attack, then the corruption cells the edit broke most
 THUMBS = 8  # per condition and direction
 CONFUSIONS = 3  # per class: the (true -> predicted) pairs whose counts changed most
+CLASS_ROWS = 30  # the classes that lost most, then those that gained most (a 1000-class model has 1000 rows)
+NAME_CHARS = 60  # a class name as shown (a spec may hold any text: the page's size must not follow it)
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class Gallery:
     classes: list[ClassChange]
     classes_of: str  # the (split, condition) the class table is computed on
     more_conditions: int = 0
+    more_classes: int = 0
     missing: list[str] = field(default_factory=list)
 
 
 def class_name(names: list[str] | None, label: int) -> str:
-    return names[label] if names and 0 <= label < len(names) else str(label)
+    name = str(names[label]) if names and 0 <= label < len(names) else str(label)
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
 
 
 def _uri(png: bytes) -> str:
@@ -101,7 +105,13 @@ def build(outcomes: pa.Table, images: pa.Table | None, names: list[str] | None) 
     galleries.sort(key=lambda g: (g.split != "test", *_order(g.condition, g.broken)))
     missing = [] if images is not None and len(images) else [
         "the audit kept no inputs (audit_keep_images is 0, or nothing flipped): predictions only"]
-    return Gallery(galleries[:MAX_CONDITIONS], classes, classes_of, max(0, len(galleries) - MAX_CONDITIONS), missing)
+    if len(classes) > CLASS_ROWS:  # the biggest losses and the biggest gains; the rest are counted
+        half = CLASS_ROWS // 2
+        shown, more = classes[:half] + classes[-half:], len(classes) - CLASS_ROWS
+    else:
+        shown, more = classes, 0
+    return Gallery(galleries[:MAX_CONDITIONS], shown, classes_of, max(0, len(galleries) - MAX_CONDITIONS), more,
+                   missing)
 
 
 def per_class(label: np.ndarray, base: np.ndarray, cand: np.ndarray, names: list[str] | None) -> list[ClassChange]:

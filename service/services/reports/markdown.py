@@ -4,6 +4,7 @@ policy names are not) is put in code spans with backticks removed, so it cannot 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from editaudit.service.services.reports.view import ReportView, Row, fmt, fmt_ci, fmt_p, sweep_rows
@@ -14,7 +15,16 @@ TONE = {"worse-sig": "🔻", "worse": "↓", "better-sig": "🔺", "better": "�
 
 
 def code(v: object) -> str:
-    return "`" + str(v).replace("`", "'").replace("\n", " ").replace("|", "\\|") + "`"
+    return "`" + " ".join(str(v).replace("`", "'").split()).replace("|", "\\|") + "`"
+
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def plain(v: object) -> str:
+    """Text (a gate rule's reason, which quotes a policy author's strings) that renders as itself: one line, every
+    Markdown and HTML special character escaped."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(v).split()))
 
 
 def _cells(r: Row) -> str:
@@ -43,7 +53,7 @@ def render(v: ReportView) -> str:
     failed = v.gate.failed if v.gate else []
     if failed:
         lines += ["", "**Gate rules not passed**", ""]
-        lines += [f"- {MARK[r['outcome']]} {code(r['metric'])}: {' '.join(str(r['reason']).split())}"
+        lines += [f"- {MARK[r['outcome']]} {code(r['metric'])}: {plain(r['reason'])}"
                   for r in failed[:TOP_REGRESSIONS]]
     top = v.regressions[:TOP_REGRESSIONS]
     if top:

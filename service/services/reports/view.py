@@ -129,10 +129,16 @@ def regression_key(r: Row) -> tuple:
     return (not r.significant, r.p if r.p is not None else 1.0, -abs(r.delta or 0.0), r.metric)
 
 
+EDIT_SPLITS = ("edit", "generalization")
+SHARES = ("top_class_share", "edit_class_share", "collapse")
+
+
 def _descriptive(name: str) -> bool:
-    """Agreement with the baseline describes the edit (it must fall on the edit split), it is not a quality."""
+    """Not a regression however it moves: agreement with the baseline (it must fall where the edit works), the
+    drawdown (the clean accuracy's loss again, listed once as that), and on the edit's own splits the share of the
+    target class (a working edit to one class raises it)."""
     m = M.parse(name)
-    return m is not None and m.stat == "agreement"
+    return m is not None and (m.stat in ("agreement", "drawdown") or (m.split in EDIT_SPLITS and m.stat in SHARES))
 
 
 def build(audit: AuditOut, edit: EditFacts | None = None, gate: Gate | None = None, gallery: Any = None,
