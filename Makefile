@@ -49,7 +49,8 @@ manifest: install
 
 # the screenshots in docs/img/ (console, reports, /docs), taken by the browser tests in headless Chromium
 screenshots: install
-	EDITAUDIT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_console_browser.py tests/e2e/test_docs_browser.py
+	EDITAUDIT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_console_browser.py tests/e2e/test_docs_browser.py \
+		tests/e2e/test_demo.py
 
 bench: install
 	$(PY) bench/audit.py

@@ -58,10 +58,9 @@ def console_errors(driver) -> list[dict]:
 
 
 def screenshot(driver, name: str, tmp_path: Path, width: int, height: int | None = None) -> bytes:
-    """The page at `width` (and `height`, or its full height up to MAX_HEIGHT), saved as `name` in tmp_path and,
-    with EDITAUDIT_UPDATE_SCREENSHOTS=1, in docs/img/."""
-    if height is None:
-        height = min(MAX_HEIGHT, int(driver.execute_script("return document.documentElement.scrollHeight")))
+    """The page at `width`, its full height up to `height` (or MAX_HEIGHT), saved as `name` in tmp_path and, with
+    EDITAUDIT_UPDATE_SCREENSHOTS=1, in docs/img/."""
+    height = min(height or MAX_HEIGHT, int(driver.execute_script("return document.documentElement.scrollHeight")))
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     try:

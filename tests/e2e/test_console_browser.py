@@ -110,7 +110,7 @@ def test_console_and_reports_render_in_chromium(edits, browser, tmp_path):
         assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
                    for im in thumbs), "every thumbnail decodes"
         assert driver.find_elements(By.CSS_SELECTOR, "figure img"), "the plots"
-        screenshot(driver, "console-audit.png", tmp_path, LAPTOP[0], PAGE_HEIGHT)
+        driver.save_screenshot(str(tmp_path / "console-audit-finetune.png"))  # docs/img's is the demo's (test_demo)
 
         # the blocked edit: its console page, then its standalone report as a CI job keeps it, opened from disk
         # (offline: nothing but the file itself can load)

@@ -16,6 +16,28 @@ KEPT = ["README.txt", "edit-set.npz", "edit.json", "generalization-set.npz", "mo
         "policy.yaml"]
 
 
+def look_at_the_demo_in_the_console(url: str, audit_id: str, tmp_path) -> None:
+    """The demo's audit in the web console (no sign-in: the embedded server on loopback, no key yet), in headless
+    Chromium at a laptop's width: its verdict under the demo's policy, the plots, the gallery of inputs the edit
+    broke and fixed, no console error. Saved as docs/img/console-audit.png by `make screenshots`."""
+    from tests.e2e.browser import LAPTOP, console_errors, screenshot, start_chromium
+
+    driver = start_chromium(tmp_path, LAPTOP[0])
+    try:
+        from selenium.webdriver.common.by import By
+
+        driver.set_window_size(*LAPTOP)
+        driver.get(f"{url}/console/audits/{audit_id}?policy=demo")
+        verdict = driver.find_element(By.ID, "verdict")
+        assert verdict.get_attribute("data-verdict") in ("pass", "warn", "fail"), verdict.text
+        assert driver.find_elements(By.CSS_SELECTOR, "figure img") and driver.find_elements(
+            By.CSS_SELECTOR, ".thumb img"), "plots and the gallery"
+        assert console_errors(driver) == []
+        screenshot(driver, "console-audit.png", tmp_path, LAPTOP[0], 3200)
+    finally:
+        driver.quit()
+
+
 def test_demo_prints_an_audit_and_a_verdict_and_keeps_its_files(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDITAUDIT_")}
     data, keep = tmp_path / "data", tmp_path / "kept"
@@ -62,6 +84,8 @@ def test_demo_prints_an_audit_and_a_verdict_and_keeps_its_files(tmp_path):
         audit_id = cli("audits", "list", "--edit-id", edit_id, "-q").stdout.strip()
         assert cli("audits", "report", audit_id, "-o", "report.html").returncode == 0
         (keep / "report.html").unlink()
+        assert cli("policies", "create", "demo", "policy.yaml").returncode == 0
+        look_at_the_demo_in_the_console(server.url, audit_id, tmp_path)
         uploaded = [m for m in json.loads(cli("models", "list", "--json").stdout) if not m["edit_id"]]
         assert len(uploaded) == 1 and uploaded[0]["id"] in models_before, "the demo's model, not a second one"
 
