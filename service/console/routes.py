@@ -5,12 +5,13 @@ tenant's, so an id of another tenant is the same HTML 404 as an unknown one. Not
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from editaudit.contracts.scopes import Scope, grants
+from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.service.console import auth, views
 from editaudit.service.deps import PrincipalDep, SessionDep, SvcDep
@@ -92,8 +93,9 @@ def home():
 
 
 @router.get("/edits", **page_op("console_edits"))
-def edits(request: Request, s: SessionDep, cursor: str | None = None):
-    return html(request, "edits.html.j2", "edits", **views.edits_page(s, cursor))
+def edits(request: Request, s: SessionDep, cursor: str | None = None, status: Status | Literal[""] = "",
+          method: str = Query("", max_length=64), model_id: str = Query("", max_length=32)):
+    return html(request, "edits.html.j2", "edits", **views.edits_page(s, cursor, status, method, model_id))
 
 
 @router.get("/edits/{edit_id}", **page_op("console_edit"))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.contracts.scopes import Scope, grants
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
@@ -35,11 +36,18 @@ def audit_ids(s: Session, edits: list[db.Edit]) -> dict[str, str]:
     return {edit_id: audit_id for edit_id, audit_id in s.execute(q)}
 
 
-def edits_page(s: Session, cursor: str | None) -> dict[str, Any]:
-    """Edits newest first, a sweep's sub-edits on their sweep's page rather than here."""
-    rows, nxt = page(s, db.Edit, PAGE, cursor, None, select(db.Edit).where(db.Edit.sweep_id.is_(None)))
+def edits_page(s: Session, cursor: str | None, status: str | None = None, method: str | None = None,
+               model_id: str | None = None) -> dict[str, Any]:
+    """Edits newest first, filtered as GET /edits is (status, method, model); a sweep's sub-edits on their sweep's
+    page rather than here."""
+    q = select(db.Edit).where(db.Edit.sweep_id.is_(None))
+    for column, value in ((db.Edit.status, status), (db.Edit.method, method), (db.Edit.model_id, model_id)):
+        q = q.where(column == value) if value else q
+    rows, nxt = page(s, db.Edit, PAGE, cursor, None, q)
     return {"edits": rows, "audits": audit_ids(s, rows), "cursor": cursor, "next_cursor": nxt,
-            "refresh": active(rows)}
+            "refresh": active(rows), "statuses": [st.value for st in Status],
+            "methods": sorted(EDIT_PARAMS.names()),
+            "filters": {"status": status or "", "method": method or "", "model_id": model_id or ""}}
 
 
 def gate_view(s: Session, edit: db.Edit, scopes: frozenset[str]) -> dict[str, Any]:

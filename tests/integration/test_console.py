@@ -328,3 +328,19 @@ def test_no_console_page_shows_another_tenants_data(console):
     assert len(checked) >= 15, checked
     # B's own pages work, and name B
     assert "tenant <b>team-b</b> · bob" in assert_html(c.get("/console/edits", headers=b))
+
+
+def test_the_edit_list_filters_as_the_api_does(console):
+    """status, method and model filter the list (and survive paging); a status that does not exist is a 422 page."""
+    c, a = console.c, cookie(console.a)
+    done = c.get("/console/edits", params={"status": "succeeded"}, headers=a)
+    queued = c.get("/console/edits", params={"status": "queued"}, headers=a)
+    assert done.status_code == queued.status_code == 200
+    assert console.job["id"] in done.text and console.job["id"] not in queued.text
+    assert console.queued["id"] in queued.text and console.queued["id"] not in done.text
+    none = c.get("/console/edits", params={"method": "low_rank"}, headers=a)
+    assert console.job["id"] not in none.text and console.queued["id"] not in none.text
+    other = c.get("/console/edits", params={"model_id": "0" * 32}, headers=a)
+    assert console.job["id"] not in other.text
+    bad = c.get("/console/edits", params={"status": "exploded"}, headers=a)
+    assert bad.status_code == 422 and "text/html" in bad.headers["content-type"]
