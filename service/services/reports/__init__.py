@@ -4,9 +4,10 @@ the report renders `report/audit.html.j2` with (the console fills its `nav` bloc
 editaudit.gate.render.)
 
 A report reads the audit, its edit and model lineage, the gate under the named policy and the audit's per-sample
-files; the HTML one draws its plots (~1 s). A finished audit's view and renderings are kept in a small LRU keyed by
-everything they depend on (the audit and its finish time, the policy version, the link), so a policy's new version
-or a re-run is never served stale; an unfinished audit is rendered each time (its numbers still move)."""
+files, and draws its plots (~1 s). A finished audit's view and its HTML are kept in a small LRU (bounded in entries
+and bytes) keyed by everything they depend on (the audit and its finish time, the policy's version and the verdict,
+never the request), so a policy's new version or a re-run is never served stale and no query string or Host header
+can grow it; an unfinished audit is rendered each time (its numbers still move)."""
 
 from __future__ import annotations
 
