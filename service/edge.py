@@ -66,7 +66,7 @@ class EdgeChecks:
         headers = dict(scope.get("headers") or [])
         route = self._route(scope)
         extra = getattr(route, "openapi_extra", None) or {}
-        console = bool(extra.get("x-console"))
+        console = bool(extra.get("x-console")) and self.svc.settings.console  # off: the cookie is inert
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX) or \
             (console and bool(extra.get("x-public")))
         if not public:
@@ -100,12 +100,16 @@ class EdgeChecks:
         return await self._buffered(scope, receive, send, limit)
 
     def _route(self, scope):
-        if self._flat[0] != len(self.routes):
-            self._flat = (len(self.routes), flat_routes(self.routes))
-        for route in self._flat[1]:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return route
+        """The route the request matches. The flattened list is rebuilt when the app's list grows, and once more
+        before answering "no route": a route added to an included router after the first request (the app's list
+        does not grow then) is matched, and held to its scope, all the same."""
+        for fresh in (False, True):
+            if fresh or self._flat[0] != len(self.routes):
+                self._flat = (len(self.routes), flat_routes(self.routes))
+            for route in self._flat[1]:
+                match, _ = route.matches(scope)
+                if match == Match.FULL:
+                    return route
         return None
 
     @staticmethod

@@ -7,14 +7,14 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from editaudit.core.repo import NotFound, NotReady
 from editaudit.core.storage import ObjectMissing, StoreUnavailable
-from editaudit.service.console.headers import console_path
+from editaudit.service.console.headers import HEADERS, console_path
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
@@ -62,6 +62,9 @@ def _loc(loc) -> str:
     """`("body", "audit", "corruptions", "names", "list[literal[...]]", 0)` -> `audit.corruptions.names.0`:
     pydantic's union-member labels (they contain brackets) say nothing to a user."""
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path") and "[" not in str(p)) or "body"
+
+
+RETRY = {"Retry-After": "5"}
 
 
 def console_page(request: Request) -> bool:
@@ -115,6 +118,8 @@ def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception):
         """The database is down or saturated: a transient condition a client should retry, not a bug (500)."""
         log.warning("database unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
+        if console_page(request):
+            return console_error(request, 503, "the database is unavailable; retry shortly", RETRY)
         return unavailable_response("the database is unavailable; retry shortly", request.url.path)
 
     @app.exception_handler(StoreUnavailable)
@@ -122,6 +127,8 @@ def install(app: FastAPI) -> None:
         """The object store is down, refuses us, or its directory cannot be read or written: transient or an
         operator's to fix, never the request's. The detail stays generic (the log has the endpoint and the key)."""
         log.warning("object store unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:300])
+        if console_page(request):
+            return console_error(request, 503, "the object store is unavailable; retry shortly", RETRY)
         return unavailable_response("the object store is unavailable; retry shortly", request.url.path,
                                     [{"field": "store", "reason": "unavailable"}])
 
@@ -132,6 +139,9 @@ def install(app: FastAPI) -> None:
         as the store's other faults: the resource exists and comes back once the object does (a duplicate upload
         puts it back)."""
         log.error("a stored object is missing on %s: %s", request.url.path, exc)
+        if console_page(request):
+            return console_error(request, 503, "a stored object of this page is missing from the object store; an "
+                                 "operator must restore it", RETRY)
         return unavailable_response("the stored object of this resource is missing from the object store; an "
                                     "operator must restore it (an upload of the same file does); retry later",
                                     request.url.path, [{"field": "store", "reason": "object missing"}])
@@ -141,6 +151,8 @@ def install(app: FastAPI) -> None:
         """A unique constraint another request got to first, where a route did not resolve the race itself (they
         do: names and aliases lock, uploads answer with the winner's row; this is the net under them): 409, retry."""
         log.warning("integrity conflict on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
+        if console_page(request):
+            return console_error(request, 409, "the request conflicts with a concurrent change; retry it")
         return problem_response(409, "the request conflicts with a concurrent change; retry it", None,
                                 request.url.path)
 
@@ -149,8 +161,19 @@ def install(app: FastAPI) -> None:
         """A value the database cannot store (an integer past its column, a malformed literal): the request's
         fault, and a validator that should have caught it (logged so it gets one)."""
         log.warning("value refused by the database on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
+        if console_page(request):
+            return console_error(request, 422, "a value in the request is out of range or malformed")
         return problem_response(422, "a value in the request is out of range or malformed for storage",
                                 [{"field": "body", "reason": "out of range or malformed"}], request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        """A bug. Starlette answers it outermost, past the console's headers middleware: a console page gets its
+        HTML 500 with those headers set here; anything else, the plain 500 Starlette would send (the exception is
+        logged and re-raised by Starlette either way)."""
+        if console_page(request):
+            return console_error(request, 500, "the server failed on this page; the error is logged", HEADERS)
+        return PlainTextResponse("Internal Server Error", status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -190,6 +190,7 @@ def html(summary: Summary, meta: dict[str, Any]) -> str:
             src = "data:image/png;base64," + base64.b64encode(figures[s.plot]).decode()
             body.append(f"<figure><img alt='{esc(s.title)}' src=\"{src}\"></figure>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(_title(meta))}</title>
+<link rel="icon" href="data:,">
 <style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left;font-family:monospace}}
 figure{{margin:1em 0}}small{{color:#444}}</style></head><body>

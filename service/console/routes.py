@@ -15,6 +15,7 @@ from editaudit.contracts.statuses import Status
 from editaudit.core import db, repo
 from editaudit.service.console import auth, views
 from editaudit.service.deps import PrincipalDep, SessionDep, SvcDep
+from editaudit.service.errors import Problem
 from editaudit.service.openapi import op
 from editaudit.service.routes.studies import get_study_report
 from editaudit.service.services import reports
@@ -119,8 +120,14 @@ def audit(request: Request, audit_id: str, s: SessionDep, svc: SvcDep, caller: P
           policy: str = views.DEFAULT_POLICY):
     """The audit's HTML report (report/audit.html.j2) with the console's nav bar."""
     row = repo.get_or_404(s, db.Audit, audit_id)
-    context = reports.audit_context(s, svc, row, policy, caller.scopes)
-    page = {"section": None, "audit_id": row.id, "edit_id": row.edit_id, "policy": policy}
+    notice = None
+    try:
+        context = reports.audit_context(s, svc, row, policy, caller.scopes)
+    except Problem as e:  # a mistyped policy in the page's box: the report without a verdict, and why
+        if e.status != 404 or not any(err.get("field") == "policy" for err in e.errors):
+            raise
+        context, notice = reports.audit_context(s, svc, row, None, caller.scopes), e.detail
+    page = {"section": None, "audit_id": row.id, "edit_id": row.edit_id, "policy": policy, "notice": notice}
     return HTMLResponse(render("console/audit.html.j2", **context, console={**nav(request, None), **page}),
                         media_type=HTML)
 

@@ -344,3 +344,69 @@ def test_the_edit_list_filters_as_the_api_does(console):
     assert console.job["id"] not in other.text
     bad = c.get("/console/edits", params={"status": "exploded"}, headers=a)
     assert bad.status_code == 422 and "text/html" in bad.headers["content-type"]
+
+
+# ------------------------------------------------------------------------------------- faults, late routes
+
+def test_faults_on_a_console_page_are_html_pages_with_the_console_headers(console, monkeypatch):
+    """A store outage is a 503 page (Retry-After), a bug a 500 page: never JSON, never without the headers, and
+    nothing of the failure (a fake SQL message) on the page."""
+    from fastapi.testclient import TestClient
+
+    from editaudit.core.storage import StoreUnavailable
+    from editaudit.service.console import views
+
+    c, a = console.c, cookie(console.a)
+    monkeypatch.setattr(c.services.store, "get", lambda *_, **__: (_ for _ in ()).throw(StoreUnavailable("down")))
+    from editaudit.service.services import reports, samples
+
+    reports._cache.clear()  # both keep what they read: empty, the page reads the store
+    samples._CACHE.clear()
+    r = c.get(f"/console/audits/{console.job['audit_id']}", headers=a)
+    assert "unavailable" in assert_html(r, 503) and r.headers["retry-after"] == "5"
+    assert r.headers["content-security-policy"] == CSP
+    monkeypatch.setattr(views, "edit_page", lambda *_: (_ for _ in ()).throw(RuntimeError("SELECT secret_sql")))
+    with TestClient(c.app, raise_server_exceptions=False) as raw:
+        r = raw.get(f"/console/edits/{console.job['id']}", headers=a)
+        body = assert_html(r, 500)
+        assert "secret_sql" not in body and r.headers["content-security-policy"] == CSP
+        assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
+        assert raw.get("/healthz").status_code == 200
+
+
+def test_a_route_added_late_is_held_to_its_scope_and_the_cookie_is_inert_with_the_console_off(tmp_path):
+    """The edge matches a route added to an included router after the first request (it once missed it and asked
+    for no scope); with the console off, a `console=True` route a deployment adds does not take the cookie."""
+    from fastapi.testclient import TestClient
+
+    from editaudit.core.migrate import upgrade
+    from editaudit.service.app import create_app
+    from tests.conftest import make_settings
+
+    router = APIRouter()
+
+    @router.get("/console/extra", **op("console_extra", Scope.audits_read, console=True))
+    def extra():
+        return {"ok": True}
+
+    settings = make_settings(tmp_path, console=False)
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings, allow_anonymous=True, routers=[router])) as c:
+        reader = key_headers(settings, "default", ["audits:read"], name="reader")
+        assert c.get("/console/extra", headers=reader).status_code == 200
+        assert_problem(c.get("/console/extra", headers=cookie(reader)), 401)
+
+        @router.get("/late-admin", **op("late_admin", Scope.admin))  # the app's list does not grow
+        def late():
+            return {"ok": True}
+
+        assert_problem(c.get("/late-admin", headers=reader), 403)
+
+
+def test_a_mistyped_policy_on_an_audit_page_keeps_the_report(console):
+    c, a = console.c, cookie(console.a)
+    r = c.get(f"/console/audits/{console.job['audit_id']}", params={"policy": "no-such-policy"}, headers=a)
+    page = assert_html(r)
+    assert "No verdict: no policy named &#39;no-such-policy&#39;" in page and 'id="summary"' in page
+    assert 'id="verdict"' not in page
+    assert " UTC</time>" in assert_html(c.get("/console/edits", headers=a))
