@@ -163,8 +163,13 @@ def study_report(study_id: str, s: SessionDep):
 
 
 @router.get("/{rest:path}", **page_op("console_not_found"))
-def not_found(rest: str):
-    """Any other console path: the console's HTML 404 (after sign-in), not the API's problem+json."""
+def not_found(request: Request, rest: str):
+    """Any other console path: the console's HTML 404 (after sign-in), not the API's problem+json; a page's path
+    with a trailing slash redirects to the page (to a path under /console, never elsewhere)."""
+    page = rest.rstrip("/")
+    if page != rest and page and not page.startswith("/") and "//" not in page:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/console/{page}{query}", status_code=308)
     raise repo.NotFound(f"no console page /console/{rest}", "path")
 
 

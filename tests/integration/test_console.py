@@ -410,3 +410,14 @@ def test_a_mistyped_policy_on_an_audit_page_keeps_the_report(console):
     assert "No verdict: no policy named &#39;no-such-policy&#39;" in page and 'id="summary"' in page
     assert 'id="verdict"' not in page
     assert " UTC</time>" in assert_html(c.get("/console/edits", headers=a))
+
+
+def test_a_trailing_slash_leads_to_the_page_and_never_elsewhere(console):
+    c, a = console.c, cookie(console.a)
+    r = c.get("/console/edits/", params={"status": "queued"}, headers=a, follow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "/console/edits?status=queued"
+    for path in ("/console//evil.example/", "/console/%2F%2Fevil.example/", "/console/nope/"):
+        r = c.get(path, headers=a, follow_redirects=False)
+        assert r.status_code in (308, 404), path
+        if r.status_code == 308:
+            assert r.headers["location"].startswith("/console/") and "//" not in r.headers["location"], path
