@@ -89,6 +89,19 @@ def sub_edits(s: Session, edit: db.Edit) -> list[db.Edit]:
     return sorted(s.scalars(select(db.Edit).filter_by(sweep_id=edit.id)), key=lambda e: order[e.layers[0]])
 
 
+def ancestors(s: Session, model_id: str) -> list[db.Model]:
+    """A model's lineage, root first, ending with the model itself: each model's parent until one has none (a
+    parent the session cannot see, or a cycle, ends the walk too)."""
+    chain: list[db.Model] = []
+    seen: set[str] = set()
+    row = s.get(db.Model, model_id)
+    while row is not None and row.id not in seen:
+        seen.add(row.id)
+        chain.append(row)
+        row = s.get(db.Model, row.parent_model_id) if row.parent_model_id else None
+    return chain[::-1]
+
+
 def family_of(s: Session, model_id: str) -> str:
     """The root model of a lineage: aliases are per family (the original checkpoint and all its edits)."""
     seen = set()

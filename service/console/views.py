@@ -10,14 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from editaudit.contracts.edits import EDIT_PARAMS
-from editaudit.contracts.scopes import Scope, grants
 from editaudit.contracts.statuses import ACTIVE, Status
 from editaudit.core import db, repo
 from editaudit.service.errors import Problem
 from editaudit.service.routes.models import get_model_lineage
 from editaudit.service.routes.studies import study_out
-from editaudit.service.services import gating, studies
+from editaudit.service.services import reports, studies
 from editaudit.service.services.listing import page
+from editaudit.service.services.reports.view import Gate
 
 PAGE = 50
 DEFAULT_POLICY = "default"
@@ -50,19 +50,13 @@ def edits_page(s: Session, cursor: str | None, status: str | None = None, method
             "filters": {"status": status or "", "method": method or "", "model_id": model_id or ""}}
 
 
-def gate_view(s: Session, edit: db.Edit, scopes: frozenset[str]) -> dict[str, Any]:
-    """The edit's gate under the default policy: {"state": "gated", verdict, rules, notes}, or "pending" (its audit
-    has not succeeded: 409 from the API), "sweep" (gated per sub-edit), "hidden" (the key lacks gate:read, as
-    GET /edits/{id}/gate would refuse it) or "error", with the reason."""
-    if not grants(scopes, Scope.gate_read):
-        return {"state": "hidden", "detail": "this key lacks the gate:read scope"}
-    if edit.sweep:
-        return {"state": "sweep", "detail": "a layer sweep is gated per sub-edit"}
+def gate_view(s: Session, edit: db.Edit, scopes: frozenset[str]) -> Gate:
+    """The edit's gate under the default policy, as the reports show it (reports.gate_of: the verdict only for a
+    key holding gate:read, why not otherwise); a policy the gate cannot apply is said on the page, not a 500."""
     try:
-        result = gating.gate_for(s, edit.id, DEFAULT_POLICY)
+        return reports.gate_of(s, edit, DEFAULT_POLICY, scopes)
     except Problem as p:
-        return {"state": "pending" if p.status == 409 else "error", "detail": p.detail}
-    return {"state": "gated", "policy": DEFAULT_POLICY, **result}
+        return Gate(None, DEFAULT_POLICY, [], [], why=p.detail)
 
 
 def promotions_of(s: Session, edit_id: str | None = None, offset: int = 0, limit: int = PAGE) -> list[db.Promotion]:

@@ -117,13 +117,9 @@ def get_model_layers(model_id: str, s: SessionDep):
             **op("get_model_lineage", Scope.audits_read, 404))
 def get_model_lineage(model_id: str, s: SessionDep):
     """Ancestors (root first, each with the edit that made the next one) and the models edited from this one."""
-    row: db.Model | None = repo.get_or_404(s, db.Model, model_id)
-    chain, seen = [], set()
-    while row is not None and row.id not in seen:
-        seen.add(row.id)
-        chain.append({"id": row.id, "edit_id": row.edit_id, "parent_model_id": row.parent_model_id,
-                      "sha256": row.sha256, "created_at": row.created_at})
-        row = s.get(db.Model, row.parent_model_id) if row.parent_model_id else None
+    repo.get_or_404(s, db.Model, model_id)
+    chain = [{"id": m.id, "edit_id": m.edit_id, "parent_model_id": m.parent_model_id, "sha256": m.sha256,
+              "created_at": m.created_at} for m in repo.ancestors(s, model_id)]
     children = s.scalars(select(db.Model).filter_by(parent_model_id=model_id)).all()
-    return {"model_id": model_id, "ancestors": chain[::-1],
+    return {"model_id": model_id, "ancestors": chain,
             "children": [{"id": c.id, "edit_id": c.edit_id, "created_at": c.created_at} for c in children]}

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from editaudit.contracts.edits import EDIT_PARAMS
 from editaudit.contracts.scopes import Scope, grants
-from editaudit.core import db
+from editaudit.core import db, repo
 from editaudit.service.deps import Services
 from editaudit.service.errors import Problem
 from editaudit.service.schemas.audits import AuditOut
@@ -88,14 +88,9 @@ def edit_facts(s: Session, edit: db.Edit) -> view.EditFacts:
     fields = params.model_fields if params is not None else {}
     hyper = [(k, v, k in fields and fields[k].get_default(call_default_factory=True) == v)
              for k, v in sorted((edit.hyperparams or {}).items())]
-    chain, seen, model = [], set(), s.get(db.Model, edit.model_id)
-    root = model
-    while model is not None and model.id not in seen:
-        seen.add(model.id)
-        chain.append(model.id)
-        root = model
-        model = s.get(db.Model, model.parent_model_id) if model.parent_model_id else None
-    lineage = chain[::-1] + ([edit.edited_model_id] if edit.edited_model_id else [])
+    chain = repo.ancestors(s, edit.model_id)
+    root = chain[0] if chain else None
+    lineage = [m.id for m in chain] + ([edit.edited_model_id] if edit.edited_model_id else [])
     datasets = {split: ref for split in ("edit", "generalization", "test")
                 if (ref := getattr(edit, f"{split}_set", None))}
     return view.EditFacts(edit.id, edit.method, list(edit.layers or []), hyper, datasets, edit.status, edit.model_id,
@@ -105,19 +100,19 @@ def edit_facts(s: Session, edit: db.Edit) -> view.EditFacts:
 def gate_of(s: Session, edit: db.Edit, policy: str, scopes: frozenset[str]) -> view.Gate:
     """The gate under `policy`, for a caller who may read gates (`gate:read`, as GET /edits/{id}/gate); an audit
     not gateable (running, a layer sweep) says why instead. An unknown policy is the caller's mistake: its 404
-    stands, whatever the audit."""
+    stands, whatever the audit. What the reports and the console's edit page show of a gate."""
     from editaudit.service.services.gating import gate_for, resolve_policy
 
     if not grants(scopes, Scope.gate_read):
         return view.Gate(None, policy, [], [], why="this key lacks the gate:read scope: no verdict shown")
-    resolve_policy(s, policy)
     if edit.sweep:
+        resolve_policy(s, policy)  # gate_for, which checks it otherwise, refuses a sweep first
         return view.Gate(None, policy, [], [], why="a layer sweep is gated per layer: see each sub-edit's report")
     try:
         result = gate_for(s, edit.id, policy)
     except Problem as e:
         if e.status == 409:
-            return view.Gate(None, policy, [], [], why=e.detail)
+            return view.Gate(None, policy, [], [], why=f"Not gated yet: {e.detail}")
         raise
     ref = result["policy"]
     name = ref.get("name") or "inline"
