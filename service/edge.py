@@ -32,7 +32,7 @@ from starlette.routing import Match
 from editaudit.contracts.scopes import grants
 from editaudit.core import db, keys
 from editaudit.service.admission import BODY_IN
-from editaudit.service.console.auth import cookie_token, login_redirect
+from editaudit.service.console.auth import cookie_token, login_redirect, principal_for_token
 from editaudit.service.errors import problem_response, unavailable_response
 from editaudit.service.interrupt import Interrupt, run_interruptible
 from editaudit.service.openapi import flat_routes
@@ -41,6 +41,7 @@ MAX_JSON_BYTES = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PREFIX = "/docs-assets/"  # swagger-ui's own scripts; /docs and /openapi.json need a key like any route
 DATABASE_DOWN = "the database is unavailable; retry shortly"
+LOOKUP = "the edge: which tenant a key belongs to"
 
 
 class EdgeChecks:
@@ -139,9 +140,10 @@ class EdgeChecks:
         return await self._token_principal(token.strip())
 
     async def _token_principal(self, token: str) -> keys.Principal | None:
-        """A bearer token's principal, whether it came in the Authorization header or the console's cookie."""
-        return keys.bootstrap_principal(self.svc.settings.api_token, token) or await self._cached(
-            hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(), lambda: self._lookup(token))
+        """A bearer token's principal, whether it came in the Authorization header or the console's cookie (the
+        lookup the console's sign-in makes too, cached here)."""
+        slot = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        return await self._cached(slot, lambda: principal_for_token(self.svc, token, LOOKUP))
 
     async def _cached(self, slot: str, fetch):
         now = time.monotonic()
@@ -153,10 +155,6 @@ class EdgeChecks:
             self._cache.clear()
         self._cache[slot] = (now + self.svc.settings.key_cache_s, value)
         return value
-
-    def _lookup(self, token: str) -> keys.Principal | None:
-        with db.unscoped_session(self.svc.sessions, "the edge: which tenant a key belongs to") as s:
-            return keys.principal_for(s, token)
 
     def _credentials_exist(self) -> bool:
         with db.unscoped_session(self.svc.sessions, "the edge: does any tenant have a key") as s:

@@ -3,6 +3,8 @@ on a web console path, the same error as an HTML page (a 404 for an unknown or a
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -64,9 +66,6 @@ def _loc(loc) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path") and "[" not in str(p)) or "body"
 
 
-RETRY = {"Retry-After": "5"}
-
-
 def console_page(request: Request) -> bool:
     """Whether the request is for a page of the web console (when the app serves one): its errors are HTML."""
     return bool(getattr(request.app.state, "console", False)) and console_path(request.url.path)
@@ -81,20 +80,14 @@ def console_error(request: Request, status: int, detail: str, headers: dict | No
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
-        if console_page(request):
-            return console_error(request, exc.status, exc.detail)
         return problem_response(exc.status, exc.detail, exc.errors, request.url.path, **exc.extra)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
-        if console_page(request):
-            return console_error(request, 404, exc.detail)
         return problem_response(404, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path)
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady):
-        if console_page(request):
-            return console_error(request, 409, exc.detail)
         response = problem_response(409, exc.detail, [{"field": exc.field, "reason": exc.detail}], request.url.path,
                                     resource_status=exc.status)
         if exc.status == "validating":
@@ -108,8 +101,6 @@ def install(app: FastAPI) -> None:
                   if e.get("type") == "json_invalid" else {"field": _loc(e["loc"]), "reason": e["msg"]}
                   for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        if console_page(request):
-            return console_error(request, 422, detail)
         return problem_response(422, detail, errors, request.url.path)
 
     @app.exception_handler(OperationalError)
@@ -118,8 +109,6 @@ def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception):
         """The database is down or saturated: a transient condition a client should retry, not a bug (500)."""
         log.warning("database unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
-        if console_page(request):
-            return console_error(request, 503, "the database is unavailable; retry shortly", RETRY)
         return unavailable_response("the database is unavailable; retry shortly", request.url.path)
 
     @app.exception_handler(StoreUnavailable)
@@ -127,8 +116,6 @@ def install(app: FastAPI) -> None:
         """The object store is down, refuses us, or its directory cannot be read or written: transient or an
         operator's to fix, never the request's. The detail stays generic (the log has the endpoint and the key)."""
         log.warning("object store unavailable on %s: %s", request.url.path, str(exc).splitlines()[0][:300])
-        if console_page(request):
-            return console_error(request, 503, "the object store is unavailable; retry shortly", RETRY)
         return unavailable_response("the object store is unavailable; retry shortly", request.url.path,
                                     [{"field": "store", "reason": "unavailable"}])
 
@@ -139,9 +126,6 @@ def install(app: FastAPI) -> None:
         as the store's other faults: the resource exists and comes back once the object does (a duplicate upload
         puts it back)."""
         log.error("a stored object is missing on %s: %s", request.url.path, exc)
-        if console_page(request):
-            return console_error(request, 503, "a stored object of this page is missing from the object store; an "
-                                 "operator must restore it", RETRY)
         return unavailable_response("the stored object of this resource is missing from the object store; an "
                                     "operator must restore it (an upload of the same file does); retry later",
                                     request.url.path, [{"field": "store", "reason": "object missing"}])
@@ -151,8 +135,6 @@ def install(app: FastAPI) -> None:
         """A unique constraint another request got to first, where a route did not resolve the race itself (they
         do: names and aliases lock, uploads answer with the winner's row; this is the net under them): 409, retry."""
         log.warning("integrity conflict on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
-        if console_page(request):
-            return console_error(request, 409, "the request conflicts with a concurrent change; retry it")
         return problem_response(409, "the request conflicts with a concurrent change; retry it", None,
                                 request.url.path)
 
@@ -161,8 +143,6 @@ def install(app: FastAPI) -> None:
         """A value the database cannot store (an integer past its column, a malformed literal): the request's
         fault, and a validator that should have caught it (logged so it gets one)."""
         log.warning("value refused by the database on %s: %s", request.url.path, str(exc).splitlines()[0][:200])
-        if console_page(request):
-            return console_error(request, 422, "a value in the request is out of range or malformed")
         return problem_response(422, "a value in the request is out of range or malformed for storage",
                                 [{"field": "body", "reason": "out of range or malformed"}], request.url.path)
 
@@ -177,14 +157,31 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        if console_page(request):
-            return console_error(request, exc.status_code, str(exc.detail), {
-                **(exc.headers or {}), **({"Allow": allowed_methods(request)} if exc.status_code == 405 else {})})
         response = problem_response(exc.status_code, str(exc.detail), None, request.url.path)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:  # RFC 9110: a 405 lists what the resource allows (every route on the path)
             response.headers["Allow"] = allowed_methods(request) or response.headers.get("Allow", "")
         return response
+
+    for kind, handler in list(app.exception_handlers.items()):
+        if handler is not _crash:  # a 500 is answered outermost: _crash sets the console's headers itself
+            app.exception_handlers[kind] = html_on_console(handler)
+
+
+def html_on_console(handler):
+    """`handler`, whose answer on a web console path is the console's HTML error page instead of problem+json:
+    the same status, detail and headers (Retry-After, Allow). Wrapped around every handler at install, so no
+    handler, present or added later in install, needs a console branch of its own."""
+
+    @functools.wraps(handler)
+    async def answer(request: Request, exc: Exception):
+        response = await handler(request, exc)
+        if response is None or not console_page(request) or response.media_type != PROBLEM:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return console_error(request, response.status_code, json.loads(response.body)["detail"], headers)
+
+    return answer
 
 
 def allowed_methods(request: Request) -> str:

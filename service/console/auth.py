@@ -83,12 +83,13 @@ def _netloc(scheme: str, netloc: str) -> str:
     return netloc.removesuffix(f":{DEFAULT_PORTS.get(scheme, '')}")
 
 
-def principal_for_token(svc: Services, token: str) -> keys.Principal | None:
-    """What the edge would make of the key as a bearer token (uncached: a sign-in is rare)."""
+def principal_for_token(svc: Services, token: str, why: str) -> keys.Principal | None:
+    """The principal of an API key: the bootstrap key's, or a stored key's (`why`: the unscoped session's
+    reason). The edge's lookup (it caches it) and the sign-in's (uncached: a sign-in is rare)."""
     found = keys.bootstrap_principal(svc.settings.api_token, token)
     if found is not None:
         return found
-    with db.unscoped_session(svc.sessions, "console sign-in: which tenant a key belongs to") as s:
+    with db.unscoped_session(svc.sessions, why) as s:
         return keys.principal_for(s, token)
 
 

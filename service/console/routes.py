@@ -63,7 +63,7 @@ def login(request: Request, svc: SvcDep, api_key: str = Form(""), next_: str | N
     if why:  # login CSRF: another site signing the browser in with the attacker's key
         return login_form(request, target, 403, f"sign-in refused: the request came from another site ({why})")
     token = api_key.strip()
-    caller = auth.principal_for_token(svc, token) if token else None
+    caller = auth.principal_for_token(svc, token, "console sign-in: which tenant a key belongs to") if token else None
     if caller is None:
         return login_form(request, target, 401, "that API key is not valid: unknown, revoked or mistyped")
     if not grants(caller.scopes, Scope.audits_read):
